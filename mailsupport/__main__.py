@@ -1,0 +1,3 @@
+from mailsupport.cli import main
+
+main()

@@ -1,0 +1,10 @@
+"""Command line: `mailsupport` (console script) and `python -m mailsupport`."""
+
+from __future__ import annotations
+
+from mailsupport.cli import dbcmd, intake, tickets  # noqa: F401  (registers the commands)
+from mailsupport.cli.app import app
+
+
+def main() -> None:
+    app(prog_name="mailsupport")

@@ -1,0 +1,112 @@
+"""The typer application, its shared state and the mapping of errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from mailsupport.errors import MailSupportError
+
+if TYPE_CHECKING:
+    from mailsupport.config import Settings
+    from mailsupport.store.db import Store
+
+
+class _Group(TyperGroup):
+    """Turns a MailSupportError anywhere below into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MailSupportError as error:
+            click.echo(f"mailsupport: {error}", err=True)
+            ctx.exit(error.exit_code)
+        except BrokenPipeError:  # `mailsupport export | head` is normal use
+            sys.stderr.close()
+            ctx.exit(0)
+
+
+def sub_app(help_text: str) -> typer.Typer:
+    return typer.Typer(
+        cls=_Group, help=help_text, no_args_is_help=True, pretty_exceptions_enable=False
+    )
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="mailsupport: an email-driven support desk.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+
+
+@dataclass
+class State:
+    """Per-invocation state: settings and store are built on first use, once."""
+
+    config_path: str | None = None
+    verbose: bool = False
+    _settings: Settings | None = None
+    _store: Store | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from mailsupport.config import load_settings
+
+            self._settings = load_settings(self.config_path)
+            level = "INFO" if self.verbose else self._settings.log_level
+            logging.basicConfig(
+                level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+            )
+        return self._settings
+
+    def store(self, check_schema: bool = True) -> Store:
+        if self._store is None:
+            from mailsupport.store.db import Store
+
+            self._store = Store.open(self.settings.db_url, check_schema=check_schema)
+        return self._store
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        metavar="PATH",
+        help="Settings file (default: MAILSUPPORT_CONFIG, ./settings.env).",
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each processed message."),
+) -> None:
+    ctx.obj = State(config_path=config, verbose=verbose)
+
+
+def state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, State)
+    return obj
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def local_time(value: datetime | None) -> str:
+    """A stored UTC time in the agent's local zone, to the minute."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"

@@ -1,0 +1,188 @@
+"""Local intake: `import` files, `ingest` from an MTA pipe, and the `quarantine`."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import typer
+
+from mailsupport.cli.app import app, print_json, state, sub_app, utcnow
+from mailsupport.errors import NotFoundError, UsageError
+
+OPERATOR = "Operator"
+
+
+def summary(counts: Counter[str]) -> str:
+    read = sum(counts.values())
+    return (
+        f"read {read}, new tickets {counts['new']}, threaded replies {counts['reply']}, "
+        f"duplicates {counts['duplicate']}, quarantined {counts['quarantined']}"
+    )
+
+
+@app.command("import", rich_help_panel=OPERATOR)
+def import_(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(
+        ..., help="mbox files, Maildirs, message files, or directories of them."
+    ),
+    batch: int = typer.Option(200, min=1, help="Messages per database transaction."),
+    progress: bool = typer.Option(True, help="Show a progress bar on a terminal."),
+) -> None:
+    """Import mail history from files. Sends nothing to anyone."""
+    from mailsupport.pipeline import Incoming, Pipeline
+    from mailsupport.sources.files import plan_import
+
+    st = state(ctx)
+    plan = plan_import(paths)  # validates every path before anything is written
+    pipeline = Pipeline(st.settings, st.store())
+    items = (Incoming(i.raw, i.origin, i.received_at) for i in plan)
+    show_bar = progress and sys.stderr.isatty()
+    with typer.progressbar(
+        length=len(plan) if show_bar else 0, label="importing", file=sys.stderr, hidden=not show_bar
+    ) as bar:
+        counts = pipeline.run(items, utcnow, batch_size=batch, on_each=lambda _o: bar.update(1))
+    for path, reason in plan.skipped:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    typer.echo(summary(counts))
+
+
+@app.command("ingest", rich_help_panel=OPERATOR)
+def ingest(
+    ctx: typer.Context,
+    origin: str = typer.Option("stdin", help="A label stored with the message."),
+) -> None:
+    """Store one message read from standard input (for `|mailsupport ingest` in an MTA).
+
+    Exit 0 when stored (or quarantined), 75 when it could not be stored for now: the MTA
+    keeps the message and tries again."""
+    from mailsupport.errors import TemporaryError
+    from mailsupport.pipeline import Incoming, Pipeline
+
+    raw = sys.stdin.buffer.read()
+    if not raw.strip():
+        raise UsageError("no message on standard input")
+    st = state(ctx)
+    try:
+        now = utcnow()
+        outcome = Pipeline(st.settings, st.store()).ingest(Incoming(raw, origin, now), now)
+    except TemporaryError:
+        raise
+    except Exception as error:  # never bounce mail because of us: ask the MTA to retry
+        raise TemporaryError(
+            f"could not store the message: {type(error).__name__}: {error}"
+        ) from error
+    if outcome.kind == "quarantined":
+        typer.echo(f"quarantined: {outcome.detail}")
+    elif outcome.kind == "duplicate":
+        typer.echo(f"duplicate <{outcome.message_id}>, already stored")
+    else:
+        typer.echo(f"ticket #{outcome.ticket_number}: {outcome.detail}")
+
+
+quarantine_app = sub_app("Messages set aside because they could not be processed.")
+app.add_typer(quarantine_app, name="quarantine", rich_help_panel=OPERATOR)
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON for scripts.")
+) -> None:
+    """List quarantined messages with their errors."""
+    from mailsupport.cli.app import local_time
+    from mailsupport.store.queries import quarantine_dict, quarantine_entries
+
+    with state(ctx).store().read() as session:
+        entries = quarantine_entries(session)
+    if as_json:
+        print_json([quarantine_dict(e, size) for e, size in entries])
+        return
+    if not entries:
+        typer.echo("quarantine is empty")
+        return
+    for entry, size in entries:
+        typer.echo(
+            f"{entry.id:>5}  {local_time(entry.created_at)}  {size:>9} B  "
+            f"tries {entry.retry_count}  {entry.origin}\n       {entry.error}"
+        )
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    ctx: typer.Context,
+    entry_id: int = typer.Argument(..., metavar="ID"),
+    raw: bool = typer.Option(False, "--raw", help="Print the message's original bytes."),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
+) -> None:
+    """Show one quarantined message: its error and headers, or its raw bytes."""
+    from mailsupport.store.models import QuarantineEntry, RawMessage
+    from mailsupport.store.queries import quarantine_dict
+
+    with state(ctx).store().read() as session:
+        entry = session.get(QuarantineEntry, entry_id)
+        if entry is None:
+            raise NotFoundError(
+                f"no quarantine entry {entry_id} (see `mailsupport quarantine list`)"
+            )
+        stored = session.get(RawMessage, entry.raw_id)
+        assert stored is not None
+        data = stored.data
+    if raw:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    if as_json:
+        print_json(quarantine_dict(entry, len(data)) | {"sha256": stored.sha256})
+        return
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0][:4000]
+    typer.echo(
+        f"entry {entry.id} from {entry.origin}, {len(data)} bytes, tried {entry.retry_count}x"
+    )
+    typer.echo(f"error: {entry.error}\n")
+    typer.echo(head.decode("utf-8", "replace"))
+
+
+@quarantine_app.command("retry")
+def quarantine_retry(
+    ctx: typer.Context,
+    entry_id: int | None = typer.Argument(None, metavar="[ID]"),
+    all_: bool = typer.Option(False, "--all", help="Retry every quarantined message."),
+) -> None:
+    """Process quarantined messages again (after a fix or a settings change)."""
+    from sqlmodel import col, select
+
+    from mailsupport.pipeline import Incoming, Pipeline
+    from mailsupport.store.models import QuarantineEntry, RawMessage
+
+    if (entry_id is None) == (not all_):
+        raise UsageError("give one quarantine ID or --all")
+    st = state(ctx)
+    store = st.store()
+    pipeline = Pipeline(st.settings, store)
+    counts: Counter[str] = Counter()
+    with store.write() as session:
+        query = select(QuarantineEntry).order_by(col(QuarantineEntry.id))
+        if entry_id is not None:
+            query = query.where(QuarantineEntry.id == entry_id)
+        entries = session.exec(query).all()
+        if entry_id is not None and not entries:
+            raise NotFoundError(
+                f"no quarantine entry {entry_id} (see `mailsupport quarantine list`)"
+            )
+        for entry in entries:
+            now = utcnow()
+            entry.retry_count += 1
+            entry.last_retry_at = now
+            session.add(entry)
+            stored = session.get(RawMessage, entry.raw_id)
+            assert stored is not None
+            item = Incoming(stored.data, entry.origin, stored.stored_at)
+            outcome = pipeline.process(session, item, now)
+            counts[outcome.kind] += 1
+            where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else outcome.kind
+            typer.echo(f"entry {entry.id}: {where} {outcome.detail}".rstrip())
+    typer.echo(summary(counts))
+    if counts["quarantined"]:
+        raise typer.Exit(1)

@@ -1,0 +1,122 @@
+"""Settings, read once at the edge (environment and an env file) and passed down."""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mailsupport.errors import ConfigError
+
+ENV_PREFIX = "MAILSUPPORT_"
+DEFAULT_ENV_FILE = "settings.env"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    data_dir: Path = Path("./mailsupport-data")
+    database_url: str = ""
+    support_address: str = ""
+    support_name: str = "Support"
+    # Other addresses that deliver into this desk; mail from them counts as ours.
+    support_aliases: str = ""
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    ticket_tag: str = "[#{number}]"
+    log_level: str = "WARNING"
+
+    @field_validator("ticket_tag")
+    @classmethod
+    def _tag_has_one_number(cls, value: str) -> str:
+        if value.count("{number}") != 1:
+            raise ValueError("must contain {number} exactly once, like [#{number}]")
+        if not value.replace("{number}", "").strip():
+            raise ValueError("needs some text around {number}, like [#{number}]")
+        return value
+
+    @field_validator("support_address")
+    @classmethod
+    def _address_shape(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", value):
+            raise ValueError("must be a bare address like support@example.com")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return value
+
+    @property
+    def db_url(self) -> str:
+        """DATABASE_URL, or SQLite in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'mailsupport.db').resolve()}"
+
+    @cached_property
+    def our_addresses(self) -> frozenset[str]:
+        """Every address of this desk, lowercased."""
+        found = {a.strip().lower() for a in self.support_aliases.split(",") if a.strip()}
+        if self.support_address:
+            found.add(self.support_address.lower())
+        return frozenset(found)
+
+    @cached_property
+    def tag_pattern(self) -> re.Pattern[str]:
+        """Matches the ticket tag in a subject; group 1 is the number."""
+        before, after = self.ticket_tag.split("{number}")
+        return re.compile(
+            re.escape(before.strip()) + r"\s*(\d{1,12})\s*" + re.escape(after.strip())
+        )
+
+    def format_tag(self, number: int) -> str:
+        return self.ticket_tag.replace("{number}", str(number))
+
+
+def _env_file(config_path: str | None) -> Path | None:
+    """--config PATH, else MAILSUPPORT_CONFIG, else ./settings.env when it exists."""
+    explicit = config_path or os.environ.get(ENV_PREFIX + "CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(
+                f"configuration file not found: {path} (check --config or MAILSUPPORT_CONFIG)"
+            )
+        return path
+    default = Path(DEFAULT_ENV_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(config_path: str | None = None, **overrides: Any) -> Settings:
+    """Build Settings; any problem becomes one ConfigError line naming the key."""
+    env_file = _env_file(config_path)
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"configuration file is not UTF-8 text: {env_file}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    secret = "PASSWORD" in key or "SECRET" in key
+    shown = f" (got {value!r})" if isinstance(value, str | int) and not secret else ""
+    return f"invalid setting {key}: {message}{shown}"

@@ -1,0 +1,70 @@
+"""Plain data that flows through the pipeline. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A mailbox: display name (decoded) and address (as written, compare with `.key`)."""
+
+    name: str
+    address: str
+
+    @property
+    def key(self) -> str:
+        """The address lowercased, for comparisons and lookups."""
+        return self.address.lower()
+
+    def __str__(self) -> str:
+        if self.name:
+            return f"{self.name} <{self.address}>"
+        return self.address
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One attachment or inline part. `filename` is already safe to use as a file name."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A parsed message. Message-IDs are stored without angle brackets."""
+
+    message_id: str
+    message_id_generated: bool
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    subject: str
+    from_: Address | None
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    date: datetime | None  # timezone-aware UTC, None when missing or unreadable
+    text: str
+    html: str | None  # sanitized, safe to show; None when the message had no HTML
+    attachments: tuple[Attachment, ...] = ()
+    # Decoded header (name lowercased, value) pairs in message order, for the rules.
+    headers: tuple[tuple[str, str], ...] = ()
+    # Human-readable notes on damage found while parsing (broken MIME, bad charset, ...).
+    defects: tuple[str, ...] = field(default=())
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive), or None."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key == wanted:
+                return value
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        wanted = name.lower()
+        return [value for key, value in self.headers if key == wanted]

@@ -1,0 +1,254 @@
+"""From raw bytes to a stored ticket message (or the quarantine), one readable list of steps."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import exc
+from sqlmodel import Session
+
+from mailsupport.config import Settings
+from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
+from mailsupport.mail import Address, Inbound
+from mailsupport.parsing import parse
+from mailsupport.store import tickets as db
+from mailsupport.store.db import Store
+from mailsupport.store.files import AttachmentStore
+from mailsupport.store.models import Attachment, Message, RawMessage, Ticket
+from mailsupport.threads import decide_thread, find_tag, normalize_subject, reference_ids
+
+log = logging.getLogger(__name__)
+
+NEW, REPLY, DUPLICATE, QUARANTINED = "new", "reply", "duplicate", "quarantined"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: str  # NEW, REPLY, DUPLICATE or QUARANTINED
+    ticket_number: int | None = None
+    message_id: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message as a source hands it over."""
+
+    raw: bytes
+    origin: str
+    received_at: datetime | None = None  # when the source got it, if it knows
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.files = AttachmentStore(settings.data_dir / "attachments")
+
+    # -- driving ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        items: Iterable[Incoming],
+        now: Callable[[], datetime],
+        batch_size: int = 200,
+        on_each: Callable[[Outcome], None] | None = None,
+    ) -> Counter[str]:
+        """Process every item, committing every `batch_size` messages. Returns counts by kind.
+
+        A TemporaryError stops the run; what was committed before it stays, the rest can be
+        fed again (duplicates are recognised)."""
+        totals: Counter[str] = Counter()
+        iterator = iter(items)
+        while True:
+            batch: list[Outcome] = []
+            with self.store.write() as session:
+                for item in iterator:
+                    batch.append(self.process(session, item, now()))
+                    if len(batch) >= batch_size:
+                        break
+            totals.update(outcome.kind for outcome in batch)
+            if on_each is not None:
+                for outcome in batch:
+                    on_each(outcome)
+            if len(batch) < batch_size:
+                return totals
+
+    def ingest(self, item: Incoming, now: datetime) -> Outcome:
+        """One message in its own transaction (MTA pipe delivery)."""
+        with self.store.write() as session:
+            return self.process(session, item, now)
+
+    # -- the steps ----------------------------------------------------------------------------
+
+    def process(self, session: Session, item: Incoming, now: datetime) -> Outcome:
+        raw = db.save_raw(session, item.raw, item.origin, now)  # 1. keep the bytes, always
+        limit = self.settings.max_message_bytes
+        if raw.size > limit:  # 2. too large to process, never truncated
+            return self._set_aside(
+                session, raw, item.origin,
+                f"message is {raw.size} bytes, over MAILSUPPORT_MAX_MESSAGE_BYTES ({limit})", now,
+            )  # fmt: skip
+        try:
+            message = parse(item.raw)  # 3. parse
+        except PermanentError as error:
+            return self._set_aside(session, raw, item.origin, str(error), now)
+        if db.message_exists(session, message.message_id):  # 4. seen before: stored once
+            db.release_quarantine(session, raw)
+            log.info("duplicate <%s> skipped", message.message_id)
+            return Outcome(DUPLICATE, message_id=message.message_id)
+        try:  # 5. thread and store; a failure here must not block the messages behind it
+            with session.begin_nested():
+                outcome = self._file(session, message, raw, item, now)
+        except (MailSupportError, exc.OperationalError, exc.InterfaceError, OSError):
+            raise  # temporary trouble with the database or disk: the caller retries later
+        except exc.IntegrityError:
+            # Another process stored this message (or indexed its references) at the same time.
+            if db.message_exists(session, message.message_id):
+                return Outcome(DUPLICATE, message_id=message.message_id)
+            raise TemporaryError(
+                f"conflict while storing <{message.message_id}>; try again"
+            ) from None
+        except Exception as error:  # a bug on odd input: quarantine it, keep going
+            log.exception("cannot store <%s>", message.message_id)
+            return self._set_aside(
+                session, raw, item.origin, f"internal error: {type(error).__name__}: {error}", now
+            )
+        db.release_quarantine(session, raw)
+        log.info(
+            "ticket #%s <%s> %s: %s",
+            outcome.ticket_number, outcome.message_id, outcome.kind, outcome.detail,
+        )  # fmt: skip
+        return outcome
+
+    def _set_aside(
+        self, session: Session, raw: RawMessage, origin: str, error: str, now: datetime
+    ) -> Outcome:
+        entry = db.quarantine(session, raw, origin, error, now)
+        log.warning("quarantined %s as entry %s: %s", origin or "message", entry.id, error)
+        return Outcome(QUARANTINED, detail=error)
+
+    def _file(
+        self, session: Session, message: Inbound, raw: RawMessage, item: Incoming, now: datetime
+    ) -> Outcome:
+        settings = self.settings
+        sender = message.from_
+        outgoing = sender is not None and sender.key in settings.our_addresses
+        at = min(item.received_at or message.date or now, now)
+        references = reference_ids(message)
+
+        known = db.known_refs(session, [message.message_id, *references])
+        tag_number = find_tag(message.subject, settings.tag_pattern)
+        tag_ticket = db.ticket_by_number(session, tag_number) if tag_number is not None else None
+        participant = (
+            tag_ticket is not None
+            and sender is not None
+            and db.is_participant(session, tag_ticket.id, sender.address)  # type: ignore[arg-type]
+        )
+        decision = decide_thread(
+            message, known, tag_ticket.id if tag_ticket else None, participant, tag_number
+        )
+
+        title = normalize_subject(message.subject, settings.tag_pattern) or "(no subject)"
+        customer = self._customer(message, outgoing)
+        if decision.ticket_id is None:
+            ticket = db.create_ticket(session, title, customer, at)
+            db.record_event(session, ticket.id, "created", decision.reason, now)  # type: ignore[arg-type]
+            kind = NEW
+        else:
+            ticket = session.get(Ticket, decision.ticket_id)  # type: ignore[assignment]
+            if decision.merge_ids:
+                others = [session.get(Ticket, i) for i in decision.merge_ids]
+                db.merge_tickets(session, ticket, [t for t in others if t], decision.reason, now)
+            self._join(session, ticket, title, customer, at, outgoing, now)
+            kind = REPLY
+
+        assert ticket.id is not None
+        row = Message(
+            ticket_id=ticket.id,
+            message_id=message.message_id,
+            direction="out" if outgoing else "in",
+            in_reply_to=" ".join(message.in_reply_to),
+            refs=" ".join(message.references),
+            from_address=sender.address if sender else "",
+            from_name=sender.name if sender else "",
+            to=[_as_json(a) for a in message.to],
+            cc=[_as_json(a) for a in message.cc],
+            subject=message.subject,
+            date=message.date,
+            received_at=at,
+            text=message.text,
+            html=message.html,
+            raw_id=raw.id,
+            thread_reason=decision.reason,
+            defects="\n".join(message.defects),
+            created_at=now,
+        )
+        session.add(row)
+        session.flush()
+        for part in message.attachments:
+            session.add(
+                Attachment(
+                    message_pk=row.id,  # type: ignore[arg-type]
+                    filename=part.filename,
+                    content_type=part.content_type,
+                    size=len(part.data),
+                    sha256=self.files.put(part.data),
+                    content_id=part.content_id,
+                    inline=part.inline,
+                )
+            )
+        db.index_refs(session, ticket.id, [message.message_id, *references])
+        db.add_participants(session, ticket, self._people(message, ticket), now)
+        return Outcome(kind, ticket.number, message.message_id, decision.reason)
+
+    def _customer(self, message: Inbound, outgoing: bool) -> Address | None:
+        """Who the ticket is for: the sender, or for our own mail its first outside recipient."""
+        if not outgoing:
+            return message.from_
+        ours = self.settings.our_addresses
+        return next((a for a in (*message.to, *message.cc) if a.key not in ours), None)
+
+    def _people(self, message: Inbound, ticket: Ticket) -> list[tuple[Address, str]]:
+        ours = self.settings.our_addresses
+        everyone = [a for a in (message.from_, *message.to, *message.cc) if a is not None]
+        return [
+            (a, "requester" if a.key == ticket.requester else "cc")
+            for a in everyone
+            if a.key not in ours
+        ]
+
+    @staticmethod
+    def _join(
+        session: Session,
+        ticket: Ticket,
+        title: str,
+        customer: Address | None,
+        at: datetime,
+        outgoing: bool,
+        now: datetime,
+    ) -> None:
+        """Update a ticket that a message joins."""
+        assert ticket.id is not None
+        if at < ticket.created_at:
+            # An older message arrived late (a parent after its reply): the earliest message
+            # of the conversation names the ticket and its customer.
+            ticket.created_at = at
+            ticket.subject = title
+            if customer is not None:
+                ticket.requester, ticket.requester_name = customer.key, customer.name
+        ticket.updated_at = max(ticket.updated_at, at)
+        if not outgoing and ticket.status in ("pending", "closed"):
+            if ticket.status == "closed":
+                ticket.closed_at = None
+                db.record_event(session, ticket.id, "reopened", "the customer wrote again", now)
+            ticket.status = "open"
+        session.add(ticket)
+
+
+def _as_json(address: Address) -> dict[str, str]:
+    return {"name": address.name, "address": address.address}

@@ -1,0 +1,150 @@
+"""Tables. Times are timezone-aware UTC; Message-IDs are stored without angle brackets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+TICKET_STATUSES = ("new", "open", "pending", "closed")
+PRIORITIES = ("low", "normal", "high", "urgent")
+DIRECTIONS = ("in", "out", "note")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC, returns aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; pass an aware UTC time")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _time(**kwargs: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kwargs)
+
+
+class Ticket(SQLModel, table=True):
+    __tablename__ = "tickets"
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: int | None = Field(default=None, unique=True)
+    subject: str = Field(sa_type=sa.Text)
+    status: str = Field(default="new", max_length=16, index=True)
+    priority: str = Field(default="normal", max_length=16)
+    requester: str = Field(default="", sa_type=sa.Text)
+    requester_name: str = Field(default="", sa_type=sa.Text)
+    created_at: datetime = _time(index=True)
+    updated_at: datetime = _time(index=True)
+    closed_at: datetime | None = _time(default=None)
+    merged_into_id: int | None = Field(default=None, foreign_key="tickets.id")
+
+
+class RawMessage(SQLModel, table=True):
+    """The bytes of a message exactly as they arrived, stored before anything can fail."""
+
+    __tablename__ = "raw_messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(max_length=64, unique=True)
+    size: int
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    origin: str = Field(default="", sa_type=sa.Text)
+    stored_at: datetime = _time()
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    message_id: str = Field(sa_type=sa.Text, unique=True)
+    direction: str = Field(max_length=8)  # in / out / note
+    in_reply_to: str = Field(default="", sa_type=sa.Text)  # space-separated IDs
+    refs: str = Field(default="", sa_type=sa.Text)  # References, space-separated IDs
+    from_address: str = Field(default="", sa_type=sa.Text)
+    from_name: str = Field(default="", sa_type=sa.Text)
+    to: list[dict[str, str]] = Field(default_factory=list, sa_type=sa.JSON)
+    cc: list[dict[str, str]] = Field(default_factory=list, sa_type=sa.JSON)
+    subject: str = Field(default="", sa_type=sa.Text)
+    date: datetime | None = _time(default=None)  # the Date header
+    received_at: datetime = _time()  # when the source got it; orders the conversation
+    text: str = Field(default="", sa_type=sa.Text)
+    html: str | None = Field(default=None, sa_type=sa.Text)  # sanitized
+    raw_id: int | None = Field(default=None, foreign_key="raw_messages.id")
+    thread_reason: str = Field(default="", sa_type=sa.Text)  # why it joined its ticket
+    defects: str = Field(default="", sa_type=sa.Text)
+    created_at: datetime = _time()
+
+
+class MessageRef(SQLModel, table=True):
+    """Every Message-ID a stored message carries or references, mapped to its ticket."""
+
+    __tablename__ = "message_refs"
+
+    message_id: str = Field(sa_type=sa.Text, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+
+
+class Participant(SQLModel, table=True):
+    __tablename__ = "participants"
+
+    ticket_id: int = Field(foreign_key="tickets.id", primary_key=True)
+    address: str = Field(sa_type=sa.Text, primary_key=True)  # lowercased
+    name: str = Field(default="", sa_type=sa.Text)
+    role: str = Field(default="cc", max_length=16)  # requester / cc
+    first_seen: datetime = _time()
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="messages.id", index=True)
+    filename: str = Field(sa_type=sa.Text)
+    content_type: str = Field(sa_type=sa.Text)
+    size: int
+    sha256: str = Field(max_length=64, index=True)
+    content_id: str | None = Field(default=None, sa_type=sa.Text)
+    inline: bool = False
+
+
+class QuarantineEntry(SQLModel, table=True):
+    __tablename__ = "quarantine"
+
+    id: int | None = Field(default=None, primary_key=True)
+    raw_id: int = Field(foreign_key="raw_messages.id", index=True)
+    origin: str = Field(default="", sa_type=sa.Text)
+    error: str = Field(sa_type=sa.Text)
+    created_at: datetime = _time()
+    retry_count: int = 0
+    last_retry_at: datetime | None = _time(default=None)
+
+
+class TicketEvent(SQLModel, table=True):
+    """The history of a ticket: who changed what, when."""
+
+    __tablename__ = "ticket_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    at: datetime = _time()
+    actor: str = Field(default="system", sa_type=sa.Text)
+    action: str = Field(max_length=32)
+    detail: str = Field(default="", sa_type=sa.Text)

@@ -1,0 +1,182 @@
+"""Ticket-side storage operations. Each takes an open session; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from mailsupport.mail import Address
+from mailsupport.store.models import (
+    Message,
+    MessageRef,
+    Participant,
+    QuarantineEntry,
+    RawMessage,
+    Ticket,
+    TicketEvent,
+)
+
+
+def save_raw(session: Session, raw: bytes, origin: str, now: datetime) -> RawMessage:
+    """Keep the bytes exactly as they came; the same bytes are stored once."""
+    digest = hashlib.sha256(raw).hexdigest()
+    existing = session.exec(select(RawMessage).where(RawMessage.sha256 == digest)).first()
+    if existing is not None:
+        return existing
+    row = RawMessage(sha256=digest, size=len(raw), data=raw, origin=origin, stored_at=now)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def quarantine(
+    session: Session, raw: RawMessage, origin: str, error: str, now: datetime
+) -> QuarantineEntry:
+    """Set a message aside with its error; one entry per raw message, however often it fails."""
+    entry = session.exec(select(QuarantineEntry).where(QuarantineEntry.raw_id == raw.id)).first()
+    if entry is None:
+        entry = QuarantineEntry(raw_id=raw.id, origin=origin, error=error, created_at=now)
+    else:
+        entry.error = error
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def release_quarantine(session: Session, raw: RawMessage) -> None:
+    """The message was stored after all: drop its quarantine entry, if any."""
+    session.execute(sa.delete(QuarantineEntry).where(col(QuarantineEntry.raw_id) == raw.id))
+
+
+def message_exists(session: Session, message_id: str) -> bool:
+    found = session.exec(select(Message.id).where(Message.message_id == message_id)).first()
+    return found is not None
+
+
+def known_refs(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
+    """The ticket each of these Message-IDs is indexed to, for those that are known."""
+    wanted = list(dict.fromkeys(message_ids))
+    if not wanted:
+        return {}
+    rows = session.exec(
+        select(MessageRef.message_id, MessageRef.ticket_id).where(
+            col(MessageRef.message_id).in_(wanted)
+        )
+    ).all()
+    return dict(rows)
+
+
+def ticket_by_number(session: Session, number: int) -> Ticket | None:
+    """The ticket with this number, following merges to the ticket that lives on."""
+    ticket = session.exec(select(Ticket).where(Ticket.number == number)).first()
+    seen: set[int] = set()
+    while ticket is not None and ticket.merged_into_id is not None and ticket.id not in seen:
+        seen.add(ticket.id)  # type: ignore[arg-type]
+        ticket = session.get(Ticket, ticket.merged_into_id)
+    return ticket
+
+
+def is_participant(session: Session, ticket_id: int, address: str) -> bool:
+    found = session.get(Participant, (ticket_id, address.lower()))
+    return found is not None
+
+
+def create_ticket(
+    session: Session, subject: str, requester: Address | None, at: datetime
+) -> Ticket:
+    ticket = Ticket(
+        subject=subject,
+        requester=requester.key if requester else "",
+        requester_name=requester.name if requester else "",
+        created_at=at,
+        updated_at=at,
+    )
+    session.add(ticket)
+    session.flush()
+    ticket.number = ticket.id  # the number agents see; equal to the id, but its own column
+    return ticket
+
+
+def index_refs(session: Session, ticket_id: int, message_ids: Iterable[str]) -> None:
+    """Point each ID at the ticket unless it is indexed already (possibly by another process)."""
+    rows = [{"message_id": mid, "ticket_id": ticket_id} for mid in dict.fromkeys(message_ids)]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    session.execute(insert(MessageRef).values(rows).on_conflict_do_nothing())
+
+
+def add_participants(
+    session: Session, ticket: Ticket, people: Sequence[tuple[Address, str]], at: datetime
+) -> None:
+    """Add (address, role) pairs not yet on the ticket."""
+    assert ticket.id is not None
+    for person, role in people:
+        if not person.address or session.get(Participant, (ticket.id, person.key)):
+            continue
+        session.add(
+            Participant(
+                ticket_id=ticket.id, address=person.key, name=person.name, role=role, first_seen=at
+            )
+        )
+    session.flush()
+
+
+def record_event(
+    session: Session, ticket_id: int, action: str, detail: str, at: datetime, actor: str = "system"
+) -> None:
+    session.add(TicketEvent(ticket_id=ticket_id, at=at, actor=actor, action=action, detail=detail))
+
+
+def merge_tickets(
+    session: Session, target: Ticket, sources: Sequence[Ticket], reason: str, at: datetime
+) -> None:
+    """Move everything of `sources` into `target`; the sources are closed and point at it."""
+    assert target.id is not None
+    source_ids = [t.id for t in sources]
+    for table, column in (
+        (Message, Message.ticket_id),
+        (MessageRef, MessageRef.ticket_id),
+        (TicketEvent, TicketEvent.ticket_id),
+    ):
+        session.execute(
+            sa.update(table).where(col(column).in_(source_ids)).values(ticket_id=target.id)
+        )
+    session.execute(
+        sa.update(Ticket)
+        .where(col(Ticket.merged_into_id).in_(source_ids))
+        .values(merged_into_id=target.id)
+    )
+    for source in sources:
+        moved = session.exec(select(Participant).where(Participant.ticket_id == source.id)).all()
+        for person in moved:
+            if session.get(Participant, (target.id, person.address)) is None:
+                session.add(
+                    Participant(
+                        ticket_id=target.id,
+                        address=person.address,
+                        name=person.name,
+                        role=person.role,
+                        first_seen=person.first_seen,
+                    )
+                )
+            session.delete(person)
+        if source.created_at < target.created_at:
+            target.created_at = source.created_at
+            target.subject, target.requester = source.subject, source.requester
+            target.requester_name = source.requester_name
+        target.updated_at = max(target.updated_at, source.updated_at)
+        source.status, source.closed_at, source.merged_into_id = "closed", at, target.id
+        session.add(source)
+        record_event(session, target.id, "merged", f"#{source.number} merged in: {reason}", at)
+        record_event(session, source.id, "merged", f"merged into #{target.number}", at)  # type: ignore[arg-type]
+    session.add(target)
+    session.flush()

@@ -1,0 +1,92 @@
+"""The database layer: migrations match the models, schema checks, SQLite settings, times."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlmodel import SQLModel
+
+from mailsupport.errors import SchemaError, TemporaryError
+from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config
+from mailsupport.store.models import Ticket
+
+
+def test_schema_revision_constant_is_the_migration_head() -> None:
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_REVISION
+
+
+def test_migrations_create_exactly_the_models(store: Store) -> None:
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_a_schema_that_is_behind_is_refused(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+    with pytest.raises(SchemaError, match="mailsupport db upgrade"):
+        store.ensure_schema()
+
+
+def test_foreign_tables_are_refused(db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE something_else (id INTEGER)"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match="not a mailsupport database"):
+        Store.open(db_url)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.open(f"sqlite:///{tmp_path / 'lite.db'}")
+    yield store
+    store.engine.dispose()
+
+
+def test_sqlite_runs_in_wal_mode(sqlite_store: Store) -> None:
+    store = sqlite_store
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_times_come_back_aware_utc(store: Store) -> None:
+    moscow = timezone(timedelta(hours=3))
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=moscow)
+    with store.write() as session:
+        ticket = Ticket(subject="x", created_at=at, updated_at=at)
+        session.add(ticket)
+        session.flush()
+        ticket_id = ticket.id
+    with store.read() as session:
+        loaded = session.get(Ticket, ticket_id)
+        assert loaded is not None
+        assert loaded.created_at == at
+        assert loaded.created_at.tzinfo is not None
+        assert loaded.created_at.utcoffset() == timedelta(0)
+        assert loaded.created_at.astimezone(UTC).hour == 9
+
+
+def test_a_locked_sqlite_database_is_a_temporary_error(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mailsupport.store.db.SQLITE_BUSY_SECONDS", 0)
+    url = sqlite_store.engine.url.render_as_string()
+    impatient = Store.open(url)
+    blocker = sa.create_engine(url, connect_args={"isolation_level": None})
+    now = datetime.now(UTC)
+    with blocker.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        with pytest.raises(TemporaryError, match="locked"), impatient.write() as session:
+            session.add(Ticket(subject="y", created_at=now, updated_at=now))
+        conn.exec_driver_sql("ROLLBACK")
+    blocker.dispose()
+    impatient.engine.dispose()
