@@ -1,0 +1,1 @@
+"""Mail sources: adapters that hand raw message bytes to the pipeline."""
