@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -23,11 +22,11 @@ if TYPE_CHECKING:
 class _Group(TyperGroup):
     """Turns a MailSupportError anywhere below into one line on stderr and its exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MailSupportError as error:
-            click.echo(f"mailsupport: {error}", err=True)
+            typer.echo(f"mailsupport: {error}", err=True)
             ctx.exit(error.exit_code)
         except BrokenPipeError:  # `mailsupport export | head` is normal use
             sys.stderr.close()
