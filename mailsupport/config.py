@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailsupport.errors import ConfigError
@@ -35,6 +36,19 @@ class Settings(BaseSettings):
     ticket_tag: str = "[#{number}]"
     log_level: str = "WARNING"
 
+    imap_host: str = ""
+    imap_port: int = Field(default=0, ge=0, le=65535)  # 0: 993 for ssl, 143 otherwise
+    imap_user: str = ""
+    imap_password: SecretStr = SecretStr("")
+    imap_security: Literal["ssl", "starttls", "none"] = "ssl"
+    imap_folder: str = "INBOX"
+    imap_processed_folder: str = ""
+    imap_quarantine_folder: str = ""
+    imap_batch: int = Field(default=50, ge=1, le=10000)
+    imap_poll_seconds: int = Field(default=60, ge=1)
+    imap_start: str = "new"
+    imap_timeout: int = Field(default=60, ge=1)
+
     @field_validator("ticket_tag")
     @classmethod
     def _tag_has_one_number(cls, value: str) -> str:
@@ -52,6 +66,20 @@ class Settings(BaseSettings):
             raise ValueError("must be a bare address like support@example.com")
         return value
 
+    @field_validator("imap_start")
+    @classmethod
+    def _start_choice(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in {"new", "unseen", "all"}:
+            return value
+        if value.startswith("since:"):
+            try:
+                date.fromisoformat(value.removeprefix("since:"))
+            except ValueError:
+                raise ValueError("since: needs a date like since:2026-01-31") from None
+            return value
+        raise ValueError("must be new, unseen, all or since:YYYY-MM-DD")
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -66,6 +94,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'mailsupport.db').resolve()}"
+
+    @property
+    def imap_port_or_default(self) -> int:
+        return self.imap_port or (993 if self.imap_security == "ssl" else 143)
+
+    @property
+    def imap_account(self) -> str:
+        """Names the mailbox in the ledger and in messages: user@host:port."""
+        return f"{self.imap_user}@{self.imap_host}:{self.imap_port_or_default}"
 
     @cached_property
     def our_addresses(self) -> frozenset[str]:

@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 NEW, REPLY, DUPLICATE, QUARANTINED = "new", "reply", "duplicate", "quarantined"
 
 
+def describe(counts: Counter[str]) -> str:
+    """The one-line summary that import, poll and retry end with."""
+    return (
+        f"read {sum(counts.values())}, new tickets {counts[NEW]}, "
+        f"threaded replies {counts[REPLY]}, duplicates {counts[DUPLICATE]}, "
+        f"quarantined {counts[QUARANTINED]}"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     kind: str  # NEW, REPLY, DUPLICATE or QUARANTINED

@@ -90,3 +90,25 @@ def test_a_locked_sqlite_database_is_a_temporary_error(
         conn.exec_driver_sql("ROLLBACK")
     blocker.dispose()
     impatient.engine.dispose()
+
+
+def test_upgrade_from_the_first_schema_keeps_data(db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    store = Store.open(db_url, check_schema=False)
+    store.upgrade("0001")
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO tickets (subject, status, priority, requester, requester_name,"
+                " created_at, updated_at) VALUES ('kept', 'new', 'normal', '', '', :t, :t)"
+            ),
+            {"t": now.replace(tzinfo=None)},
+        )
+    with pytest.raises(SchemaError, match="mailsupport db upgrade"):
+        store.ensure_schema()
+    store.upgrade()
+    store.ensure_schema()
+    with store.read() as session:
+        assert [t.subject for t in session.exec(sa.select(Ticket)).scalars()] == ["kept"]
+    store.engine.dispose()

@@ -14,14 +14,6 @@ from mailsupport.errors import NotFoundError, UsageError
 OPERATOR = "Operator"
 
 
-def summary(counts: Counter[str]) -> str:
-    read = sum(counts.values())
-    return (
-        f"read {read}, new tickets {counts['new']}, threaded replies {counts['reply']}, "
-        f"duplicates {counts['duplicate']}, quarantined {counts['quarantined']}"
-    )
-
-
 @app.command("import", rich_help_panel=OPERATOR)
 def import_(
     ctx: typer.Context,
@@ -32,7 +24,7 @@ def import_(
     progress: bool = typer.Option(True, help="Show a progress bar on a terminal."),
 ) -> None:
     """Import mail history from files. Sends nothing to anyone."""
-    from mailsupport.pipeline import Incoming, Pipeline
+    from mailsupport.pipeline import Incoming, Pipeline, describe
     from mailsupport.sources.files import plan_import
 
     st = state(ctx)
@@ -46,7 +38,7 @@ def import_(
         counts = pipeline.run(items, utcnow, batch_size=batch, on_each=lambda _o: bar.update(1))
     for path, reason in plan.skipped:
         typer.echo(f"skipped {path}: {reason}", err=True)
-    typer.echo(summary(counts))
+    typer.echo(describe(counts))
 
 
 @app.command("ingest", rich_help_panel=OPERATOR)
@@ -153,7 +145,7 @@ def quarantine_retry(
     """Process quarantined messages again (after a fix or a settings change)."""
     from sqlmodel import col, select
 
-    from mailsupport.pipeline import Incoming, Pipeline
+    from mailsupport.pipeline import Incoming, Pipeline, describe
     from mailsupport.store.models import QuarantineEntry, RawMessage
 
     if (entry_id is None) == (not all_):
@@ -183,6 +175,6 @@ def quarantine_retry(
             counts[outcome.kind] += 1
             where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else outcome.kind
             typer.echo(f"entry {entry.id}: {where} {outcome.detail}".rstrip())
-    typer.echo(summary(counts))
+    typer.echo(describe(counts))
     if counts["quarantined"]:
         raise typer.Exit(1)

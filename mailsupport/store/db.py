@@ -15,7 +15,7 @@ from sqlmodel import Session
 from mailsupport.errors import ConfigError, MailSupportError, SchemaError, TemporaryError
 
 # The Alembic revision this code expects. tests/test_migrations.py checks it is the head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_SECONDS = 30
 
@@ -102,7 +102,7 @@ class Store:
     def write(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error."""
         with (
-            self._translated(),
+            self.translated(),
             Session(self._writer, expire_on_commit=False) as session,
             session.begin(),
         ):
@@ -110,12 +110,12 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._translated(), Session(self.engine, expire_on_commit=False) as session:
+        with self.translated(), Session(self.engine, expire_on_commit=False) as session:
             yield session
 
     @staticmethod
     @contextmanager
-    def _translated() -> Iterator[None]:
+    def translated() -> Iterator[None]:
         try:
             yield
         except (exc.OperationalError, exc.InterfaceError, OSError) as error:
@@ -128,7 +128,7 @@ class Store:
 
     def current_revision(self) -> str | None:
         """The Alembic revision in the database; "" when it has no tables at all."""
-        with self._translated(), self.engine.connect() as conn:
+        with self.translated(), self.engine.connect() as conn:
             inspector = sa.inspect(conn)
             tables = set(inspector.get_table_names())
             if "alembic_version" not in tables:
@@ -152,11 +152,17 @@ class Store:
 
     def upgrade(self, target: str = "head") -> None:
         from alembic import command  # imported here: only migrations need Alembic
+        from alembic.util.exc import CommandError
 
-        with self._translated(), self.engine.begin() as conn:
-            config = alembic_config()
-            config.attributes["connection"] = conn
-            command.upgrade(config, target)
+        try:
+            with self.translated(), self.engine.begin() as conn:
+                config = alembic_config()
+                config.attributes["connection"] = conn
+                command.upgrade(config, target)
+        except CommandError as error:
+            raise SchemaError(
+                f"cannot upgrade the database: {error} (was it written by a newer mailsupport?)"
+            ) from None
 
 
 def alembic_config() -> Any:

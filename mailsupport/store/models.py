@@ -148,3 +148,34 @@ class TicketEvent(SQLModel, table=True):
     actor: str = Field(default="system", sa_type=sa.Text)
     action: str = Field(max_length=32)
     detail: str = Field(default="", sa_type=sa.Text)
+
+
+class ImapFolder(SQLModel, table=True):
+    """The ledger of one IMAP folder: every UID up to `last_uid` has been taken care of."""
+
+    __tablename__ = "imap_folders"
+    __table_args__ = (sa.UniqueConstraint("account", "folder"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account: str = Field(sa_type=sa.Text)  # user@host:port
+    folder: str = Field(sa_type=sa.Text)
+    uidvalidity: int = Field(sa_type=sa.BigInteger)
+    last_uid: int = Field(default=0, sa_type=sa.BigInteger)
+    # First run of a mailbox that holds mail: UIDs up to backlog_until are taken only when
+    # they match backlog_search (e.g. UNSEEN), as IMAP_START asked.
+    backlog_until: int = Field(default=0, sa_type=sa.BigInteger)
+    backlog_search: str = Field(default="", sa_type=sa.Text)
+    last_poll_at: datetime | None = _time(default=None)
+    last_success_at: datetime | None = _time(default=None)
+    waiting: int = 0  # messages on the server not yet taken, as of the last poll
+
+
+class ImapPending(SQLModel, table=True):
+    """Stored here, not yet flagged or moved on the server (done right after the commit)."""
+
+    __tablename__ = "imap_pending"
+
+    folder_id: int = Field(foreign_key="imap_folders.id", primary_key=True)
+    uid: int = Field(sa_type=sa.BigInteger, primary_key=True)
+    uidvalidity: int = Field(sa_type=sa.BigInteger)
+    quarantined: bool = False

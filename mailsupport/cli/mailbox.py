@@ -1,0 +1,39 @@
+"""The support mailbox: `poll` once (cron), and later `daemon`, `status`, `doctor`."""
+
+from __future__ import annotations
+
+import contextlib
+
+import typer
+
+from mailsupport.cli.app import app, state, utcnow
+
+OPERATOR = "Operator"
+
+
+@app.command("poll", rich_help_panel=OPERATOR)
+def poll(ctx: typer.Context) -> None:
+    """Take new mail from the IMAP folder once, then exit (for cron).
+
+    Exit 0 when done or when another poll of the same folder is running, 2 on a
+    configuration error, 75 when the server or the database is unavailable for now."""
+    from mailsupport.locks import exclusive
+    from mailsupport.pipeline import Pipeline, describe
+    from mailsupport.sources.imap import FolderPoller, connect
+
+    st = state(ctx)
+    settings = st.settings
+    store = st.store()
+    where = f"{settings.imap_account}/{settings.imap_folder}"
+    with exclusive(store, f"imap:{where}", settings.data_dir / "locks") as held:
+        if not held:
+            typer.echo(f"another poll of {where} is running; nothing to do")
+            return
+        client = connect(settings)
+        try:
+            result = FolderPoller(settings, Pipeline(settings, store), client).poll(utcnow)
+        finally:
+            with contextlib.suppress(Exception):
+                client.logout()
+    note = " (UIDVALIDITY changed: took unread mail only)" if result.uidvalidity_changed else ""
+    typer.echo(f"poll {settings.imap_folder}: {describe(result.counts)}{note}")

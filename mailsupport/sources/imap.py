@@ -1,0 +1,392 @@
+"""The support mailbox over IMAP: connect, and one exactly-once pass over a folder.
+
+Exactly once: a message is stored, and its UID recorded in the folder's ledger, in one
+database transaction; only after that commit is it flagged \\Seen (or moved) on the server.
+A crash before the commit leaves the message to be fetched again; a crash after it leaves a
+pending row, and the next pass flags the message without storing it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import logging
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+from sqlmodel import col, select
+
+from mailsupport.config import Settings
+from mailsupport.errors import ConfigError, MailSupportError, TemporaryError
+from mailsupport.pipeline import QUARANTINED, Incoming, Pipeline
+from mailsupport.store.models import ImapFolder, ImapPending
+
+log = logging.getLogger(__name__)
+
+BATCH_BYTES = 16 * 1024 * 1024
+
+# Errors that mean "the server or the network let us down; try again later".
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes socket.timeout, ConnectionError, ssl.SSLError
+    imaplib.IMAP4.abort,
+    EOFError,
+)
+
+
+def connect(settings: Settings) -> IMAPClient:
+    """A logged-in IMAPClient; every failure becomes one clear MailSupportError."""
+    if not settings.imap_host:
+        raise ConfigError("MAILSUPPORT_IMAP_HOST is not set: name the support mailbox's server")
+    if not settings.imap_user:
+        raise ConfigError("MAILSUPPORT_IMAP_USER is not set: name the support mailbox's login")
+    host, port = settings.imap_host, settings.imap_port_or_default
+    context = ssl.create_default_context() if settings.imap_security != "none" else None
+    where = f"{host}:{port}"
+    try:
+        client = IMAPClient(
+            host,
+            port=port,
+            ssl=settings.imap_security == "ssl",
+            ssl_context=context,
+            timeout=settings.imap_timeout,
+        )
+    except ssl.SSLCertVerificationError as error:
+        raise _untrusted(where, error) from None
+    except socket.gaierror as error:
+        raise TemporaryError(
+            f"IMAP server {where}: cannot resolve the host ({error.strerror})"
+        ) from None
+    except NETWORK_ERRORS as error:
+        raise TemporaryError(f"IMAP server {where} unreachable: {_reason(error)}") from None
+    try:
+        if settings.imap_security == "starttls":
+            client.starttls(context)
+        client.login(settings.imap_user, settings.imap_password.get_secret_value())
+    except LoginError as error:
+        _close(client)
+        text = _reason(error)
+        if "UNAVAILABLE" in text.upper() or "TRY AGAIN" in text.upper():
+            raise TemporaryError(f"IMAP login to {where} refused for now: {text}") from None
+        raise ConfigError(
+            f"IMAP login to {where} as {settings.imap_user} failed: {text} "
+            "(check MAILSUPPORT_IMAP_USER and MAILSUPPORT_IMAP_PASSWORD)"
+        ) from None
+    except ssl.SSLCertVerificationError as error:
+        _close(client)
+        raise _untrusted(where, error) from None
+    except NETWORK_ERRORS as error:
+        _close(client)
+        raise TemporaryError(
+            f"IMAP server {where} dropped the connection: {_reason(error)}"
+        ) from None
+    except IMAPClientError as error:
+        _close(client)
+        raise ConfigError(f"IMAP server {where}: {_reason(error)}") from None
+    return client
+
+
+@dataclass
+class PollResult:
+    folder: str
+    counts: Counter[str] = field(default_factory=Counter)
+    waiting: int = 0  # left on the server for the next pass (only when stopped early)
+    uidvalidity_changed: bool = False
+
+
+class FolderPoller:
+    """One pass over one folder. The caller holds the folder lock and the connection."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, client: IMAPClient) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.store = pipeline.store
+        self.client = client
+        self.folder = settings.imap_folder
+        self.capabilities = {c.upper() for c in client.capabilities()}
+
+    def poll(
+        self,
+        now: Callable[[], datetime],
+        should_stop: Callable[[], bool] = lambda: False,
+        on_each: Callable[[Any], None] | None = None,
+    ) -> PollResult:
+        with _server_errors(self.settings):
+            return self._poll(now, should_stop, on_each)
+
+    def _poll(
+        self,
+        now: Callable[[], datetime],
+        should_stop: Callable[[], bool],
+        on_each: Callable[[Any], None] | None,
+    ) -> PollResult:
+        result = PollResult(self.folder)
+        try:
+            selected = self.client.select_folder(self.folder)
+        except IMAPClientError as error:
+            raise ConfigError(
+                f"IMAP folder {self.folder!r} cannot be opened: {_reason(error)} "
+                "(check MAILSUPPORT_IMAP_FOLDER)"
+            ) from None
+        uidvalidity = int(selected[b"UIDVALIDITY"])
+        uidnext = int(selected.get(b"UIDNEXT", 0)) or self._max_uid() + 1
+        ledger, result.uidvalidity_changed = self._ledger(uidvalidity, uidnext, now())
+        self._flag_pending(ledger)
+
+        todo = self._uids_to_take(ledger)
+        for batch in self._batches(todo):
+            if should_stop():
+                break
+            self._take(ledger, batch, now, result, on_each)
+            self._flag_pending(ledger)
+        result.waiting = len([u for u in todo if u > ledger.last_uid])
+        with self.store.write() as session:
+            row = session.get(ImapFolder, ledger.id)
+            assert row is not None
+            row.last_poll_at = now()
+            row.waiting = result.waiting
+            if not result.waiting:
+                row.last_success_at = row.last_poll_at
+            session.add(row)
+        return result
+
+    # -- the ledger ---------------------------------------------------------------------------
+
+    def _ledger(self, uidvalidity: int, uidnext: int, at: datetime) -> tuple[ImapFolder, bool]:
+        """This folder's ledger row, created (or reset after a UIDVALIDITY change) as needed."""
+        account = self.settings.imap_account
+        with self.store.write() as session:
+            row = session.exec(
+                select(ImapFolder).where(
+                    ImapFolder.account == account, ImapFolder.folder == self.folder
+                )
+            ).first()
+            changed = row is not None and row.uidvalidity != uidvalidity
+            if row is None:
+                row = ImapFolder(account=account, folder=self.folder, uidvalidity=uidvalidity)
+                self._start_from(row, self.settings.imap_start, uidnext)
+                log.info(
+                    "first poll of %s %s: IMAP_START=%s",
+                    account,
+                    self.folder,
+                    self.settings.imap_start,
+                )
+            elif changed:
+                # The mailbox was recreated or migrated: the old UIDs mean nothing now. Take
+                # only what is unread; Message-IDs catch anything stored before.
+                log.warning(
+                    "UIDVALIDITY of %s %s changed from %s to %s: taking only unread mail",
+                    account, self.folder, row.uidvalidity, uidvalidity,
+                )  # fmt: skip
+                row.uidvalidity = uidvalidity
+                self._start_from(row, "unseen", uidnext)
+                session.execute(
+                    ImapPending.__table__.delete().where(  # type: ignore[attr-defined]
+                        ImapPending.folder_id == row.id
+                    )
+                )
+            session.add(row)
+            session.flush()
+            session.expunge(row)
+            return row, changed
+
+    @staticmethod
+    def _start_from(row: ImapFolder, start: str, uidnext: int) -> None:
+        existing = uidnext - 1
+        row.last_uid, row.backlog_until, row.backlog_search = 0, 0, ""
+        if start == "new":
+            row.last_uid = existing  # what is there now is history, not news
+        elif start == "unseen":
+            row.backlog_until, row.backlog_search = existing, "UNSEEN"
+        elif start.startswith("since:"):
+            row.backlog_until, row.backlog_search = existing, start  # "since:YYYY-MM-DD"
+
+    def _uids_to_take(self, ledger: ImapFolder) -> list[int]:
+        found: set[int] = set()
+        start = ledger.last_uid + 1
+        if ledger.backlog_until >= start:
+            criteria: list[Any] = [b"UID", f"{start}:{ledger.backlog_until}".encode()]
+            if ledger.backlog_search == "UNSEEN":
+                criteria.append(b"UNSEEN")
+            elif ledger.backlog_search.startswith("since:"):
+                day = date.fromisoformat(ledger.backlog_search.removeprefix("since:"))
+                criteria += [b"SINCE", day]
+            found.update(self.client.search(criteria))
+            start = ledger.backlog_until + 1
+        # "UID n:*" always includes the highest UID, even below n: filter it.
+        found.update(self.client.search([b"UID", f"{start}:*".encode()]))
+        return sorted(uid for uid in found if uid > ledger.last_uid)
+
+    def _batches(self, uids: list[int]) -> Iterator[list[int]]:
+        """At most IMAP_BATCH messages and about BATCH_BYTES per FETCH, so that a run of
+        large messages never sits in memory at once."""
+        for chunk in _chunks(uids, 500):
+            sizes = self.client.fetch(chunk, [b"RFC822.SIZE"])
+            batch: list[int] = []
+            total = 0
+            for uid in chunk:
+                size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+                if batch and (len(batch) >= self.settings.imap_batch or total + size > BATCH_BYTES):
+                    yield batch
+                    batch, total = [], 0
+                batch.append(uid)
+                total += size
+            if batch:
+                yield batch
+
+    def _max_uid(self) -> int:
+        uids = self.client.search([b"ALL"])
+        return max(uids) if uids else 0
+
+    # -- taking a batch -----------------------------------------------------------------------
+
+    def _take(
+        self,
+        ledger: ImapFolder,
+        uids: list[int],
+        now: Callable[[], datetime],
+        result: PollResult,
+        on_each: Callable[[Any], None] | None,
+    ) -> None:
+        fetched = self.client.fetch(uids, [b"BODY.PEEK[]", b"INTERNALDATE"])
+        outcomes = []
+        with self.store.write() as session:
+            for uid in uids:
+                data = fetched.get(uid)
+                if data is None or b"BODY[]" not in data:
+                    # Expunged by someone else between SEARCH and FETCH: nothing to take.
+                    log.info("UID %s of %s vanished before it could be fetched", uid, self.folder)
+                    continue
+                origin = f"imap:{self.settings.imap_account}/{self.folder};UID={uid}"
+                item = Incoming(bytes(data[b"BODY[]"]), origin, _aware(data.get(b"INTERNALDATE")))
+                outcome = self.pipeline.process(session, item, now())
+                outcomes.append(outcome)
+                session.add(
+                    ImapPending(
+                        folder_id=ledger.id,  # type: ignore[arg-type]
+                        uid=uid,
+                        uidvalidity=ledger.uidvalidity,
+                        quarantined=outcome.kind == QUARANTINED,
+                    )
+                )
+            row = session.get(ImapFolder, ledger.id)
+            assert row is not None
+            row.last_uid = max(row.last_uid, uids[-1])
+            session.add(row)
+        ledger.last_uid = max(ledger.last_uid, uids[-1])
+        result.counts.update(o.kind for o in outcomes)
+        if on_each is not None:
+            for outcome in outcomes:
+                on_each(outcome)
+
+    # -- marking processed on the server --------------------------------------------------------
+
+    def _flag_pending(self, ledger: ImapFolder) -> None:
+        with self.store.read() as session:
+            pending = session.exec(
+                select(ImapPending).where(
+                    ImapPending.folder_id == ledger.id,
+                    ImapPending.uidvalidity == ledger.uidvalidity,
+                )
+            ).all()
+        if not pending:
+            return
+        done = [p.uid for p in pending if not p.quarantined]
+        bad = [p.uid for p in pending if p.quarantined]
+        self._mark(done, self.settings.imap_processed_folder)
+        self._mark(bad, self.settings.imap_quarantine_folder)
+        with self.store.write() as session:
+            session.execute(
+                ImapPending.__table__.delete().where(  # type: ignore[attr-defined]
+                    col(ImapPending.folder_id) == ledger.id,
+                    col(ImapPending.uid).in_([p.uid for p in pending]),
+                )
+            )
+
+    def _mark(self, uids: Sequence[int], target: str) -> None:
+        """\\Seen in place, or moved to `target` when one is configured."""
+        if not uids:
+            return
+        if not target:
+            self.client.add_flags(uids, [b"\\Seen"], silent=True)
+            return
+        self._ensure_folder(target)
+        if "MOVE" in self.capabilities:
+            self.client.move(uids, target)
+            return
+        self.client.copy(uids, target)
+        self.client.add_flags(uids, [b"\\Deleted", b"\\Seen"], silent=True)
+        if "UIDPLUS" in self.capabilities:
+            self.client.uid_expunge(uids)
+        # Without UIDPLUS, an EXPUNGE would also remove messages others marked \Deleted;
+        # we leave ours flagged and let the folder's owner expunge.
+
+    def _ensure_folder(self, name: str) -> None:
+        if not getattr(self, "_known_folders", None):
+            self._known_folders: set[str] = set()
+        if name in self._known_folders:
+            return
+        if not self.client.folder_exists(name):
+            self.client.create_folder(name)
+            log.info("created IMAP folder %s", name)
+        self._known_folders.add(name)
+
+
+def _untrusted(where: str, error: ssl.SSLCertVerificationError) -> ConfigError:
+    return ConfigError(
+        f"IMAP server {where}: certificate not trusted ({error.verify_message}); "
+        "fix the certificate, or set MAILSUPPORT_IMAP_SECURITY=none only on a trusted network"
+    )
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _aware(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:  # imapclient normalises INTERNALDATE to local time
+        return value.astimezone()
+    return value
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip()
+    if isinstance(error, bytes):
+        text = error.decode("utf-8", "replace")
+    text = text.removeprefix("b'").removesuffix("'")
+    return " ".join(text.split()) or type(error).__name__
+
+
+def _close(client: IMAPClient) -> None:
+    with contextlib.suppress(Exception):  # closing after a failure: nothing more to say
+        client.shutdown()
+
+
+class _server_errors:
+    """Network failures during a pass become TemporaryError (exit 75)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.where = f"{settings.imap_host}:{settings.imap_port_or_default}"
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: BaseException | None, _tb: Any) -> bool:
+        if error is None or isinstance(error, MailSupportError):
+            return False
+        if isinstance(error, NETWORK_ERRORS):
+            raise TemporaryError(
+                f"IMAP server {self.where} dropped the connection: {_reason(error)}"
+            ) from error
+        if isinstance(error, IMAPClientError):
+            raise TemporaryError(f"IMAP server {self.where} failed: {_reason(error)}") from error
+        return False
