@@ -1,0 +1,215 @@
+"""Operator checks: `status` (how intake is doing) and `doctor` (what is misconfigured)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from mailsupport.cli.app import app, local_time, print_json, state
+from mailsupport.errors import MailSupportError
+
+OPERATOR = "Operator"
+
+
+@app.command("status", rich_help_panel=OPERATOR)
+def status(
+    ctx: typer.Context,
+    offline: bool = typer.Option(
+        False, "--offline", help="Do not ask the IMAP server how much mail is waiting."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
+) -> None:
+    """Last successful poll, mail waiting on the server, quarantine and ticket counts."""
+    from sqlmodel import col, func, select
+
+    from mailsupport.store.models import ImapFolder, QuarantineEntry, RawMessage, Ticket
+
+    st = state(ctx)
+    settings = st.settings
+    with st.store().read() as session:
+        folders = session.exec(select(ImapFolder).order_by(ImapFolder.id)).all()
+        quarantined, quarantined_bytes = session.exec(
+            select(func.count(QuarantineEntry.id), func.coalesce(func.sum(RawMessage.size), 0))
+            .select_from(QuarantineEntry)
+            .join(RawMessage, RawMessage.id == QuarantineEntry.raw_id)  # type: ignore[arg-type]
+        ).one()
+        by_status = dict(
+            session.exec(
+                select(Ticket.status, func.count())
+                .where(col(Ticket.merged_into_id).is_(None))
+                .group_by(Ticket.status)
+            ).all()
+        )
+    report: dict[str, Any] = {
+        "folders": [
+            {
+                "account": f.account,
+                "folder": f.folder,
+                "last_poll_at": f.last_poll_at.isoformat() if f.last_poll_at else None,
+                "last_success_at": f.last_success_at.isoformat() if f.last_success_at else None,
+                "waiting": f.waiting,
+                "last_uid": f.last_uid,
+            }
+            for f in folders
+        ],
+        "quarantine": {"messages": int(quarantined), "bytes": int(quarantined_bytes)},
+        "tickets": {s: int(by_status.get(s, 0)) for s in ("new", "open", "pending", "closed")},
+    }
+    if settings.imap_host and not offline:
+        report["server"] = _waiting_on_server(settings, folders)
+    if as_json:
+        print_json(report)
+        return
+    if not folders:
+        typer.echo("mailbox: never polled" + ("" if settings.imap_host else " (IMAP not set up)"))
+    for f in folders:
+        when = local_time(f.last_success_at) if f.last_success_at else "never"
+        typer.echo(f"mailbox {f.account}/{f.folder}: last successful poll {when}")
+    server = report.get("server")
+    if server is not None:
+        if "error" in server:
+            typer.echo(f"waiting on the server: unknown ({server['error']})")
+        else:
+            typer.echo(f"waiting on the server: {server['waiting']} messages")
+    q = report["quarantine"]
+    typer.echo(f"quarantine: {q['messages']} messages, {q['bytes']} bytes")
+    t = report["tickets"]
+    typer.echo(
+        f"tickets: {t['new']} new, {t['open']} open, {t['pending']} pending, {t['closed']} closed"
+    )
+
+
+def _waiting_on_server(settings: Any, folders: Any) -> dict[str, Any]:
+    """How many messages in the configured folder are newer than the ledger's last UID."""
+    from mailsupport.sources.imap import connect
+
+    mine = next(
+        (
+            f
+            for f in folders
+            if f.account == settings.imap_account and f.folder == settings.imap_folder
+        ),
+        None,
+    )
+    try:
+        client = connect(settings)
+    except MailSupportError as error:
+        return {"error": str(error)}
+    try:
+        selected = client.select_folder(settings.imap_folder, readonly=True)
+        if mine is None or int(selected[b"UIDVALIDITY"]) != mine.uidvalidity:
+            return {"waiting": int(selected[b"EXISTS"]), "note": "folder not polled yet"}
+        uids = client.search([b"UID", f"{mine.last_uid + 1}:*".encode()])
+        return {"waiting": len([u for u in uids if u > mine.last_uid])}
+    except Exception as error:  # a status report must not fail on a flaky server
+        return {"error": f"{type(error).__name__}: {error}"}
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
+
+
+@app.command("doctor", rich_help_panel=OPERATOR)
+def doctor(ctx: typer.Context) -> None:
+    """Check settings, data directory, database, IMAP and templates; say how to fix problems.
+
+    Exit 0 when everything works, 1 when something needs fixing."""
+    st = state(ctx)
+    settings = st.settings  # an invalid setting already stopped us with exit 2
+    failures = 0
+
+    def check(label: str, probe: Callable[[], str]) -> None:
+        nonlocal failures
+        try:
+            detail = probe()
+        except MailSupportError as error:
+            failures += 1
+            typer.echo(f"FAIL  {label}: {error}")
+        except Exception as error:  # report, don't crash: the point is to see everything
+            failures += 1
+            typer.echo(f"FAIL  {label}: {type(error).__name__}: {error}")
+        else:
+            typer.echo(f"ok    {label}" + (f": {detail}" if detail else ""))
+
+    typer.echo("ok    settings" + (f" from {st.config_path}" if st.config_path else ""))
+    check("data directory", lambda: _check_data_dir(settings.data_dir))
+    check("database", lambda: _check_database(st))
+    if settings.imap_host:
+        check("IMAP", lambda: _check_imap(settings))
+    else:
+        typer.echo("skip  IMAP: MAILSUPPORT_IMAP_HOST is not set (poll and daemon need it)")
+    if not settings.support_address:
+        typer.echo("note  MAILSUPPORT_SUPPORT_ADDRESS is not set: our own mail is not recognised")
+    if failures:
+        typer.echo(f"{failures} problem(s) found")
+        raise typer.Exit(1)
+    typer.echo("all checks passed")
+
+
+def _check_data_dir(path: Any) -> str:
+    from mailsupport.errors import ConfigError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-") as handle:
+            handle.write(b"x")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise ConfigError(
+            f"{path} is not writable ({error.strerror}); fix its permissions "
+            "or point MAILSUPPORT_DATA_DIR elsewhere"
+        ) from None
+    free = os.statvfs(path)
+    return f"{path.resolve()}, {free.f_bavail * free.f_frsize // 2**20} MiB free"
+
+
+def _check_database(st: Any) -> str:
+    from sqlalchemy.engine import make_url
+
+    from mailsupport.store.db import SCHEMA_REVISION
+
+    store = st.store(check_schema=False)
+    current = store.current_revision()
+    url = make_url(st.settings.db_url).render_as_string(hide_password=True)
+    if current == SCHEMA_REVISION:
+        return f"{url}, schema {current}"
+    if current == "":
+        return f"{url}, empty: it is created on first use (or run `mailsupport db upgrade`)"
+    store.ensure_schema()  # raises the one-line explanation
+    return url
+
+
+def _check_imap(settings: Any) -> str:
+    from mailsupport.errors import ConfigError
+    from mailsupport.sources.imap import connect
+
+    client = connect(settings)
+    try:
+        missing = [
+            name for name in (settings.imap_folder,) if name and not client.folder_exists(name)
+        ]
+        if missing:
+            raise ConfigError(
+                f"folder {missing[0]!r} does not exist on the server "
+                "(check MAILSUPPORT_IMAP_FOLDER)"
+            )
+        notes = []
+        for key, name in (
+            ("IMAP_PROCESSED_FOLDER", settings.imap_processed_folder),
+            ("IMAP_QUARANTINE_FOLDER", settings.imap_quarantine_folder),
+        ):
+            if name and not client.folder_exists(name):
+                notes.append(f"{name} ({key}) will be created on first use")
+        capabilities = {c.decode().upper() for c in client.capabilities()}
+        offered = [c for c in ("IDLE", "MOVE", "UIDPLUS") if c in capabilities]
+        offers = ", ".join(offered) or "none of IDLE, MOVE, UIDPLUS"
+        detail = f"logged in to {settings.imap_account}, server offers {offers}"
+        return "; ".join([detail, *notes])
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()

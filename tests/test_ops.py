@@ -1,0 +1,81 @@
+"""`mailsupport status` and `mailsupport doctor` against a real store and IMAP server."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from mailsupport.cli import app
+from tests.imapservers import imap_server as imap_server
+from tests.test_imap_poll import imap_env, mail
+
+
+def invoke(env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+def test_status_reports_polls_waiting_mail_quarantine_and_tickets(
+    imap_server, env_for_cli, store
+) -> None:  # type: ignore[no-untyped-def]
+    env = imap_env(env_for_cli, imap_server, imap_start="all")
+    imap_server.append(mail(1))
+    imap_server.append(b"\x00\x01 junk")
+    invoke(env, "poll")
+    imap_server.append(mail(2))
+    imap_server.append(mail(3))
+
+    report = json.loads(invoke(env, "status", "--json").output)
+    [folder] = report["folders"]
+    assert folder["folder"] == "INBOX"
+    assert folder["last_success_at"] is not None
+    assert report["server"] == {"waiting": 2}
+    assert report["quarantine"]["messages"] == 1
+    assert report["quarantine"]["bytes"] == len(b"\x00\x01 junk")
+    assert report["tickets"]["new"] == 1
+
+    text = invoke(env, "status").output
+    assert "last successful poll" in text
+    assert "waiting on the server: 2 messages" in text
+    assert "quarantine: 1 messages" in text
+
+    offline = json.loads(invoke(env, "status", "--offline", "--json").output)
+    assert "server" not in offline
+
+
+def test_status_when_the_server_is_down(imap_server, env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
+    env = imap_env(env_for_cli, imap_server)
+    imap_server.kill()
+    result = invoke(env, "status")
+    assert result.exit_code == 0
+    assert "waiting on the server: unknown (IMAP server" in result.output
+
+
+def test_doctor_passes_on_a_working_setup(imap_server, env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
+    env = imap_env(env_for_cli, imap_server, imap_processed_folder="Done")
+    result = invoke(env, "doctor")
+    assert result.exit_code == 0, result.output
+    assert "ok    IMAP: logged in to" in result.output
+    assert "IDLE" in result.output
+    assert "Done (IMAP_PROCESSED_FOLDER) will be created" in result.output
+    assert result.output.strip().endswith("all checks passed")
+
+
+def test_doctor_names_each_problem(imap_server, env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
+    env = imap_env(env_for_cli, imap_server, imap_folder="Missing")
+    result = invoke(env, "doctor")
+    assert result.exit_code == 1
+    assert "FAIL  IMAP: folder 'Missing' does not exist" in result.output
+    wrong = invoke({**env, "MAILSUPPORT_IMAP_PASSWORD": "wrong"}, "doctor")
+    assert "MAILSUPPORT_IMAP_PASSWORD" in wrong.output
+    assert "Traceback" not in wrong.output
+
+
+def test_doctor_reports_a_schema_that_is_behind(env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
+    result = invoke(env_for_cli, "doctor")
+    assert result.exit_code == 1
+    assert "FAIL  database:" in result.output and "mailsupport db upgrade" in result.output
