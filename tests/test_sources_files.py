@@ -428,3 +428,17 @@ def test_file_replaced_by_fifo_after_planning_is_refused(tmp_path: Path, no_hang
     os.mkfifo(path)
     with pytest.raises(SourceError, match=f"cannot read {path}: not a regular file"):
         items(plan)
+
+
+def test_a_message_moved_from_new_to_cur_during_import_is_still_read(tmp_path: Path) -> None:
+    """A mail client reading the Maildir renames new/X to cur/X:2,S while we import."""
+    box = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (box / sub).mkdir(parents=True)
+    raw = b"Subject: moved\r\nMessage-ID: <mv@x>\r\n\r\nbody\r\n"
+    (box / "new" / "1700000000.M1P2.host").write_bytes(raw)
+    plan = plan_import([box])
+    (box / "new" / "1700000000.M1P2.host").rename(box / "cur" / "1700000000.M1P2.host:2,S")
+    [item] = list(plan)
+    assert item.raw == raw
+    assert item.origin.endswith("cur/1700000000.M1P2.host:2,S")

@@ -7,6 +7,7 @@ one message at a time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -87,12 +88,30 @@ class _MessageFile:
 
     def items(self, note: Note) -> Iterator[RawItem]:
         origin = str(self.path)
+        path = self.path
         try:
-            with _open_regular(self.path) as f:
+            if not path.exists():
+                path = _moved_within_maildir(path) or path
+            with _open_regular(path) as f:
                 raw = f.read()
         except OSError as e:
             raise SourceError(f"cannot read {origin}: {_reason(e)}") from e
-        yield RawItem(origin=origin, raw=raw, received_at=self.received_at)
+        yield RawItem(origin=str(path), raw=raw, received_at=self.received_at)
+
+
+def _moved_within_maildir(path: Path) -> Path | None:
+    """A mail client reading the Maildir during the import moves new/X to cur/X:2,S and
+    changes the flags after the colon: find the message under its new name."""
+    if path.parent.name not in ("new", "cur"):
+        return None
+    unique = path.name.split(":", 1)[0]
+    for folder in ("cur", "new"):
+        directory = path.parent.parent / folder
+        with contextlib.suppress(OSError):
+            for candidate in directory.iterdir():
+                if candidate.name.split(":", 1)[0] == unique:
+                    return candidate
+    return None
 
 
 @dataclass(frozen=True, slots=True)
