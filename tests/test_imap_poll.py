@@ -345,3 +345,48 @@ def test_server_dropping_the_connection_mid_fetch(
     FolderPoller(configured, pipeline, client).poll(now)
     client.logout()
     assert stored_ids(store) == sorted(f"m{i}@customer.example.org" for i in range(12))
+
+
+def test_two_pollers_started_at_once_store_each_message_once(
+    imap_server, env_for_cli, store
+) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, **imap_env(env_for_cli, imap_server, imap_start="all")}
+    for i in range(30):
+        imap_server.append(mail(i))
+    command = [sys.executable, "-m", "mailsupport", "poll"]
+    procs = [
+        subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            outputs.append(out.decode())
+    finally:
+        for proc in procs:
+            proc.kill()
+    taken = sum(int(o.split("read ")[1].split(",")[0]) for o in outputs if "read " in o)
+    assert taken == 30  # whether they overlapped or ran one after the other
+    assert len(stored_ids(store)) == 30
+
+
+def test_pollers_of_different_folders_run_side_by_side(
+    imap_server, env_for_cli, store, settings
+) -> None:  # type: ignore[no-untyped-def]
+    imap_server.create_folder("Billing")
+    imap_server.append(mail(1))
+    imap_server.append(mail(2), folder="Billing")
+    inbox = imap_env(env_for_cli, imap_server, imap_start="all")
+    billing = imap_env(env_for_cli, imap_server, imap_start="all", imap_folder="Billing")
+    configured = imap_settings(settings, imap_server)
+    with exclusive(store, f"imap:{configured.imap_account}/INBOX", settings.data_dir / "locks"):
+        assert "is running" in poll(inbox).output
+        assert "read 1, new tickets 1" in poll(billing).output
+    assert "read 1, new tickets 1" in poll(inbox).output
+    with store.read() as session:
+        assert sorted(f.folder for f in session.exec(select(ImapFolder)).all()) == [
+            "Billing",
+            "INBOX",
+        ]
