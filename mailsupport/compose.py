@@ -1,0 +1,628 @@
+"""Outgoing mail: ticket facts and templates -> an EmailMessage with correct threading headers.
+
+Pure: no clock reads (`now` is passed in), no sockets, no database. The only side effects are
+randomness for Message-IDs and, in `load_or_create_secret`, the secret file.
+
+Every value that comes from mail or the command line (subjects, names, addresses, file
+names) passes through `clean_header` here, at the boundary, so a CR or LF in it can never
+start a header of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import headerregistry
+from email.errors import MessageError
+from email.message import EmailMessage
+from email.policy import SMTP, EmailPolicy
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from mailsupport.errors import ConfigError, PermanentError
+from mailsupport.mail import Address, Inbound
+from mailsupport.parsing import safe_filename
+from mailsupport.templating import BodyContext, Templates
+from mailsupport.threads import normalize_subject
+
+__all__ = [
+    "POLICY",
+    "ComposeError",
+    "Composed",
+    "Kind",
+    "Sender",
+    "ThreadParent",
+    "clean_header",
+    "compose",
+    "format_date",
+    "is_our_message_id",
+    "load_or_create_secret",
+    "make_message_id",
+    "quote_text",
+    "reply_subject",
+    "tag_pattern_for",
+    "thread_headers",
+]
+
+Kind = Literal["ack", "reply", "closed"]
+
+MAX_REFERENCES = 21  # the thread's first Message-ID and the last 20
+QUOTE_MAX_LINES = 60
+QUOTE_MAX_CHARS = 6000
+SUBJECT_MAX_CHARS = 200
+NAME_MAX_CHARS = 200
+SECRET_FILE = "secret"
+_TOKEN_LENGTH = 10  # base32 characters of the HMAC: 50 bits
+
+# Automatic mail says so (RFC 3834), and asks Exchange/Outlook not to answer it with
+# out-of-office notices, which would land in the ticket or loop. No "Precedence": RFC 3834
+# advises against relying on it, and "bulk"/"junk" make filters treat the mail as bulk mail.
+# An agent's reply is written by a person: no Auto-Submitted, so the customer's own
+# auto-responders behave as they would for any personal mail.
+_KIND_HEADERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ack": (("Auto-Submitted", "auto-replied"), ("X-Auto-Response-Suppress", "All")),
+    # Not a response to a message but generated on an event: "auto-generated".
+    "closed": (("Auto-Submitted", "auto-generated"), ("X-Auto-Response-Suppress", "All")),
+    "reply": (),
+}
+
+
+class ComposeError(PermanentError):
+    """The message cannot be composed as asked (no recipient, an invalid address, ...)."""
+
+
+# ------------------------------------------------------------------------------------------
+# Plain data in and out
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    name: str  # SUPPORT_NAME
+    address: str  # SUPPORT_ADDRESS; our Message-IDs use its domain
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadParent:
+    """The message being answered (the customer's last one). IDs without angle brackets."""
+
+    message_id: str  # "" when the message had no Message-ID of its own
+    references: tuple[str, ...]
+    in_reply_to: tuple[str, ...]
+    subject: str
+    from_name: str
+    from_address: str
+    date: datetime | None
+    text: str
+
+    @classmethod
+    def from_inbound(cls, message: Inbound) -> ThreadParent:
+        sender = message.from_
+        return cls(
+            # An ID the parser made up is unknown to the customer's mail client.
+            message_id="" if message.message_id_generated else message.message_id,
+            references=message.references,
+            in_reply_to=message.in_reply_to,
+            subject=message.subject,
+            from_name=sender.name if sender else "",
+            from_address=sender.address if sender else "",
+            date=message.date,
+            text=message.text,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    message_id: str  # without angle brackets, as the project stores IDs
+    message: EmailMessage
+    text: str  # the rendered plain text body, to store with the ticket
+    html: str | None
+
+
+# ------------------------------------------------------------------------------------------
+# Headers: sanitizing, Message-IDs, policy
+# ------------------------------------------------------------------------------------------
+
+# Everything that ends a line for some mail or Python code path: C0 controls (CR, LF, NUL,
+# VT, FF, FS/GS/RS), DEL, NEL and the Unicode line and paragraph separators.
+_LINE_BREAKERS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_SPACES = re.compile(r" {2,}")
+
+
+def clean_header(value: str) -> str:
+    """Text safe for one header: control characters become spaces, runs of spaces one."""
+    return _SPACES.sub(" ", _LINE_BREAKERS.sub(" ", value)).strip()
+
+
+_BODY_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _clean_body(text: str) -> str:
+    """Newlines as \\n, no control characters besides tab and newline."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _BODY_CONTROLS.sub("", text)
+
+
+_MSGID_CHARS = re.compile(r"[!-;=?-~]+")  # printable ASCII without space, "<" and ">"
+
+
+def _clean_id(value: str) -> str | None:
+    """A stored Message-ID fit for a header, or None.
+
+    IDs in `.invalid` domains are made up by our parser (none given, or longer than it
+    keeps) and would mean nothing to anyone else.
+    """
+    value = value.strip().removeprefix("<").removesuffix(">")
+    if not _MSGID_CHARS.fullmatch(value) or value.lower().endswith(".invalid"):
+        return None
+    return value
+
+
+class _MsgIdHeader(headerregistry.UnstructuredHeader):
+    """Message-ID, In-Reply-To, References: folded between IDs and never encoded.
+
+    The stdlib folds these as unstructured text and turns an ID longer than a line into
+    RFC 2047 encoded words, which no mail reader decodes in these headers.
+    """
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        kwds["parse_tree"] = None
+        kwds["decoded"] = value
+
+    def fold(self, *, policy: Any) -> str:
+        lines = [f"{self.name}:"]
+        for token in str(self).split():
+            started = len(lines) > 1 or lines[0] != f"{self.name}:"
+            if started and len(lines[-1]) + 1 + len(token) > policy.max_line_length:
+                lines.append("")  # continuation lines start with the space added below
+            lines[-1] += " " + token
+        return policy.linesep.join(lines) + policy.linesep
+
+
+_HEADERS = headerregistry.HeaderRegistry()
+for _name in ("message-id", "in-reply-to", "references"):
+    _HEADERS.map_to_type(_name, _MsgIdHeader)
+
+# CRLF line ends, RFC 2047 for non-ASCII headers, and 7-bit bodies (quoted-printable or
+# base64, whichever is shorter) so no relay on the way needs 8BITMIME.
+POLICY: EmailPolicy = SMTP.clone(cte_type="7bit", header_factory=_HEADERS)
+
+
+def _ascii_domain(domain: str) -> str:
+    domain = domain.strip().rstrip(".")
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ComposeError(f"invalid mail domain {domain!r}") from None
+
+
+def _mailbox(name: str, address: str) -> headerregistry.Address:
+    address = clean_header(address)
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or " " in address:
+        raise ComposeError(f"invalid email address {address!r}")
+    if not local.isascii():
+        raise ComposeError(
+            f"cannot send to {address!r}: non-ASCII before the @ needs SMTPUTF8, "
+            "which mailsupport does not use"
+        )
+    display = clean_header(name)[:NAME_MAX_CHARS]
+    try:
+        return headerregistry.Address(
+            display_name=display, addr_spec=f"{local}@{_ascii_domain(domain)}"
+        )
+    except (ValueError, IndexError, MessageError):
+        raise ComposeError(f"invalid email address {address!r}") from None
+
+
+def _mailboxes(addresses: Iterable[Address], exclude: set[str]) -> list[headerregistry.Address]:
+    """Valid mailboxes without duplicates, and without anything in `exclude` (lowercased
+    addresses); adds what it keeps to `exclude`."""
+    kept = []
+    for address in addresses:
+        mailbox = _mailbox(address.name, address.address)
+        key = mailbox.addr_spec.lower()
+        if key not in exclude:
+            exclude.add(key)
+            kept.append(mailbox)
+    return kept
+
+
+def _token(secret: bytes, body: str) -> str:
+    digest = hmac.new(secret, body.encode("ascii"), hashlib.sha256).digest()
+    return base64.b32encode(digest).decode("ascii")[:_TOKEN_LENGTH].lower()
+
+
+def make_message_id(secret: bytes, domain: str, now: datetime | None = None) -> str:
+    """A new Message-ID of ours, without angle brackets: `[time.]random.token@domain`.
+
+    `token` is an HMAC of the part before it, so `is_our_message_id` can tell our own IDs
+    from forged ones without a database. The time, when given, only helps people reading
+    logs; the 80 random bits make the ID unique.
+    """
+    if not secret:
+        raise ValueError("the Message-ID secret is empty")
+    body = base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
+    if now is not None:
+        body = f"{now.astimezone(UTC):%Y%m%d%H%M%S}.{body}"
+    return f"{body}.{_token(secret, body)}@{_ascii_domain(domain).lower()}"
+
+
+def is_our_message_id(message_id: str, secret: bytes, domain: str) -> bool:
+    """Whether `message_id` (with or without brackets) was made by `make_message_id` with
+    this secret and domain. Constant-time comparison of the token."""
+    if not secret:
+        return False
+    value = message_id.strip().removeprefix("<").removesuffix(">")
+    local, at, found_domain = value.rpartition("@")
+    try:
+        wanted = _ascii_domain(domain).lower()
+    except ComposeError:
+        return False
+    if not at or found_domain.lower() != wanted:
+        return False
+    body, dot, token = local.rpartition(".")
+    if not dot or not body or not body.isascii() or not token.isascii():
+        return False
+    if len(token) != _TOKEN_LENGTH:
+        return False
+    return hmac.compare_digest(token, _token(secret, body))
+
+
+def load_or_create_secret(data_dir: Path, configured: str | None) -> bytes:
+    """The key for our Message-ID tokens.
+
+    MAILSUPPORT_SECRET when set; else `data_dir/secret`, created on first use with 32
+    random bytes (written as 64 hex digits, mode 0600), so every process sharing the data
+    directory uses the same key. Copy the file's content into MAILSUPPORT_SECRET to share
+    the key with hosts that do not share the directory: both give the same key.
+    """
+    if configured and configured.strip():
+        return configured.strip().encode("utf-8")
+    path = data_dir / SECRET_FILE
+    try:
+        existing = _read_secret(path)
+        if existing is not None:
+            return existing
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _create_secret(path, secrets.token_hex(32) + "\n")
+        created = _read_secret(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read or create the secret file {path}: {exc.strerror or exc} "
+            "(check MAILSUPPORT_DATA_DIR, or set MAILSUPPORT_SECRET)"
+        ) from None
+    if created is None:  # pragma: no cover - removed between creating and reading
+        raise ConfigError(f"the secret file {path} disappeared while it was being created")
+    return created
+
+
+def _read_secret(path: Path) -> bytes | None:
+    try:
+        value = path.read_bytes().strip()
+    except FileNotFoundError:
+        return None
+    if not value:
+        raise ConfigError(
+            f"the secret file {path} is empty: delete it to have a new one made "
+            "(replies to mail sent before then still thread by their Message-IDs)"
+        )
+    return value
+
+
+def _create_secret(path: Path, value: str) -> None:
+    """Write the file complete under a temporary name, then link it into place: readers
+    never see it half written, and the first of several racing processes wins."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(value)
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process was first: use its secret
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            _create_exclusive(path, value)  # a file system without hard links
+    finally:
+        os.unlink(temporary)
+    _fsync_dir(path.parent)
+
+
+def _create_exclusive(path: Path, value: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        file.write(value)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # not every file system syncs directories; the file itself is synced
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------
+# Subject and threading
+# ------------------------------------------------------------------------------------------
+
+
+def tag_pattern_for(tag_format: str) -> re.Pattern[str]:
+    """The pattern matching `tag_format` ("[#{number}]") in a subject; group 1 is the
+    number. The same rule as Settings.tag_pattern."""
+    before, _, after = tag_format.partition("{number}")
+    return re.compile(re.escape(before.strip()) + r"\s*(\d{1,12})\s*" + re.escape(after.strip()))
+
+
+def reply_subject(
+    subject: str,
+    number: int,
+    tag_format: str,
+    tag_pattern: re.Pattern[str],
+    *,
+    reply: bool = True,
+) -> str:
+    """`Re: <subject> [#N]`: prefixes and tags already in `subject` are dropped first, so
+    neither piles up over repeated replies. Without `reply`, no "Re:"."""
+    base = normalize_subject(clean_header(subject), tag_pattern)
+    if len(base) > SUBJECT_MAX_CHARS:
+        base = base[:SUBJECT_MAX_CHARS].rstrip() + "…"
+    tag = clean_header(tag_format.replace("{number}", str(number)))
+    return " ".join(part for part in ("Re:" if reply else "", base, tag) if part)
+
+
+def thread_headers(parent: ThreadParent) -> tuple[str | None, tuple[str, ...]]:
+    """(In-Reply-To, References) for an answer to `parent`, as RFC 5322 section 3.6.4 says:
+    References are the parent's References (or, without them, its In-Reply-To when that
+    holds a single ID) followed by the parent's Message-ID. Long chains keep their first ID
+    and the last 20."""
+    own = _clean_id(parent.message_id)
+    chain = [i for i in (_clean_id(x) for x in parent.references) if i]
+    if not parent.references and len(parent.in_reply_to) == 1:
+        chain = [i for i in (_clean_id(parent.in_reply_to[0]),) if i]
+    if own:
+        chain = [i for i in chain if i != own] + [own]
+    chain = list(dict.fromkeys(chain))
+    if len(chain) > MAX_REFERENCES:
+        chain = chain[:1] + chain[-(MAX_REFERENCES - 1) :]
+    return own, tuple(chain)
+
+
+# ------------------------------------------------------------------------------------------
+# Bodies: quoting, dates
+# ------------------------------------------------------------------------------------------
+
+_MONTHS = {
+    "en": (
+        "January", "February", "March", "April", "May", "June", "July", "August",
+        "September", "October", "November", "December",
+    ),
+    "ru": (
+        "января", "февраля", "марта", "апреля", "мая", "июня", "июля", "августа",
+        "сентября", "октября", "ноября", "декабря",
+    ),
+}  # fmt: skip
+
+
+def format_date(when: datetime, language: str) -> str:
+    """`when` as "2 March 2026 at 09:20 UTC" or "2 марта 2026 г. в 09:20 UTC".
+
+    In UTC: the customer's own offset is not kept. Naive times are taken as UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    when = when.astimezone(UTC)
+    if language == "ru":
+        return f"{when.day} {_MONTHS['ru'][when.month - 1]} {when.year} г. в {when:%H:%M} UTC"
+    return f"{when.day} {_MONTHS['en'][when.month - 1]} {when.year} at {when:%H:%M} UTC"
+
+
+# Where a mail client starts the copy of earlier mail below the new text.
+_HISTORY_SEPARATOR = re.compile(
+    r"\s*(-{2,}\s*(original message|исходное сообщение|forwarded message|"
+    r"пересылаемое сообщение)\s*-*|_{20,})\s*",
+    re.IGNORECASE,
+)
+
+
+def _is_quoted(line: str) -> bool:
+    return line.lstrip().startswith(">")
+
+
+def _new_text(lines: list[str]) -> list[str]:
+    """The lines the customer wrote this time: without the copy of earlier mail their
+    client put below (after a separator, or a trailing "> " block and its "... wrote:")."""
+    for i, line in enumerate(lines):
+        if _HISTORY_SEPARATOR.fullmatch(line):
+            lines = lines[:i]
+            break
+    end = len(lines)
+    while end and (not lines[end - 1].strip() or _is_quoted(lines[end - 1])):
+        end -= 1
+    if any(_is_quoted(line) for line in lines[end:]):
+        if end and lines[end - 1].rstrip().endswith(":"):  # "On ..., Anna wrote:"
+            end -= 1
+            if end and lines[end - 1].rstrip().endswith("<"):  # wrapped before the address
+                end -= 1
+        lines = lines[:end]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return lines
+
+
+def quote_text(
+    text: str, max_lines: int = QUOTE_MAX_LINES, max_chars: int = QUOTE_MAX_CHARS
+) -> str:
+    """The customer's message as a "> " quote, without the history it quoted itself and
+    cut at `max_lines` lines or `max_chars` characters (marked "> [...]")."""
+    all_lines = [line.rstrip() for line in _clean_body(text).split("\n")]
+    lines = _new_text(all_lines)
+    if not lines:  # nothing but quoted text: quote all of it
+        lines = "\n".join(all_lines).strip("\n").split("\n")
+    if lines == [""]:
+        return ""
+    kept: list[str] = []
+    size = 0
+    cut = len(lines) > max_lines
+    for line in lines[:max_lines]:
+        if size + len(line) > max_chars:  # a long unbroken paragraph keeps its start
+            kept.append(line[: max(max_chars - size, 0)].rstrip())
+            cut = True
+            break
+        kept.append(line)
+        size += len(line) + 1
+    quoted = ["> " + line if line else ">" for line in kept]
+    if cut:
+        quoted.append("> [...]")
+    return "\n".join(quoted)
+
+
+def _greeting_name(name: str) -> str:
+    """A display name fit to greet someone with; "" for none or for an address."""
+    name = clean_header(name).strip("\"' ")
+    return "" if "@" in name else name[:NAME_MAX_CHARS]
+
+
+def _author(parent: ThreadParent) -> str:
+    return _greeting_name(parent.from_name) or clean_header(parent.from_address)
+
+
+# ------------------------------------------------------------------------------------------
+# The message
+# ------------------------------------------------------------------------------------------
+
+_CONTENT_TYPE = re.compile(r"([a-z0-9][a-z0-9!#$&^_.+-]*)/([a-z0-9][a-z0-9!#$&^_.+-]*)")
+
+
+def _split_content_type(value: str) -> tuple[str, str]:
+    match = _CONTENT_TYPE.fullmatch(clean_header(value).lower().split(";")[0].strip())
+    # multipart/* and message/* cannot carry opaque bytes in base64 (RFC 2046).
+    if not match or match[1] in ("multipart", "message"):
+        return "application", "octet-stream"
+    return match[1], match[2]
+
+
+def compose(
+    kind: Kind,
+    *,
+    sender: Sender,
+    to: Sequence[Address],
+    cc: Sequence[Address] = (),
+    ticket_number: int,
+    ticket_subject: str,
+    parent: ThreadParent | None,
+    language: str,
+    templates: Templates,
+    secret: bytes,
+    now: datetime,
+    text: str = "",
+    agent_name: str = "",
+    attachments: Sequence[tuple[str, str, bytes]] = (),
+    tag_format: str = "[#{number}]",
+    tag_pattern: re.Pattern[str] | None = None,
+) -> Composed:
+    """One outgoing message of `kind`, answering `parent` when given.
+
+    `to[0]` is greeted by name. Duplicate recipients and our own address are dropped from
+    To and Cc (filter aliases before calling). Every template is rendered before anything
+    is built: a template error raises TemplateError and nothing is produced.
+    """
+    if kind not in _KIND_HEADERS:
+        raise ValueError(f"unknown kind of message: {kind!r}")
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    if kind == "reply" and not text.strip():
+        raise ComposeError("a reply needs some text")
+    pattern = tag_pattern or tag_pattern_for(tag_format)
+
+    from_ = _mailbox(sender.name, sender.address)
+    taken = {from_.addr_spec.lower()}
+    recipients = _mailboxes(to, taken)
+    copies = _mailboxes(cc, taken)
+    if not recipients:
+        raise ComposeError("no one to send the message to (no To address but our own)")
+
+    # Follow the subject the customer sees in the conversation; the ticket's title when
+    # there is none.
+    if parent is not None and normalize_subject(parent.subject, pattern):
+        base = parent.subject
+    else:
+        base = ticket_subject
+    subject = reply_subject(base, ticket_number, tag_format, pattern, reply=parent is not None)
+    in_reply_to, references = thread_headers(parent) if parent else (None, ())
+
+    context = BodyContext(
+        kind=kind,
+        language=language,
+        ticket_number=ticket_number,
+        ticket_tag=clean_header(tag_format.replace("{number}", str(ticket_number))),
+        ticket_subject=normalize_subject(clean_header(ticket_subject), pattern),
+        subject=subject,
+        customer_name=_greeting_name(recipients[0].display_name),
+        customer_address=recipients[0].addr_spec,
+        support_name=from_.display_name,
+        support_address=from_.addr_spec,
+        agent_name=clean_header(agent_name)[:NAME_MAX_CHARS],
+        text=_clean_body(text).strip("\n"),
+        quote=quote_text(parent.text) if parent else "",
+        quote_name=_author(parent) if parent else "",
+        quote_date=format_date(parent.date, language) if parent and parent.date else "",
+        date=format_date(now, language),
+    )
+    rendered = templates.render(kind, language, context)  # may raise: nothing built yet
+
+    message_id = make_message_id(secret, from_.domain, now)
+    message = EmailMessage(policy=POLICY)
+    message["From"] = from_
+    message["To"] = recipients
+    if copies:
+        message["Cc"] = copies
+    message["Subject"] = subject
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = f"<{message_id}>"
+    if in_reply_to:
+        message["In-Reply-To"] = f"<{in_reply_to}>"
+    if references:
+        message["References"] = " ".join(f"<{i}>" for i in references)
+    for name, value in _KIND_HEADERS[kind]:
+        message[name] = value
+
+    message.set_content(rendered.text)
+    if rendered.html is not None:
+        message.add_alternative(rendered.html, subtype="html")
+    for index, (filename, content_type, data) in enumerate(attachments, start=1):
+        maintype, subtype = _split_content_type(content_type)
+        name = safe_filename(clean_header(filename), index, f"{maintype}/{subtype}")
+        message.add_attachment(bytes(data), maintype=maintype, subtype=subtype, filename=name)
+    for part in message.walk():  # the stdlib repeats MIME-Version in every subpart
+        if part is not message:
+            del part["MIME-Version"]
+    return Composed(message_id=message_id, message=message, text=rendered.text, html=rendered.html)
