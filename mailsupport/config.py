@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     imap_poll_seconds: int = Field(default=60, ge=1)
     imap_start: str = "new"
     imap_timeout: int = Field(default=60, ge=1)
+    # The daemon's longest wait between attempts after the server or the database failed.
+    imap_retry_max_seconds: int = Field(default=300, ge=1)
 
     @field_validator("ticket_tag")
     @classmethod

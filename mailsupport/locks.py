@@ -4,6 +4,7 @@ Both are released by the operating system or the database when the process dies.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 
 from mailsupport.store.db import Store
 
@@ -21,33 +23,112 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
-@contextmanager
-def exclusive(store: Store, name: str, lock_dir: Path) -> Iterator[bool]:
-    """Try to take the lock called `name`; yields whether we hold it. Never waits."""
-    if store.engine.dialect.name == "postgresql":
-        with store.translated(), store.engine.connect() as conn:
-            held = bool(
-                conn.execute(sa.select(sa.func.pg_try_advisory_lock(lock_key(name)))).scalar()
-            )
-            conn.commit()
+class Lock:
+    """The lock called `name`, held from acquire() until release() or the process's death.
+
+    `exclusive()` is the with-statement form for one-shot commands. The daemon holds a Lock
+    for its whole life and asks `still_held()` before each pass: on PostgreSQL the lock lives
+    in a database session, and a database restart ends that session (and frees the lock)
+    without telling us."""
+
+    def __init__(self, store: Store, name: str, lock_dir: Path) -> None:
+        self.store = store
+        self.name = name
+        self.lock_dir = lock_dir
+        self._conn: sa.Connection | None = None
+        self._backend_pid: int | None = None
+        self._fd: int | None = None
+
+    @property
+    def _postgres(self) -> bool:
+        return self.store.engine.dialect.name == "postgresql"
+
+    @property
+    def held(self) -> bool:
+        """Whether we took the lock and have not released it (see still_held())."""
+        return self._conn is not None or self._fd is not None
+
+    def acquire(self) -> bool:
+        """Take the lock if it is free; never waits. True when we hold it."""
+        if self.held:
+            return True
+        return self._acquire_advisory() if self._postgres else self._acquire_file()
+
+    def _acquire_advisory(self) -> bool:
+        with self.store.translated():
+            conn = self.store.engine.connect()
             try:
-                yield held
-            finally:
-                if held:
-                    conn.execute(sa.select(sa.func.pg_advisory_unlock(lock_key(name))))
-                    conn.commit()
-        return
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    path = lock_dir / (hashlib.sha256(name.encode()).hexdigest()[:24] + ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+                key = lock_key(self.name)
+                held = bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar())
+                pid = conn.execute(sa.select(sa.func.pg_backend_pid())).scalar()
+                conn.commit()  # never sit "idle in transaction" while holding the lock
+            except BaseException:
+                conn.close()
+                raise
+        if not held:
+            conn.close()
+            return False
+        self._conn, self._backend_pid = conn, pid
+        return True
+
+    def _acquire_file(self) -> bool:
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        path = self.lock_dir / (hashlib.sha256(self.name.encode()).hexdigest()[:24] + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
-            return
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {name}\n".encode())
-        yield True
+        os.write(fd, f"{os.getpid()} {self.name}\n".encode())
+        self._fd = fd
+        return True
+
+    def still_held(self) -> bool:
+        """Whether the lock is still ours. A file lock cannot be lost; an advisory lock is lost
+        with its database session, which a new backend pid (or an error) reveals."""
+        if self._fd is not None:
+            return True
+        conn = self._conn
+        if conn is None or conn.invalidated:
+            return False
+        try:
+            pid = conn.execute(sa.select(sa.func.pg_backend_pid())).scalar()
+            conn.commit()
+        except (exc.SQLAlchemyError, OSError):
+            return False
+        return pid == self._backend_pid
+
+    def release(self) -> None:
+        """Give the lock up (a no-op when not held). Never raises."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(lock_key(self.name))))
+            conn.commit()
+        except (exc.SQLAlchemyError, OSError):
+            # Never hand a session that may still hold the lock back to the pool: closing
+            # the database session for good is what frees the lock then.
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+@contextmanager
+def exclusive(store: Store, name: str, lock_dir: Path) -> Iterator[bool]:
+    """Try to take the lock called `name`; yields whether we hold it. Never waits."""
+    lock = Lock(store, name, lock_dir)
+    try:
+        yield lock.acquire()
     finally:
-        os.close(fd)  # closing releases the lock
+        lock.release()

@@ -158,8 +158,7 @@ def test_processed_and_quarantine_folders(imap_server, env_for_cli, store) -> No
     imap_server.append(mail(2))
     result = poll(env)
     assert "read 3, new tickets 2" in result.output and "quarantined 1" in result.output
-    # Moved away (pymap shows MOVEd messages as \Deleted until the folder is expunged).
-    assert all(b"\\Deleted" in f for f in flags_by_uid(imap_server, "INBOX").values())
+    assert flags_by_uid(imap_server, "INBOX") == {}  # moved, not copied
     assert len(flags_by_uid(imap_server, "Done")) == 2
     assert len(flags_by_uid(imap_server, "Broken")) == 1
     [entry] = json.loads(CliRunner().invoke(app, ["quarantine", "list", "--json"], env=env).output)
@@ -390,3 +389,22 @@ def test_pollers_of_different_folders_run_side_by_side(
             "Billing",
             "INBOX",
         ]
+
+
+def test_servers_without_move_get_copy_delete_and_uid_expunge(imap_server, settings, store) -> None:  # type: ignore[no-untyped-def]
+    configured = imap_settings(
+        settings, imap_server, imap_start="all", imap_processed_folder="Done"
+    )
+    for i in range(3):
+        imap_server.append(mail(i))
+    client = connect(configured)
+    try:
+        poller = FolderPoller(configured, Pipeline(configured, store), client)
+        assert "MOVE" in poller.capabilities  # both test servers offer it...
+        poller.capabilities.discard("MOVE")  # ...so pretend this one does not
+        result = poller.poll(lambda: datetime.now(UTC))
+    finally:
+        client.logout()
+    assert result.counts["new"] == 3
+    assert flags_by_uid(imap_server, "INBOX") == {}
+    assert len(flags_by_uid(imap_server, "Done")) == 3

@@ -68,6 +68,8 @@ class State:
             logging.basicConfig(
                 level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
             )
+            # At DEBUG imapclient copies the protocol trace here, message bodies included.
+            logging.getLogger("imapclient.imaplib").setLevel(logging.INFO)
         return self._settings
 
     def store(self, check_schema: bool = True) -> Store:

@@ -37,3 +37,21 @@ def poll(ctx: typer.Context) -> None:
                 client.logout()
     note = " (UIDVALIDITY changed: took unread mail only)" if result.uidvalidity_changed else ""
     typer.echo(f"poll {settings.imap_folder}: {describe(result.counts)}{note}")
+
+
+@app.command("daemon", rich_help_panel=OPERATOR)
+def daemon(ctx: typer.Context) -> None:
+    """Take new mail from the IMAP folder as it arrives, until stopped (for systemd).
+
+    Waits with IMAP IDLE when the server offers it, else polls every
+    MAILSUPPORT_IMAP_POLL_SECONDS; reconnects on its own after failures. While another poller
+    holds the folder it stands by and takes over when that one ends. SIGTERM or SIGINT
+    finishes the message in hand and exits 0. Exit 2 on a configuration error at startup."""
+    from mailsupport.daemon import Daemon, setup_logging, stop_on_signals
+
+    st = state(ctx)
+    settings = st.settings
+    setup_logging(settings)
+    worker = Daemon(settings, st.store(), utcnow)
+    with stop_on_signals(worker):
+        worker.run()

@@ -109,7 +109,8 @@ class FolderPoller:
         self.store = pipeline.store
         self.client = client
         self.folder = settings.imap_folder
-        self.capabilities = {c.upper() for c in client.capabilities()}
+        # imapclient returns capabilities as bytes.
+        self.capabilities = {c.decode("ascii", "replace").upper() for c in client.capabilities()}
 
     def poll(
         self,
@@ -143,7 +144,7 @@ class FolderPoller:
         for batch in self._batches(todo):
             if should_stop():
                 break
-            self._take(ledger, batch, now, result, on_each)
+            self._take(ledger, batch, now, result, on_each, should_stop)
             self._flag_pending(ledger)
         result.waiting = len([u for u in todo if u > ledger.last_uid])
         with self.store.write() as session:
@@ -253,11 +254,16 @@ class FolderPoller:
         now: Callable[[], datetime],
         result: PollResult,
         on_each: Callable[[Any], None] | None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         fetched = self.client.fetch(uids, [b"BODY.PEEK[]", b"INTERNALDATE"])
         outcomes = []
+        taken = 0  # the highest UID dealt with; a stop leaves the rest for the next pass
         with self.store.write() as session:
             for uid in uids:
+                if should_stop():
+                    break  # finish the message in hand, not the whole batch
+                taken = uid
                 data = fetched.get(uid)
                 if data is None or b"BODY[]" not in data:
                     # Expunged by someone else between SEARCH and FETCH: nothing to take.
@@ -277,9 +283,9 @@ class FolderPoller:
                 )
             row = session.get(ImapFolder, ledger.id)
             assert row is not None
-            row.last_uid = max(row.last_uid, uids[-1])
+            row.last_uid = max(row.last_uid, taken)
             session.add(row)
-        ledger.last_uid = max(ledger.last_uid, uids[-1])
+        ledger.last_uid = max(ledger.last_uid, taken)
         result.counts.update(o.kind for o in outcomes)
         if on_each is not None:
             for outcome in outcomes:

@@ -1,0 +1,376 @@
+"""`mailsupport daemon`: take mail from the IMAP folder as it arrives, until told to stop.
+
+The daemon is `poll` in a loop, with the same exactly-once FolderPoller and the same folder
+lock, held for its whole life. Between passes it waits in IMAP IDLE when the server offers it
+(so new mail is taken at once), else it sleeps MAILSUPPORT_IMAP_POLL_SECONDS. A failing
+server or database is retried with exponential backoff; a second daemon on the same folder
+stands by and takes over when the first one dies.
+
+Every wait is sliced to about a second, so a stop request (SIGTERM, SIGINT) is noticed soon;
+a pass in progress finishes the message in hand, commits, and the daemon exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import sqlalchemy as sa
+from imapclient import IMAPClient
+
+from mailsupport.config import Settings
+from mailsupport.errors import ConfigError, TemporaryError
+from mailsupport.locks import Lock
+from mailsupport.pipeline import Pipeline, describe
+from mailsupport.sources.imap import FolderPoller, _server_errors, connect
+from mailsupport.store.db import Store
+
+log = logging.getLogger(__name__)
+
+# RFC 2177: servers may drop a client that has been idle for 30 minutes, so IDLE is ended and
+# issued again before that. (Module constants so tests can shorten them.)
+IDLE_REISSUE_SECONDS = 29 * 60
+# The longest a single wait lasts before the stop flag and due tasks are looked at again.
+WAIT_SLICE_SECONDS = 1.0
+# The first retry waits up to this long; each further failure doubles it, up to
+# MAILSUPPORT_IMAP_RETRY_MAX_SECONDS.
+BACKOFF_FIRST_SECONDS = 1.0
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def folder_lock(settings: Settings) -> tuple[str, Path]:
+    """The lock `poll` takes too (mailbox.py), so cron polls and daemons take turns."""
+    name = f"imap:{settings.imap_account}/{settings.imap_folder}"
+    return name, settings.data_dir / "locks"
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Work the active daemon does on its own schedule, between passes over the folder."""
+
+    name: str
+    every: float  # seconds
+    run: Callable[[], None]
+
+
+def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
+    """What the daemon runs besides taking mail. The outbox sender will be added here."""
+    return []
+
+
+class Backoff:
+    """Exponential backoff with full jitter: the n-th wait is random in [0, first * 2**n],
+    capped. Random, so that many clients of one server do not retry in lockstep."""
+
+    def __init__(
+        self,
+        cap: float,
+        first: float = BACKOFF_FIRST_SECONDS,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.cap = cap
+        self.first = first
+        self.rand = rand
+        self.failures = 0
+
+    def next(self) -> float:
+        bound = min(self.cap, self.first * 2 ** min(self.failures, 32))
+        self.failures += 1
+        return self.rand() * bound
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Daemon:
+    """Holds the folder lock and keeps taking mail until request_stop() is called."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        now: Callable[[], datetime],
+        *,
+        connector: Callable[[Settings], IMAPClient] = connect,
+        tasks: Iterable[Periodic] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.now = now
+        self.connector = connector
+        self.pipeline = Pipeline(settings, store)
+        self.lock = Lock(store, *folder_lock(settings))
+        self.tasks = list(periodic_tasks(settings, store) if tasks is None else tasks)
+        self._due = {task.name: 0.0 for task in self.tasks}  # all run once at the start
+        self.backoff = Backoff(cap=settings.imap_retry_max_seconds)
+        self.where = f"{settings.imap_account} folder {settings.imap_folder}"
+        self._stop_reason: str | None = None
+        self._worked = False  # a pass succeeded: configuration errors from now on are retried
+        self._troubled = False  # the last attempt failed: say so when work resumes
+        self._lost_lock = False  # the lock slipped away: say so when it is ours again
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the daemon to finish the message in hand and return. Safe in a signal handler:
+        it only sets a flag."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Work until stopped. Raises ConfigError when the configuration is wrong at startup
+        (before the first successful pass); any later trouble is logged and retried."""
+        log.info("daemon started for %s", self.where)
+        try:
+            while not self.stopping:
+                if self._take_lock():
+                    self._serve()
+        finally:
+            self.lock.release()
+            log.info("daemon stopped (%s)", self._stop_reason or "error")
+
+    def _take_lock(self) -> bool:
+        """Take the folder lock, standing by while another poller holds it."""
+        standing_by = False
+        while not self.stopping:
+            try:
+                if self.lock.acquire():
+                    if standing_by:
+                        log.info("took over %s: the other poller is gone", self.where)
+                    elif self._lost_lock:
+                        log.info("holding the lock on %s again", self.where)
+                    self._lost_lock = False
+                    return True
+            except TemporaryError as error:
+                self._trouble(error)
+                continue
+            if not standing_by:
+                log.info(
+                    "another poller of %s is active; standing by (trying every %s s)",
+                    self.where, self.settings.imap_poll_seconds,
+                )  # fmt: skip
+                standing_by = True
+            self._pause(self.settings.imap_poll_seconds)
+        return False
+
+    def _serve(self) -> None:
+        """While the lock is ours: connect, work, and on failure back off and reconnect."""
+        while not self.stopping and not self._lock_lost():
+            try:
+                client = self.connector(self.settings)
+            except ConfigError as error:
+                self._misconfigured(error)
+                continue
+            except TemporaryError as error:
+                self._trouble(error)
+                continue
+            try:
+                self._work(client)
+            except ConfigError as error:
+                self._misconfigured(error)
+            except TemporaryError as error:
+                self._trouble(error)
+            finally:
+                _disconnect(client)
+
+    def _work(self, client: IMAPClient) -> None:
+        """Passes over the folder on one connection, waiting for mail in between."""
+        with _server_errors(self.settings):  # CAPABILITY may need a round trip
+            poller = FolderPoller(self.settings, self.pipeline, client)
+            use_idle = bool(client.has_capability("IDLE"))
+        announced = False
+        while not self.stopping and not self._lock_lost():
+            result = poller.poll(self.now, should_stop=lambda: self.stopping)
+            log.debug("pass over %s: %s", self.where, describe(result.counts))
+            self._worked = True
+            self.backoff.reset()
+            if self._troubled:
+                log.info("working again on %s", self.where)
+                self._troubled = False
+            self._run_due_tasks()
+            if self.stopping:
+                return
+            every = self.settings.imap_poll_seconds
+            if not announced:
+                how = f"IDLE, and a poll every {every} s" if use_idle else f"a poll every {every} s"
+                log.info("waiting for new mail in %s (%s)", self.where, how)
+                announced = True
+            if use_idle:
+                self._idle(client, min(every, IDLE_REISSUE_SECONDS))
+            else:
+                self._pause(every)
+
+    def _idle(self, client: IMAPClient, seconds: float) -> None:
+        """Wait in IDLE until new mail arrives, `seconds` pass, or a stop is requested."""
+        end = time.monotonic() + seconds
+        with _server_errors(self.settings):
+            sock = client.socket()
+            client.idle()
+            while not self.stopping:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                responses = client.idle_check(timeout=self._slice(left))
+                if any(_new_mail(r) for r in responses):
+                    log.debug("new mail announced in %s", self.where)
+                    break
+                if any(r and r[0] == b"BYE" for r in responses):
+                    break  # the server is leaving: idle_done() below finds out how
+                if not responses and _readable(sock):
+                    # idle_check() swallows end-of-file and returns nothing; a socket still
+                    # readable after it drained everything is closed (or just got data).
+                    # Either way, ending IDLE tells: DONE fails on a dead connection.
+                    break
+                self._run_due_tasks()
+            client.idle_done()
+
+    # -- waiting and trouble ------------------------------------------------------------------
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep in short slices, so that a stop request is noticed and tasks run on time."""
+        end = time.monotonic() + seconds
+        while not self.stopping:
+            self._run_due_tasks()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(self._slice(left))
+
+    def _slice(self, left: float) -> float:
+        """How long the next wait may last: up to `left`, a slice, and the next due task."""
+        wait = min(left, WAIT_SLICE_SECONDS)
+        if self.tasks and self.lock.held:
+            wait = min(wait, min(self._due.values()) - time.monotonic())
+        return max(wait, 0.0)
+
+    def _trouble(self, error: TemporaryError) -> None:
+        delay = self.backoff.next()
+        log.warning("%s; trying again in %.1f s", error, delay)
+        self._troubled = True
+        self._pause(delay)
+
+    def _misconfigured(self, error: ConfigError) -> None:
+        if not self._worked:
+            raise error  # at startup: exit 2 with the message, for a person to fix
+        # It worked before (say the password was changed on the server): a daemon that
+        # exits would only be restarted into the same error, so keep trying, slowly.
+        delay = self.backoff.cap
+        log.error("%s; trying again in %.0f s", error, delay)
+        self._troubled = True
+        self._pause(delay)
+
+    def _lock_lost(self) -> bool:
+        if self.lock.still_held():
+            return False
+        if self.lock.held:
+            log.warning("lost the lock on %s (its database session ended)", self.where)
+            self.lock.release()
+            self._lost_lock = True
+        return True
+
+    def _run_due_tasks(self) -> None:
+        if not self.lock.held:
+            return  # a standby daemon leaves the work to the active one
+        for task in self.tasks:
+            if time.monotonic() < self._due[task.name]:
+                continue
+            self._due[task.name] = time.monotonic() + task.every
+            try:
+                task.run()
+            except TemporaryError as error:
+                log.warning("%s: %s", task.name, error)
+
+
+def _new_mail(response: Any) -> bool:
+    """`* 12 EXISTS` (and `* 1 RECENT`) in IDLE mean the folder has grown."""
+    return len(response) >= 2 and response[1] in (b"EXISTS", b"RECENT")
+
+
+def _readable(sock: Any) -> bool:
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):  # closed under us
+        return True
+
+
+def _disconnect(client: IMAPClient) -> None:
+    with contextlib.suppress(Exception):  # a dead connection has nothing more to say
+        client.logout()
+    with contextlib.suppress(Exception):
+        client.shutdown()
+
+
+# -- process setup: logging and signals (used by the CLI command) -----------------------------
+
+
+class RedactingFormatter(logging.Formatter):
+    """Blanks the given secrets out of every formatted line, tracebacks included."""
+
+    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
+        super().__init__(fmt)
+        # Very short "secrets" would blank out ordinary words, and protect nothing anyway.
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, "********")
+        return text
+
+
+def setup_logging(settings: Settings) -> None:
+    """Timestamped lines on stderr, at INFO (one line per message is the daemon's record of
+    its work), or DEBUG when MAILSUPPORT_LOG_LEVEL=DEBUG."""
+    level = logging.DEBUG if settings.log_level == "DEBUG" else logging.INFO
+    secrets = [settings.imap_password.get_secret_value()]
+    with contextlib.suppress(Exception):
+        secrets.append(sa.engine.make_url(settings.db_url).password or "")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Libraries' INFO chatter ("Connection closed" on every reconnect, Alembic's plugin list)
+    # would drown the one line per message; at DEBUG they may speak.
+    for name in ("imapclient", "alembic"):
+        logging.getLogger(name).setLevel(level if level == logging.DEBUG else logging.WARNING)
+    # imapclient copies imaplib's protocol trace to this logger at DEBUG: whole FETCH
+    # responses, message bodies included. Never wanted in the daemon's log.
+    logging.getLogger("imapclient.imaplib").setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def stop_on_signals(daemon: Daemon) -> Iterator[None]:
+    """SIGTERM and SIGINT ask the daemon to stop; a second one ends the process at once
+    (what was not committed is simply taken again next time)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        daemon.request_stop(signal.Signals(signum).name)
+        signal.signal(signum, signal.SIG_DFL)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
