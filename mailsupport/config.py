@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     ticket_tag: str = "[#{number}]"
     log_level: str = "WARNING"
+    # A directory of mail templates that replace the built-in ones file by file ("" = none).
+    templates_dir: str = ""
 
     imap_host: str = ""
     imap_port: int = Field(default=0, ge=0, le=65535)  # 0: 993 for ssl, 143 otherwise
@@ -96,6 +98,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'mailsupport.db').resolve()}"
+
+    @property
+    def templates_path(self) -> Path | None:
+        return Path(self.templates_dir) if self.templates_dir else None
 
     @property
     def imap_port_or_default(self) -> int:

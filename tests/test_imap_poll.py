@@ -408,3 +408,16 @@ def test_servers_without_move_get_copy_delete_and_uid_expunge(imap_server, setti
     assert result.counts["new"] == 3
     assert flags_by_uid(imap_server, "INBOX") == {}
     assert len(flags_by_uid(imap_server, "Done")) == 3
+
+
+def test_a_thousand_messages_in_one_run_and_a_second_run_does_nothing(
+    dovecot_server, env_for_cli, store
+) -> None:  # type: ignore[no-untyped-def]
+    with dovecot_server.client() as client:
+        for i in range(1000):
+            client.append("INBOX", mail(i))
+    env = imap_env(env_for_cli, dovecot_server, imap_start="all", imap_batch="50")
+    assert "read 1000, new tickets 1000" in poll(env).output
+    assert "read 0," in poll(env).output
+    assert len(stored_ids(store)) == 1000
+    assert all(b"\\Seen" in f for f in flags_by_uid(dovecot_server).values())

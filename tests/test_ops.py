@@ -79,3 +79,15 @@ def test_doctor_reports_a_schema_that_is_behind(env_for_cli, store) -> None:  # 
     result = invoke(env_for_cli, "doctor")
     assert result.exit_code == 1
     assert "FAIL  database:" in result.output and "mailsupport db upgrade" in result.output
+
+
+def test_doctor_reports_a_broken_template(env_for_cli, store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    custom = tmp_path / "my-templates"
+    custom.mkdir()
+    (custom / "ack.en.txt").write_text("Hello {{ customer_name }},\nticket {{ tikcet_number }}\n")
+    result = invoke({**env_for_cli, "MAILSUPPORT_TEMPLATES_DIR": str(custom)}, "doctor")
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if x.startswith("FAIL  templates"))
+    assert "ack.en.txt" in line and "tikcet_number" in line
+    fine = invoke(env_for_cli, "doctor")
+    assert "ok    templates: built-in" in fine.output

@@ -138,6 +138,7 @@ def doctor(ctx: typer.Context) -> None:
     typer.echo("ok    settings" + (f" from {st.config_path}" if st.config_path else ""))
     check("data directory", lambda: _check_data_dir(settings.data_dir))
     check("database", lambda: _check_database(st))
+    check("templates", lambda: _check_templates(settings.templates_path))
     if settings.imap_host:
         check("IMAP", lambda: _check_imap(settings))
     else:
@@ -182,6 +183,17 @@ def _check_database(st: Any) -> str:
         return f"{url}, empty: it is created on first use (or run `mailsupport db upgrade`)"
     store.ensure_schema()  # raises the one-line explanation
     return url
+
+
+def _check_templates(directory: Any) -> str:
+    from mailsupport.errors import ConfigError
+    from mailsupport.templating import check_templates
+
+    problems = check_templates(directory)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+    return f"{directory} over the built-in ones" if directory else "built-in"
 
 
 def _check_imap(settings: Any) -> str:
