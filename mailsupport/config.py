@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     # The daemon's longest wait between attempts after the server or the database failed.
     imap_retry_max_seconds: int = Field(default=300, ge=1)
 
+    smtp_host: str = ""
+    smtp_port: int = Field(default=0, ge=0, le=65535)  # 0: 465 for ssl, 587 starttls, 25 none
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_security: Literal["ssl", "starttls", "none"] = "starttls"
+    # Seconds; "2d", "36h", "90m" and "45s" are accepted too (see _duration).
+    smtp_max_age: int = Field(default=2 * 24 * 3600, gt=0)
+    smtp_timeout: int = Field(default=60, ge=1)
+
     @field_validator("ticket_tag")
     @classmethod
     def _tag_has_one_number(cls, value: str) -> str:
@@ -84,6 +93,18 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be new, unseen, all or since:YYYY-MM-DD")
 
+    @field_validator("smtp_max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        """Whole seconds, or a number with one unit: 2d, 36h, 90m, 45s."""
+        if not isinstance(value, str):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*([dhms]?)\s*", value.lower())
+        if not match:
+            raise ValueError("must be seconds, or a number with d, h, m or s, like 2d or 36h")
+        number, unit = match.groups()
+        return int(number) * {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}[unit]
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -106,6 +127,10 @@ class Settings(BaseSettings):
     @property
     def imap_port_or_default(self) -> int:
         return self.imap_port or (993 if self.imap_security == "ssl" else 143)
+
+    @property
+    def smtp_port_or_default(self) -> int:
+        return self.smtp_port or {"ssl": 465, "starttls": 587, "none": 25}[self.smtp_security]
 
     @property
     def imap_account(self) -> str:

@@ -49,6 +49,9 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> An
     raise AssertionError(f"not within {timeout:.0f} s: {what}")
 
 
+ROOT = Path(__file__).parent.parent
+
+
 class DaemonProcess:
     """`python -m mailsupport daemon` with its stderr in a file."""
 
@@ -57,7 +60,8 @@ class DaemonProcess:
         with open(self.log_path, "wb") as output:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mailsupport", "daemon"],
-                env={**os.environ, **env}, cwd=cwd,
+                # The checkout under test, not whatever copy is installed.
+                env={**os.environ, "PYTHONPATH": str(ROOT), **env}, cwd=cwd,
                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
             )  # fmt: skip
 

@@ -179,3 +179,36 @@ class ImapPending(SQLModel, table=True):
     uid: int = Field(sa_type=sa.BigInteger, primary_key=True)
     uidvalidity: int = Field(sa_type=sa.BigInteger)
     quarantined: bool = False
+
+
+class OutboxItem(SQLModel, table=True):
+    """One outgoing message waiting for, or done with, SMTP delivery.
+
+    `data` holds the exact bytes to send, written in the same transaction as the ticket
+    change that caused them, so a retry after a crash sends the same bytes and Message-ID.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    message_id: str = Field(sa_type=sa.Text, unique=True)  # without angle brackets
+    kind: str = Field(max_length=32)  # ack / reply / closed / ...
+    mail_from: str = Field(sa_type=sa.Text)  # the envelope sender
+    recipients: list[str] = Field(default_factory=list, sa_type=sa.JSON)  # envelope
+    # Recipients the server already answered for good: address -> "sent" or the refusal.
+    # A retry goes only to the others, so an accepted recipient never gets a second copy.
+    recipient_status: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    status: str = Field(default="queued", max_length=16)  # queued / sent / failed
+    attempts: int = 0
+    next_attempt_at: datetime = _time()
+    # A sender owns the row until then; a crashed sender's claim simply runs out.
+    claimed_until: datetime | None = _time(default=None)
+    claim_token: str | None = Field(default=None, max_length=32)
+    last_error: str = Field(default="", sa_type=sa.Text)
+    created_at: datetime = _time()
+    # When it last entered the queue (created, or `outbox retry`): SMTP_MAX_AGE counts from here.
+    queued_at: datetime = _time()
+    sent_at: datetime | None = _time(default=None)
