@@ -147,11 +147,10 @@ class Settings(BaseSettings):
 
     @cached_property
     def tag_pattern(self) -> re.Pattern[str]:
-        """Matches the ticket tag in a subject; group 1 is the number."""
+        """Matches the ticket tag in a subject; group 1 is the number (at most 9 digits:
+        a longer number is an order number or a date, never one of our tickets)."""
         before, after = self.ticket_tag.split("{number}")
-        return re.compile(
-            re.escape(before.strip()) + r"\s*(\d{1,12})\s*" + re.escape(after.strip())
-        )
+        return re.compile(re.escape(before.strip()) + r"\s*(\d{1,9})\s*" + re.escape(after.strip()))
 
     def format_tag(self, number: int) -> str:
         return self.ticket_tag.replace("{number}", str(number))

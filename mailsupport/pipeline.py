@@ -106,6 +106,10 @@ class Pipeline:
             message = parse(item.raw)  # 3. parse
         except PermanentError as error:
             return self._set_aside(session, raw, item.origin, str(error), now)
+        except Exception as error:  # a parser bug must not block the mailbox behind it
+            log.exception("cannot parse %s", item.origin)
+            detail = f"internal error while parsing: {type(error).__name__}: {error}"
+            return self._set_aside(session, raw, item.origin, detail, now)
         if db.message_exists(session, message.message_id):  # 4. seen before: stored once
             db.release_quarantine(session, raw)
             log.info("duplicate <%s> skipped", message.message_id)

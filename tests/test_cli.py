@@ -255,3 +255,10 @@ def test_console_help_lists_agent_and_operator_commands() -> None:
     out = result.stdout.decode()
     for name in ("list", "show", "export", "import", "ingest", "quarantine", "db"):
         assert name in out
+
+
+def test_an_unparseable_database_url_is_a_configuration_error(env_for_cli) -> None:  # type: ignore[no-untyped-def]
+    env = {**env_for_cli, "MAILSUPPORT_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:54x2/db"}
+    result = CliRunner().invoke(app, ["list"], env=env)
+    assert result.exit_code == 2
+    assert result.output.startswith("mailsupport: invalid setting MAILSUPPORT_DATABASE_URL")

@@ -421,3 +421,23 @@ def test_a_thousand_messages_in_one_run_and_a_second_run_does_nothing(
     assert "read 0," in poll(env).output
     assert len(stored_ids(store)) == 1000
     assert all(b"\\Seen" in f for f in flags_by_uid(dovecot_server).values())
+
+
+def test_a_refused_processed_folder_never_stops_new_mail(
+    dovecot_server, env_for_cli, store
+) -> None:  # type: ignore[no-untyped-def]
+    # Dovecot refuses "/" in folder names here: every MOVE fails with a NO.
+    env = imap_env(env_for_cli, dovecot_server, imap_start="all", imap_processed_folder="A/B")
+    dovecot_server.append(mail(1))
+    first = poll(env)
+    assert first.exit_code == 2
+    assert "read 1, new tickets 1" in first.output
+    assert "MAILSUPPORT_IMAP_PROCESSED_FOLDER" in first.output
+    dovecot_server.append(mail(2))
+    second = poll(env)
+    assert "read 1, new tickets 1" in second.output  # the refusal does not block intake
+    assert stored_ids(store) == ["m1@customer.example.org", "m2@customer.example.org"]
+    fixed = poll({**env, "MAILSUPPORT_IMAP_PROCESSED_FOLDER": "Done"})
+    assert fixed.exit_code == 0 and "read 0," in fixed.output
+    assert flags_by_uid(dovecot_server, "INBOX") == {}
+    assert len(flags_by_uid(dovecot_server, "Done")) == 2

@@ -361,3 +361,92 @@ def test_every_message_in_a_random_mix_ends_stored_or_quarantined(
     assert stored == counts["new"] + counts["reply"]
     assert quarantined == counts["quarantined"]
     assert stored + quarantined == len(mix) - counts["duplicate"]
+
+
+# -- two processes storing at the same time (real on PostgreSQL; SQLite serialises anyway) ----
+
+
+def race(
+    settings: Settings, first: bytes, second: bytes
+) -> tuple[Outcome, Outcome | BaseException]:
+    """A stores `first` and holds its transaction open while B, on its own connection,
+    stores `second`; then A commits."""
+    import threading
+    import time
+
+    a = Pipeline(settings, Store.open(settings.db_url))
+    b = Pipeline(settings, Store.open(settings.db_url))
+    result: dict[str, Outcome | BaseException] = {}
+
+    def run_b() -> None:
+        try:
+            result["b"] = b.ingest(Incoming(second, "b"), NOW)
+        except BaseException as error:
+            result["b"] = error
+
+    with a.store.write() as session:
+        first_outcome = a.process(session, Incoming(first, "a"), NOW)
+        thread = threading.Thread(target=run_b)
+        thread.start()
+        time.sleep(0.5)  # B reaches the database while A's transaction is open
+    thread.join(60)
+    a.store.engine.dispose()
+    b.store.engine.dispose()
+    return first_outcome, result["b"]
+
+
+def visible_messages(store: Store) -> set[str]:
+    """Message-IDs an agent can reach through live (unmerged) tickets."""
+    with store.read() as session:
+        live = [t.id for t in session.exec(select(Ticket).where(Ticket.merged_into_id == None))]  # noqa: E711
+        rows = session.exec(select(Message.message_id, Message.ticket_id)).all()
+    return {mid for mid, ticket in rows if ticket in live}
+
+
+def test_concurrent_same_bytes_is_a_duplicate(settings: Settings, store: Store) -> None:
+    raw = make_message("same@x.example.org")
+    first, second = race(settings, raw, raw)
+    assert first.kind == "new"
+    assert isinstance(second, Outcome) and second.kind == "duplicate"
+
+
+def test_concurrent_replies_to_an_unknown_parent_end_in_one_ticket(
+    pipeline: Pipeline, settings: Settings, store: Store
+) -> None:
+    r1 = make_message("r1@x.example.org", in_reply_to="<parent@x.example.org>")
+    r2 = make_message(
+        "r2@x.example.org", sender="bob@x.example.org", in_reply_to="<parent@x.example.org>"
+    )
+    race(settings, r1, r2)
+    feed(pipeline, make_message("parent@x.example.org", date=BASE_TIME - timedelta(days=1)))
+    assert len(live_tickets(store)) == 1
+    assert visible_messages(store) == {
+        "r1@x.example.org", "r2@x.example.org", "parent@x.example.org"
+    }  # fmt: skip
+
+
+def test_a_merge_racing_a_reply_loses_nothing_from_view(
+    pipeline: Pipeline, settings: Settings, store: Store
+) -> None:
+    feed(
+        pipeline,
+        make_message("x@x.example.org", subject="A"),
+        make_message("y@x.example.org", subject="B", sender="bob@x.example.org"),
+    )
+    both = make_message(
+        "both@x.example.org", references="<x@x.example.org> <y@x.example.org>",
+        in_reply_to="<y@x.example.org>",
+    )  # fmt: skip
+    reply = make_message(
+        "ry@x.example.org", sender="bob@x.example.org", in_reply_to="<y@x.example.org>"
+    )
+    race(settings, both, reply)
+    assert len(live_tickets(store)) == 1
+    assert visible_messages(store) == {
+        "x@x.example.org", "y@x.example.org", "both@x.example.org", "ry@x.example.org"
+    }  # fmt: skip
+
+
+def test_an_order_number_in_a_tag_is_not_a_ticket(pipeline: Pipeline, store: Store) -> None:
+    [outcome] = feed(pipeline, make_message("o@x.example.org", subject="Order [#20260302123]"))
+    assert outcome.kind == "new"

@@ -153,28 +153,32 @@ def quarantine_retry(
     st = state(ctx)
     store = st.store()
     pipeline = Pipeline(st.settings, store)
+    query = select(QuarantineEntry.id).order_by(col(QuarantineEntry.id))
+    if entry_id is not None:
+        query = query.where(QuarantineEntry.id == entry_id)
+    with store.read() as session:
+        ids = list(session.exec(query).all())
+    if entry_id is not None and not ids:
+        raise NotFoundError(f"no quarantine entry {entry_id} (see `mailsupport quarantine list`)")
     counts: Counter[str] = Counter()
-    with store.write() as session:
-        query = select(QuarantineEntry).order_by(col(QuarantineEntry.id))
-        if entry_id is not None:
-            query = query.where(QuarantineEntry.id == entry_id)
-        entries = session.exec(query).all()
-        if entry_id is not None and not entries:
-            raise NotFoundError(
-                f"no quarantine entry {entry_id} (see `mailsupport quarantine list`)"
-            )
-        for entry in entries:
+    for current in ids:
+        # One transaction per entry, reported after its commit: what is printed is true.
+        with store.write() as session:
+            entry = session.get(QuarantineEntry, current)
+            if entry is None:  # released meanwhile, by another retry or a re-import
+                continue
             now = utcnow()
             entry.retry_count += 1
             entry.last_retry_at = now
             session.add(entry)
             stored = session.get(RawMessage, entry.raw_id)
             assert stored is not None
-            item = Incoming(stored.data, entry.origin, stored.stored_at)
-            outcome = pipeline.process(session, item, now)
-            counts[outcome.kind] += 1
-            where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else outcome.kind
-            typer.echo(f"entry {entry.id}: {where} {outcome.detail}".rstrip())
+            outcome = pipeline.process(
+                session, Incoming(stored.data, entry.origin, stored.stored_at), now
+            )
+        counts[outcome.kind] += 1
+        where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else outcome.kind
+        typer.echo(f"entry {current}: {where} {outcome.detail}".rstrip())
     typer.echo(describe(counts))
     if counts["quarantined"]:
         raise typer.Exit(1)

@@ -7,6 +7,7 @@ import contextlib
 import typer
 
 from mailsupport.cli.app import app, state, utcnow
+from mailsupport.errors import ConfigError
 
 OPERATOR = "Operator"
 
@@ -37,6 +38,8 @@ def poll(ctx: typer.Context) -> None:
                 client.logout()
     note = " (UIDVALIDITY changed: took unread mail only)" if result.uidvalidity_changed else ""
     typer.echo(f"poll {settings.imap_folder}: {describe(result.counts)}{note}")
+    if result.flag_error:  # the mail is stored; the server refused to flag or move it
+        raise ConfigError(result.flag_error)
 
 
 @app.command("daemon", rich_help_panel=OPERATOR)

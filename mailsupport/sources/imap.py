@@ -65,6 +65,8 @@ def connect(settings: Settings) -> IMAPClient:
         ) from None
     except NETWORK_ERRORS as error:
         raise TemporaryError(f"IMAP server {where} unreachable: {_reason(error)}") from None
+    except imaplib.IMAP4.error as error:  # e.g. a "* BYE Too many connections" greeting
+        raise TemporaryError(f"IMAP server {where} turned us away: {_reason(error)}") from None
     try:
         if settings.imap_security == "starttls":
             client.starttls(context)
@@ -98,6 +100,7 @@ class PollResult:
     counts: Counter[str] = field(default_factory=Counter)
     waiting: int = 0  # left on the server for the next pass (only when stopped early)
     uidvalidity_changed: bool = False
+    flag_error: str = ""  # the server refused to flag or move taken mail (retried next pass)
 
 
 class FolderPoller:
@@ -109,8 +112,10 @@ class FolderPoller:
         self.store = pipeline.store
         self.client = client
         self.folder = settings.imap_folder
-        # imapclient returns capabilities as bytes.
-        self.capabilities = {c.decode("ascii", "replace").upper() for c in client.capabilities()}
+        with _server_errors(settings):  # imapclient returns capabilities as bytes
+            self.capabilities = {
+                c.decode("ascii", "replace").upper() for c in client.capabilities()
+            }
 
     def poll(
         self,
@@ -130,6 +135,8 @@ class FolderPoller:
         result = PollResult(self.folder)
         try:
             selected = self.client.select_folder(self.folder)
+        except imaplib.IMAP4.abort:
+            raise  # the connection broke: temporary, mapped by _server_errors
         except IMAPClientError as error:
             raise ConfigError(
                 f"IMAP folder {self.folder!r} cannot be opened: {_reason(error)} "
@@ -138,14 +145,14 @@ class FolderPoller:
         uidvalidity = int(selected[b"UIDVALIDITY"])
         uidnext = int(selected.get(b"UIDNEXT", 0)) or self._max_uid() + 1
         ledger, result.uidvalidity_changed = self._ledger(uidvalidity, uidnext, now())
-        self._flag_pending(ledger)
+        self._flag_pending(ledger, result)
 
         todo = self._uids_to_take(ledger)
         for batch in self._batches(todo):
             if should_stop():
                 break
             self._take(ledger, batch, now, result, on_each, should_stop)
-            self._flag_pending(ledger)
+            self._flag_pending(ledger, result)
         result.waiting = len([u for u in todo if u > ledger.last_uid])
         with self.store.write() as session:
             row = session.get(ImapFolder, ledger.id)
@@ -266,8 +273,8 @@ class FolderPoller:
                 taken = uid
                 data = fetched.get(uid)
                 if data is None or b"BODY[]" not in data:
-                    # Expunged by someone else between SEARCH and FETCH: nothing to take.
-                    log.info("UID %s of %s vanished before it could be fetched", uid, self.folder)
+                    data = self._fetch_again(uid)
+                if data is None:
                     continue
                 origin = f"imap:{self.settings.imap_account}/{self.folder};UID={uid}"
                 item = Incoming(bytes(data[b"BODY[]"]), origin, _aware(data.get(b"INTERNALDATE")))
@@ -291,9 +298,25 @@ class FolderPoller:
             for outcome in outcomes:
                 on_each(outcome)
 
+    def _fetch_again(self, uid: int) -> dict[bytes, Any] | None:
+        """A UID missing from a batch FETCH: expunged by someone else (nothing to take), or a
+        server that left it out (some do, now and then): ask for it alone."""
+        if not self.client.search([b"UID", str(uid).encode()]):
+            log.info("UID %s of %s was expunged before it could be fetched", uid, self.folder)
+            return None
+        data = self.client.fetch([uid], [b"BODY.PEEK[]", b"INTERNALDATE"]).get(uid)
+        if data is None or b"BODY[]" not in data:
+            log.warning(
+                "UID %s of %s exists but the server returns no body; skipped", uid, self.folder
+            )
+            return None
+        return data
+
     # -- marking processed on the server --------------------------------------------------------
 
-    def _flag_pending(self, ledger: ImapFolder) -> None:
+    def _flag_pending(self, ledger: ImapFolder, result: PollResult) -> None:
+        """Flag or move what was stored. A refusal (bad folder name, quota) is reported but
+        never stops new mail from being taken; the flags are tried again on the next pass."""
         with self.store.read() as session:
             pending = session.exec(
                 select(ImapPending).where(
@@ -305,8 +328,17 @@ class FolderPoller:
             return
         done = [p.uid for p in pending if not p.quarantined]
         bad = [p.uid for p in pending if p.quarantined]
-        self._mark(done, self.settings.imap_processed_folder)
-        self._mark(bad, self.settings.imap_quarantine_folder)
+        try:
+            self._mark(
+                done, self.settings.imap_processed_folder, "MAILSUPPORT_IMAP_PROCESSED_FOLDER"
+            )
+            self._mark(
+                bad, self.settings.imap_quarantine_folder, "MAILSUPPORT_IMAP_QUARANTINE_FOLDER"
+            )
+        except ConfigError as error:
+            log.error("%s", error)
+            result.flag_error = str(error)
+            return
         with self.store.write() as session:
             session.execute(
                 ImapPending.__table__.delete().where(  # type: ignore[attr-defined]
@@ -315,10 +347,22 @@ class FolderPoller:
                 )
             )
 
-    def _mark(self, uids: Sequence[int], target: str) -> None:
+    def _mark(self, uids: Sequence[int], target: str, setting: str) -> None:
         """\\Seen in place, or moved to `target` when one is configured."""
         if not uids:
             return
+        try:
+            self._mark_or_move(uids, target)
+        except imaplib.IMAP4.abort:
+            raise
+        except IMAPClientError as error:  # a tagged NO: the server refuses, not a network fault
+            where = f"folder {target!r}" if target else "flags"
+            raise ConfigError(
+                f"the IMAP server refuses to store {where} for taken mail: {_reason(error)}"
+                + (f" (check {setting})" if target else "")
+            ) from None
+
+    def _mark_or_move(self, uids: Sequence[int], target: str) -> None:
         if not target:
             self.client.add_flags(uids, [b"\\Seen"], silent=True)
             return

@@ -18,13 +18,19 @@ from mailsupport.errors import ConfigError, MailSupportError, SchemaError, Tempo
 SCHEMA_REVISION = "0003"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_SECONDS = 30
+# PostgreSQL writers take this transaction-level advisory lock first, so they take turns as
+# SQLite's BEGIN IMMEDIATE makes them: threading reads the Message-ID index and then writes
+# it, and two interleaved writers could split a conversation or merge past each other.
+WRITE_LOCK_KEY = 0x6D61696C73757070  # "mailsupp"
+# PostgreSQL errors that mean the settings are wrong, not that the server is away.
+CONFIG_SQLSTATES = {"3D000", "28P01", "28000"}  # no such database, login refused
 
 
 def create_db_engine(url: str) -> sa.Engine:
     """An engine with our connection settings; SQLite gets WAL and a busy timeout."""
     try:
         parsed = sa.engine.make_url(url)
-    except exc.ArgumentError:
+    except (exc.ArgumentError, ValueError):
         raise ConfigError(
             f"invalid setting MAILSUPPORT_DATABASE_URL: cannot parse {url!r}"
         ) from None
@@ -32,7 +38,7 @@ def create_db_engine(url: str) -> sa.Engine:
         return _sqlite_engine(parsed)
     try:
         return sa.create_engine(parsed, pool_pre_ping=True)
-    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as e:
+    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError, ValueError) as e:
         raise ConfigError(f"invalid setting MAILSUPPORT_DATABASE_URL: {e}") from None
 
 
@@ -74,6 +80,17 @@ def translate_db_error(error: BaseException) -> MailSupportError | None:
     if isinstance(error, exc.OperationalError | exc.InterfaceError):
         detail = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         low = detail.lower()
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        wrong_settings = (
+            "does not exist",
+            "authentication failed",
+            "invalid sslmode",
+            "invalid dsn",
+        )
+        if sqlstate in CONFIG_SQLSTATES or any(text in low for text in wrong_settings):
+            return ConfigError(
+                f"cannot use the database: {detail} (check MAILSUPPORT_DATABASE_URL)"
+            )
         if "unable to open database" in low:
             return ConfigError(f"cannot open the database: {detail} (check MAILSUPPORT_DATA_DIR)")
         if "locked" in low or "busy" in low:
@@ -90,6 +107,7 @@ class Store:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._writer = engine.execution_options(mailsupport_write=True)
+        self._serialize = engine.dialect.name == "postgresql"
 
     @classmethod
     def open(cls, url: str, *, check_schema: bool = True) -> Store:
@@ -106,6 +124,8 @@ class Store:
             Session(self._writer, expire_on_commit=False) as session,
             session.begin(),
         ):
+            if self._serialize:
+                session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
             yield session
 
     @contextmanager
@@ -155,7 +175,10 @@ class Store:
         from alembic.util.exc import CommandError
 
         try:
-            with self.translated(), self.engine.begin() as conn:
+            # Writers' lock: two first runs on an empty database must not both create it.
+            with self.translated(), self._writer.begin() as conn:
+                if self._serialize:
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
                 config = alembic_config()
                 config.attributes["connection"] = conn
                 command.upgrade(config, target)
