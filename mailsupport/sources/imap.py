@@ -112,6 +112,7 @@ class FolderPoller:
         self.store = pipeline.store
         self.client = client
         self.folder = settings.imap_folder
+        self._known_folders: set[str] = set()  # folders seen to exist on the server
         with _server_errors(settings):  # imapclient returns capabilities as bytes
             self.capabilities = {
                 c.decode("ascii", "replace").upper() for c in client.capabilities()
@@ -378,8 +379,6 @@ class FolderPoller:
         # we leave ours flagged and let the folder's owner expunge.
 
     def _ensure_folder(self, name: str) -> None:
-        if not getattr(self, "_known_folders", None):
-            self._known_folders: set[str] = set()
         if name in self._known_folders:
             return
         if not self.client.folder_exists(name):
