@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -65,9 +65,22 @@ class Periodic:
     run: Callable[[], None]
 
 
+OUTBOX_SECONDS = 30.0  # how often the active daemon sends what the outbox holds
+
+
 def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
-    """What the daemon runs besides taking mail. The outbox sender will be added here."""
-    return []
+    """What the daemon runs besides taking mail: the outbox, when SMTP is set up."""
+    if not settings.smtp_host:
+        return []
+
+    def send_outbox() -> None:
+        from mailsupport.outbox import deliver_due
+
+        counts = deliver_due(store, settings, lambda: datetime.now(UTC))
+        if counts:
+            log.info("outbox: %s", ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
+
+    return [Periodic("outbox", OUTBOX_SECONDS, send_outbox)]
 
 
 class Backoff:
@@ -297,6 +310,8 @@ class Daemon:
                 task.run()
             except TemporaryError as error:
                 log.warning("%s: %s", task.name, error)
+            except ConfigError as error:  # e.g. SMTP login refused: keep taking mail
+                log.error("%s: %s", task.name, error)
 
 
 def _new_mail(response: Any) -> bool:

@@ -33,11 +33,13 @@ def test_status_reports_polls_waiting_mail_quarantine_and_tickets(
     assert report["quarantine"]["messages"] == 1
     assert report["quarantine"]["bytes"] == len(b"\x00\x01 junk")
     assert report["tickets"]["new"] == 1
+    assert report["outbox"] == {"queued": 0, "failed": 0}
 
     text = invoke(env, "status").output
     assert "last successful poll" in text
     assert "waiting on the server: 2 messages" in text
     assert "quarantine: 1 messages" in text
+    assert "outbox: 0 waiting to be sent, 0 failed" in text
 
     offline = json.loads(invoke(env, "status", "--offline", "--json").output)
     assert "server" not in offline

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import shutil
 import threading
 from collections import Counter
@@ -575,3 +576,48 @@ def test_list_items_and_their_json(
         "created_at": T0.isoformat(),
         "sent_at": T0.isoformat(),
     }
+
+
+# -- who sends: `poll` after intake, and the daemon on its own schedule -------------------------
+
+
+def test_poll_sends_the_outbox_after_intake(
+    smtp_server: SmtpServer, smtp_settings: Settings, store: Store, env_for_cli, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from mailsupport.cli import app
+    from tests.imapservers import PymapServer
+    from tests.test_imap_poll import imap_env
+
+    queue(store, new_ticket(store), "queued-1@example.com", when=datetime.now(UTC))
+    waiting = CliRunner().invoke(app, ["status", "--offline", "--json"], env=env_for_cli)
+    assert json.loads(waiting.output)["outbox"] == {"queued": 1, "failed": 0}
+    with PymapServer() as imap:
+        env = imap_env(env_for_cli, imap)
+        env |= {
+            "MAILSUPPORT_SMTP_HOST": smtp_server.host,
+            "MAILSUPPORT_SMTP_PORT": str(smtp_server.port),
+            "MAILSUPPORT_SMTP_SECURITY": "none",
+        }
+        result = CliRunner().invoke(app, ["poll"], env=env)
+    assert result.exit_code == 0, result.output
+    status = json.loads(CliRunner().invoke(app, ["status", "--offline", "--json"], env=env).output)
+    assert status["outbox"] == {"queued": 0, "failed": 0}
+    assert "outbox: 1 sent" in result.output
+    [arrival] = smtp_server.arrivals
+    assert b"queued-1@example.com" in arrival.data
+
+
+def test_the_daemon_sends_the_outbox_as_a_periodic_task(
+    smtp_server: SmtpServer, smtp_settings: Settings, store: Store
+) -> None:
+    from mailsupport.daemon import periodic_tasks
+
+    assert periodic_tasks(smtp_settings.model_copy(update={"smtp_host": ""}), store) == []
+    queue(store, new_ticket(store), "queued-2@example.com", when=datetime.now(UTC))
+    [task] = periodic_tasks(smtp_settings, store)
+    assert task.name == "outbox"
+    task.run()
+    assert len(smtp_server.arrivals) == 1
+    assert get(store, 1).status == "sent"

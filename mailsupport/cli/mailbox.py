@@ -38,6 +38,12 @@ def poll(ctx: typer.Context) -> None:
                 client.logout()
     note = " (UIDVALIDITY changed: took unread mail only)" if result.uidvalidity_changed else ""
     typer.echo(f"poll {settings.imap_folder}: {describe(result.counts)}{note}")
+    if settings.smtp_host:  # then send what the outbox holds (acknowledgements, replies)
+        from mailsupport.outbox import deliver_due
+
+        sent = deliver_due(store, settings, utcnow)
+        if sent:
+            typer.echo("outbox: " + ", ".join(f"{n} {kind}" for kind, n in sorted(sent.items())))
     if result.flag_error:  # the mail is stored; the server refused to flag or move it
         raise ConfigError(result.flag_error)
 

@@ -27,7 +27,13 @@ def status(
     """Last successful poll, mail waiting on the server, quarantine and ticket counts."""
     from sqlmodel import col, func, select
 
-    from mailsupport.store.models import ImapFolder, QuarantineEntry, RawMessage, Ticket
+    from mailsupport.store.models import (
+        ImapFolder,
+        OutboxItem,
+        QuarantineEntry,
+        RawMessage,
+        Ticket,
+    )
 
     st = state(ctx)
     settings = st.settings
@@ -38,6 +44,9 @@ def status(
             .select_from(QuarantineEntry)
             .join(RawMessage, RawMessage.id == QuarantineEntry.raw_id)  # type: ignore[arg-type]
         ).one()
+        outbox = dict(
+            session.exec(select(OutboxItem.status, func.count()).group_by(OutboxItem.status)).all()
+        )
         by_status = dict(
             session.exec(
                 select(Ticket.status, func.count())
@@ -58,6 +67,7 @@ def status(
             for f in folders
         ],
         "quarantine": {"messages": int(quarantined), "bytes": int(quarantined_bytes)},
+        "outbox": {s: int(outbox.get(s, 0)) for s in ("queued", "failed")},
         "tickets": {s: int(by_status.get(s, 0)) for s in ("new", "open", "pending", "closed")},
     }
     if settings.imap_host and not offline:
@@ -76,6 +86,8 @@ def status(
             typer.echo(f"waiting on the server: unknown ({server['error']})")
         else:
             typer.echo(f"waiting on the server: {server['waiting']} messages")
+    o = report["outbox"]
+    typer.echo(f"outbox: {o['queued']} waiting to be sent, {o['failed']} failed")
     q = report["quarantine"]
     typer.echo(f"quarantine: {q['messages']} messages, {q['bytes']} bytes")
     t = report["tickets"]
