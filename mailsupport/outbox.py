@@ -44,7 +44,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailsupport.config import Settings
-from mailsupport.errors import ConfigError, NotFoundError, UsageError
+from mailsupport.errors import ConfigError, NotFoundError, TemporaryError, UsageError
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem, Ticket
 from mailsupport.store.queries import iso
@@ -453,6 +453,21 @@ def _reply(code: int, message: str) -> str:
     return f"{code} {' '.join(message.split())}"
 
 
+def check_smtp(settings: Settings) -> str:
+    """Whether outgoing mail could leave now; raises a one-line MailSupportError if not."""
+    if not settings.smtp_host:
+        raise ConfigError("MAILSUPPORT_SMTP_HOST is not set: name the server that sends our mail")
+    smtp = _Smtp(settings)
+    try:
+        smtp.open()
+    except _ConnectionDown as error:
+        raise TemporaryError(str(error)) from None
+    finally:
+        smtp.close()
+    login = f" as {settings.smtp_user}" if settings.smtp_user else ""
+    return f"connected to {smtp.where} ({settings.smtp_security}){login}"
+
+
 def _verdict(code: int) -> Verdict:
     # 5xx is final (RFC 5321 4.2.1); 4xx, and anything unexpected, may pass with time.
     return "permanent" if 500 <= code < 600 else "temporary"
@@ -479,6 +494,12 @@ class _Smtp:
         if self._runner is None:
             self._runner = asyncio.Runner()
         return self._runner.run(self._send(mail_from, recipients, data))
+
+    def open(self) -> None:
+        """Connect, greet, STARTTLS and log in, as a send would (for `doctor`)."""
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        self._runner.run(self._connection())
 
     def close(self) -> None:
         if self._runner is None:

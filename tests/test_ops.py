@@ -93,3 +93,27 @@ def test_doctor_reports_a_broken_template(env_for_cli, store, tmp_path) -> None:
     assert "ack.en.txt" in line and "tikcet_number" in line
     fine = invoke(env_for_cli, "doctor")
     assert "ok    templates: built-in" in fine.output
+
+
+def test_doctor_checks_smtp_when_configured(env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
+    from tests.smtpserver import SmtpServer
+
+    assert "skip  SMTP" in invoke(env_for_cli, "doctor").output
+    server = SmtpServer()
+    server.start()
+    try:
+        env = {
+            **env_for_cli,
+            "MAILSUPPORT_SMTP_HOST": server.host,
+            "MAILSUPPORT_SMTP_PORT": str(server.port),
+            "MAILSUPPORT_SMTP_SECURITY": "none",
+        }
+        ok = invoke(env, "doctor")
+        assert f"ok    SMTP: connected to {server.host}:{server.port} (none)" in ok.output
+        tls = invoke({**env, "MAILSUPPORT_SMTP_SECURITY": "starttls"}, "doctor")
+        assert tls.exit_code == 1
+        assert "FAIL  SMTP:" in tls.output and "MAILSUPPORT_SMTP_SECURITY" in tls.output
+    finally:
+        server.stop()
+    down = invoke(env, "doctor")
+    assert "FAIL  SMTP: cannot connect to" in down.output

@@ -155,6 +155,10 @@ def doctor(ctx: typer.Context) -> None:
         check("IMAP", lambda: _check_imap(settings))
     else:
         typer.echo("skip  IMAP: MAILSUPPORT_IMAP_HOST is not set (poll and daemon need it)")
+    if settings.smtp_host:
+        check("SMTP", lambda: _check_smtp(settings))
+    else:
+        typer.echo("skip  SMTP: MAILSUPPORT_SMTP_HOST is not set (no mail can be sent)")
     if not settings.support_address:
         typer.echo("note  MAILSUPPORT_SUPPORT_ADDRESS is not set: our own mail is not recognised")
     if failures:
@@ -206,6 +210,12 @@ def _check_templates(directory: Any) -> str:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(problems[0] + more)
     return f"{directory} over the built-in ones" if directory else "built-in"
+
+
+def _check_smtp(settings: Any) -> str:
+    from mailsupport.outbox import check_smtp
+
+    return check_smtp(settings)
 
 
 def _check_imap(settings: Any) -> str:
