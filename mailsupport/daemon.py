@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -31,7 +30,7 @@ from imapclient import IMAPClient
 
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, TemporaryError
-from mailsupport.locks import Lock
+from mailsupport.locks import Lock, folder_lock
 from mailsupport.pipeline import Pipeline, describe
 from mailsupport.sources.imap import FolderPoller, _server_errors, connect
 from mailsupport.store.db import Store
@@ -48,12 +47,6 @@ WAIT_SLICE_SECONDS = 1.0
 BACKOFF_FIRST_SECONDS = 1.0
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-
-
-def folder_lock(settings: Settings) -> tuple[str, Path]:
-    """The lock `poll` takes too (mailbox.py), so cron polls and daemons take turns."""
-    name = f"imap:{settings.imap_account}/{settings.imap_folder}"
-    return name, settings.data_dir / "locks"
 
 
 @dataclass(frozen=True)
@@ -74,11 +67,11 @@ def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
         return []
 
     def send_outbox() -> None:
-        from mailsupport.outbox import deliver_due
+        from mailsupport.outbox import deliver_due, describe_delivery
 
         counts = deliver_due(store, settings, lambda: datetime.now(UTC))
         if counts:
-            log.info("outbox: %s", ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
+            log.info("outbox: %s", describe_delivery(counts))
 
     return [Periodic("outbox", OUTBOX_SECONDS, send_outbox)]
 

@@ -15,7 +15,15 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from mailsupport.config import Settings
 from mailsupport.store.db import Store
+
+
+def folder_lock(settings: Settings) -> tuple[str, Path]:
+    """Name and file-lock directory of the lock on one IMAP folder: `poll` and `daemon` take
+    the same one, so cron polls and daemons take turns."""
+    name = f"imap:{settings.imap_account}/{settings.imap_folder}"
+    return name, settings.data_dir / "locks"
 
 
 def lock_key(name: str) -> int:

@@ -453,6 +453,11 @@ def _reply(code: int, message: str) -> str:
     return f"{code} {' '.join(message.split())}"
 
 
+def describe_delivery(counts: Counter[str]) -> str:
+    """One line for a delivery run's counts, as poll prints and the daemon logs it."""
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+
+
 def check_smtp(settings: Settings) -> str:
     """Whether outgoing mail could leave now; raises a one-line MailSupportError if not."""
     if not settings.smtp_host:

@@ -18,7 +18,7 @@ def poll(ctx: typer.Context) -> None:
 
     Exit 0 when done or when another poll of the same folder is running, 2 on a
     configuration error, 75 when the server or the database is unavailable for now."""
-    from mailsupport.locks import exclusive
+    from mailsupport.locks import exclusive, folder_lock
     from mailsupport.pipeline import Pipeline, describe
     from mailsupport.sources.imap import FolderPoller, connect
 
@@ -26,7 +26,7 @@ def poll(ctx: typer.Context) -> None:
     settings = st.settings
     store = st.store()
     where = f"{settings.imap_account}/{settings.imap_folder}"
-    with exclusive(store, f"imap:{where}", settings.data_dir / "locks") as held:
+    with exclusive(store, *folder_lock(settings)) as held:
         if not held:
             typer.echo(f"another poll of {where} is running; nothing to do")
             return
@@ -39,11 +39,11 @@ def poll(ctx: typer.Context) -> None:
     note = " (UIDVALIDITY changed: took unread mail only)" if result.uidvalidity_changed else ""
     typer.echo(f"poll {settings.imap_folder}: {describe(result.counts)}{note}")
     if settings.smtp_host:  # then send what the outbox holds (acknowledgements, replies)
-        from mailsupport.outbox import deliver_due
+        from mailsupport.outbox import deliver_due, describe_delivery
 
         sent = deliver_due(store, settings, utcnow)
         if sent:
-            typer.echo("outbox: " + ", ".join(f"{n} {kind}" for kind, n in sorted(sent.items())))
+            typer.echo(f"outbox: {describe_delivery(sent)}")
     if result.flag_error:  # the mail is stored; the server refused to flag or move it
         raise ConfigError(result.flag_error)
 
