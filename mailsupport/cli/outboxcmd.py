@@ -1,0 +1,216 @@
+"""The outbox for operators: `outbox list`, `outbox flush`, `outbox retry`."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import typer
+
+from mailsupport.cli.app import app, local_time, print_json, state, sub_app, utcnow
+from mailsupport.errors import ConfigError, NotFoundError, PermanentError, TemporaryError
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from mailsupport.store.db import Store
+    from mailsupport.store.models import OutboxItem
+
+OPERATOR = "Operator"
+STATUSES = ("queued", "sent", "failed")  # as mailsupport.outbox.STATUSES, without importing it
+# Claimed per round by `flush`: short claims, so a running daemon can share the work.
+FLUSH_BATCH = 100
+
+outbox_app = sub_app("Outgoing mail: what waits, what was sent, what failed.")
+app.add_typer(outbox_app, name="outbox", rich_help_panel=OPERATOR)
+
+
+@outbox_app.command("list")
+def outbox_list(
+    ctx: typer.Context,
+    status: str | None = typer.Option(
+        None, help="Only items with this status: " + ", ".join(STATUSES) + " (default: all)."
+    ),
+    limit: int = typer.Option(50, min=1, help="At most this many items: the most recent ones."),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
+) -> None:
+    """List outgoing mail, the most recent --limit items, oldest of them first.
+
+    Each item with its ticket, kind, status, attempts, next attempt (for queued mail),
+    recipients, and its last error on a line below."""
+    from mailsupport.outbox import item_dict, list_items
+
+    with state(ctx).store().read() as session:
+        # One more than asked, to tell whether the list was cut short.
+        rows = list_items(session, status, limit + 1, newest=True)
+    more = len(rows) > limit
+    rows = rows[-limit:]
+    if as_json:
+        print_json([item_dict(item, number) for item, number in rows])
+        return
+    if not rows:
+        typer.echo("outbox is empty" if status is None else f"no {status} items in the outbox")
+        return
+    width = shutil.get_terminal_size((100, 20)).columns
+    typer.echo(
+        f"{'ID':>6}  {'TICKET':>7}  {'KIND':<8}  {'STATUS':<6}  {'TRIES':>5}  "
+        f"{'NEXT ATTEMPT':<16}  RECIPIENTS"
+    )
+    for item, number in rows:
+        typer.echo(_clip(_row(item, number), width))
+        if item.last_error:
+            # The error on a line of its own: a column would leave it a few characters.
+            typer.echo(_clip("        " + " ".join(item.last_error.split()), width))
+    if more:
+        typer.echo(f"(only the latest {limit} shown: use --status or a larger --limit)")
+
+
+def _row(item: OutboxItem, number: int | None) -> str:
+    ticket = f"#{number}" if number is not None else "-"
+    next_attempt = local_time(item.next_attempt_at) if item.status == "queued" else "-"
+    return (
+        f"{item.id:>6}  {ticket:>7}  {item.kind:<8}  {item.status:<6}  {item.attempts:>5}  "
+        f"{next_attempt:<16}  {', '.join(item.recipients)}"
+    )
+
+
+@outbox_app.command("flush")
+def outbox_flush(
+    ctx: typer.Context,
+    all_: bool = typer.Option(
+        False,
+        "--all",
+        help="Also send queued mail that waits for its next retry (e.g. after fixing the "
+        "SMTP server).",
+    ),
+) -> None:
+    """Send the outgoing mail that is due now, then exit.
+
+    Exit 0 when something was sent and the rest (if any) waits for a retry, or when nothing
+    was due; 1 when a message failed for good in this run (the ticket records why); 75 when
+    nothing could be sent because of temporary failures (server unreachable, 4xx replies):
+    the mail stays queued and retries later; 2 on a configuration error."""
+    from mailsupport.outbox import deliver_due, describe_delivery
+
+    st = state(ctx)
+    settings = st.settings
+    if not settings.smtp_host:
+        # Checked first: asked to send, a missing server is an error even with nothing due.
+        raise ConfigError(
+            "MAILSUPPORT_SMTP_HOST is not set: outgoing mail waits in the outbox until it is"
+        )
+    store = st.store()
+    if all_:
+        with store.write() as session:
+            moved = make_due(session, utcnow())
+        if moved:
+            typer.echo(f"{moved} waiting {_items(moved)} made due now")
+    with store.read() as session:
+        due = _count_due(session, utcnow())
+    counts: Counter[str] = Counter()
+    # Round after round until a round finds fewer than a batch; never more items than were
+    # due at the start, so mail that fails and comes due again cannot keep the loop going.
+    while sum(counts.values()) < due:
+        done = deliver_due(store, settings, utcnow, FLUSH_BATCH)
+        counts += done
+        if sum(done.values()) < FLUSH_BATCH:
+            break
+    if not counts:
+        typer.echo("nothing to send" + _waiting_note(store, utcnow()))
+        return
+    typer.echo(describe_delivery(counts))
+    if counts["failed"]:
+        raise PermanentError(
+            f"{counts['failed']} {_items(counts['failed'])} failed for good: "
+            "see `mailsupport outbox list --status failed`, then `mailsupport outbox retry ID`"
+        )
+    if counts["retry"] and not counts["sent"]:
+        raise TemporaryError(
+            f"nothing sent, {counts['retry']} {_items(counts['retry'])} queued for a retry: "
+            "see `mailsupport outbox list --status queued`"
+        )
+
+
+def make_due(session: Session, now: datetime) -> int:
+    """Make queued items that wait for a later retry due at `now`; returns how many.
+
+    Only the next attempt moves: attempts, and SMTP_MAX_AGE counted from queued_at, stay.
+    A row claimed by a running sender keeps its claim; the sender records its own result.
+    """
+    import sqlalchemy as sa
+    from sqlmodel import col
+
+    from mailsupport.store.models import OutboxItem
+
+    result = session.execute(
+        sa.update(OutboxItem)
+        .where(col(OutboxItem.status) == "queued", col(OutboxItem.next_attempt_at) > now)
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _count_due(session: Session, now: datetime) -> int:
+    from sqlmodel import col, func, select
+
+    from mailsupport.store.models import OutboxItem
+
+    query = select(func.count()).where(
+        col(OutboxItem.status) == "queued", col(OutboxItem.next_attempt_at) <= now
+    )
+    return int(session.exec(query).one())
+
+
+def _waiting_note(store: Store, now: datetime) -> str:
+    """ " (2 waiting for a retry, the next at 14:05; --all sends them now)", or ""."""
+    from sqlmodel import col, func, select
+
+    from mailsupport.store.models import OutboxItem
+
+    with store.read() as session:
+        waiting, first = session.exec(
+            select(func.count(), func.min(OutboxItem.next_attempt_at)).where(
+                col(OutboxItem.status) == "queued", col(OutboxItem.next_attempt_at) > now
+            )
+        ).one()
+    if not waiting:
+        return ""
+    return (
+        f" ({waiting} waiting for a retry, the next at {local_time(first)}; --all sends them now)"
+    )
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    ctx: typer.Context,
+    item_id: int = typer.Argument(..., metavar="ID", help="Outbox item (see `outbox list`)."),
+) -> None:
+    """Queue a failed outbox item again, due now, with a fresh SMTP_MAX_AGE.
+
+    Recipients that already got it do not get it again. It goes out with the next poll,
+    the daemon, or `mailsupport outbox flush`. Exit 1 when there is no such item, 2 when it
+    was sent to every recipient already."""
+    from mailsupport.outbox import retry
+    from mailsupport.store.models import Ticket
+
+    with state(ctx).store().write() as session:
+        try:
+            item = retry(session, item_id, utcnow())
+        except NotFoundError as error:
+            raise NotFoundError(f"{error} (see `mailsupport outbox list`)") from None
+        ticket = session.get(Ticket, item.ticket_id)
+        number = ticket.number if ticket is not None else None
+        pending = [r for r in item.recipients if r not in item.recipient_status]
+    # Printed after the commit: what it says is true.
+    typer.echo(f"outbox item {item_id} for ticket #{number} queued again to {', '.join(pending)}")
+
+
+def _items(n: int) -> str:
+    return "item" if n == 1 else "items"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
