@@ -22,11 +22,23 @@ ConfigError: it is ours to fix, not the recipient's.
 Delivery is at least once: a sender that dies after the server accepted a message but before
 recording it sends it again after the lease (with the same Message-ID, so mail clients show
 one message). SMTP itself offers nothing better.
+
+A copy of every sent message goes to MAILSUPPORT_IMAP_SENT_FOLDER when that is set (and
+MAILSUPPORT_IMAP_HOST too), so mail clients on the support mailbox show the desk's answers:
+the stored bytes, flagged \\Seen, dated when they were sent, over one IMAP connection per run
+(opened at the first message sent, not at all when the setting is empty). The copy is made
+right after the message is recorded as sent, and only when it is sent for the first time
+(`sent_at` was empty): an `outbox retry` that reaches a recipient refused before adds no
+second copy. A copy is a convenience and is never retried: when the IMAP server is down or
+refuses, one warning is logged, delivery goes on and its counts are unchanged. So a crash
+between recording "sent" and the APPEND, or an IMAP outage during a run, loses those copies
+(never mail, and never a copy twice); keeping them for later would need a "copied" column.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import random
@@ -37,10 +49,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiosmtplib
 import sqlalchemy as sa
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from mailsupport.config import Settings
@@ -49,6 +62,9 @@ from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem, Ticket
 from mailsupport.store.queries import iso
 from mailsupport.store.tickets import record_event
+
+if TYPE_CHECKING:
+    from imapclient import IMAPClient
 
 __all__ = [
     "STATUSES",
@@ -130,21 +146,25 @@ def _wire_bytes(message: EmailMessage) -> bytes:
 
 
 def list_items(
-    session: Session, status: str | None = None, limit: int | None = None
+    session: Session, status: str | None = None, limit: int | None = None, newest: bool = False
 ) -> list[tuple[OutboxItem, int | None]]:
-    """Items with their ticket's number, oldest first (the order they are sent in)."""
+    """Items with their ticket's number, oldest first (the order they are sent in). With
+    `newest`, the limit keeps the most recent items (still listed oldest first)."""
     if status is not None and status not in STATUSES:
         raise UsageError(f"unknown outbox status {status!r}: use one of {', '.join(STATUSES)}")
+    order = col(OutboxItem.id).desc() if newest else col(OutboxItem.id)
     query = (
         select(OutboxItem, Ticket.number)
         .join(Ticket, col(Ticket.id) == col(OutboxItem.ticket_id))
-        .order_by(col(OutboxItem.id))
+        .order_by(order)
+        .options(defer(OutboxItem.data))  # type: ignore[arg-type]  # the bytes are not listed
     )
     if status is not None:
         query = query.where(OutboxItem.status == status)
     if limit is not None:
         query = query.limit(limit)
-    return [(item, number) for item, number in session.exec(query).all()]
+    rows = [(item, number) for item, number in session.exec(query).all()]
+    return rows[::-1] if newest else rows
 
 
 def item_dict(item: OutboxItem, ticket_number: int | None) -> dict[str, Any]:
@@ -233,6 +253,7 @@ def deliver_due(
     """
     counts: Counter[str] = Counter()
     smtp = _Smtp(settings)
+    copies = _SentCopies(settings)
     token = secrets.token_hex(16)
     lease = smtp.budget * LEASE_BUDGETS
     with store.read() as session:
@@ -245,12 +266,19 @@ def deliver_due(
     claimed_at = now()
     claimed = _claim(store, claimed_at, limit, lease, token)
     lease_end = claimed_at + lease
+
+    def record(item: _Claimed, results: Results) -> None:
+        outcome, first_sent_at = _record(store, settings, item, results, now(), token, rand)
+        counts[outcome] += 1
+        if first_sent_at is not None:  # committed as sent: only now may a copy exist
+            copies.add(store, item, first_sent_at)
+
     try:
         for position, item in enumerate(claimed):
             if lease_end - now() < smtp.budget * (LEASE_BUDGETS - 1):
                 lease_end = _renew(store, now(), lease, token)
             if not item.pending:  # every recipient answered already (e.g. edited by hand)
-                counts[_record(store, settings, item, {}, now(), token, rand)] += 1
+                record(item, {})
                 continue
             data = _load_data(store, item.id)
             try:
@@ -260,14 +288,15 @@ def deliver_due(
                 # message; the whole rest of the batch counts a failed attempt.
                 for rest in claimed[position:]:
                     waits: Results = {r: ("temporary", str(down)) for r in rest.pending}
-                    counts[_record(store, settings, rest, waits, now(), token, rand)] += 1
+                    record(rest, waits)
                 break
-            counts[_record(store, settings, item, results, now(), token, rand)] += 1
+            record(item, results)
     except ConfigError as error:
         _release(store, token, str(error))
         raise
     finally:
         smtp.close()
+        copies.close()
     return counts
 
 
@@ -374,8 +403,9 @@ def _record(
     at: datetime,
     token: str,
     rand: Callable[[], float],
-) -> str:
-    """Write the outcome of one attempt; returns "sent", "retry", "failed" or "lost"."""
+) -> tuple[str, datetime | None]:
+    """Write the outcome of one attempt: "sent", "retry", "failed" or "lost", and the sent
+    time when this attempt made the message sent for the first time (else None)."""
     with store.write() as session:
         item = session.exec(
             select(OutboxItem)
@@ -388,10 +418,11 @@ def _record(
                 "outbox item %s <%s>: claim lost before its result was recorded",
                 claimed.id, claimed.message_id,
             )  # fmt: skip
-            return "lost"
+            return "lost", None
         status = dict(item.recipient_status)
         refused: dict[str, str] = {}
         waiting: dict[str, str] = {}
+        first_sent: datetime | None = None
         for rcpt, (verdict, reply) in results.items():
             if verdict == "sent":
                 status[rcpt] = "sent"
@@ -422,13 +453,16 @@ def _record(
             next_try = item.next_attempt_at.isoformat(timespec="seconds")
             log.info("%s: temporary failure, next try %s: %s", where, next_try, _describe(waiting))
         elif any(v == "sent" for v in status.values()):
+            # Already sent once (`outbox retry` then reached a recipient refused before):
+            # the copy was made that first time.
+            first_sent = at if item.sent_at is None else None
             item.status, item.sent_at, outcome = "sent", at, "sent"
             log.info("%s sent to %s", where, ", ".join(r for r in results if r not in refused))
         else:
             item.status, outcome = "failed", "failed"
             log.warning("%s failed: %s", where, item.last_error)
         session.add(item)
-    return outcome
+    return outcome, first_sent
 
 
 def _describe(problems: dict[str, str]) -> str:
@@ -442,6 +476,89 @@ def _describe(problems: dict[str, str]) -> str:
 def _age(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
+
+
+# ------------------------------------------------------------------------------------------
+# Copies in the IMAP Sent folder
+# ------------------------------------------------------------------------------------------
+
+
+class _SentCopies:
+    """APPENDs each newly sent message to IMAP_SENT_FOLDER over one connection per run.
+
+    Never raises: delivery is recorded before a copy is attempted, and a copy must neither
+    stop the batch nor make anything look unsent. The first connection-level failure logs one
+    warning and ends the copies for this run; a refused APPEND skips only that message.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.folder = settings.imap_sent_folder
+        self.active = bool(self.folder)
+        self._client: IMAPClient | None = None
+
+    def add(self, store: Store, item: _Claimed, sent_at: datetime) -> None:
+        if not self.active:
+            return
+        where = f"outbox item {item.id} <{item.message_id}>"
+        try:
+            client = self._connection()
+        except Exception as error:  # whatever it is, delivery goes on
+            self._give_up(f"no copies in IMAP folder {self.folder!r} this run: {_text(error)}")
+            return
+        if client is None:
+            return
+        # Imported here, like the connection itself: runs without a Sent folder never load it.
+        from imaplib import IMAP4
+
+        try:
+            data = _load_data(store, item.id)
+            client.append(self.folder, data, flags=(b"\\Seen",), msg_time=sent_at)
+        except IMAP4.abort as error:  # the connection broke: the rest would fail too
+            self._give_up(f"{where}: no copy in IMAP folder {self.folder!r}: {_text(error)}")
+        except IMAP4.error as error:  # a tagged NO/BAD: this message only (size, quota...)
+            log.warning("%s: no copy in IMAP folder %r: %s", where, self.folder, _text(error))
+        except Exception as error:  # timeouts, resets; a copy is optional
+            self._give_up(f"{where}: no copy in IMAP folder {self.folder!r}: {_text(error)}")
+        else:
+            log.info("%s: copied to IMAP folder %s", where, self.folder)
+
+    def _connection(self) -> IMAPClient | None:
+        if self._client is not None:
+            return self._client
+        if not self.settings.imap_host:
+            self._give_up(
+                "MAILSUPPORT_IMAP_SENT_FOLDER is set but MAILSUPPORT_IMAP_HOST is not: "
+                "no copies of sent mail are kept"
+            )
+            return None
+        from mailsupport.sources import imap
+
+        self._client = imap.connect(self.settings)  # closed by _give_up if what follows fails
+        imap.ensure_folder(self._client, self.folder)
+        return self._client
+
+    def _give_up(self, message: str) -> None:
+        log.warning("%s", message)
+        self.active = False
+        self.close()
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:  # a polite LOGOUT is optional
+            with contextlib.suppress(Exception):
+                client.shutdown()
+
+
+def _text(error: BaseException) -> str:
+    """One line for a warning; imaplib puts the server's reply in as bytes."""
+    first = error.args[0] if error.args else None
+    text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(error)
+    return " ".join(text.split()) or type(error).__name__
 
 
 # ------------------------------------------------------------------------------------------
