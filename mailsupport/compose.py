@@ -614,6 +614,10 @@ def compose(
         message["References"] = " ".join(f"<{i}>" for i in references)
     for name, value in _KIND_HEADERS[kind]:
         message[name] = value
+    if _KIND_HEADERS[kind]:
+        # Automatic mail says it passed through us: another desk (or we ourselves, should it
+        # come back) sees the loop even when Auto-Submitted is lost on the way.
+        message["X-Loop"] = from_.addr_spec
 
     message.set_content(rendered.text)
     if rendered.html is not None:

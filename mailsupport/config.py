@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     log_level: str = "WARNING"
     # A directory of mail templates that replace the built-in ones file by file ("" = none).
     templates_dir: str = ""
+    # The language of our mail: en, ru, or auto (the customer's, from their message).
+    language: Literal["auto", "en", "ru"] = "auto"
+    # Keys the HMAC token in our Message-IDs; "" = generated into DATA_DIR/secret.
+    secret: SecretStr = SecretStr("")
+    # At most this many acknowledgements per sender within ACK_WINDOW; 0 turns them off.
+    ack_limit: int = Field(default=3, ge=0)
+    ack_window: int = Field(default=24 * 3600, gt=0)  # seconds, or 24h-style (see _duration)
 
     imap_host: str = ""
     imap_port: int = Field(default=0, ge=0, le=65535)  # 0: 993 for ssl, 143 otherwise
@@ -52,6 +59,8 @@ class Settings(BaseSettings):
     imap_timeout: int = Field(default=60, ge=1)
     # The daemon's longest wait between attempts after the server or the database failed.
     imap_retry_max_seconds: int = Field(default=300, ge=1)
+    # Where a copy of every sent message is appended ("" = nowhere), e.g. "Sent".
+    imap_sent_folder: str = ""
 
     smtp_host: str = ""
     smtp_port: int = Field(default=0, ge=0, le=65535)  # 0: 465 for ssl, 587 starttls, 25 none
@@ -93,7 +102,12 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be new, unseen, all or since:YYYY-MM-DD")
 
-    @field_validator("smtp_max_age", mode="before")
+    @field_validator("language", mode="before")
+    @classmethod
+    def _lower_language(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("smtp_max_age", "ack_window", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         """Whole seconds, or a number with one unit: 2d, 36h, 90m, 45s."""

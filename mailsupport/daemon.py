@@ -31,7 +31,7 @@ from imapclient import IMAPClient
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, TemporaryError
 from mailsupport.locks import Lock, folder_lock
-from mailsupport.pipeline import Pipeline, describe
+from mailsupport.pipeline import NEW, Pipeline, describe
 from mailsupport.sources.imap import FolderPoller, _server_errors, connect
 from mailsupport.store.db import Store
 
@@ -58,6 +58,7 @@ class Periodic:
     run: Callable[[], None]
 
 
+OUTBOX = "outbox"
 OUTBOX_SECONDS = 30.0  # how often the active daemon sends what the outbox holds
 
 
@@ -73,7 +74,7 @@ def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
         if counts:
             log.info("outbox: %s", describe_delivery(counts))
 
-    return [Periodic("outbox", OUTBOX_SECONDS, send_outbox)]
+    return [Periodic(OUTBOX, OUTBOX_SECONDS, send_outbox)]
 
 
 class Backoff:
@@ -145,6 +146,7 @@ class Daemon:
         """Work until stopped. Raises ConfigError when the configuration is wrong at startup
         (before the first successful pass); any later trouble is logged and retried."""
         log.info("daemon started for %s", self.where)
+        self.pipeline.acks.check()  # a broken template stops us before any mail is taken
         try:
             while not self.stopping:
                 if self._take_lock():
@@ -211,6 +213,8 @@ class Daemon:
             if self._troubled:
                 log.info("working again on %s", self.where)
                 self._troubled = False
+            if result.counts[NEW] and OUTBOX in self._due:
+                self._due[OUTBOX] = 0.0  # acknowledge new tickets now, not at the next tick
             self._run_due_tasks()
             if self.stopping:
                 return

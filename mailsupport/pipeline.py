@@ -11,15 +11,24 @@ from datetime import datetime
 from sqlalchemy import exc
 from sqlmodel import Session
 
+from mailsupport.acks import Acknowledger
+from mailsupport.bounces import find_bounced, record_bounce
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsing import parse
+from mailsupport.rules import is_automated, is_bounce
 from mailsupport.store import tickets as db
 from mailsupport.store.db import Store
 from mailsupport.store.files import AttachmentStore
 from mailsupport.store.models import Attachment, Message, RawMessage, Ticket
-from mailsupport.threads import decide_thread, find_tag, normalize_subject, reference_ids
+from mailsupport.threads import (
+    ThreadDecision,
+    decide_thread,
+    find_tag,
+    normalize_subject,
+    reference_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,7 @@ class Outcome:
     ticket_number: int | None = None
     message_id: str | None = None
     detail: str = ""
+    ack: str = ""  # the acknowledgement decision, for incoming mail
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,9 @@ class Incoming:
     raw: bytes
     origin: str
     received_at: datetime | None = None  # when the source got it, if it knows
+    # Why this source must not acknowledge new tickets ("" = it may): an imported archive,
+    # the backlog a first IMAP poll takes. Recorded as the message's acknowledgement decision.
+    no_ack_reason: str = ""
 
 
 class Pipeline:
@@ -57,6 +70,7 @@ class Pipeline:
         self.settings = settings
         self.store = store
         self.files = AttachmentStore(settings.data_dir / "attachments")
+        self.acks = Acknowledger(settings)
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -133,8 +147,9 @@ class Pipeline:
             )
         db.release_quarantine(session, raw)
         log.info(
-            "ticket #%s <%s> %s: %s",
+            "ticket #%s <%s> %s: %s%s",
             outcome.ticket_number, outcome.message_id, outcome.kind, outcome.detail,
+            f"; {outcome.ack}" if outcome.ack else "",
         )  # fmt: skip
         return outcome
 
@@ -154,17 +169,13 @@ class Pipeline:
         at = min(item.received_at or message.date or now, now)
         references = reference_ids(message)
 
-        known = db.known_refs(session, [message.message_id, *references])
-        tag_number = find_tag(message.subject, settings.tag_pattern)
-        tag_ticket = db.ticket_by_number(session, tag_number) if tag_number is not None else None
-        participant = (
-            tag_ticket is not None
-            and sender is not None
-            and db.is_participant(session, tag_ticket.id, sender.address)  # type: ignore[arg-type]
-        )
-        decision = decide_thread(
-            message, known, tag_ticket.id if tag_ticket else None, participant, tag_number
-        )
+        bounce = not outgoing and is_bounce(message)
+        bounced = find_bounced(session, message) if bounce else None
+        if bounced is not None:  # a report on our own mail joins that mail's ticket
+            ours = db.follow_merges(session, session.get(Ticket, bounced.item.ticket_id))
+            decision = ThreadDecision(ours.id if ours else None, (), bounced.reason)
+        else:
+            decision = self._thread(session, message, references)
 
         title = normalize_subject(message.subject, settings.tag_pattern) or "(no subject)"
         customer = self._customer(message, outgoing)
@@ -177,7 +188,7 @@ class Pipeline:
             if decision.merge_ids:
                 others = [session.get(Ticket, i) for i in decision.merge_ids]
                 db.merge_tickets(session, ticket, [t for t in others if t], decision.reason, now)
-            self._join(session, ticket, title, customer, at, outgoing, now)
+            self._join(session, ticket, message, title, customer, at, outgoing, now)
             kind = REPLY
 
         assert ticket.id is not None
@@ -216,8 +227,33 @@ class Pipeline:
                 )
             )
         db.index_refs(session, ticket.id, [message.message_id, *references])
-        db.add_participants(session, ticket, self._people(message, ticket), now)
-        return Outcome(kind, ticket.number, message.message_id, decision.reason)
+        if not bounce:  # MAILER-DAEMON is nobody to write to
+            db.add_participants(session, ticket, self._people(message, ticket), now)
+        if bounced is not None:
+            record_bounce(session, bounced, now)
+        ack = ""
+        if not outgoing:
+            result = self.acks.acknowledge(
+                session, message, ticket,
+                new_ticket=kind == NEW, source_reason=item.no_ack_reason, now=now,
+            )  # fmt: skip
+            row.ack_decision, row.ack_to, ack = result.decision, result.to, result.decision
+            session.add(row)
+        return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
+
+    def _thread(self, session: Session, message: Inbound, references: list[str]) -> ThreadDecision:
+        tag_number = find_tag(message.subject, self.settings.tag_pattern)
+        tag_ticket = db.ticket_by_number(session, tag_number) if tag_number is not None else None
+        sender = message.from_
+        participant = (
+            tag_ticket is not None
+            and sender is not None
+            and db.is_participant(session, tag_ticket.id, sender.address)  # type: ignore[arg-type]
+        )
+        known = db.known_refs(session, [message.message_id, *references])
+        return decide_thread(
+            message, known, tag_ticket.id if tag_ticket else None, participant, tag_number
+        )
 
     def _customer(self, message: Inbound, outgoing: bool) -> Address | None:
         """Who the ticket is for: the sender, or for our own mail its first outside recipient."""
@@ -239,6 +275,7 @@ class Pipeline:
     def _join(
         session: Session,
         ticket: Ticket,
+        message: Inbound,
         title: str,
         customer: Address | None,
         at: datetime,
@@ -255,7 +292,9 @@ class Pipeline:
             if customer is not None:
                 ticket.requester, ticket.requester_name = customer.key, customer.name
         ticket.updated_at = max(ticket.updated_at, at)
-        if not outgoing and ticket.status in ("pending", "closed"):
+        # A person writing reopens; an out-of-office answer to our closing notice does not.
+        reopen = not outgoing and ticket.status in ("pending", "closed")
+        if reopen and not is_automated(message):
             if ticket.status == "closed":
                 ticket.closed_at = None
                 db.record_event(session, ticket.id, "reopened", "the customer wrote again", now)

@@ -17,6 +17,10 @@ What the server does is set per test, and can be changed between deliveries:
 - `drop_at("rcpt" | "data", only=None)`: close the connection at that point without an
   answer (at "data" after the whole message was received; it is not recorded as arrived);
   with `only`, just for messages to those recipients.
+- `hold_data(only=None, accepted=False)`: at the end of DATA, never answer (the sender
+  waits until it gives up or dies); `held` is set when that happens. With `accepted`, the
+  message is recorded as arrived first, as a real server that has queued it but whose
+  "250" never reached the sender.
 - `stop()` / `start()`: the server goes away (connection refused) and comes back on the
   same port.
 - `offer_login(user, password)`: AUTH is offered (over plain SMTP); wrong credentials get
@@ -30,6 +34,7 @@ It speaks plain SMTP unless told otherwise. Startup takes a few milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import subprocess
@@ -59,6 +64,8 @@ class _Behaviour:
     rcpt_each: dict[str, str] = field(default_factory=dict)  # lowercased address -> reply
     data_reply: str | None = None
     drop: str | None = None  # "rcpt" or "data"
+    hold: bool = False  # never answer the end of DATA
+    hold_accepted: bool = False  # ... but record the message as arrived first
 
 
 class _Handler:
@@ -86,6 +93,10 @@ class _Handler:
             return self._drop(smtp)
         if rule.data_reply:
             return rule.data_reply
+        holding = rule.hold and (rule.rcpt_only is None or bool(named & rule.rcpt_only))
+        if holding and not rule.hold_accepted:
+            self.server.held.set()
+            await asyncio.sleep(3600)
         with self.server.lock:
             self.server.arrivals.append(
                 Arrival(
@@ -95,6 +106,9 @@ class _Handler:
                     peer=tuple(session.peer[:2]),
                 )
             )
+        if holding:
+            self.server.held.set()
+            await asyncio.sleep(3600)
         return "250 Message accepted for delivery"
 
     @staticmethod
@@ -131,6 +145,7 @@ class SmtpServer:
     login: tuple[str, str] | None = None
     tls: ssl.SSLContext | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    held: threading.Event = field(default_factory=threading.Event)
     _controller: Controller | None = None
 
     # -- behaviour --------------------------------------------------------------------------
@@ -153,6 +168,11 @@ class SmtpServer:
         assert stage in ("rcpt", "data")
         wanted = None if only is None else frozenset(a.lower() for a in only)
         self.behaviour = _Behaviour(drop=stage, rcpt_only=wanted)
+
+    def hold_data(self, only: Iterable[str] | None = None, accepted: bool = False) -> None:
+        wanted = None if only is None else frozenset(a.lower() for a in only)
+        self.held.clear()
+        self.behaviour = _Behaviour(hold=True, hold_accepted=accepted, rcpt_only=wanted)
 
     def offer_login(self, user: str, password: str) -> None:
         """Takes effect on the next start(); call before the server starts or restart it."""

@@ -12,6 +12,8 @@ from mailsupport.cli.app import app, print_json, state, sub_app, utcnow
 from mailsupport.errors import NotFoundError, UsageError
 
 OPERATOR = "Operator"
+IMPORT_NO_ACK = "imported from files (`mailsupport import --ack` acknowledges)"
+RETRY_NO_ACK = "taken from the quarantine (`mailsupport quarantine retry --ack` acknowledges)"
 
 
 @app.command("import", rich_help_panel=OPERATOR)
@@ -22,15 +24,21 @@ def import_(
     ),
     batch: int = typer.Option(200, min=1, help="Messages per database transaction."),
     progress: bool = typer.Option(True, help="Show a progress bar on a terminal."),
+    ack: bool = typer.Option(
+        False,
+        "--ack",
+        help="Acknowledge the new tickets as if the mail had just arrived (by the usual rules).",
+    ),
 ) -> None:
-    """Import mail history from files. Sends nothing to anyone."""
+    """Import mail history from files. Sends nothing to anyone unless --ack is given."""
     from mailsupport.pipeline import Incoming, Pipeline, describe
     from mailsupport.sources.files import plan_import
 
     st = state(ctx)
     plan = plan_import(paths)  # validates every path before anything is written
     pipeline = Pipeline(st.settings, st.store())
-    items = (Incoming(i.raw, i.origin, i.received_at) for i in plan)
+    no_ack = "" if ack else IMPORT_NO_ACK
+    items = (Incoming(i.raw, i.origin, i.received_at, no_ack_reason=no_ack) for i in plan)
     show_bar = progress and sys.stderr.isatty()
     with typer.progressbar(
         length=len(plan) if show_bar else 0, label="importing", file=sys.stderr, hidden=not show_bar
@@ -141,6 +149,9 @@ def quarantine_retry(
     ctx: typer.Context,
     entry_id: int | None = typer.Argument(None, metavar="[ID]"),
     all_: bool = typer.Option(False, "--all", help="Retry every quarantined message."),
+    ack: bool = typer.Option(
+        False, "--ack", help="Acknowledge the new tickets (by the usual rules)."
+    ),
 ) -> None:
     """Process quarantined messages again (after a fix or a settings change)."""
     from sqlmodel import col, select
@@ -160,6 +171,7 @@ def quarantine_retry(
         ids = list(session.exec(query).all())
     if entry_id is not None and not ids:
         raise NotFoundError(f"no quarantine entry {entry_id} (see `mailsupport quarantine list`)")
+    no_ack = "" if ack else RETRY_NO_ACK
     counts: Counter[str] = Counter()
     for current in ids:
         # One transaction per entry, reported after its commit: what is printed is true.
@@ -173,9 +185,8 @@ def quarantine_retry(
             session.add(entry)
             stored = session.get(RawMessage, entry.raw_id)
             assert stored is not None
-            outcome = pipeline.process(
-                session, Incoming(stored.data, entry.origin, stored.stored_at), now
-            )
+            item = Incoming(stored.data, entry.origin, stored.stored_at, no_ack_reason=no_ack)
+            outcome = pipeline.process(session, item, now)
         counts[outcome.kind] += 1
         where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else outcome.kind
         typer.echo(f"entry {current}: {where} {outcome.detail}".rstrip())

@@ -26,13 +26,15 @@ def poll(ctx: typer.Context) -> None:
     settings = st.settings
     store = st.store()
     where = f"{settings.imap_account}/{settings.imap_folder}"
+    pipeline = Pipeline(settings, store)
+    pipeline.acks.check()  # a broken template stops us before any mail is taken
     with exclusive(store, *folder_lock(settings)) as held:
         if not held:
             typer.echo(f"another poll of {where} is running; nothing to do")
             return
         client = connect(settings)
         try:
-            result = FolderPoller(settings, Pipeline(settings, store), client).poll(utcnow)
+            result = FolderPoller(settings, pipeline, client).poll(utcnow)
         finally:
             with contextlib.suppress(Exception):
                 client.logout()

@@ -100,6 +100,12 @@ def _render(detail: dict[str, Any], asked: int) -> str:
         out.append(f"{arrow} {message['from']}  {when}")
         out.append(f"   {message['subject']}")
         out.append(f"   [{message['thread_reason']}]")
+        if message["ack"]:
+            out.append(f"   [{message['ack']}]")
+        if message["delivery"]:
+            delivery = message["delivery"]
+            trouble = f": {delivery['last_error']}" if delivery["last_error"] else ""
+            out.append(f"   [delivery {delivery['status']}{trouble}]")
         out.append("")
         out.extend("   " + line if line else "" for line in message["text"].splitlines())
         for part in message["attachments"]:

@@ -31,6 +31,9 @@ from mailsupport.store.models import ImapFolder, ImapPending
 log = logging.getLogger(__name__)
 
 BATCH_BYTES = 16 * 1024 * 1024
+# Mail that sat in the folder before polling started (IMAP_START unseen, all, since:) may
+# have been answered by hand already: it is filed, not acknowledged.
+BACKLOG_NO_ACK = "it was in the mailbox before mailsupport started reading it (IMAP_START)"
 
 # Errors that mean "the server or the network let us down; try again later".
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (
@@ -278,7 +281,12 @@ class FolderPoller:
                 if data is None:
                     continue
                 origin = f"imap:{self.settings.imap_account}/{self.folder};UID={uid}"
-                item = Incoming(bytes(data[b"BODY[]"]), origin, _aware(data.get(b"INTERNALDATE")))
+                item = Incoming(
+                    bytes(data[b"BODY[]"]),
+                    origin,
+                    _aware(data.get(b"INTERNALDATE")),
+                    no_ack_reason=BACKLOG_NO_ACK if uid <= ledger.backlog_until else "",
+                )
                 outcome = self.pipeline.process(session, item, now())
                 outcomes.append(outcome)
                 session.add(
@@ -381,10 +389,15 @@ class FolderPoller:
     def _ensure_folder(self, name: str) -> None:
         if name in self._known_folders:
             return
-        if not self.client.folder_exists(name):
-            self.client.create_folder(name)
-            log.info("created IMAP folder %s", name)
+        ensure_folder(self.client, name)
         self._known_folders.add(name)
+
+
+def ensure_folder(client: IMAPClient, name: str) -> None:
+    """Create folder `name` on the server unless it exists (also used for the Sent copies)."""
+    if not client.folder_exists(name):
+        client.create_folder(name)
+        log.info("created IMAP folder %s", name)
 
 
 def _untrusted(where: str, error: ssl.SSLCertVerificationError) -> ConfigError:

@@ -71,6 +71,7 @@ class RawMessage(SQLModel, table=True):
 
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
+    __table_args__ = (sa.Index("ix_messages_ack_to_created_at", "ack_to", "created_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="tickets.id", index=True)
@@ -90,6 +91,9 @@ class Message(SQLModel, table=True):
     raw_id: int | None = Field(default=None, foreign_key="raw_messages.id")
     thread_reason: str = Field(default="", sa_type=sa.Text)  # why it joined its ticket
     defects: str = Field(default="", sa_type=sa.Text)
+    # Incoming mail: whether it was acknowledged and why not ("" when never considered).
+    ack_decision: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
+    ack_to: str | None = Field(default=None, sa_type=sa.Text)  # lowercased, when acknowledged
     created_at: datetime = _time()
 
 

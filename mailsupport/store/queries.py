@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from mailsupport.store.models import (
     Attachment,
     Message,
+    OutboxItem,
     Participant,
     QuarantineEntry,
     RawMessage,
@@ -46,7 +47,9 @@ def ticket_dict(ticket: Ticket) -> dict[str, Any]:
     }
 
 
-def message_dict(message: Message, attachments: Sequence[Attachment]) -> dict[str, Any]:
+def message_dict(
+    message: Message, attachments: Sequence[Attachment], delivery: OutboxItem | None = None
+) -> dict[str, Any]:
     sender = format_address({"name": message.from_name, "address": message.from_address})
     return {
         "message_id": message.message_id,
@@ -61,6 +64,10 @@ def message_dict(message: Message, attachments: Sequence[Attachment]) -> dict[st
         "references": message.refs.split(),
         "text": message.text,
         "thread_reason": message.thread_reason,
+        # Incoming mail: whether it was acknowledged, or why not ("" when never considered).
+        "ack": message.ack_decision,
+        # Our own mail sent through the outbox: how its delivery went (None otherwise).
+        "delivery": None if delivery is None else _delivery(delivery),
         "attachments": [
             {
                 "filename": a.filename,
@@ -71,6 +78,16 @@ def message_dict(message: Message, attachments: Sequence[Attachment]) -> dict[st
             }
             for a in attachments
         ],
+    }
+
+
+def _delivery(item: OutboxItem) -> dict[str, Any]:
+    return {
+        "outbox_id": item.id,
+        "status": item.status,
+        "attempts": item.attempts,
+        "last_error": item.last_error,
+        "sent_at": iso(item.sent_at),
     }
 
 
@@ -112,9 +129,24 @@ def messages_of(session: Session, ticket_ids: Sequence[int]) -> dict[int, list[d
             .order_by(col(Attachment.id))
         ).all():
             attachments[part.message_pk].append(part)
+    ours = [m.message_id for m in messages if m.direction == "out"]
+    deliveries = {
+        item.message_id: item
+        for item in (
+            session.exec(select(OutboxItem).where(col(OutboxItem.message_id).in_(ours))).all()
+            if ours
+            else []
+        )
+    }
     result: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for message in messages:
-        result[message.ticket_id].append(message_dict(message, attachments[message.id]))  # type: ignore[index]
+        result[message.ticket_id].append(
+            message_dict(
+                message,
+                attachments[message.id],  # type: ignore[index]
+                deliveries.get(message.message_id),
+            )
+        )
     return result
 
 

@@ -72,7 +72,12 @@ def known_refs(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
 
 def ticket_by_number(session: Session, number: int) -> Ticket | None:
     """The ticket with this number, following merges to the ticket that lives on."""
-    ticket = session.exec(select(Ticket).where(Ticket.number == number)).first()
+    found = session.exec(select(Ticket).where(Ticket.number == number)).first()
+    return follow_merges(session, found)
+
+
+def follow_merges(session: Session, ticket: Ticket | None) -> Ticket | None:
+    """The ticket that lives on after `ticket` was merged (itself when it was not)."""
     seen: set[int] = set()
     while ticket is not None and ticket.merged_into_id is not None and ticket.id not in seen:
         seen.add(ticket.id)  # type: ignore[arg-type]

@@ -1,0 +1,206 @@
+"""Acknowledging new tickets, inside the transaction that files the customer's message.
+
+The decision comes from rules.py, the mail from compose.py, and the outbox row is written
+in the caller's transaction: the acknowledgement exists if and only if the ticket does.
+Whatever the answer, it is recorded on the incoming message (`ack_decision`), so an agent
+can see in `show` why a customer did or did not get one.
+
+Acknowledgements go out with our support address as the envelope sender, not the null
+sender RFC 3834 suggests for personal auto-responders: submission servers refuse <> from a
+logged-in user, and a bounce is how we learn that the customer's address does not work.
+Loops are held off by our Auto-Submitted and X-Loop headers and by ACK_LIMIT.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from mailsupport.compose import (
+    ComposeError,
+    Sender,
+    ThreadParent,
+    compose,
+    load_or_create_secret,
+)
+from mailsupport.config import Settings
+from mailsupport.errors import ConfigError
+from mailsupport.mail import Address, Inbound
+from mailsupport.outbox import enqueue
+from mailsupport.rules import AckContext, ack_decision, is_noreply_address
+from mailsupport.store.models import Message, Ticket
+from mailsupport.store.tickets import index_refs
+from mailsupport.templating import TemplateError, Templates, check_templates, choose_language
+
+log = logging.getLogger(__name__)
+
+ACKNOWLEDGED = "acknowledged"  # how a positive decision starts
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    decision: str  # recorded on the incoming message
+    to: str | None = None  # lowercased address the acknowledgement went to
+    message_id: str | None = None  # of the acknowledgement
+
+
+class Acknowledger:
+    """Holds what every acknowledgement needs (templates, the Message-ID key), made once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._templates: Templates | None = None
+        self._secret: bytes | None = None
+
+    def off_reason(self) -> str | None:
+        """Why this desk sends no acknowledgements at all, or None when it does."""
+        s = self.settings
+        if s.ack_limit == 0:
+            return "acknowledgements are off (MAILSUPPORT_ACK_LIMIT=0)"
+        if not s.support_address:
+            return "MAILSUPPORT_SUPPORT_ADDRESS is not set"
+        if not s.smtp_host:
+            return "outgoing mail is off (MAILSUPPORT_SMTP_HOST is not set)"
+        return None
+
+    def check(self) -> None:
+        """Raise ConfigError when acknowledgements are on but could not be made: a broken
+        template, an unusable secret. Run at startup, before any mail is taken."""
+        if self.off_reason():
+            return
+        problems = check_templates(self.settings.templates_path)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise TemplateError(
+                f"{problems[0]}{more}: acknowledgements need working templates "
+                "(`mailsupport doctor` lists every problem)"
+            )
+        self._key()
+
+    def acknowledge(
+        self,
+        session: Session,
+        message: Inbound,
+        ticket: Ticket,
+        *,
+        new_ticket: bool,
+        source_reason: str,
+        now: datetime,
+    ) -> AckOutcome:
+        """Decide; when the answer is yes, compose the acknowledgement, queue it and store it
+        on the ticket. Writes in the caller's transaction."""
+        off = source_reason or self.off_reason()
+        if off:
+            return AckOutcome(f"no acknowledgement: {off}")
+        recipient = self._recipient(message)
+        context = AckContext(
+            our_addresses=self.settings.our_addresses,
+            is_reply_to_existing_ticket=not new_ticket,
+            recent_acks_to_sender=(
+                self._recent_acks(session, recipient.key, now) if recipient and new_ticket else 0
+            ),
+            ack_limit=self.settings.ack_limit,
+        )
+        decision = ack_decision(message, context)
+        if not decision.send or recipient is None:
+            return AckOutcome(decision.reason)
+        try:
+            return self._send(session, message, ticket, recipient, now)
+        except (ConfigError, ComposeError) as error:
+            # A broken template or an address we cannot write: the customer's message is
+            # filed all the same, and the reason is on it for the agent to see.
+            log.error("ticket #%s: no acknowledgement: %s", ticket.number, error)
+            return AckOutcome(f"no acknowledgement: could not compose it: {error}")
+
+    def _recipient(self, message: Inbound) -> Address | None:
+        """Reply-To when it names one other person, else From."""
+        ours = self.settings.our_addresses
+        reply_to = [a for a in message.reply_to if a.key not in ours]
+        if len(reply_to) == 1 and not is_noreply_address(reply_to[0].address):
+            return reply_to[0]
+        return message.from_
+
+    def _recent_acks(self, session: Session, address: str, now: datetime) -> int:
+        since = now - timedelta(seconds=self.settings.ack_window)
+        count = session.exec(
+            select(sa.func.count(col(Message.id))).where(
+                Message.ack_to == address, col(Message.created_at) >= since
+            )
+        ).one()
+        return int(count)
+
+    def _send(
+        self, session: Session, message: Inbound, ticket: Ticket, to: Address, now: datetime
+    ) -> AckOutcome:
+        s = self.settings
+        assert ticket.id is not None and ticket.number is not None
+        if self._templates is None:
+            self._templates = Templates(s.templates_path)
+        composed = compose(
+            "ack",
+            sender=Sender(s.support_name, s.support_address),
+            to=[to],
+            ticket_number=ticket.number,
+            ticket_subject=ticket.subject,
+            parent=ThreadParent.from_inbound(message),
+            language=choose_language(s.language, message.text),
+            templates=self._templates,
+            secret=self._key(),
+            now=now,
+            tag_format=s.ticket_tag,
+            tag_pattern=s.tag_pattern,
+        )
+        mail = composed.message
+        enqueue(
+            session,
+            ticket_id=ticket.id,
+            kind="ack",
+            message=mail,
+            message_id=composed.message_id,
+            mail_from=s.support_address,
+            recipients=[to.address],
+            now=now,
+        )
+        session.add(
+            Message(
+                ticket_id=ticket.id,
+                message_id=composed.message_id,
+                direction="out",
+                in_reply_to=_ids(mail.get("In-Reply-To")),
+                refs=_ids(mail.get("References")),
+                from_address=s.support_address,
+                from_name=s.support_name,
+                to=[{"name": to.name, "address": to.address}],
+                subject=str(mail["Subject"]),
+                date=now,
+                received_at=now,
+                text=composed.text,
+                html=composed.html,
+                thread_reason="acknowledgement of a new ticket",
+                created_at=now,
+            )
+        )
+        # A reply to the acknowledgement threads here by its In-Reply-To.
+        index_refs(session, ticket.id, [composed.message_id])
+        return AckOutcome(
+            f"{ACKNOWLEDGED} to {to.address} as <{composed.message_id}>",
+            to=to.key,
+            message_id=composed.message_id,
+        )
+
+    def _key(self) -> bytes:
+        if self._secret is None:
+            configured = self.settings.secret.get_secret_value()
+            self._secret = load_or_create_secret(self.settings.data_dir, configured)
+        return self._secret
+
+
+def _ids(value: object) -> str:
+    """A threading header as the project stores it: IDs without brackets, space-separated."""
+    if value is None:
+        return ""
+    return " ".join(part.strip("<>") for part in str(value).split())
