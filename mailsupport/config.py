@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     ack_limit: int = Field(default=3, ge=0)
     ack_window: int = Field(default=24 * 3600, gt=0)  # seconds, or 24h-style (see _duration)
 
+    # Who is working: the name recorded with every change (`--as NAME` wins; "" = login name).
+    agent: str = ""
+    # A customer's mail to a ticket closed longer than this many days opens a new ticket that
+    # links the old one; 0 = always reopen the closed ticket.
+    reopen_days: int = Field(default=0, ge=0)
+    # `close` mails the customer the `closed` notice (unless --silent); false = never.
+    closed_notice: bool = True
+
     imap_host: str = ""
     imap_port: int = Field(default=0, ge=0, le=65535)  # 0: 993 for ssl, 143 otherwise
     imap_user: str = ""

@@ -42,6 +42,13 @@ def _time(**kwargs: Any) -> Any:
 
 class Ticket(SQLModel, table=True):
     __tablename__ = "tickets"
+    # Every filter of `list` is indexed together with its default order.
+    __table_args__ = (
+        sa.Index("ix_tickets_assignee_updated_at", "assignee", "updated_at"),
+        sa.Index("ix_tickets_queue_updated_at", "queue", "updated_at"),
+        sa.Index("ix_tickets_priority_updated_at", "priority", "updated_at"),
+        sa.Index("ix_tickets_status_updated_at", "status", "updated_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     number: int | None = Field(default=None, unique=True)
@@ -54,6 +61,17 @@ class Ticket(SQLModel, table=True):
     updated_at: datetime = _time(index=True)
     closed_at: datetime | None = _time(default=None)
     merged_into_id: int | None = Field(default=None, foreign_key="tickets.id")
+    assignee: str | None = Field(default=None, sa_type=sa.Text)  # the agent's name
+    queue: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
+    # Opened by a reply to a ticket closed longer than REOPEN_DAYS: that ticket.
+    follows_id: int | None = Field(default=None, foreign_key="tickets.id")
+
+
+class TicketTag(SQLModel, table=True):
+    __tablename__ = "ticket_tags"
+
+    ticket_id: int = Field(foreign_key="tickets.id", primary_key=True)
+    tag: str = Field(sa_type=sa.Text, primary_key=True, index=True)
 
 
 class RawMessage(SQLModel, table=True):
@@ -91,6 +109,8 @@ class Message(SQLModel, table=True):
     raw_id: int | None = Field(default=None, foreign_key="raw_messages.id")
     thread_reason: str = Field(default="", sa_type=sa.Text)  # why it joined its ticket
     defects: str = Field(default="", sa_type=sa.Text)
+    # The agent who wrote a reply or a note ("" for mail and automatic messages).
+    author: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
     # Incoming mail: whether it was acknowledged and why not ("" when never considered).
     ack_decision: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
     ack_to: str | None = Field(default=None, sa_type=sa.Text)  # lowercased, when acknowledged
