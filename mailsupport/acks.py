@@ -20,21 +20,14 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailsupport.compose import (
-    ComposeError,
-    Sender,
-    ThreadParent,
-    compose,
-    load_or_create_secret,
-)
+from mailsupport.compose import ComposeError, ThreadParent
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address, Inbound
-from mailsupport.outbox import enqueue
+from mailsupport.outgoing import Outgoing
 from mailsupport.rules import AckContext, ack_decision, is_noreply_address
 from mailsupport.store.models import Message, Ticket
-from mailsupport.store.tickets import index_refs
-from mailsupport.templating import TemplateError, Templates, check_templates, choose_language
+from mailsupport.templating import TemplateError, check_templates
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +42,11 @@ class AckOutcome:
 
 
 class Acknowledger:
-    """Holds what every acknowledgement needs (templates, the Message-ID key), made once."""
+    """Decides on acknowledgements and has them sent through `Outgoing`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._templates: Templates | None = None
-        self._secret: bytes | None = None
+        self.outgoing = Outgoing(settings)
 
     def off_reason(self) -> str | None:
         """Why this desk sends no acknowledgements at all, or None when it does."""
@@ -79,7 +71,7 @@ class Acknowledger:
                 f"{problems[0]}{more}: acknowledgements need working templates "
                 "(`mailsupport doctor` lists every problem)"
             )
-        self._key()
+        self.outgoing.key()
 
     def acknowledge(
         self,
@@ -136,71 +128,17 @@ class Acknowledger:
     def _send(
         self, session: Session, message: Inbound, ticket: Ticket, to: Address, now: datetime
     ) -> AckOutcome:
-        s = self.settings
-        assert ticket.id is not None and ticket.number is not None
-        if self._templates is None:
-            self._templates = Templates(s.templates_path)
-        composed = compose(
-            "ack",
-            sender=Sender(s.support_name, s.support_address),
-            to=[to],
-            ticket_number=ticket.number,
-            ticket_subject=ticket.subject,
-            parent=ThreadParent.from_inbound(message),
-            language=choose_language(s.language, message.text),
-            templates=self._templates,
-            secret=self._key(),
-            now=now,
-            tag_format=s.ticket_tag,
-            tag_pattern=s.tag_pattern,
-        )
-        mail = composed.message
-        enqueue(
+        composed, _ = self.outgoing.send(
             session,
-            ticket_id=ticket.id,
-            kind="ack",
-            message=mail,
-            message_id=composed.message_id,
-            mail_from=s.support_address,
-            recipients=[to.address],
+            "ack",
+            ticket,
+            to=[to],
+            parent=ThreadParent.from_inbound(message),
             now=now,
+            thread_reason="acknowledgement of a new ticket",
         )
-        session.add(
-            Message(
-                ticket_id=ticket.id,
-                message_id=composed.message_id,
-                direction="out",
-                in_reply_to=_ids(mail.get("In-Reply-To")),
-                refs=_ids(mail.get("References")),
-                from_address=s.support_address,
-                from_name=s.support_name,
-                to=[{"name": to.name, "address": to.address}],
-                subject=str(mail["Subject"]),
-                date=now,
-                received_at=now,
-                text=composed.text,
-                html=composed.html,
-                thread_reason="acknowledgement of a new ticket",
-                created_at=now,
-            )
-        )
-        # A reply to the acknowledgement threads here by its In-Reply-To.
-        index_refs(session, ticket.id, [composed.message_id])
         return AckOutcome(
             f"{ACKNOWLEDGED} to {to.address} as <{composed.message_id}>",
             to=to.key,
             message_id=composed.message_id,
         )
-
-    def _key(self) -> bytes:
-        if self._secret is None:
-            configured = self.settings.secret.get_secret_value()
-            self._secret = load_or_create_secret(self.settings.data_dir, configured)
-        return self._secret
-
-
-def _ids(value: object) -> str:
-    """A threading header as the project stores it: IDs without brackets, space-separated."""
-    if value is None:
-        return ""
-    return " ".join(part.strip("<>") for part in str(value).split())

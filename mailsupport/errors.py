@@ -33,6 +33,12 @@ class NotFoundError(MailSupportError):
     exit_code = 1
 
 
+class RefusedError(MailSupportError):
+    """The action does not apply: closing a closed ticket, merging a ticket into itself, ..."""
+
+    exit_code = 1
+
+
 class TemporaryError(MailSupportError):
     """Try again later: the database is locked or unreachable, the disk is full, ..."""
 

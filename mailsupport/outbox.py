@@ -244,8 +244,10 @@ def deliver_due(
     limit: int = 100,
     *,
     rand: Callable[[], float] = random.random,
+    only: Sequence[int] | None = None,
 ) -> Counter[str]:
-    """Send up to `limit` due messages; counts of "sent", "retry" and "failed".
+    """Send up to `limit` due messages (only those with the ids in `only`, when given);
+    counts of "sent", "retry" and "failed".
 
     Raises ConfigError when the settings keep mail from going out (no SMTP host, login
     refused, untrusted certificate): what was claimed is released, still queued, with the
@@ -264,7 +266,7 @@ def deliver_due(
             "MAILSUPPORT_SMTP_HOST is not set: outgoing mail waits in the outbox until it is"
         )
     claimed_at = now()
-    claimed = _claim(store, claimed_at, limit, lease, token)
+    claimed = _claim(store, claimed_at, limit, lease, token, only)
     lease_end = claimed_at + lease
 
     def record(item: _Claimed, results: Results) -> None:
@@ -312,13 +314,21 @@ def _any_due(session: Session, at: datetime) -> bool:
     return session.exec(select(OutboxItem.id).where(_due(at)).limit(1)).first() is not None
 
 
-def _claim(store: Store, at: datetime, limit: int, lease: timedelta, token: str) -> list[_Claimed]:
+def _claim(
+    store: Store,
+    at: datetime,
+    limit: int,
+    lease: timedelta,
+    token: str,
+    only: Sequence[int] | None = None,
+) -> list[_Claimed]:
+    due = _due(at) if only is None else sa.and_(_due(at), col(OutboxItem.id).in_(only))
     with store.write() as session:
         # SKIP LOCKED lets a second sender on PostgreSQL take other rows instead of waiting
         # for these; SQLite serializes writers anyway and ignores the clause.
         candidates = session.exec(
             select(OutboxItem.id)
-            .where(_due(at))
+            .where(due)
             .order_by(col(OutboxItem.next_attempt_at), col(OutboxItem.id))
             .limit(limit)
             .with_for_update(skip_locked=True)

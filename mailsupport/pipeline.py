@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import exc
 from sqlmodel import Session
@@ -179,7 +179,16 @@ class Pipeline:
 
         title = normalize_subject(message.subject, settings.tag_pattern) or "(no subject)"
         customer = self._customer(message, outgoing)
-        if decision.ticket_id is None:
+        old = self._closed_long_ago(session, decision, message, outgoing, now)
+        if old is not None:  # a new conversation about an old, long closed one
+            ticket = db.create_ticket(session, title, customer, at)
+            ticket.follows_id = old.id
+            reason = f"follows #{old.number}, closed over {self.settings.reopen_days} days ago"
+            decision = ThreadDecision(None, (), f"new ticket ({reason})")
+            db.record_event(session, ticket.id, "created", decision.reason, now)  # type: ignore[arg-type]
+            db.record_event(session, old.id, "followed", f"continued in #{ticket.number}", now)  # type: ignore[arg-type]
+            kind = NEW
+        elif decision.ticket_id is None:
             ticket = db.create_ticket(session, title, customer, at)
             db.record_event(session, ticket.id, "created", decision.reason, now)  # type: ignore[arg-type]
             kind = NEW
@@ -240,6 +249,26 @@ class Pipeline:
             row.ack_decision, row.ack_to, ack = result.decision, result.to, result.decision
             session.add(row)
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
+
+    def _closed_long_ago(
+        self,
+        session: Session,
+        decision: ThreadDecision,
+        message: Inbound,
+        outgoing: bool,
+        now: datetime,
+    ) -> Ticket | None:
+        """The ticket this message would reopen, when it was closed longer than REOPEN_DAYS
+        ago and a person wrote: such mail opens a new ticket that follows it."""
+        days = self.settings.reopen_days
+        if not days or decision.ticket_id is None or decision.merge_ids or outgoing:
+            return None
+        ticket = session.get(Ticket, decision.ticket_id)
+        if ticket is None or ticket.status != "closed" or ticket.closed_at is None:
+            return None
+        if now - ticket.closed_at <= timedelta(days=days) or is_automated(message):
+            return None
+        return ticket
 
     def _thread(self, session: Session, message: Inbound, references: list[str]) -> ThreadDecision:
         tag_number = find_tag(message.subject, self.settings.tag_pattern)

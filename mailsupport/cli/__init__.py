@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailsupport.cli import dbcmd, intake, mailbox, ops, outboxcmd, tickets  # noqa: F401  (registers the commands)
+from mailsupport.cli import agentcmd, dbcmd, intake, mailbox, ops, outboxcmd, tickets  # noqa: F401  (registers the commands)
 from mailsupport.cli.app import app
 
 

@@ -142,7 +142,12 @@ def record_event(
 
 
 def merge_tickets(
-    session: Session, target: Ticket, sources: Sequence[Ticket], reason: str, at: datetime
+    session: Session,
+    target: Ticket,
+    sources: Sequence[Ticket],
+    reason: str,
+    at: datetime,
+    actor: str = "system",
 ) -> None:
     """Move everything of `sources` into `target`; the sources are closed and point at it."""
     assert target.id is not None
@@ -181,7 +186,9 @@ def merge_tickets(
         target.updated_at = max(target.updated_at, source.updated_at)
         source.status, source.closed_at, source.merged_into_id = "closed", at, target.id
         session.add(source)
-        record_event(session, target.id, "merged", f"#{source.number} merged in: {reason}", at)
-        record_event(session, source.id, "merged", f"merged into #{target.number}", at)  # type: ignore[arg-type]
+        record_event(
+            session, target.id, "merged", f"#{source.number} merged in: {reason}", at, actor
+        )
+        record_event(session, source.id, "merged", f"merged into #{target.number}", at, actor)  # type: ignore[arg-type]
     session.add(target)
     session.flush()

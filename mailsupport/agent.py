@@ -1,0 +1,316 @@
+"""What agents do to tickets: reply, note, close, reopen, assign, prioritise, tag, merge.
+
+Each action works in the caller's transaction, checks that it applies (a RefusedError
+when it does not), and records who did what in the ticket's history. Mail goes through
+`Outgoing`, so it is queued with the change and threads back into the ticket.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from mailsupport.compose import Composed
+from mailsupport.config import Settings
+from mailsupport.errors import NotFoundError, RefusedError, UsageError
+from mailsupport.mail import Address
+from mailsupport.outgoing import FilePart, Outgoing, parent_of
+from mailsupport.store.models import (
+    PRIORITIES,
+    Message,
+    OutboxItem,
+    Participant,
+    Ticket,
+    TicketTag,
+)
+from mailsupport.store.tickets import merge_tickets, record_event, ticket_by_number
+
+TAG_MAX = 64
+_TAG = re.compile(r"[^\W_][\w.:/-]*")  # letters, digits and a few separators; no spaces
+
+
+def agent_name(settings: Settings, given: str | None = None) -> str:
+    """Who is acting: --as NAME, else MAILSUPPORT_AGENT, else the login name."""
+    name = (given or settings.agent or "").strip()
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (some containers)
+            name = ""
+    if not name:
+        raise UsageError("who are you? set MAILSUPPORT_AGENT or pass --as NAME")
+    return " ".join(name.split())
+
+
+def ticket(session: Session, number: int) -> Ticket:
+    """The ticket agents call #number (following merges), or NotFoundError."""
+    found = ticket_by_number(session, number)
+    if found is None:
+        raise NotFoundError(f"no ticket #{number} (see `mailsupport list`)")
+    return found
+
+
+def _event(
+    session: Session, t: Ticket, action: str, detail: str, agent: str, now: datetime
+) -> None:
+    assert t.id is not None
+    record_event(session, t.id, action, detail, now, actor=agent)
+    t.updated_at = max(t.updated_at, now)
+    session.add(t)
+
+
+def _set_status(session: Session, t: Ticket, status: str, agent: str, now: datetime) -> None:
+    if t.status == status:
+        return
+    _event(session, t, "status", f"{t.status} -> {status}", agent, now)
+    t.status = status
+    t.closed_at = now if status == "closed" else None
+
+
+def last_from_customer(session: Session, t: Ticket) -> Message | None:
+    """The customer's latest message: the one a reply answers and quotes."""
+    return session.exec(
+        select(Message)
+        .where(Message.ticket_id == t.id, Message.direction == "in")
+        .order_by(col(Message.received_at).desc(), col(Message.id).desc())
+        .limit(1)
+    ).first()
+
+
+def _requester(t: Ticket) -> Address:
+    if not t.requester:
+        raise RefusedError(f"ticket #{t.number} has no customer address to write to")
+    return Address(t.requester_name, t.requester)
+
+
+# ------------------------------------------------------------------------------------------
+# Mail
+# ------------------------------------------------------------------------------------------
+
+
+def reply(
+    session: Session,
+    outgoing: Outgoing,
+    t: Ticket,
+    text: str,
+    *,
+    agent: str,
+    now: datetime,
+    cc: Sequence[Address] = (),
+    attachments: Sequence[FilePart] = (),
+    status: str | None = None,
+) -> tuple[Composed, OutboxItem]:
+    """Answer the customer (and the people copied on the ticket). The ticket becomes open,
+    or `status` (pending: waiting for the customer; closed) when given."""
+    if not text.strip():
+        raise RefusedError("the reply is empty: nothing sent")
+    if t.merged_into_id is not None:  # ticket() follows merges; a direct caller might not
+        raise RefusedError(f"ticket #{t.number} was merged; reply to the ticket it joined")
+    to = _requester(t)
+    ours = outgoing.settings.our_addresses | {to.key}
+    copies = [*_copied(session, t, ours), *cc]
+    copies = list({a.key: a for a in copies if a.key not in ours}.values())
+    parent = last_from_customer(session, t)
+    composed, item = outgoing.send(
+        session,
+        "reply",
+        t,
+        to=[to],
+        cc=copies,
+        parent=parent_of(parent) if parent else None,
+        now=now,
+        text=text,
+        author=agent,
+        attachments=attachments,
+        language_hint=parent.text if parent else text,
+        thread_reason=f"reply by {agent}",
+    )
+    who = ", ".join(a.address for a in (to, *copies))
+    _event(session, t, "replied", f"to {who} as <{composed.message_id}>", agent, now)
+    _set_status(session, t, status or ("open" if t.status == "new" else t.status), agent, now)
+    return composed, item
+
+
+def _copied(session: Session, t: Ticket, exclude: set[str] | frozenset[str]) -> list[Address]:
+    people = session.exec(
+        select(Participant)
+        .where(Participant.ticket_id == t.id, Participant.role == "cc")
+        .order_by(col(Participant.first_seen), col(Participant.address))
+    ).all()
+    return [Address(p.name, p.address) for p in people if p.address not in exclude]
+
+
+def note(session: Session, t: Ticket, text: str, *, agent: str, now: datetime) -> Message:
+    """An internal note: on the ticket for agents, never mailed to anyone."""
+    if not text.strip():
+        raise RefusedError("the note is empty: nothing added")
+    assert t.id is not None
+    row = Message(
+        ticket_id=t.id,
+        message_id=f"note.{uuid.uuid4().hex}@mailsupport.invalid",  # never on the wire
+        direction="note",
+        from_name=agent,
+        subject="(internal note)",
+        date=now,
+        received_at=now,
+        text=text.strip("\n"),
+        thread_reason="internal note",
+        author=agent,
+        created_at=now,
+    )
+    session.add(row)
+    _event(session, t, "note", _first_line(text), agent, now)
+    session.flush()
+    return row
+
+
+def _first_line(text: str, limit: int = 80) -> str:
+    line = next((x.strip() for x in text.splitlines() if x.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------------
+# Status and fields
+# ------------------------------------------------------------------------------------------
+
+
+def close(
+    session: Session,
+    outgoing: Outgoing,
+    t: Ticket,
+    *,
+    agent: str,
+    now: datetime,
+    silent: bool = False,
+    comment: str = "",
+) -> tuple[str, OutboxItem | None]:
+    """Close the ticket; mail the customer the `closed` notice unless `silent`, the notice
+    is turned off, or there is nobody or no way to send it. Returns what happened to the
+    notice (one line) and its outbox item."""
+    if t.status == "closed":
+        raise RefusedError(f"ticket #{t.number} is closed already")
+    _set_status(session, t, "closed", agent, now)
+    notice = _notice_off(outgoing.settings, t, silent)
+    if notice:
+        return notice, None
+    parent = last_from_customer(session, t)
+    composed, item = outgoing.send(
+        session,
+        "closed",
+        t,
+        to=[_requester(t)],
+        parent=parent_of(parent) if parent else None,
+        now=now,
+        text=comment,
+        author=agent,
+        language_hint=parent.text if parent else "",
+        thread_reason=f"closing notice, closed by {agent}",
+    )
+    return f"closing notice queued to {t.requester} as <{composed.message_id}>", item
+
+
+def _notice_off(settings: Settings, t: Ticket, silent: bool) -> str:
+    if silent:
+        return "no closing notice (--silent)"
+    if not settings.closed_notice:
+        return "no closing notice (MAILSUPPORT_CLOSED_NOTICE is off)"
+    if not settings.smtp_host or not settings.support_address:
+        return "no closing notice (outgoing mail is not set up)"
+    if not t.requester:
+        return "no closing notice (the ticket has no customer address)"
+    return ""
+
+
+def reopen(session: Session, t: Ticket, *, agent: str, now: datetime) -> None:
+    if t.status not in ("closed", "pending"):
+        raise RefusedError(f"ticket #{t.number} is {t.status}, not closed or pending")
+    _set_status(session, t, "open", agent, now)
+
+
+def assign(session: Session, t: Ticket, assignee: str | None, *, agent: str, now: datetime) -> None:
+    """Give the ticket to `assignee`; None takes it back from whoever has it."""
+    assignee = " ".join(assignee.split()) if assignee else None
+    if assignee == t.assignee:
+        raise RefusedError(
+            f"ticket #{t.number} is assigned to {assignee} already"
+            if assignee
+            else f"ticket #{t.number} is not assigned to anyone"
+        )
+    before = t.assignee or "nobody"
+    _event(session, t, "assigned", f"{before} -> {assignee or 'nobody'}", agent, now)
+    t.assignee = assignee
+
+
+def set_priority(session: Session, t: Ticket, level: str, *, agent: str, now: datetime) -> None:
+    level = level.strip().lower()
+    if level not in PRIORITIES:
+        raise UsageError(f"unknown priority {level!r}: use one of {', '.join(PRIORITIES)}")
+    if level == t.priority:
+        raise RefusedError(f"ticket #{t.number} has priority {level} already")
+    _event(session, t, "priority", f"{t.priority} -> {level}", agent, now)
+    t.priority = level
+
+
+def parse_tag_changes(changes: Iterable[str]) -> tuple[list[str], list[str]]:
+    """`+x` or `x` adds, `-x` removes. Tags are lowercased; letters, digits, `.:/-_`."""
+    add: list[str] = []
+    remove: list[str] = []
+    for change in changes:
+        change = change.strip()
+        target = remove if change.startswith("-") else add
+        tag = change.lstrip("+-").strip().lower()
+        if not _TAG.fullmatch(tag) or len(tag) > TAG_MAX:
+            raise UsageError(
+                f"not a tag: {change!r} (letters, digits and . : / - _, up to {TAG_MAX} "
+                "characters; +tag adds, -tag removes)"
+            )
+        target.append(tag)
+    if not add and not remove:
+        raise UsageError("name tags to change: +tag adds, -tag removes")
+    return add, remove
+
+
+def tags_of(session: Session, t: Ticket) -> list[str]:
+    return sorted(session.exec(select(TicketTag.tag).where(TicketTag.ticket_id == t.id)).all())
+
+
+def change_tags(
+    session: Session, t: Ticket, changes: Iterable[str], *, agent: str, now: datetime
+) -> list[str]:
+    """Apply the changes; returns the ticket's tags after them."""
+    add, remove = parse_tag_changes(changes)
+    assert t.id is not None
+    current = set(tags_of(session, t))
+    added = [x for x in dict.fromkeys(add) if x not in current and x not in remove]
+    removed = [x for x in dict.fromkeys(remove) if x in current]
+    for tag in added:
+        session.add(TicketTag(ticket_id=t.id, tag=tag))
+    for tag in removed:
+        row = session.get(TicketTag, (t.id, tag))
+        if row is not None:
+            session.delete(row)
+    if added or removed:
+        detail = " ".join([*(f"+{x}" for x in added), *(f"-{x}" for x in removed)])
+        _event(session, t, "tags", detail, agent, now)
+    session.flush()
+    return sorted((current | set(added)) - set(removed))
+
+
+def merge(session: Session, target: Ticket, source: Ticket, *, agent: str, now: datetime) -> None:
+    """Move `source` into `target`: its messages, references (so replies to either land in
+    target), participants, tags and history; `source` is closed and points at `target`."""
+    if target.id == source.id:
+        raise RefusedError(f"ticket #{target.number} cannot be merged into itself")
+    assert target.id is not None and source.id is not None
+    for tag in tags_of(session, source):
+        if session.get(TicketTag, (target.id, tag)) is None:
+            session.add(TicketTag(ticket_id=target.id, tag=tag))
+        row = session.get(TicketTag, (source.id, tag))
+        if row is not None:
+            session.delete(row)
+    merge_tickets(session, target, [source], f"merged by {agent}", now, actor=agent)

@@ -1,0 +1,418 @@
+"""What agents do: `reply`, `note`, `close`, `reopen`, `assign`, `priority`, `tag`, `merge`.
+
+Each command makes its change in one transaction and says in one line what it did. Mail
+(replies, closing notices) is queued with the change, then sent at once when SMTP is set
+up; if sending fails for now, the outbox keeps it for the daemon or `outbox flush`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from email.utils import getaddresses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from mailsupport.cli.app import app, state, utcnow
+from mailsupport.errors import ConfigError, RefusedError, TemporaryError, UsageError
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from mailsupport.cli.app import State
+    from mailsupport.mail import Address
+    from mailsupport.store.models import Ticket
+
+AGENT = "Agent"
+MARKER = "# ------------------------ >8 ------------------------"
+
+AS_OPTION = typer.Option(
+    None, "--as", metavar="NAME", help="Act as this agent (default: MAILSUPPORT_AGENT, login)."
+)
+NUMBER = typer.Argument(..., metavar="N", help="Ticket number.")
+MESSAGE_OPTION = typer.Option(None, "--message", "-m", metavar="TEXT", help="The text.")
+FILE_OPTION = typer.Option(
+    None, "--file", "-F", metavar="PATH", help="Read the text from a file (- for stdin)."
+)
+
+
+# ------------------------------------------------------------------------------------------
+# Mail
+# ------------------------------------------------------------------------------------------
+
+
+@app.command("reply", rich_help_panel=AGENT)
+def reply(
+    ctx: typer.Context,
+    number: int = NUMBER,
+    message: str | None = MESSAGE_OPTION,
+    file: str | None = FILE_OPTION,
+    attach: list[Path] = typer.Option(
+        [], "--attach", metavar="FILE", help="Attach a file (repeat for more)."
+    ),
+    cc: list[str] = typer.Option(
+        [], "--cc", metavar="ADDR", help="Copy someone else (repeat for more)."
+    ),
+    close: bool = typer.Option(False, "--close", help="Close the ticket with this reply."),
+    pending: bool = typer.Option(
+        False, "--pending", help="Set the ticket pending (waiting for the customer)."
+    ),
+    no_send: bool = typer.Option(
+        False, "--no-send", help="Only queue it; the daemon or `outbox flush` sends it."
+    ),
+    as_: str | None = AS_OPTION,
+) -> None:
+    """Answer the customer by mail, threaded into the conversation.
+
+    The text comes from -m, --file, or $EDITOR opened on a file that shows the conversation
+    below a marker line (like `git commit`). An empty text sends nothing. The reply goes to
+    the customer and everyone copied on the ticket, with the `reply` template; the ticket
+    becomes open, or pending or closed when asked."""
+    from mailsupport import agent
+    from mailsupport.outgoing import Outgoing, file_part
+
+    if close and pending:
+        raise UsageError("choose one of --close and --pending")
+    st = state(ctx)
+    settings = st.settings
+    who = agent.agent_name(settings, as_)
+    copies = _addresses(cc)
+    files = [file_part(path.name, _read_attachment(path)) for path in attach]
+    store = st.store()
+    with store.read() as session:
+        title, conversation = _context(session, agent.ticket(session, number))
+    text = _text(message, file, f"reply to {title}", "reply", conversation)
+    with _kept_on_failure(text, "reply"), store.write() as session:
+        t = agent.ticket(session, number)
+        composed, item = agent.reply(
+            session, Outgoing(settings), t, text, agent=who, now=utcnow(), cc=copies,
+            attachments=files, status="closed" if close else "pending" if pending else None,
+        )  # fmt: skip
+        summary = f"ticket #{t.number}: reply queued as <{composed.message_id}>, {t.status}"
+        item_id = item.id
+    typer.echo(summary)
+    _send_now(st, item_id, no_send)
+
+
+@app.command("note", rich_help_panel=AGENT)
+def note(
+    ctx: typer.Context,
+    number: int = NUMBER,
+    message: str | None = MESSAGE_OPTION,
+    file: str | None = FILE_OPTION,
+    as_: str | None = AS_OPTION,
+) -> None:
+    """Add an internal note for agents; it is never mailed to anyone.
+
+    The text comes from -m, --file, or $EDITOR (an empty text adds nothing)."""
+    from mailsupport import agent
+
+    st = state(ctx)
+    who = agent.agent_name(st.settings, as_)
+    store = st.store()
+    with store.read() as session:
+        title, conversation = _context(session, agent.ticket(session, number))
+    text = _text(message, file, f"internal note on {title}", "note", conversation)
+    with _kept_on_failure(text, "note"), store.write() as session:
+        t = agent.ticket(session, number)
+        agent.note(session, t, text, agent=who, now=utcnow())
+        summary = f"ticket #{t.number}: note added"
+    typer.echo(summary)
+
+
+# ------------------------------------------------------------------------------------------
+# Status and fields
+# ------------------------------------------------------------------------------------------
+
+
+@app.command("close", rich_help_panel=AGENT)
+def close(
+    ctx: typer.Context,
+    number: int = NUMBER,
+    silent: bool = typer.Option(False, "--silent", help="Do not mail the closing notice."),
+    message: str | None = typer.Option(
+        None, "--message", "-m", metavar="TEXT", help="A few words for the closing notice."
+    ),
+    no_send: bool = typer.Option(
+        False, "--no-send", help="Only queue the notice; the daemon or `outbox flush` sends it."
+    ),
+    as_: str | None = AS_OPTION,
+) -> None:
+    """Close a ticket and mail the customer the `closed` notice.
+
+    No notice with --silent, or when MAILSUPPORT_CLOSED_NOTICE=false."""
+    from mailsupport import agent
+    from mailsupport.outgoing import Outgoing
+
+    st = state(ctx)
+    who = agent.agent_name(st.settings, as_)
+    with st.store().write() as session:
+        t = agent.ticket(session, number)
+        notice, item = agent.close(
+            session, Outgoing(st.settings), t, agent=who, now=utcnow(), silent=silent,
+            comment=message or "",
+        )  # fmt: skip
+        summary = f"ticket #{t.number} closed; {notice}"
+        item_id = item.id if item is not None else None
+    typer.echo(summary)
+    if item_id is not None:
+        _send_now(st, item_id, no_send)
+
+
+@app.command("reopen", rich_help_panel=AGENT)
+def reopen(ctx: typer.Context, number: int = NUMBER, as_: str | None = AS_OPTION) -> None:
+    """Open a closed or pending ticket again."""
+    from mailsupport import agent
+
+    st = state(ctx)
+    who = agent.agent_name(st.settings, as_)
+    with st.store().write() as session:
+        t = agent.ticket(session, number)
+        agent.reopen(session, t, agent=who, now=utcnow())
+        summary = f"ticket #{t.number} is open again"
+    typer.echo(summary)
+
+
+@app.command("assign", rich_help_panel=AGENT)
+def assign(
+    ctx: typer.Context,
+    number: int = NUMBER,
+    assignee: str = typer.Argument(
+        ..., metavar="AGENT", help="Who takes it: a name, `me`, or `none` to unassign."
+    ),
+    as_: str | None = AS_OPTION,
+) -> None:
+    """Give a ticket to an agent (`me` for yourself, `none` to take it back)."""
+    from mailsupport import agent
+
+    st = state(ctx)
+    who = agent.agent_name(st.settings, as_)
+    name = who if assignee == "me" else None if assignee.lower() in ("none", "-") else assignee
+    with st.store().write() as session:
+        t = agent.ticket(session, number)
+        agent.assign(session, t, name, agent=who, now=utcnow())
+        summary = (
+            f"ticket #{t.number} assigned to {name}" if name else f"ticket #{t.number} unassigned"
+        )
+    typer.echo(summary)
+
+
+@app.command("priority", rich_help_panel=AGENT)
+def priority(
+    ctx: typer.Context,
+    number: int = NUMBER,
+    level: str = typer.Argument(..., metavar="LEVEL", help="low, normal, high or urgent."),
+    as_: str | None = AS_OPTION,
+) -> None:
+    """Set a ticket's priority: low, normal, high or urgent."""
+    from mailsupport import agent
+
+    st = state(ctx)
+    who = agent.agent_name(st.settings, as_)
+    with st.store().write() as session:
+        t = agent.ticket(session, number)
+        agent.set_priority(session, t, level, agent=who, now=utcnow())
+        summary = f"ticket #{t.number} priority {t.priority}"
+    typer.echo(summary)
+
+
+@app.command(
+    "tag",
+    rich_help_panel=AGENT,
+    # `-x` removes tag x: let it through as an argument instead of an unknown option.
+    context_settings={"ignore_unknown_options": True},
+)
+def tag(
+    ctx: typer.Context,
+    number: int = NUMBER,
+    changes: list[str] = typer.Argument(
+        ..., metavar="+TAG|-TAG...", help="+x (or x) adds tag x, -x removes it."
+    ),
+    as_: str | None = AS_OPTION,
+) -> None:
+    """Add and remove tags: `mailsupport tag 12 +billing -urgent`."""
+    from mailsupport import agent
+
+    st = state(ctx)
+    who = agent.agent_name(st.settings, as_)
+    with st.store().write() as session:
+        t = agent.ticket(session, number)
+        tags = agent.change_tags(session, t, changes, agent=who, now=utcnow())
+        summary = f"ticket #{t.number} tags: {' '.join(tags) if tags else '(none)'}"
+    typer.echo(summary)
+
+
+@app.command("merge", rich_help_panel=AGENT)
+def merge(
+    ctx: typer.Context,
+    number: int = typer.Argument(..., metavar="N", help="The ticket that stays."),
+    other: int = typer.Argument(..., metavar="M", help="The ticket merged into N and closed."),
+    as_: str | None = AS_OPTION,
+) -> None:
+    """Merge ticket M into N; replies to either land in N from then on.
+
+    M's messages, participants, tags and history move to N; M is closed and points at N."""
+    from mailsupport import agent
+
+    st = state(ctx)
+    who = agent.agent_name(st.settings, as_)
+    with st.store().write() as session:
+        target = agent.ticket(session, number)
+        source = agent.ticket(session, other)
+        if source.number != other:
+            raise RefusedError(f"ticket #{other} was merged into #{source.number} already")
+        agent.merge(session, target, source, agent=who, now=utcnow())
+        summary = f"ticket #{other} merged into #{target.number}"
+    typer.echo(summary)
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------
+
+
+def _send_now(st: State, item_id: int | None, no_send: bool) -> None:
+    """Send the queued mail now when SMTP is set up; the outbox keeps it otherwise."""
+    settings = st.settings
+    if item_id is None or no_send:
+        return
+    if not settings.smtp_host:
+        typer.echo("not sent yet: MAILSUPPORT_SMTP_HOST is not set (the outbox keeps it)")
+        return
+    from mailsupport.outbox import deliver_due
+
+    try:
+        counts = deliver_due(st.store(), settings, utcnow, only=[item_id])
+    except (ConfigError, TemporaryError) as error:
+        typer.echo(f"not sent yet: {error} (the outbox keeps it)", err=True)
+        return
+    if counts["sent"]:
+        typer.echo("sent")
+    elif counts["failed"]:
+        typer.echo("delivery failed: see `mailsupport outbox list --status failed`", err=True)
+        raise typer.Exit(1)
+    else:
+        typer.echo("not sent yet: the server is not taking it now (the outbox retries)")
+
+
+def _addresses(values: list[str]) -> list[Address]:
+    from mailsupport.mail import Address
+
+    found = []
+    for name, address in getaddresses(values):
+        local, at, domain = address.rpartition("@")
+        if not (local and at and "." in domain) or any(c.isspace() for c in address):
+            raise UsageError(f"not an email address: {address or name!r} (--cc)")
+        found.append(Address(name, address))
+    return found
+
+
+def _read_attachment(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error} (--attach)") from None
+
+
+CONTEXT_MESSAGES = 10  # the latest messages shown in the editor, below the marker
+
+
+def _context(session: Session, t: Ticket) -> tuple[str, str]:
+    """The ticket's name and its latest messages, for the editor to show below the marker."""
+    from sqlmodel import col, select
+
+    from mailsupport.cli.app import local_time
+    from mailsupport.store.models import Message
+
+    rows = session.exec(
+        select(Message)
+        .where(Message.ticket_id == t.id)
+        .order_by(col(Message.received_at).desc(), col(Message.id).desc())
+        .limit(CONTEXT_MESSAGES)
+    ).all()
+    lines = []
+    for m in reversed(rows):
+        arrow = {"in": "<<", "out": ">>"}.get(m.direction, "-- internal note,")
+        who = m.author or (f"{m.from_name} <{m.from_address}>" if m.from_name else m.from_address)
+        lines += ["", f"{arrow} {who}  {local_time(m.received_at)}", ""]
+        lines += [f"   {line}".rstrip() for line in m.text.splitlines()]
+    title = f'#{t.number} "{t.subject}" from {t.requester or "nobody"}'
+    return title, "\n".join(lines)
+
+
+def _text(message: str | None, file: str | None, title: str, what: str, conversation: str) -> str:
+    """The text from -m, --file or the editor; leading and trailing blank lines dropped."""
+    if message is not None and file is not None:
+        raise UsageError("give the text with -m or --file, not both")
+    if message is not None:
+        text = message
+    elif file == "-":
+        text = sys.stdin.read()
+    elif file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"cannot read {file}: {error}") from None
+    else:
+        text = _edit(title, what, conversation)
+    text = text.strip("\n").rstrip()
+    if not text.strip():
+        raise RefusedError(f"empty {what}: nothing done")
+    return text
+
+
+def _edit(title: str, what: str, conversation: str) -> str:
+    """Open $VISUAL or $EDITOR on a draft and return what was written above the marker."""
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    draft = "\n".join(
+        [
+            "",
+            MARKER,
+            f"# Write your {what} above the line; everything below it is ignored.",
+            f"# This is the {title}.",
+            "# Leave it empty to cancel.",
+            conversation,
+            "",
+        ]
+    )
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".txt", prefix=f"mailsupport-{what}-", delete=False, encoding="utf-8"
+    ) as handle:
+        handle.write(draft)
+        path = Path(handle.name)
+    try:
+        try:
+            done = subprocess.run([*shlex.split(editor), str(path)], check=False)
+        except OSError as error:
+            raise UsageError(
+                f"cannot start the editor {editor!r}: {error.strerror or error} "
+                "(set VISUAL or EDITOR, or use -m or --file)"
+            ) from None
+        if done.returncode != 0:
+            raise RefusedError(f"the editor exited with status {done.returncode}: nothing done")
+        written = path.read_text(encoding="utf-8", errors="replace")
+    finally:
+        path.unlink(missing_ok=True)
+    return written.split(MARKER, 1)[0]
+
+
+@contextlib.contextmanager
+def _kept_on_failure(text: str, what: str) -> Iterator[None]:
+    """If what follows fails, keep the agent's text in a file and say where: nobody wants
+    to type a long reply twice."""
+    try:
+        yield
+    except Exception:
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".txt", prefix=f"mailsupport-{what}-", delete=False, encoding="utf-8"
+        ) as handle:
+            handle.write(text + "\n")
+        typer.echo(f"mailsupport: your {what} text is kept in {handle.name}", err=True)
+        raise

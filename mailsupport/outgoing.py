@@ -1,0 +1,170 @@
+"""Our own mail, from composing to the outbox, in the caller's transaction.
+
+Acknowledgements, agents' replies and closing notices all end the same way: the composed
+message is queued in the outbox, stored on its ticket as an outgoing message (so `show`
+has it and its attachments), and its Message-ID is indexed, so that the customer's answer
+threads into the ticket. One place for that, used by acks.py and agent.py.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlmodel import Session
+
+from mailsupport.compose import Composed, Kind, Sender, ThreadParent, compose, load_or_create_secret
+from mailsupport.config import Settings
+from mailsupport.errors import ConfigError
+from mailsupport.mail import Address
+from mailsupport.outbox import enqueue
+from mailsupport.store.files import AttachmentStore
+from mailsupport.store.models import Attachment, Message, OutboxItem, Ticket
+from mailsupport.store.tickets import index_refs
+from mailsupport.templating import Templates, choose_language
+
+# (file name, content type, bytes), as compose() takes attachments
+FilePart = tuple[str, str, bytes]
+
+
+def file_part(name: str, data: bytes) -> FilePart:
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return name, content_type, data
+
+
+def parent_of(message: Message) -> ThreadParent:
+    """A stored message as the one being answered."""
+    return ThreadParent(
+        message_id=message.message_id,
+        references=tuple(message.refs.split()),
+        in_reply_to=tuple(message.in_reply_to.split()),
+        subject=message.subject,
+        from_name=message.from_name,
+        from_address=message.from_address,
+        date=message.date or message.received_at,
+        text=message.text,
+    )
+
+
+class Outgoing:
+    """Holds what every outgoing message needs (templates, the Message-ID key), made once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._templates: Templates | None = None
+        self._secret: bytes | None = None
+
+    @property
+    def templates(self) -> Templates:
+        if self._templates is None:
+            self._templates = Templates(self.settings.templates_path)
+        return self._templates
+
+    def key(self) -> bytes:
+        if self._secret is None:
+            configured = self.settings.secret.get_secret_value()
+            self._secret = load_or_create_secret(self.settings.data_dir, configured)
+        return self._secret
+
+    def send(
+        self,
+        session: Session,
+        kind: Kind,
+        ticket: Ticket,
+        *,
+        to: Sequence[Address],
+        cc: Sequence[Address] = (),
+        parent: ThreadParent | None,
+        now: datetime,
+        text: str = "",
+        author: str = "",
+        attachments: Sequence[FilePart] = (),
+        language_hint: str = "",
+        thread_reason: str,
+    ) -> tuple[Composed, OutboxItem]:
+        """Compose `kind`, queue it, and store it on `ticket`. Raises TemplateError or
+        ComposeError before anything is written."""
+        s = self.settings
+        if not s.support_address:
+            raise ConfigError(
+                "MAILSUPPORT_SUPPORT_ADDRESS is not set: name the address our mail comes from"
+            )
+        assert ticket.id is not None and ticket.number is not None
+        composed = compose(
+            kind,
+            sender=Sender(s.support_name, s.support_address),
+            to=to,
+            cc=cc,
+            ticket_number=ticket.number,
+            ticket_subject=ticket.subject,
+            parent=parent,
+            language=choose_language(s.language, language_hint or (parent.text if parent else "")),
+            templates=self.templates,
+            secret=self.key(),
+            now=now,
+            text=text,
+            agent_name=author,
+            attachments=attachments,
+            tag_format=s.ticket_tag,
+            tag_pattern=s.tag_pattern,
+        )
+        mail = composed.message
+        envelope = [a.address for a in (*to, *cc) if a.key not in s.our_addresses]
+        item = enqueue(
+            session,
+            ticket_id=ticket.id,
+            kind=kind,
+            message=mail,
+            message_id=composed.message_id,
+            mail_from=s.support_address,
+            recipients=envelope,
+            now=now,
+        )
+        row = Message(
+            ticket_id=ticket.id,
+            message_id=composed.message_id,
+            direction="out",
+            in_reply_to=_ids(mail.get("In-Reply-To")),
+            refs=_ids(mail.get("References")),
+            from_address=s.support_address,
+            from_name=s.support_name,
+            to=[_as_json(a) for a in to],
+            cc=[_as_json(a) for a in cc],
+            subject=str(mail["Subject"]),
+            date=now,
+            received_at=now,
+            text=composed.text,
+            html=composed.html,
+            thread_reason=thread_reason,
+            author=author,
+            created_at=now,
+        )
+        session.add(row)
+        session.flush()
+        if attachments:
+            files = AttachmentStore(s.data_dir / "attachments")
+            for name, content_type, data in attachments:
+                session.add(
+                    Attachment(
+                        message_pk=row.id,  # type: ignore[arg-type]
+                        filename=name,
+                        content_type=content_type,
+                        size=len(data),
+                        sha256=files.put(data),
+                    )
+                )
+        # The customer's answer threads here by its In-Reply-To.
+        index_refs(session, ticket.id, [composed.message_id])
+        return composed, item
+
+
+def _as_json(address: Address) -> dict[str, str]:
+    return {"name": address.name, "address": address.address}
+
+
+def _ids(value: object) -> str:
+    """A threading header as the project stores it: IDs without brackets, space-separated."""
+    if value is None:
+        return ""
+    return " ".join(part.strip("<>") for part in str(value).split())
