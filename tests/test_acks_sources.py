@@ -29,7 +29,7 @@ from tests.smtpserver import SmtpServer
 from tests.smtpserver import smtp_server as smtp_server
 from tests.test_acks import desk_settings
 from tests.test_cli_outbox import smtp_env as smtp_env
-from tests.test_daemon import DaemonThread, wait_until
+from tests.test_daemon import DaemonThread, _ledger, wait_until
 from tests.test_imap_poll import imap_env, imap_settings, mail, poll
 
 
@@ -170,7 +170,8 @@ def test_the_daemon_acknowledges_new_mail_at_once_not_at_the_next_outbox_tick(
     store = Store.open(desk.db_url)
     daemon = Daemon(desk, store, lambda: datetime.now(UTC))  # the real outbox task, every 30 s
     with DaemonThread(daemon):
-        wait_until(lambda: daemon.lock.held, "the daemon holds the folder")
+        # Mail that is there before the first pass is history (IMAP_START=new): wait for it.
+        wait_until(lambda: _ledger(store), "the daemon's first pass over the folder")
         dovecot_server.append(mail(1, sender="Boris <boris@other.example.org>"))
         wait_until(lambda: smtp_server.arrivals, "the acknowledgement arrived", timeout=10)
     [arrival] = smtp_server.arrivals
