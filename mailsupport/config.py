@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     # `close` mails the customer the `closed` notice (unless --silent); false = never.
     closed_notice: bool = True
 
+    # The folder of knowledge-base articles (see kb/README.md); "" = no knowledge base.
+    kb_dir: str = ""
+    # How relevant (0..1) an article must be to be suggested in an acknowledgement.
+    kb_threshold: float = Field(default=0.3, ge=0, le=1)
+    # At most this many articles suggested in an acknowledgement; 0 = none.
+    kb_suggestions: int = Field(default=3, ge=0, le=10)
+
     imap_host: str = ""
     imap_port: int = Field(default=0, ge=0, le=65535)  # 0: 993 for ssl, 143 otherwise
     imap_user: str = ""
