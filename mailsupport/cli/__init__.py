@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from mailsupport.cli import agentcmd, dbcmd, intake, mailbox, ops, outboxcmd, tickets  # noqa: F401  (registers the commands)
+from mailsupport.cli import (  # noqa: F401  (registers the commands)
+    agentcmd,
+    dbcmd,
+    intake,
+    kbcmd,
+    mailbox,
+    ops,
+    outboxcmd,
+    searchcmd,
+    tickets,
+)
 from mailsupport.cli.app import app
 
 
