@@ -27,7 +27,7 @@ from mailsupport.mail import Address, Inbound
 from mailsupport.outgoing import Outgoing
 from mailsupport.rules import AckContext, ack_decision, is_noreply_address
 from mailsupport.store.models import Message, Ticket
-from mailsupport.templating import TemplateError, check_templates
+from mailsupport.templating import TemplateError, check_templates, choose_language
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,10 @@ class Acknowledger:
     def _send(
         self, session: Session, message: Inbound, ticket: Ticket, to: Address, now: datetime
     ) -> AckOutcome:
+        from mailsupport.kb import article_text, suggestions_for
+
+        language = choose_language(self.settings.language, message.text)
+        found = suggestions_for(self.settings, f"{message.subject}\n{message.text}", language)
         composed, _ = self.outgoing.send(
             session,
             "ack",
@@ -135,10 +139,13 @@ class Acknowledger:
             to=[to],
             parent=ThreadParent.from_inbound(message),
             now=now,
+            language=language,
             thread_reason="acknowledgement of a new ticket",
+            articles=[(s.article.title, article_text(s.article)) for s in found],
         )
+        suggested = f" with articles {', '.join(s.article.slug for s in found)}" if found else ""
         return AckOutcome(
-            f"{ACKNOWLEDGED} to {to.address} as <{composed.message_id}>",
+            f"{ACKNOWLEDGED} to {to.address} as <{composed.message_id}>{suggested}",
             to=to.key,
             message_id=composed.message_id,
         )

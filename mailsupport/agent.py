@@ -20,6 +20,7 @@ from mailsupport.config import Settings
 from mailsupport.errors import NotFoundError, RefusedError, UsageError
 from mailsupport.mail import Address
 from mailsupport.outgoing import FilePart, Outgoing, parent_of
+from mailsupport.practice import Practice
 from mailsupport.store.models import (
     PRIORITIES,
     Message,
@@ -130,6 +131,8 @@ def reply(
         language_hint=parent.text if parent else text,
         thread_reason=f"reply by {agent}",
     )
+    if t.first_response_at is None:  # the SLA's first response: a person answered
+        t.first_response_at = now
     who = ", ".join(a.address for a in (to, *copies))
     _event(session, t, "replied", f"to {who} as <{composed.message_id}>", agent, now)
     _set_status(session, t, status or ("open" if t.status == "new" else t.status), agent, now)
@@ -246,7 +249,16 @@ def assign(session: Session, t: Ticket, assignee: str | None, *, agent: str, now
     t.assignee = assignee
 
 
-def set_priority(session: Session, t: Ticket, level: str, *, agent: str, now: datetime) -> None:
+def set_priority(
+    session: Session,
+    t: Ticket,
+    level: str,
+    *,
+    agent: str,
+    now: datetime,
+    practice: Practice | None = None,
+) -> None:
+    """Change the priority; the SLA due times follow it when `practice` is given."""
     level = level.strip().lower()
     if level not in PRIORITIES:
         raise UsageError(f"unknown priority {level!r}: use one of {', '.join(PRIORITIES)}")
@@ -254,6 +266,61 @@ def set_priority(session: Session, t: Ticket, level: str, *, agent: str, now: da
         raise RefusedError(f"ticket #{t.number} has priority {level} already")
     _event(session, t, "priority", f"{t.priority} -> {level}", agent, now)
     t.priority = level
+    if practice is not None:
+        practice.set_due_times(t)
+
+
+MAX_LINE = 9
+
+
+def escalate(
+    session: Session,
+    outgoing: Outgoing,
+    t: Ticket,
+    *,
+    agent: str,
+    now: datetime,
+    to_line: int | None = None,
+    reason: str = "",
+) -> tuple[str, OutboxItem | None]:
+    """Move the ticket to another line (the next one by default) and tell that line's team
+    address when one is set. Returns what happened to the notice and its outbox item."""
+    line = to_line if to_line is not None else t.line + 1
+    if not 1 <= line <= MAX_LINE:
+        raise UsageError(f"line {line} does not exist: lines are 1 to {MAX_LINE}")
+    if line == t.line:
+        raise RefusedError(f"ticket #{t.number} is on line {line} already")
+    why = " ".join(reason.split())
+    what = "escalated" if line > t.line else "returned"
+    _event(session, t, what, f"line {t.line} -> {line}" + (f": {why}" if why else ""), agent, now)
+    t.line = line
+    team = outgoing.settings.team_addresses.get(line)
+    if not team:
+        return f"no notice (no address for line {line} in MAILSUPPORT_LINE_ADDRESSES)", None
+    if not outgoing.settings.smtp_host or not outgoing.settings.support_address:
+        return "no notice (outgoing mail is not set up)", None
+    item = outgoing.team_notice(
+        session, t, to=team, subject=f"{what} to line {line}", now=now,
+        text=_notice_text(session, t, line, why, agent),
+    )  # fmt: skip
+    return f"notice queued to {team}", item
+
+
+def _notice_text(session: Session, t: Ticket, line: int, why: str, agent: str) -> str:
+    last = last_from_customer(session, t)
+    customer = f"{t.requester_name} <{t.requester}>" if t.requester_name else t.requester
+    lines = [f'Ticket #{t.number} "{t.subject}" is now on line {line} (moved by {agent}).']
+    lines += [f"Reason: {why}"] if why else []
+    lines += [
+        f"Customer: {customer or 'unknown'}",
+        f"Priority: {t.priority}" + (f", type: {t.type}" if t.type else ""),
+        f"See it with: mailsupport show {t.number}",
+        "",
+        "This is an internal notice: work the ticket in mailsupport, do not reply to this mail.",
+    ]
+    if last is not None:
+        lines += ["", "The customer's last message:", "", last.text.strip()]
+    return "\n".join(lines)
 
 
 def parse_tag_changes(changes: Iterable[str]) -> tuple[list[str], list[str]]:

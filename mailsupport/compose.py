@@ -32,6 +32,7 @@ from typing import Any, Literal
 from mailsupport.errors import ConfigError, PermanentError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsing import safe_filename
+from mailsupport.quoting import new_text
 from mailsupport.templating import BodyContext, Templates
 from mailsupport.threads import normalize_subject
 
@@ -443,48 +444,13 @@ def format_date(when: datetime, language: str) -> str:
     return f"{when.day} {_MONTHS['en'][when.month - 1]} {when.year} at {when:%H:%M} UTC"
 
 
-# Where a mail client starts the copy of earlier mail below the new text.
-_HISTORY_SEPARATOR = re.compile(
-    r"\s*(-{2,}\s*(original message|исходное сообщение|forwarded message|"
-    r"пересылаемое сообщение)\s*-*|_{20,})\s*",
-    re.IGNORECASE,
-)
-
-
-def _is_quoted(line: str) -> bool:
-    return line.lstrip().startswith(">")
-
-
-def _new_text(lines: list[str]) -> list[str]:
-    """The lines the customer wrote this time: without the copy of earlier mail their
-    client put below (after a separator, or a trailing "> " block and its "... wrote:")."""
-    for i, line in enumerate(lines):
-        if _HISTORY_SEPARATOR.fullmatch(line):
-            lines = lines[:i]
-            break
-    end = len(lines)
-    while end and (not lines[end - 1].strip() or _is_quoted(lines[end - 1])):
-        end -= 1
-    if any(_is_quoted(line) for line in lines[end:]):
-        if end and lines[end - 1].rstrip().endswith(":"):  # "On ..., Anna wrote:"
-            end -= 1
-            if end and lines[end - 1].rstrip().endswith("<"):  # wrapped before the address
-                end -= 1
-        lines = lines[:end]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    while lines and not lines[0].strip():
-        lines.pop(0)
-    return lines
-
-
 def quote_text(
     text: str, max_lines: int = QUOTE_MAX_LINES, max_chars: int = QUOTE_MAX_CHARS
 ) -> str:
     """The customer's message as a "> " quote, without the history it quoted itself and
     cut at `max_lines` lines or `max_chars` characters (marked "> [...]")."""
     all_lines = [line.rstrip() for line in _clean_body(text).split("\n")]
-    lines = _new_text(all_lines)
+    lines = new_text(all_lines)
     if not lines:  # nothing but quoted text: quote all of it
         lines = "\n".join(all_lines).strip("\n").split("\n")
     if lines == [""]:
@@ -548,6 +514,7 @@ def compose(
     attachments: Sequence[tuple[str, str, bytes]] = (),
     tag_format: str = "[#{number}]",
     tag_pattern: re.Pattern[str] | None = None,
+    articles: Sequence[tuple[str, str]] = (),
 ) -> Composed:
     """One outgoing message of `kind`, answering `parent` when given.
 
@@ -596,6 +563,10 @@ def compose(
         quote_name=_author(parent) if parent else "",
         quote_date=format_date(parent.date, language) if parent and parent.date else "",
         date=format_date(now, language),
+        articles=[
+            {"title": clean_header(title), "text": _clean_body(body).strip("\n")}
+            for title, body in articles
+        ],
     )
     rendered = templates.render(kind, language, context)  # may raise: nothing built yet
 
@@ -630,3 +601,31 @@ def compose(
         if part is not message:
             del part["MIME-Version"]
     return Composed(message_id=message_id, message=message, text=rendered.text, html=rendered.html)
+
+
+def compose_notice(
+    *,
+    sender: Sender,
+    to: str,
+    subject: str,
+    text: str,
+    secret: bytes,
+    now: datetime,
+) -> Composed:
+    """A plain internal notice to a team address (an escalation), not a customer's mail:
+    no template, no threading, marked automatic so that no responder answers it."""
+    from_ = _mailbox(sender.name, sender.address)
+    recipient = _mailbox("", to)
+    message_id = make_message_id(secret, from_.domain, now)
+    message = EmailMessage(policy=POLICY)
+    message["From"] = from_
+    message["To"] = recipient
+    message["Subject"] = clean_header(subject)[:SUBJECT_MAX_CHARS]
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = f"<{message_id}>"
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Auto-Response-Suppress"] = "All"
+    message["X-Loop"] = from_.addr_spec
+    body = _clean_body(text).strip("\n") + "\n"
+    message.set_content(body)
+    return Composed(message_id=message_id, message=message, text=body, html=None)

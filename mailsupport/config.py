@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     # At most this many articles suggested in an acknowledgement; 0 = none.
     kb_suggestions: int = Field(default=3, ge=0, le=10)
 
+    # Classification rules for new tickets (TOML, see the README); "" = none.
+    rules_file: str = ""
+    # Team addresses told when a ticket is escalated to their line: "2=l2@example.com, ...".
+    line_addresses: str = ""
+    # SLA targets per priority ("" = none) and the hours they count in ("" = round the clock).
+    sla_first_response: str = "urgent=1h, high=4h, normal=1d, low=3d"
+    sla_resolution: str = "urgent=1d, high=3d, normal=5d, low=10d"
+    timezone: str = "UTC"  # of the business hours (an IANA name like Europe/Moscow)
+    business_hours: str = ""
+
     imap_host: str = ""
     imap_port: int = Field(default=0, ge=0, le=65535)  # 0: 993 for ssl, 143 otherwise
     imap_user: str = ""
@@ -134,6 +144,44 @@ class Settings(BaseSettings):
         number, unit = match.groups()
         return int(number) * {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}[unit]
 
+    @field_validator("sla_first_response", "sla_resolution")
+    @classmethod
+    def _targets(cls, value: str) -> str:
+        from mailsupport.sla import parse_targets
+
+        parse_targets(value)  # ValueError names the bad part
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone: use a name like Europe/Moscow or UTC") from None
+        return value.strip()
+
+    @field_validator("business_hours")
+    @classmethod
+    def _hours(cls, value: str, info: Any) -> str:
+        from mailsupport.sla import parse_hours
+
+        parse_hours(value, info.data.get("timezone", "UTC"))
+        return value
+
+    @field_validator("line_addresses")
+    @classmethod
+    def _line_addresses(cls, value: str) -> str:
+        _parse_line_addresses(value)
+        return value
+
+    @property
+    def team_addresses(self) -> dict[int, str]:
+        """Line number -> the address told when a ticket is escalated to that line."""
+        return _parse_line_addresses(self.line_addresses)
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -183,6 +231,16 @@ class Settings(BaseSettings):
 
     def format_tag(self, number: int) -> str:
         return self.ticket_tag.replace("{number}", str(number))
+
+
+def _parse_line_addresses(value: str) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for item in filter(None, (x.strip() for x in value.split(","))):
+        line, equals, address = item.partition("=")
+        if not equals or not line.strip().isdigit() or "@" not in address:
+            raise ValueError(f"{item!r}: write line=address, like 2=second-line@example.com")
+        found[int(line)] = address.strip()
+    return found
 
 
 def _env_file(config_path: str | None) -> Path | None:

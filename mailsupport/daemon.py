@@ -146,7 +146,7 @@ class Daemon:
         """Work until stopped. Raises ConfigError when the configuration is wrong at startup
         (before the first successful pass); any later trouble is logged and retried."""
         log.info("daemon started for %s", self.where)
-        self.pipeline.acks.check()  # a broken template stops us before any mail is taken
+        self.pipeline.check()  # a broken template or rules file stops us before taking mail
         try:
             while not self.stopping:
                 if self._take_lock():

@@ -14,7 +14,15 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from mailsupport.compose import Composed, Kind, Sender, ThreadParent, compose, load_or_create_secret
+from mailsupport.compose import (
+    Composed,
+    Kind,
+    Sender,
+    ThreadParent,
+    compose,
+    compose_notice,
+    load_or_create_secret,
+)
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address
@@ -81,7 +89,9 @@ class Outgoing:
         author: str = "",
         attachments: Sequence[FilePart] = (),
         language_hint: str = "",
+        language: str = "",
         thread_reason: str,
+        articles: Sequence[tuple[str, str]] = (),
     ) -> tuple[Composed, OutboxItem]:
         """Compose `kind`, queue it, and store it on `ticket`. Raises TemplateError or
         ComposeError before anything is written."""
@@ -99,7 +109,8 @@ class Outgoing:
             ticket_number=ticket.number,
             ticket_subject=ticket.subject,
             parent=parent,
-            language=choose_language(s.language, language_hint or (parent.text if parent else "")),
+            language=language
+            or choose_language(s.language, language_hint or (parent.text if parent else "")),
             templates=self.templates,
             secret=self.key(),
             now=now,
@@ -108,6 +119,7 @@ class Outgoing:
             attachments=attachments,
             tag_format=s.ticket_tag,
             tag_pattern=s.tag_pattern,
+            articles=articles,
         )
         mail = composed.message
         envelope = [a.address for a in (*to, *cc) if a.key not in s.our_addresses]
@@ -157,6 +169,32 @@ class Outgoing:
         # The customer's answer threads here by its In-Reply-To.
         index_refs(session, ticket.id, [composed.message_id])
         return composed, item
+
+    def team_notice(
+        self, session: Session, ticket: Ticket, *, to: str, subject: str, now: datetime, text: str
+    ) -> OutboxItem:
+        """Queue an internal notice about `ticket` to a team address. Not stored as a ticket
+        message and not indexed: an answer to it must not land in the customer's ticket."""
+        s = self.settings
+        assert ticket.id is not None and ticket.number is not None
+        composed = compose_notice(
+            sender=Sender(s.support_name, s.support_address),
+            to=to,
+            subject=f"{s.format_tag(ticket.number)} {subject}: {ticket.subject}",
+            text=text,
+            secret=self.key(),
+            now=now,
+        )
+        return enqueue(
+            session,
+            ticket_id=ticket.id,
+            kind="notice",
+            message=composed.message,
+            message_id=composed.message_id,
+            mail_from=s.support_address,
+            recipients=[to],
+            now=now,
+        )
 
 
 def _as_json(address: Address) -> dict[str, str]:

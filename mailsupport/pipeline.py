@@ -17,6 +17,7 @@ from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsing import parse
+from mailsupport.practice import Practice
 from mailsupport.rules import is_automated, is_bounce
 from mailsupport.store import tickets as db
 from mailsupport.store.db import Store
@@ -71,6 +72,13 @@ class Pipeline:
         self.store = store
         self.files = AttachmentStore(settings.data_dir / "attachments")
         self.acks = Acknowledger(settings)
+        self.practice = Practice(settings)
+
+    def check(self) -> None:
+        """Raise ConfigError for what would fail on every message: broken templates (when
+        acknowledging) or a broken rules file. Run before taking any mail."""
+        self.acks.check()
+        self.practice.check()
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -197,10 +205,16 @@ class Pipeline:
             if decision.merge_ids:
                 others = [session.get(Ticket, i) for i in decision.merge_ids]
                 db.merge_tickets(session, ticket, [t for t in others if t], decision.reason, now)
+            created = ticket.created_at
             self._join(session, ticket, message, title, customer, at, outgoing, now)
+            if ticket.created_at != created and ticket.resolution_due is not None:
+                self.practice.set_due_times(ticket)  # an earlier message arrived late
             kind = REPLY
 
         assert ticket.id is not None
+        if kind == NEW and not outgoing:  # classify, then due times follow the priority
+            self.practice.classify_new(session, ticket, message, now)
+            self.practice.set_due_times(ticket)
         row = Message(
             ticket_id=ticket.id,
             message_id=message.message_id,

@@ -113,6 +113,8 @@ class BodyContext:
     quote_name: str  # who wrote the quoted message (name, else address)
     quote_date: str  # when, formatted for the language; "" when unknown
     date: str  # when this mail is sent, formatted for the language
+    # Knowledge-base articles that may answer the customer (ack): dicts with title and text.
+    articles: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -138,10 +140,14 @@ def sample_contexts(kind: str, language: str) -> list[BodyContext]:
         quote_name="Anna Example",
         quote_date="2 марта 2026 г. в 09:20 UTC" if ru else "2 March 2026 at 09:20 UTC",
         date="3 марта 2026 г. в 10:00 UTC" if ru else "3 March 2026 at 10:00 UTC",
-    )
+        articles=[{"title": "Как сбросить пароль" if ru else "How to reset your password",
+                   "text": "Step <one>\nStep two"}],
+    )  # fmt: skip
     empty = dataclasses.replace(
-        full, customer_name="", agent_name="", text="", quote="", quote_name="", quote_date=""
-    )
+        full,
+        customer_name="", agent_name="", text="", quote="", quote_name="", quote_date="",
+        articles=[],
+    )  # fmt: skip
     return [full, empty]
 
 

@@ -519,3 +519,38 @@ def test_smtp_down_for_several_poll_cycles_loses_nothing(
         f"p{i}@customer.example.org" for i in range(3)
     ]
     assert all(i.status == "sent" and i.attempts == 6 for i in acks_in(store))
+
+
+# ------------------------------------------------------------------------------------------
+# Knowledge-base suggestions
+# ------------------------------------------------------------------------------------------
+
+
+def test_the_acknowledgement_suggests_matching_articles_in_the_customers_language(
+    settings: Settings, store: Store, smtp_server: SmtpServer
+) -> None:
+    desk = desk_settings(settings, smtp_server, kb_dir=str(ROOT / "kb"))
+    pipeline = Pipeline(desk, store)
+    raw = make_message(
+        "inv@customer.example.org",
+        subject="Не пришёл счёт за март",
+        body="Добрый день! Счета за март так и не пришли на почту бухгалтерии. Пришлите, "
+        "пожалуйста.",
+    )
+    outcome = take(pipeline, raw)
+    assert outcome.ack.endswith(" with articles invoices-ru")
+    unrelated = make_message(
+        "weather@other.example.org", sender="Boris <boris@other.example.org>",
+        subject="Поздравляем с праздником", body="Желаем хорошей погоды и отличного настроения!",
+    )  # fmt: skip
+    plain = take(pipeline, unrelated)
+    assert plain.ack.startswith("acknowledged") and "articles" not in plain.ack
+    send(store, desk)
+    first, second = (parsed(a.data) for a in smtp_server.arrivals)
+    text = first.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "возможно, вам помогут эти статьи" in text
+    assert "* Где найти счета и закрывающие документы" in text
+    html = first.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "<h3" in html and "Где найти счета" in html
+    other = second.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "статьи" not in other

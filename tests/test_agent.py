@@ -460,3 +460,26 @@ def test_mail_to_a_ticket_closed_long_ago_opens_a_new_one_that_follows_it(
         assert any(e.action == "followed" for e in events(store))
     else:
         assert landed == number and ticket_row(store, number).status == "open"
+
+
+def test_reply_with_knowledge_base_articles(
+    env: dict[str, str], settings: Settings, store: Store, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    number = customer_ticket(settings, store)
+    kb_env = {**env, "MAILSUPPORT_KB_DIR": str(ROOT / "kb")}
+    result = cli(kb_env, "reply", str(number), "-m", "Вот инструкция:", "--kb", "invoices-ru")
+    assert result.exit_code == 0, result.output
+    text = body(parsed(smtp_server.arrivals[0].data))
+    assert text.index("Вот инструкция:") < text.index("Где найти счета и закрывающие документы")
+
+    # In the editor the article is already in place above the marker; saving as is sends it.
+    command, seen = editor(tmp_path, "")
+    result = cli({**kb_env, "EDITOR": command}, "reply", str(number), "--kb", "vpn-login-ru")
+    assert result.exit_code == 0, result.output
+    marker = "# ------------------------ >8 ------------------------"
+    assert "Не подключается VPN" in seen.read_text(encoding="utf-8").split(marker)[0]
+    assert "Не подключается VPN" in body(parsed(smtp_server.arrivals[1].data))
+
+    missing = CliRunner().invoke(app, ["reply", str(number), "-m", "x", "--kb", "nope"], env=kb_env)
+    assert missing.exit_code == 1 and "nope" in missing.output
+    assert len(smtp_server.arrivals) == 2

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
     from mailsupport.cli.app import State
+    from mailsupport.config import Settings
     from mailsupport.mail import Address
     from mailsupport.store.models import Ticket
 
@@ -60,6 +61,9 @@ def reply(
     cc: list[str] = typer.Option(
         [], "--cc", metavar="ADDR", help="Copy someone else (repeat for more)."
     ),
+    kb: list[str] = typer.Option(
+        [], "--kb", metavar="ARTICLE", help="Insert a knowledge-base article (repeat for more)."
+    ),
     close: bool = typer.Option(False, "--close", help="Close the ticket with this reply."),
     pending: bool = typer.Option(
         False, "--pending", help="Set the ticket pending (waiting for the customer)."
@@ -85,10 +89,15 @@ def reply(
     who = agent.agent_name(settings, as_)
     copies = _addresses(cc)
     files = [file_part(path.name, _read_attachment(path)) for path in attach]
+    articles = _articles(settings, kb)
     store = st.store()
     with store.read() as session:
         title, conversation = _context(session, agent.ticket(session, number))
-    text = _text(message, file, f"reply to {title}", "reply", conversation)
+    if message is None and file is None:  # the editor starts with the articles in place
+        text = _text(None, None, f"reply to {title}", "reply", conversation, articles)
+    else:
+        text = _text(message, file, f"reply to {title}", "reply", conversation)
+        text = f"{text}\n\n{articles}" if articles else text
     with _kept_on_failure(text, "reply"), store.write() as session:
         t = agent.ticket(session, number)
         composed, item = agent.reply(
@@ -211,16 +220,52 @@ def priority(
     level: str = typer.Argument(..., metavar="LEVEL", help="low, normal, high or urgent."),
     as_: str | None = AS_OPTION,
 ) -> None:
-    """Set a ticket's priority: low, normal, high or urgent."""
+    """Set a ticket's priority: low, normal, high or urgent (SLA due times follow it)."""
     from mailsupport import agent
+    from mailsupport.practice import Practice
 
     st = state(ctx)
     who = agent.agent_name(st.settings, as_)
     with st.store().write() as session:
         t = agent.ticket(session, number)
-        agent.set_priority(session, t, level, agent=who, now=utcnow())
+        agent.set_priority(
+            session, t, level, agent=who, now=utcnow(), practice=Practice(st.settings)
+        )
         summary = f"ticket #{t.number} priority {t.priority}"
     typer.echo(summary)
+
+
+@app.command("escalate", rich_help_panel=AGENT)
+def escalate(
+    ctx: typer.Context,
+    number: int = NUMBER,
+    to: int | None = typer.Option(
+        None, "--to", metavar="LINE", help="The line to move it to (default: the next one)."
+    ),
+    reason: str = typer.Option("", "--reason", metavar="TEXT", help="Why, for the history."),
+    no_send: bool = typer.Option(
+        False, "--no-send", help="Only queue the team's notice; the daemon sends it."
+    ),
+    as_: str | None = AS_OPTION,
+) -> None:
+    """Move a ticket to another line of support (the next one by default).
+
+    Recorded in the history; the line's team address (MAILSUPPORT_LINE_ADDRESSES) gets a
+    notice by mail. `--to 1` returns it to the first line."""
+    from mailsupport import agent
+    from mailsupport.outgoing import Outgoing
+
+    st = state(ctx)
+    who = agent.agent_name(st.settings, as_)
+    with st.store().write() as session:
+        t = agent.ticket(session, number)
+        notice, item = agent.escalate(
+            session, Outgoing(st.settings), t, agent=who, now=utcnow(), to_line=to, reason=reason
+        )
+        summary = f"ticket #{t.number} is on line {t.line} now; {notice}"
+        item_id = item.id if item is not None else None
+    typer.echo(summary)
+    _send_now(st, item_id, no_send)
 
 
 @app.command(
@@ -347,7 +392,23 @@ def _context(session: Session, t: Ticket) -> tuple[str, str]:
     return title, "\n".join(lines)
 
 
-def _text(message: str | None, file: str | None, title: str, what: str, conversation: str) -> str:
+def _articles(settings: Settings, slugs: list[str]) -> str:
+    """The text of the knowledge-base articles named by --kb, one after another."""
+    if not slugs:
+        return ""
+    from mailsupport.kb import article_text, find_article
+
+    return "\n\n".join(article_text(find_article(settings, s)).strip("\n") for s in slugs)
+
+
+def _text(
+    message: str | None,
+    file: str | None,
+    title: str,
+    what: str,
+    conversation: str,
+    prefill: str = "",
+) -> str:
     """The text from -m, --file or the editor; leading and trailing blank lines dropped."""
     if message is not None and file is not None:
         raise UsageError("give the text with -m or --file, not both")
@@ -361,19 +422,19 @@ def _text(message: str | None, file: str | None, title: str, what: str, conversa
         except (OSError, UnicodeDecodeError) as error:
             raise UsageError(f"cannot read {file}: {error}") from None
     else:
-        text = _edit(title, what, conversation)
+        text = _edit(title, what, conversation, prefill)
     text = text.strip("\n").rstrip()
     if not text.strip():
         raise RefusedError(f"empty {what}: nothing done")
     return text
 
 
-def _edit(title: str, what: str, conversation: str) -> str:
+def _edit(title: str, what: str, conversation: str, prefill: str = "") -> str:
     """Open $VISUAL or $EDITOR on a draft and return what was written above the marker."""
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     draft = "\n".join(
         [
-            "",
+            f"\n\n{prefill}\n" if prefill else "",
             MARKER,
             f"# Write your {what} above the line; everything below it is ignored.",
             f"# This is the {title}.",

@@ -27,7 +27,7 @@ def poll(ctx: typer.Context) -> None:
     store = st.store()
     where = f"{settings.imap_account}/{settings.imap_folder}"
     pipeline = Pipeline(settings, store)
-    pipeline.acks.check()  # a broken template stops us before any mail is taken
+    pipeline.check()  # a broken template or rules file stops us before any mail is taken
     with exclusive(store, *folder_lock(settings)) as held:
         if not held:
             typer.echo(f"another poll of {where} is running; nothing to do")

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from mailsupport.errors import ConfigError, MailSupportError, SchemaError, TemporaryError
 
 # The Alembic revision this code expects. tests/test_migrations.py checks it is the head.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_SECONDS = 30
 # PostgreSQL writers take this transaction-level advisory lock first, so they take turns as

@@ -48,6 +48,8 @@ class Ticket(SQLModel, table=True):
         sa.Index("ix_tickets_queue_updated_at", "queue", "updated_at"),
         sa.Index("ix_tickets_priority_updated_at", "priority", "updated_at"),
         sa.Index("ix_tickets_status_updated_at", "status", "updated_at"),
+        sa.Index("ix_tickets_line_updated_at", "line", "updated_at"),
+        sa.Index("ix_tickets_type_updated_at", "type", "updated_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -65,6 +67,13 @@ class Ticket(SQLModel, table=True):
     queue: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
     # Opened by a reply to a ticket closed longer than REOPEN_DAYS: that ticket.
     follows_id: int | None = Field(default=None, foreign_key="tickets.id")
+    # Classification and routing: question, incident, bug, billing, access, ... ("" = none).
+    type: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
+    line: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # 1 = first line
+    # SLA: when an agent first answered, and when the answer and the resolution are due.
+    first_response_at: datetime | None = _time(default=None)
+    first_response_due: datetime | None = _time(default=None, index=True)
+    resolution_due: datetime | None = _time(default=None, index=True)
 
 
 class TicketTag(SQLModel, table=True):
