@@ -117,3 +117,21 @@ def test_doctor_checks_smtp_when_configured(env_for_cli, store) -> None:  # type
         server.stop()
     down = invoke(env, "doctor")
     assert "FAIL  SMTP: cannot connect to" in down.output
+
+
+def test_doctor_checks_the_rules_file_and_the_knowledge_base(env_for_cli, store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "a"\nif.subject = "x"\nthen.queue = "q"\n')
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("---\ntitle: A\n---\nBody\n")
+    env = {**env_for_cli, "MAILSUPPORT_RULES_FILE": str(rules), "MAILSUPPORT_KB_DIR": str(kb)}
+    good = invoke(env, "doctor")
+    assert f"ok    rules: {rules}, 1 rules" in good.output
+    assert f"ok    knowledge base: {kb}" in good.output
+    rules.write_text('[[rule]]\nname = "a"\nif.subjct = "x"\nthen.queue = "q"\n')
+    (kb / "b.md").write_text("no header here\n")
+    bad = invoke(env, "doctor")
+    assert bad.exit_code == 1
+    assert "FAIL  rules: " in bad.output and "line 3: unknown condition 'subjct'" in bad.output
+    assert "FAIL  knowledge base: " in bad.output and "b.md" in bad.output

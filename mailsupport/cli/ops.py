@@ -127,7 +127,7 @@ def _waiting_on_server(settings: Any, folders: Any) -> dict[str, Any]:
 
 @app.command("doctor", rich_help_panel=OPERATOR)
 def doctor(ctx: typer.Context) -> None:
-    """Check settings, data directory, database, IMAP and templates; say how to fix problems.
+    """Check settings, data, database, templates, rules, KB, IMAP, SMTP; say how to fix them.
 
     Exit 0 when everything works, 1 when something needs fixing."""
     st = state(ctx)
@@ -151,6 +151,10 @@ def doctor(ctx: typer.Context) -> None:
     check("data directory", lambda: _check_data_dir(settings.data_dir))
     check("database", lambda: _check_database(st))
     check("templates", lambda: _check_templates(settings.templates_path))
+    if settings.rules_file:
+        check("rules", lambda: _check_rules(settings.rules_file))
+    if settings.kb_dir:
+        check("knowledge base", lambda: _check_kb(settings.kb_dir))
     if settings.imap_host:
         check("IMAP", lambda: _check_imap(settings))
     else:
@@ -210,6 +214,25 @@ def _check_templates(directory: Any) -> str:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(problems[0] + more)
     return f"{directory} over the built-in ones" if directory else "built-in"
+
+
+def _check_rules(path: str) -> str:
+    from pathlib import Path
+
+    from mailsupport.routing import load_rules
+
+    return f"{path}, {len(load_rules(Path(path)))} rules"
+
+
+def _check_kb(directory: str) -> str:
+    from mailsupport.errors import ConfigError
+    from mailsupport.kb import check_kb
+
+    problems = check_kb(directory)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+    return directory
 
 
 def _check_smtp(settings: Any) -> str:
