@@ -31,6 +31,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in ("resolution_due", "first_response_due", "type_updated_at", "line_updated_at"):
         op.drop_index(f"ix_tickets_{name}", table_name="tickets")
-    with op.batch_alter_table("tickets") as batch:
-        for column in ("resolution_due", "first_response_due", "first_response_at", "line", "type"):
-            batch.drop_column(column)
+    # Not batch mode: on SQLite that rebuilds `tickets`, which the foreign keys of every
+    # other table forbid. SQLite 3.35 and later drop a plain column in place.
+    for column in ("resolution_due", "first_response_due", "first_response_at", "line", "type"):
+        if op.get_bind().dialect.name == "sqlite":
+            op.execute(f"ALTER TABLE tickets DROP COLUMN {column}")
+        else:
+            op.drop_column("tickets", column)
