@@ -10,6 +10,7 @@ from mailsupport.cli import (  # noqa: F401  (registers the commands)
     mailbox,
     ops,
     outboxcmd,
+    reportcmd,
     rulescmd,
     searchcmd,
     tickets,
