@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.core import TyperGroup
 
-from mailsupport.errors import MailSupportError
+from mailsupport.errors import MailSupportError, UsageError
 
 if TYPE_CHECKING:
     from mailsupport.config import Settings
@@ -79,6 +80,20 @@ class State:
             self._store = Store.open(self.settings.db_url, check_schema=check_schema)
         return self._store
 
+    def agent_name(self, given: str | None = None) -> str:
+        """Who is working: --as NAME, else MAILSUPPORT_AGENT, else the login name."""
+        name = (given or self.settings.agent or "").strip()
+        if not name:
+            import getpass
+
+            try:
+                name = getpass.getuser()
+            except (KeyError, OSError):  # no passwd entry (some containers)
+                name = ""
+        if not name:
+            raise UsageError("who are you? set MAILSUPPORT_AGENT or pass --as NAME")
+        return " ".join(name.split())
+
 
 @app.callback()
 def _main(
@@ -106,6 +121,15 @@ def utcnow() -> datetime:
 
 def print_json(value: Any) -> None:
     typer.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def use_colour(stream: Any = None) -> bool:
+    """Colour only for a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    stream = sys.stdout if stream is None else stream
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def local_time(value: datetime | None) -> str:

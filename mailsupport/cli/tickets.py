@@ -1,19 +1,35 @@
-"""Read side for people and scripts: `list`, `show`, `export`."""
+"""Read side for people and scripts: `list`, `show`, `export`.
+
+These read through `store.queries.reading`, which on SQLite needs neither SQLAlchemy nor
+the models: keep heavy imports out of this module and inside the commands.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
-from datetime import datetime
-from typing import Any
+import sys
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import typer
 
-from mailsupport.cli.app import app, local_time, print_json, state
+from mailsupport.cli.app import app, print_json, state, use_colour, utcnow
 from mailsupport.errors import NotFoundError, UsageError
 
+if TYPE_CHECKING:
+    from mailsupport.cli.app import State
+    from mailsupport.store.queries import Reader
+
 AGENT = "Agent"
-STATUSES = ("new", "open", "pending", "closed")
+STATUSES = ("new", "open", "pending", "closed")  # as models.TICKET_STATUSES, without importing it
+PRIORITIES = ("low", "normal", "high", "urgent")  # as models.PRIORITIES
+SORT_KEYS = ("updated", "created", "priority", "number")
+UNASSIGNED = "none"
+_DURATION = re.compile(r"(\d+)\s*([mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 @app.command("list", rich_help_panel=AGENT)
@@ -22,53 +38,166 @@ def list_(
     status: str | None = typer.Option(
         None, help="Only tickets with this status: " + ", ".join(STATUSES)
     ),
+    mine: bool = typer.Option(False, "--mine", help="Only tickets assigned to me."),
+    as_name: str | None = typer.Option(
+        None,
+        "--as",
+        metavar="NAME",
+        help="Who I am for --mine (default: MAILSUPPORT_AGENT, else the login name).",
+    ),
+    assignee: str | None = typer.Option(
+        None, metavar="NAME", help=f"Only tickets assigned to NAME; `{UNASSIGNED}`: unassigned."
+    ),
+    priority: str | None = typer.Option(
+        None, help="Only tickets with this priority: " + ", ".join(PRIORITIES)
+    ),
+    queue: str | None = typer.Option(None, metavar="NAME", help="Only tickets in this queue."),
+    line: int | None = typer.Option(
+        None, min=1, max=9, metavar="LINE", help="Only tickets on this line of support (1, 2...)."
+    ),
+    type_: str | None = typer.Option(
+        None, "--type", metavar="TYPE", help="Only tickets of this type (billing, incident...)."
+    ),
+    overdue: bool = typer.Option(
+        False,
+        "--overdue",
+        help="Only open tickets past their first-response or resolution due time.",
+    ),
+    due_within: str | None = typer.Option(
+        None,
+        "--due-within",
+        metavar="DURATION",
+        help="Only open tickets due (first response or resolution) within 30m, 4h, 2d...; "
+        "overdue ones included.",
+    ),
+    tag: list[str] = typer.Option(
+        [], "--tag", metavar="TAG", help="Only tickets with this tag (repeat: all of them)."
+    ),
+    since: str | None = typer.Option(
+        None,
+        metavar="WHEN",
+        help="Only tickets updated since a date (2026-03-01, local time) or for a while "
+        "(30m, 12h, 7d, 2w).",
+    ),
+    sort: str = typer.Option(
+        "updated",
+        metavar="KEY",
+        help="Order by updated, created, number (newest first) or priority (most urgent "
+        "first, then updated).",
+    ),
+    reverse: bool = typer.Option(False, "--reverse", help="The opposite order."),
     limit: int = typer.Option(50, min=1, help="At most this many tickets."),
     offset: int = typer.Option(0, min=0, help="Skip this many (for paging)."),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
-    """List tickets, most recently updated first."""
-    from mailsupport.store.queries import list_tickets, ticket_dict
+    """List tickets, most recently updated first.
 
-    if status is not None and status not in STATUSES:
-        raise UsageError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
-    with state(ctx).store().read() as session:
-        rows = list_tickets(session, status, limit, offset)
+    Filters combine: --status open --mine lists my open tickets. Paging: --limit and
+    --offset; the table says when there are more."""
+    from mailsupport.store.queries import TicketFilter, list_tickets
+
+    st = state(ctx)
+    if mine and assignee is not None:
+        raise UsageError("--mine and --assignee cannot be combined")
+    if as_name is not None and not mine:
+        raise UsageError("--as NAME goes with --mine (or use --assignee NAME)")
+    if sort not in SORT_KEYS:
+        raise UsageError(f"unknown sort key {sort!r}: use one of {', '.join(SORT_KEYS)}")
+    unassigned = not mine and assignee is not None and assignee.strip().lower() == UNASSIGNED
+    who = st.agent_name(as_name) if mine else None if unassigned else assignee
+    where = TicketFilter(
+        status=_choice("status", status, STATUSES),
+        assignee=None if who is None else " ".join(who.split()),  # as `assign` stores it
+        unassigned=unassigned,
+        priority=_choice("priority", priority, PRIORITIES),
+        queue=queue,
+        tags=tuple(t.strip().lower() for t in tag),  # tags are kept lowercased
+        since=None if since is None else parse_since(since, utcnow()),
+        line=line,
+        type=type_.strip().lower() if type_ else None,
+        due_before=_due_before(overdue, due_within, utcnow()),
+    )
+    with _reading(st) as reader:
+        # One more than asked, to tell whether there is a next page.
+        rows = list_tickets(reader, where, sort, reverse, limit + 1, offset)
+    more = len(rows) > limit
+    rows = rows[:limit]
     if as_json:
-        print_json([ticket_dict(t) | {"messages": n} for t, n in rows])
+        print_json(rows)
         return
     if not rows:
         typer.echo("no tickets")
         return
-    width = shutil.get_terminal_size((100, 20)).columns
-    header = f"{'#':>6}  {'STATUS':<7}  {'UPDATED':<16}  {'MSGS':>4}  {'REQUESTER':<28}  SUBJECT"
-    typer.echo(header)
-    for ticket, count in rows:
-        line = (
-            f"{ticket.number:>6}  {ticket.status:<7}  {local_time(ticket.updated_at):<16}  "
-            f"{count:>4}  {_clip(ticket.requester, 28):<28}  {ticket.subject}"
-        )
-        typer.echo(_clip(line, width))
+    from mailsupport.cli.render import ticket_table
+
+    terminal = sys.stdout.isatty()
+    width = shutil.get_terminal_size((100, 20)).columns if terminal else None
+    for line in ticket_table(rows, width, use_colour()):
+        typer.echo(line)
+    if more:
+        typer.echo(f"(more: --offset {offset + limit})")
 
 
 @app.command("show", rich_help_panel=AGENT)
 def show(
     ctx: typer.Context,
     number: int = typer.Argument(..., metavar="N", help="Ticket number."),
+    full: bool = typer.Option(
+        False, "--full", help="Show quoted history in full instead of folding it away."
+    ),
+    history: bool = typer.Option(
+        False, "--history", help="Also list every change to the ticket: when, who, what."
+    ),
+    raw: str | None = typer.Option(
+        None,
+        "--raw",
+        metavar="MESSAGE",
+        help="Print one message's original bytes: its number in the conversation ([1] is "
+        "the first) or its Message-ID.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
-    """Show a ticket: its conversation in order, attachments and history."""
-    from mailsupport.store.queries import ticket_detail
-    from mailsupport.store.tickets import ticket_by_number
+    """Show a ticket: its conversation in order, attachments and notes.
 
-    with state(ctx).store().read() as session:
-        ticket = ticket_by_number(session, number)
+    Quoted history in the messages is folded away (--full shows it); --history adds every
+    change to the ticket."""
+    from mailsupport.store.queries import (
+        find_message,
+        original_bytes,
+        ticket_by_number,
+        ticket_detail,
+    )
+
+    st = state(ctx)
+    with _reading(st) as reader:
+        ticket = ticket_by_number(reader, number)
         if ticket is None:
             raise NotFoundError(f"no ticket #{number} (see `mailsupport list`)")
-        detail = ticket_detail(session, ticket)
+        if raw is not None:
+            message = find_message(reader, ticket, raw)
+            if message is None:
+                raise NotFoundError(
+                    f"ticket #{ticket.number} has no message {raw} "
+                    "(a number shown by `mailsupport show`, or a Message-ID)"
+                )
+            data = original_bytes(reader, message)
+            if data is None:
+                what = "an internal note" if message.direction == "note" else "not stored"
+                raise NotFoundError(
+                    f"message {raw} of ticket #{ticket.number} has no bytes: {what}"
+                )
+        else:
+            detail = ticket_detail(reader, ticket)
+    if raw is not None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
     if as_json:
         print_json(detail)
         return
-    typer.echo(_render(detail, asked=number))
+    from mailsupport.cli.render import ticket_text
+
+    typer.echo(ticket_text(detail, number, full=full, history=history, colour=use_colour()))
 
 
 @app.command("export", rich_help_panel=AGENT)
@@ -76,42 +205,46 @@ def export(ctx: typer.Context) -> None:
     """Every ticket with its messages as JSON Lines on stdout, one ticket per line."""
     from mailsupport.store.queries import export_tickets
 
-    with state(ctx).store().read() as session:
-        for line in export_tickets(session):
+    with _reading(state(ctx)) as reader:
+        for line in export_tickets(reader):
             typer.echo(json.dumps(line, ensure_ascii=False))
 
 
-def _render(detail: dict[str, Any], asked: int) -> str:
-    out = []
-    if detail["number"] != asked:
-        out.append(f"(ticket #{asked} was merged into #{detail['number']})")
-    requester = detail["requester"]
-    if detail["requester_name"]:
-        requester = f"{detail['requester_name']} <{requester}>"
-    out.append(f"#{detail['number']}  {detail['subject']}")
-    out.append(
-        f"status {detail['status']}, priority {detail['priority']}, requester {requester}, "
-        f"{len(detail['messages'])} messages"
-    )
-    for message in detail["messages"]:
-        arrow = {"in": "<<", "out": ">>", "note": "--"}.get(message["direction"], "??")
-        out.append("")
-        when = local_time(datetime.fromisoformat(message["date"]))
-        out.append(f"{arrow} {message['from']}  {when}")
-        out.append(f"   {message['subject']}")
-        out.append(f"   [{message['thread_reason']}]")
-        if message["ack"]:
-            out.append(f"   [{message['ack']}]")
-        if message["delivery"]:
-            delivery = message["delivery"]
-            trouble = f": {delivery['last_error']}" if delivery["last_error"] else ""
-            out.append(f"   [delivery {delivery['status']}{trouble}]")
-        out.append("")
-        out.extend("   " + line if line else "" for line in message["text"].splitlines())
-        for part in message["attachments"]:
-            out.append(f"   + {part['filename']} ({part['content_type']}, {part['size']} bytes)")
-    return "\n".join(out)
+def _reading(st: State) -> AbstractContextManager[Reader]:
+    from mailsupport.store.queries import reading
+
+    return reading(st.settings.db_url, st.store)
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value not in choices:
+        raise UsageError(f"unknown {name} {value!r}: use one of {', '.join(choices)}")
+    return value
+
+
+def _due_before(overdue: bool, due_within: str | None, now: datetime) -> datetime | None:
+    if due_within is None:
+        return now if overdue else None
+    match = _DURATION.fullmatch(due_within.strip().lower())
+    if not match:
+        raise UsageError(f"--due-within {due_within!r}: use a duration like 30m, 4h, 2d, 1w")
+    return now + timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """A duration back from `now` (30m, 12h, 7d, 2w) or a date or time in local time."""
+    text = value.strip().lower()
+    match = _DURATION.fullmatch(text)
+    if match:
+        return now - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        when = datetime.fromisoformat(text.upper())
+    except ValueError:
+        raise UsageError(
+            f"--since {value!r}: use a date (2026-03-01), a time (2026-03-01T09:00) "
+            "or a duration (30m, 12h, 7d, 2w)"
+        ) from None
+    return when.astimezone() if when.tzinfo is None else when  # naive: the local zone

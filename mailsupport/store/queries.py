@@ -1,37 +1,278 @@
-"""Read-side queries: tickets and messages as plain dicts for the CLI, JSON and export."""
+"""Read-side queries: tickets and messages as plain dicts for the CLI, JSON and export.
+
+`list`, `show` and `export` read through a `Reader`: plain SQL text that runs unchanged on
+SQLite and PostgreSQL. On SQLite the reader talks to the stdlib `sqlite3` module directly,
+because importing SQLAlchemy and SQLModel takes most of a second of a command that should
+answer in a fraction of one (see docs/benchmarks.md). Every other database is read through a
+SQLAlchemy connection of the usual `Store`, with the same SQL. The schema is still checked
+(and a brand-new database created) by `Store`, exactly as for every other command.
+
+Module level imports stay light on purpose: SQLAlchemy, SQLModel and the models are imported
+inside the functions that need them.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlmodel import Session, col, select
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
-from mailsupport.store.models import (
-    Attachment,
-    Message,
-    OutboxItem,
-    Participant,
-    QuarantineEntry,
-    RawMessage,
-    Ticket,
-    TicketEvent,
+    from mailsupport.store.db import Store
+    from mailsupport.store.models import QuarantineEntry
+
+# Waiting for a writer's lock, as store.db.SQLITE_BUSY_SECONDS (in WAL mode readers seldom do).
+SQLITE_BUSY_SECONDS = 30
+# An SQLite URL whose path sqlite3 can open as it is (no query string, no %-escapes).
+_SQLITE_URL = re.compile(r"sqlite(?:\+pysqlite)?:///(?P<path>[^?#%]+)")
+# Columns converted to Python values the same way on both backends.
+_TIME_COLUMNS = frozenset(
+    {
+        "created_at",
+        "updated_at",
+        "closed_at",
+        "date",
+        "received_at",
+        "at",
+        "sent_at",
+        "first_response_at",
+        "first_response_due",
+        "resolution_due",
+    }
 )
+_JSON_COLUMNS = frozenset({"to", "cc"})
+_BOOL_COLUMNS = frozenset({"inline"})
+# Most urgent first (as models.PRIORITIES, highest last).
+_PRIORITY_RANK = (
+    "CASE t.priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 "
+    "WHEN 'low' THEN 3 ELSE 4 END"
+)
+# `list --sort`: each order with its tie-breakers, most recent / most important first.
+SORTS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "updated": (("t.updated_at", True), ("t.id", True)),
+    "created": (("t.created_at", True), ("t.id", True)),
+    "priority": ((_PRIORITY_RANK, False), ("t.updated_at", True), ("t.id", True)),
+    "number": (("t.number", True),),
+}
+_TICKET_COLUMNS = (
+    "t.id, t.number, t.subject, t.status, t.priority, t.requester, t.requester_name, "
+    "t.created_at, t.updated_at, t.closed_at, t.merged_into_id, t.assignee, t.queue, "
+    "t.follows_id, f.number AS follows, t.type, t.line, t.first_response_at, "
+    "t.first_response_due, t.resolution_due"
+)
+_TICKETS = "tickets t LEFT JOIN tickets f ON f.id = t.follows_id"
+_MESSAGE_COLUMNS = (
+    'm.id, m.ticket_id, m.message_id, m.direction, m.in_reply_to, m.refs, m."to", m.cc, '
+    "m.from_address, m.from_name, m.subject, m.date, m.received_at, m.text, "
+    "m.thread_reason, m.ack_decision, m.author, m.raw_id"
+)
+
+
+class Record(dict[str, Any]):
+    """A result row: columns by name, as keys and as attributes (like the model objects)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Reader:
+    """Runs read-only SQL (`:name` parameters) and returns Records with Python values."""
+
+    def __init__(self, connection: Any, *, sqlite: bool, dbapi: bool) -> None:
+        self._connection = connection
+        self.sqlite = sqlite  # stored times are text in SQLite, JSON is text
+        self._dbapi = dbapi  # a sqlite3 connection, else a SQLAlchemy one
+
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Record]:
+        params = dict(params or {})
+        if self._dbapi:
+            cursor = self._connection.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        else:
+            from sqlalchemy import text
+
+            result = self._connection.execute(text(sql), params)
+            names = list(result.keys())
+            rows = result.all()
+        convert = [self._converter(name) for name in names]
+        return [
+            Record({n: c(v) if c else v for n, c, v in zip(names, convert, row, strict=True)})
+            for row in rows
+        ]
+
+    def first(self, sql: str, params: Mapping[str, Any] | None = None) -> Record | None:
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def time_param(self, value: datetime) -> Any:
+        """A time to compare with stored ones: SQLite keeps naive UTC text."""
+        value = value.astimezone(UTC)
+        return (
+            value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+            if self.sqlite
+            else value
+        )
+
+    def _converter(self, name: str) -> Callable[[Any], Any] | None:
+        if name in _TIME_COLUMNS:
+            return _time
+        if name in _JSON_COLUMNS:
+            return _json
+        if name in _BOOL_COLUMNS:
+            return _bool
+        return None
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _placeholders(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`:p0, :p1, ...` and their values, for an IN list both backends accept."""
+    params = {f"{prefix}{i}": value for i, value in enumerate(values)}
+    return ", ".join(":" + key for key in params), params
+
+
+# -- opening a reader ------------------------------------------------------------------------
+
+
+def schema_revision() -> str:
+    """The schema revision this code reads, without importing SQLAlchemy when it can."""
+    import mailsupport.store as light
+
+    # A home for the constant that does not import SQLAlchemy makes the SQLite check free;
+    # until there is one, store.db has it (and the check costs that import).
+    revision = getattr(light, "SCHEMA_REVISION", None)
+    if revision is None:
+        from mailsupport.store.db import SCHEMA_REVISION as revision
+    return str(revision)
+
+
+def sqlite_file(url: str) -> str | None:
+    """The database file of a plain SQLite URL; None for anything else."""
+    match = _SQLITE_URL.fullmatch(url)
+    if not match or match["path"] == ":memory:":
+        return None
+    return match["path"]
+
+
+@contextmanager
+def reading(url: str, open_store: Callable[[], Store]) -> Iterator[Reader]:
+    """A Reader over one read transaction (a consistent snapshot for all its queries).
+
+    `open_store` opens the usual Store, which creates a brand-new database and refuses one
+    whose schema is behind; it is only called when the fast SQLite path cannot vouch for
+    the schema itself, and for every database that is not SQLite."""
+    path = sqlite_file(url)
+    if path is None:
+        store = open_store()
+        with store.translated(), store.engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                yield Reader(connection, sqlite=connection.dialect.name == "sqlite", dbapi=False)
+        return
+    connection = _current_sqlite(path)
+    if connection is None:
+        open_store()  # creates the database on first use, or says why it cannot be read
+        connection = _open_sqlite(path)
+    try:
+        with _translated():
+            connection.execute("BEGIN")
+            yield Reader(connection, sqlite=True, dbapi=True)
+    finally:
+        connection.close()
+
+
+def _open_sqlite(path: str) -> sqlite3.Connection:
+    with _translated():
+        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_SECONDS, isolation_level=None)
+        connection.execute("PRAGMA query_only = ON")  # this path never writes
+    return connection
+
+
+def _current_sqlite(path: str) -> sqlite3.Connection | None:
+    """A connection when the file exists and its schema is the one we read, else None."""
+    if not os.path.isfile(path):
+        return None
+    connection = _open_sqlite(path)
+    try:
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        if isinstance(error, sqlite3.OperationalError) and "no such table" not in str(error):
+            raise _mapped(error) from error  # locked, say: not something Store can fix
+        return None  # no schema yet, or not a database: Store creates it or says what is wrong
+    if row is None or row[0] != schema_revision():
+        connection.close()
+        return None
+    return connection
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """sqlite3 errors as the Store reports SQLAlchemy's: locked is temporary, and so on."""
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as error:
+        raise _mapped(error) from error
+
+
+def _mapped(error: sqlite3.OperationalError | OSError) -> BaseException:
+    """The user-facing error store.db makes of this one, or the error itself (a bug)."""
+    from sqlalchemy import exc
+
+    from mailsupport.store.db import translate_db_error
+
+    wrapped = (
+        exc.OperationalError(None, None, error)
+        if isinstance(error, sqlite3.OperationalError)
+        else error
+    )
+    return translate_db_error(wrapped) or error
+
+
+# -- plain dicts -----------------------------------------------------------------------------
 
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def format_address(entry: dict[str, str]) -> str:
+def format_address(entry: Mapping[str, str]) -> str:
     name, address = entry.get("name", ""), entry.get("address", "")
     return f"{name} <{address}>" if name else address
 
 
-def ticket_dict(ticket: Ticket) -> dict[str, Any]:
+def ticket_dict(
+    ticket: Any, tags: Sequence[str] = (), follows: int | None = None
+) -> dict[str, Any]:
+    """A ticket (a model object or a Record) as JSON-ready values."""
     return {
         "id": ticket.id,
         "number": ticket.number,
@@ -44,12 +285,22 @@ def ticket_dict(ticket: Ticket) -> dict[str, Any]:
         "updated_at": iso(ticket.updated_at),
         "closed_at": iso(ticket.closed_at),
         "merged_into": ticket.merged_into_id,
+        "assignee": ticket.assignee,
+        "queue": ticket.queue,
+        "tags": list(tags),
+        "follows": follows,  # the number of the ticket this one continues
+        "type": ticket.type,
+        "line": ticket.line,
+        "first_response_at": iso(ticket.first_response_at),
+        "first_response_due": iso(ticket.first_response_due),
+        "resolution_due": iso(ticket.resolution_due),
     }
 
 
 def message_dict(
-    message: Message, attachments: Sequence[Attachment], delivery: OutboxItem | None = None
+    message: Any, attachments: Sequence[Any], delivery: Any | None = None
 ) -> dict[str, Any]:
+    """A message (a model object or a Record) with its attachments and delivery."""
     sender = format_address({"name": message.from_name, "address": message.from_address})
     return {
         "message_id": message.message_id,
@@ -64,6 +315,8 @@ def message_dict(
         "references": message.refs.split(),
         "text": message.text,
         "thread_reason": message.thread_reason,
+        # The agent who wrote a reply or a note ("" for mail and automatic messages).
+        "author": message.author,
         # Incoming mail: whether it was acknowledged, or why not ("" when never considered).
         "ack": message.ack_decision,
         # Our own mail sent through the outbox: how its delivery went (None otherwise).
@@ -81,7 +334,7 @@ def message_dict(
     }
 
 
-def _delivery(item: OutboxItem) -> dict[str, Any]:
+def _delivery(item: Any) -> dict[str, Any]:
     return {
         "outbox_id": item.id,
         "status": item.status,
@@ -91,108 +344,243 @@ def _delivery(item: OutboxItem) -> dict[str, Any]:
     }
 
 
+# -- tickets ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFilter:
+    """What `list` narrows down to; each field is one indexed condition."""
+
+    status: str | None = None
+    assignee: str | None = None
+    unassigned: bool = False
+    priority: str | None = None
+    queue: str | None = None
+    tags: tuple[str, ...] = ()  # all of them
+    since: datetime | None = None  # updated at or after
+    line: int | None = None
+    type: str | None = None
+    # SLA: not yet answered or resolved, and due before this time (now: overdue).
+    due_before: datetime | None = None
+
+
+def ticket_query(
+    reader: Reader, where: TicketFilter, sort: str = "updated", reverse: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """The SQL of `list` (without LIMIT) and its parameters."""
+    conditions = ["t.merged_into_id IS NULL"]
+    params: dict[str, Any] = {}
+    for column in ("status", "priority", "queue", "assignee", "line", "type"):
+        value = getattr(where, column)
+        if value is not None:
+            conditions.append(f"t.{column} = :{column}")
+            params[column] = value
+    if where.unassigned:
+        conditions.append("t.assignee IS NULL")
+    for i, tag in enumerate(dict.fromkeys(where.tags)):
+        conditions.append(f"t.id IN (SELECT ticket_id FROM ticket_tags WHERE tag = :tag{i})")
+        params[f"tag{i}"] = tag
+    if where.since is not None:
+        conditions.append("t.updated_at >= :since")
+        params["since"] = reader.time_param(where.since)
+    if where.due_before is not None:
+        # Each half uses the index of its due time.
+        conditions.append(
+            "t.status <> 'closed' AND (t.resolution_due < :due OR "
+            "(t.first_response_at IS NULL AND t.first_response_due < :due))"
+        )
+        params["due"] = reader.time_param(where.due_before)
+    order = ", ".join(
+        f"{expr} {'DESC' if descending != reverse else 'ASC'}" for expr, descending in SORTS[sort]
+    )
+    where_sql = " AND ".join(conditions)
+    return f"SELECT {_TICKET_COLUMNS} FROM {_TICKETS} WHERE {where_sql} ORDER BY {order}", params
+
+
 def list_tickets(
-    session: Session, status: str | None = None, limit: int | None = None, offset: int = 0
-) -> list[tuple[Ticket, int]]:
-    """Tickets, most recently updated first, each with its message count."""
-    counts = (
-        select(Message.ticket_id, sa.func.count().label("n")).group_by(Message.ticket_id).subquery()
+    reader: Reader,
+    where: TicketFilter = TicketFilter(),  # frozen, so one default is safe to share
+    sort: str = "updated",
+    reverse: bool = False,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Tickets that were not merged away, as ticket_dict plus their message count.
+
+    One query finds the page through the index of its filter; the message counts and tags
+    are then looked up for that page only, never over all messages."""
+    sql, params = ticket_query(reader, where, sort, reverse)
+    tickets = reader.all(
+        sql + " LIMIT :limit OFFSET :offset", params | {"limit": limit, "offset": offset}
     )
-    query = (
-        select(Ticket, sa.func.coalesce(counts.c.n, 0))
-        .outerjoin(counts, counts.c.ticket_id == Ticket.id)
-        .where(col(Ticket.merged_into_id).is_(None))
-        .order_by(col(Ticket.updated_at).desc(), col(Ticket.id).desc())
-        .offset(offset)
-    )
-    if status:
-        query = query.where(Ticket.status == status)
-    if limit is not None:
-        query = query.limit(limit)
-    return [(ticket, int(n)) for ticket, n in session.exec(query).all()]
+    ids = [t.id for t in tickets]
+    counts = _message_counts(reader, ids)
+    tags = tags_of(reader, ids)
+    return [
+        ticket_dict(t, tags.get(t.id, ()), t.follows) | {"messages": counts.get(t.id, 0)}
+        for t in tickets
+    ]
 
 
-def messages_of(session: Session, ticket_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+def _message_counts(reader: Reader, ticket_ids: Sequence[int]) -> dict[int, int]:
+    if not ticket_ids:
+        return {}
+    marks, params = _placeholders("t", ticket_ids)
+    rows = reader.all(
+        f"SELECT ticket_id, count(*) AS n FROM messages WHERE ticket_id IN ({marks}) "
+        "GROUP BY ticket_id",
+        params,
+    )
+    return {r.ticket_id: int(r.n) for r in rows}
+
+
+def tags_of(reader: Reader, ticket_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Each ticket's tags, sorted."""
+    if not ticket_ids:
+        return {}
+    marks, params = _placeholders("t", ticket_ids)
+    found: dict[int, list[str]] = defaultdict(list)
+    for row in reader.all(
+        f"SELECT ticket_id, tag FROM ticket_tags WHERE ticket_id IN ({marks}) ORDER BY tag", params
+    ):
+        found[row.ticket_id].append(row.tag)
+    return found
+
+
+def ticket_by_number(reader: Reader, number: int) -> Record | None:
+    """The ticket with this number, following merges to the ticket that lives on."""
+    sql = f"SELECT {_TICKET_COLUMNS} FROM {_TICKETS} WHERE t.{{}} = :key"
+    ticket = reader.first(sql.format("number"), {"key": number})
+    seen: set[int] = set()
+    while ticket is not None and ticket.merged_into_id is not None and ticket.id not in seen:
+        seen.add(ticket.id)
+        ticket = reader.first(sql.format("id"), {"key": ticket.merged_into_id})
+    return ticket
+
+
+def messages_of(reader: Reader, ticket_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
     """Each ticket's messages in conversation order, as dicts with their attachments."""
     if not ticket_ids:
         return {}
-    messages = session.exec(
-        select(Message)
-        .where(col(Message.ticket_id).in_(ticket_ids))
-        .order_by(col(Message.received_at), col(Message.id))
-    ).all()
-    attachments: dict[int, list[Attachment]] = defaultdict(list)
+    marks, params = _placeholders("t", ticket_ids)
+    messages = reader.all(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.ticket_id IN ({marks}) "
+        "ORDER BY m.received_at, m.id",
+        params,
+    )
+    attachments: dict[int, list[Record]] = defaultdict(list)
+    deliveries: dict[str, Record] = {}
     if messages:
-        for part in session.exec(
-            select(Attachment)
-            .where(col(Attachment.message_pk).in_([m.id for m in messages]))
-            .order_by(col(Attachment.id))
-        ).all():
+        # Joined through the messages of these tickets: no list of message ids, however long.
+        for part in reader.all(
+            "SELECT a.message_pk, a.filename, a.content_type, a.size, a.sha256, a.inline "
+            "FROM attachments a JOIN messages m ON m.id = a.message_pk "
+            f"WHERE m.ticket_id IN ({marks}) ORDER BY a.id",
+            params,
+        ):
             attachments[part.message_pk].append(part)
-    ours = [m.message_id for m in messages if m.direction == "out"]
-    deliveries = {
-        item.message_id: item
-        for item in (
-            session.exec(select(OutboxItem).where(col(OutboxItem.message_id).in_(ours))).all()
-            if ours
-            else []
-        )
-    }
+        if any(m.direction == "out" for m in messages):
+            for item in reader.all(
+                "SELECT o.id, o.message_id, o.status, o.attempts, o.last_error, o.sent_at "
+                "FROM outbox o JOIN messages m ON m.message_id = o.message_id "
+                f"WHERE m.ticket_id IN ({marks}) AND m.direction = 'out'",
+                params,
+            ):
+                deliveries[item.message_id] = item
     result: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for message in messages:
         result[message.ticket_id].append(
             message_dict(
-                message,
-                attachments[message.id],  # type: ignore[index]
-                deliveries.get(message.message_id),
+                message, attachments.get(message.id, []), deliveries.get(message.message_id)
             )
         )
     return result
 
 
-def ticket_detail(session: Session, ticket: Ticket) -> dict[str, Any]:
+def ticket_detail(reader: Reader, ticket: Record) -> dict[str, Any]:
     """Everything `show` displays about one ticket."""
-    assert ticket.id is not None
-    detail = ticket_dict(ticket)
-    detail["messages"] = messages_of(session, [ticket.id]).get(ticket.id, [])
+    detail = ticket_dict(ticket, tags_of(reader, [ticket.id]).get(ticket.id, ()), ticket.follows)
+    detail["messages"] = messages_of(reader, [ticket.id]).get(ticket.id, [])
     detail["participants"] = [
         {"address": p.address, "name": p.name, "role": p.role}
-        for p in session.exec(
-            select(Participant)
-            .where(Participant.ticket_id == ticket.id)
-            .order_by(col(Participant.first_seen), col(Participant.address))
-        ).all()
+        for p in reader.all(
+            "SELECT address, name, role FROM participants WHERE ticket_id = :id "
+            "ORDER BY first_seen, address",
+            {"id": ticket.id},
+        )
     ]
     detail["history"] = [
         {"at": iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail}
-        for e in session.exec(
-            select(TicketEvent)
-            .where(TicketEvent.ticket_id == ticket.id)
-            .order_by(col(TicketEvent.at), col(TicketEvent.id))
-        ).all()
+        for e in reader.all(
+            "SELECT at, actor, action, detail FROM ticket_events WHERE ticket_id = :id "
+            "ORDER BY at, id",
+            {"id": ticket.id},
+        )
     ]
     return detail
 
 
-def export_tickets(session: Session, page: int = 500) -> Iterator[dict[str, Any]]:
+def find_message(reader: Reader, ticket: Record, which: str) -> Record | None:
+    """One message of the ticket: `which` is its position in the conversation (1 is the
+    first, as `show` numbers them) or its Message-ID, with or without angle brackets."""
+    which = which.strip()
+    columns = "m.message_id, m.direction, m.raw_id"
+    if which.isdigit():
+        if int(which) < 1:
+            return None
+        return reader.first(
+            f"SELECT {columns} FROM messages m WHERE m.ticket_id = :id "
+            "ORDER BY m.received_at, m.id LIMIT 1 OFFSET :skip",
+            {"id": ticket.id, "skip": int(which) - 1},
+        )
+    return reader.first(
+        f"SELECT {columns} FROM messages m WHERE m.message_id = :mid AND m.ticket_id = :id",
+        {"mid": which.removeprefix("<").removesuffix(">"), "id": ticket.id},
+    )
+
+
+def original_bytes(reader: Reader, message: Record) -> bytes | None:
+    """A message's bytes as they arrived or, for ours, as we sent them; None when none are
+    kept (internal notes)."""
+    if message.raw_id is not None:
+        raw = reader.first("SELECT data FROM raw_messages WHERE id = :id", {"id": message.raw_id})
+        if raw is not None:
+            return bytes(raw.data)
+    sent = reader.first(
+        "SELECT data FROM outbox WHERE message_id = :mid", {"mid": message.message_id}
+    )
+    return None if sent is None else bytes(sent.data)
+
+
+def export_tickets(reader: Reader, page: int = 500) -> Iterator[dict[str, Any]]:
     """Every ticket with its messages, oldest first, a page of tickets per query."""
     last_id = 0
     while True:
-        tickets = session.exec(
-            select(Ticket).where(col(Ticket.id) > last_id).order_by(col(Ticket.id)).limit(page)
-        ).all()
+        tickets = reader.all(
+            f"SELECT {_TICKET_COLUMNS} FROM {_TICKETS} WHERE t.id > :last ORDER BY t.id LIMIT :n",
+            {"last": last_id, "n": page},
+        )
         if not tickets:
             return
-        messages = messages_of(session, [t.id for t in tickets])  # type: ignore[misc]
+        ids = [t.id for t in tickets]
+        messages = messages_of(reader, ids)
+        tags = tags_of(reader, ids)
         for ticket in tickets:
-            line = ticket_dict(ticket)
-            line["messages"] = messages.get(ticket.id, [])  # type: ignore[arg-type]
+            line = ticket_dict(ticket, tags.get(ticket.id, ()), ticket.follows)
+            line["messages"] = messages.get(ticket.id, [])
             yield line
-        last_id = tickets[-1].id  # type: ignore[assignment]
+        last_id = tickets[-1].id
+
+
+# -- the quarantine (through the ORM session of `quarantine` commands) -----------------------
 
 
 def quarantine_entries(session: Session) -> list[tuple[QuarantineEntry, int]]:
     """Quarantined messages, oldest first, with their size in bytes."""
+    from sqlmodel import col, select
+
+    from mailsupport.store.models import QuarantineEntry, RawMessage
+
     rows = session.exec(
         select(QuarantineEntry, RawMessage.size)
         .join(RawMessage, col(RawMessage.id) == QuarantineEntry.raw_id)
