@@ -7,7 +7,6 @@ when it does not), and records who did what in the ticket's history. Mail goes t
 
 from __future__ import annotations
 
-import getpass
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -33,19 +32,6 @@ from mailsupport.store.tickets import merge_tickets, record_event, ticket_by_num
 
 TAG_MAX = 64
 _TAG = re.compile(r"[^\W_][\w.:/-]*")  # letters, digits and a few separators; no spaces
-
-
-def agent_name(settings: Settings, given: str | None = None) -> str:
-    """Who is acting: --as NAME, else MAILSUPPORT_AGENT, else the login name."""
-    name = (given or settings.agent or "").strip()
-    if not name:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):  # no passwd entry (some containers)
-            name = ""
-    if not name:
-        raise UsageError("who are you? set MAILSUPPORT_AGENT or pass --as NAME")
-    return " ".join(name.split())
 
 
 def ticket(session: Session, number: int) -> Ticket:

@@ -64,6 +64,8 @@ class Incoming:
     # Why this source must not acknowledge new tickets ("" = it may): an imported archive,
     # the backlog a first IMAP poll takes. Recorded as the message's acknowledgement decision.
     no_ack_reason: str = ""
+    # False for imported history: its tickets get no SLA due times (they are not work now).
+    live: bool = True
 
 
 class Pipeline:
@@ -214,7 +216,8 @@ class Pipeline:
         assert ticket.id is not None
         if kind == NEW and not outgoing:  # classify, then due times follow the priority
             self.practice.classify_new(session, ticket, message, now)
-            self.practice.set_due_times(ticket)
+            if item.live:
+                self.practice.set_due_times(ticket)
         row = Message(
             ticket_id=ticket.id,
             message_id=message.message_id,

@@ -28,7 +28,7 @@ from typing import Any
 
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Inbound
-from mailsupport.store.models import PRIORITIES
+from mailsupport.store import PRIORITIES
 
 __all__ = ["Classification", "Rule", "RuleSet", "classify", "load_rules", "parse_rules"]
 

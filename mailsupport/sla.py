@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mailsupport.store.models import PRIORITIES
+from mailsupport.store import PRIORITIES
 
 __all__ = ["BusinessHours", "Targets", "add_working_time", "parse_hours", "parse_targets"]
 

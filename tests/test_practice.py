@@ -210,3 +210,38 @@ def test_escalate_moves_the_line_and_tells_the_team(
         ("returned", "line 2 -> 1", "Maria"),
     ]
     assert cli(env, "escalate", str(number), "--to", "12").exit_code == 2
+
+
+def test_list_by_line_type_and_due_times_and_show_says_what_is_late(
+    settings: Settings, store: Store, rules_file: Path, env_for_cli: dict[str, str]
+) -> None:
+    now = datetime.now(UTC)
+    configured = desk(settings, rules_file=str(rules_file))
+    old = take(configured, store, make_message("o@c.example", subject="Сайт не работает"),
+               now - timedelta(hours=3))  # fmt: skip
+    fresh = take(configured, store, make_message("f@c.example", subject="Где счёт?"), now)
+    history = Pipeline(configured, store).ingest(
+        Incoming(make_message("h@c.example"), "old.mbox#1", now - timedelta(days=90), live=False),
+        now,
+    )
+    env = env_for_cli
+
+    def numbers(*args: str) -> list[int]:
+        result = cli(env, "list", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return [t["number"] for t in json.loads(result.output)]
+
+    assert numbers("--line", "2") == [old]
+    assert numbers("--type", "billing") == [fresh]
+    assert numbers("--overdue") == [old]  # urgent: first response was due in 1 h
+    assert numbers("--due-within", "2d") == [fresh, old]  # normal: first response in 1 d
+    assert history.ticket_number not in numbers("--due-within", "1000d")  # history: no SLA
+    [row] = json.loads(cli(env, "list", "--json", "--line", "2").output)
+    assert row["line"] == 2 and row["type"] == "incident" and row["first_response_at"] is None
+    assert row["first_response_due"] is not None and row["resolution_due"] is not None
+
+    shown = cli({**env, "NO_COLOR": "1"}, "show", str(old)).output.splitlines()
+    assert shown[2] == "unassigned, line 2, type incident"
+    assert shown[3].startswith("first response due ") and " OVERDUE, resolution due " in shown[3]
+    bad = cli(env, "list", "--due-within", "soon")
+    assert bad.exit_code == 2 and "--due-within" in bad.output

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from email.utils import getaddresses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,7 +82,7 @@ def reply(
         raise UsageError("choose one of --close and --pending")
     st = state(ctx)
     settings = st.settings
-    who = agent.agent_name(settings, as_)
+    who = st.agent_name(as_)
     copies = _addresses(cc)
     files = [file_part(path.name, _read_attachment(path)) for path in attach]
     articles = _articles(settings, kb)
@@ -124,7 +120,7 @@ def note(
     from mailsupport import agent
 
     st = state(ctx)
-    who = agent.agent_name(st.settings, as_)
+    who = st.agent_name(as_)
     store = st.store()
     with store.read() as session:
         title, conversation = _context(session, agent.ticket(session, number))
@@ -161,7 +157,7 @@ def close(
     from mailsupport.outgoing import Outgoing
 
     st = state(ctx)
-    who = agent.agent_name(st.settings, as_)
+    who = st.agent_name(as_)
     with st.store().write() as session:
         t = agent.ticket(session, number)
         notice, item = agent.close(
@@ -181,7 +177,7 @@ def reopen(ctx: typer.Context, number: int = NUMBER, as_: str | None = AS_OPTION
     from mailsupport import agent
 
     st = state(ctx)
-    who = agent.agent_name(st.settings, as_)
+    who = st.agent_name(as_)
     with st.store().write() as session:
         t = agent.ticket(session, number)
         agent.reopen(session, t, agent=who, now=utcnow())
@@ -202,7 +198,7 @@ def assign(
     from mailsupport import agent
 
     st = state(ctx)
-    who = agent.agent_name(st.settings, as_)
+    who = st.agent_name(as_)
     name = who if assignee == "me" else None if assignee.lower() in ("none", "-") else assignee
     with st.store().write() as session:
         t = agent.ticket(session, number)
@@ -225,7 +221,7 @@ def priority(
     from mailsupport.practice import Practice
 
     st = state(ctx)
-    who = agent.agent_name(st.settings, as_)
+    who = st.agent_name(as_)
     with st.store().write() as session:
         t = agent.ticket(session, number)
         agent.set_priority(
@@ -256,7 +252,7 @@ def escalate(
     from mailsupport.outgoing import Outgoing
 
     st = state(ctx)
-    who = agent.agent_name(st.settings, as_)
+    who = st.agent_name(as_)
     with st.store().write() as session:
         t = agent.ticket(session, number)
         notice, item = agent.escalate(
@@ -286,7 +282,7 @@ def tag(
     from mailsupport import agent
 
     st = state(ctx)
-    who = agent.agent_name(st.settings, as_)
+    who = st.agent_name(as_)
     with st.store().write() as session:
         t = agent.ticket(session, number)
         tags = agent.change_tags(session, t, changes, agent=who, now=utcnow())
@@ -307,7 +303,7 @@ def merge(
     from mailsupport import agent
 
     st = state(ctx)
-    who = agent.agent_name(st.settings, as_)
+    who = st.agent_name(as_)
     with st.store().write() as session:
         target = agent.ticket(session, number)
         source = agent.ticket(session, other)
@@ -348,6 +344,8 @@ def _send_now(st: State, item_id: int | None, no_send: bool) -> None:
 
 
 def _addresses(values: list[str]) -> list[Address]:
+    from email.utils import getaddresses
+
     from mailsupport.mail import Address
 
     found = []
@@ -431,6 +429,10 @@ def _text(
 
 def _edit(title: str, what: str, conversation: str, prefill: str = "") -> str:
     """Open $VISUAL or $EDITOR on a draft and return what was written above the marker."""
+    import shlex
+    import subprocess
+    import tempfile
+
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     draft = "\n".join(
         [
@@ -471,6 +473,8 @@ def _kept_on_failure(text: str, what: str) -> Iterator[None]:
     try:
         yield
     except Exception:
+        import tempfile
+
         with tempfile.NamedTemporaryFile(
             "w", suffix=".txt", prefix=f"mailsupport-{what}-", delete=False, encoding="utf-8"
         ) as handle:

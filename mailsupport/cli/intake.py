@@ -38,7 +38,7 @@ def import_(
     plan = plan_import(paths)  # validates every path before anything is written
     pipeline = Pipeline(st.settings, st.store())
     no_ack = "" if ack else IMPORT_NO_ACK
-    items = (Incoming(i.raw, i.origin, i.received_at, no_ack_reason=no_ack) for i in plan)
+    items = (Incoming(i.raw, i.origin, i.received_at, no_ack_reason=no_ack, live=ack) for i in plan)
     show_bar = progress and sys.stderr.isatty()
     with typer.progressbar(
         length=len(plan) if show_bar else 0, label="importing", file=sys.stderr, hidden=not show_bar

@@ -1,1 +1,12 @@
-"""Storage: SQLModel tables, the database session, raw and attachment stores."""
+"""Storage: SQLModel tables, the database session, raw and attachment stores.
+
+The constants here are importable without SQLAlchemy, so that settings validation and the
+fast read path of `list` and `show` do not pay for loading it.
+"""
+
+# The Alembic revision this code expects. tests/test_store.py checks it is the head.
+SCHEMA_REVISION = "0007"
+
+TICKET_STATUSES = ("new", "open", "pending", "closed")
+PRIORITIES = ("low", "normal", "high", "urgent")
+DIRECTIONS = ("in", "out", "note")

@@ -13,9 +13,8 @@ from sqlalchemy import event, exc
 from sqlmodel import Session
 
 from mailsupport.errors import ConfigError, MailSupportError, SchemaError, TemporaryError
+from mailsupport.store import SCHEMA_REVISION
 
-# The Alembic revision this code expects. tests/test_migrations.py checks it is the head.
-SCHEMA_REVISION = "0007"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_SECONDS = 30
 # PostgreSQL writers take this transaction-level advisory lock first, so they take turns as

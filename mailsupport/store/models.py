@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-TICKET_STATUSES = ("new", "open", "pending", "closed")
-PRIORITIES = ("low", "normal", "high", "urgent")
-DIRECTIONS = ("in", "out", "note")
+# Re-exported: they live in mailsupport.store so that they load without SQLAlchemy.
+from mailsupport.store import DIRECTIONS as DIRECTIONS
+from mailsupport.store import PRIORITIES as PRIORITIES
+from mailsupport.store import TICKET_STATUSES as TICKET_STATUSES
 
 
 class UTCDateTime(TypeDecorator[datetime]):
