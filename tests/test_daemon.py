@@ -377,9 +377,10 @@ def test_a_password_changed_while_running_is_logged_and_retried(
         dovecot_server.password = "changed-on-the-server"
         dovecot_server.kill()
         dovecot_server.restart()
-        wait_until(
+        wait_until(  # a reconnect after the server's restart: slow on a busy machine
             lambda: [r for r in caplog.records if r.levelno == logging.ERROR],
             "the login failure logged as an error",
+            timeout=3 * WAIT,
         )
         assert "MAILSUPPORT_IMAP_PASSWORD" in caplog.text
         assert running.thread.is_alive()
