@@ -216,6 +216,8 @@ class FolderPoller:
             row.last_uid = existing  # what is there now is history, not news
         elif start == "unseen":
             row.backlog_until, row.backlog_search = existing, "UNSEEN"
+        elif start == "all":  # every message there now, as backlog: filed, not acknowledged
+            row.backlog_until, row.backlog_search = existing, "ALL"
         elif start.startswith("since:"):
             row.backlog_until, row.backlog_search = existing, start  # "since:YYYY-MM-DD"
 
