@@ -899,7 +899,12 @@ def test_a_locked_database_exits_75_and_the_mail_waits_on_the_server(
     assert mailbox(imap).unseen == 3
     check_desk(store, traffic, "while locked")
     assert stored_count(store) == 2
-    ok = forks.run(["poll"], env, patch=patch)
+    # The locker's session may take a moment to end on a busy machine: cron runs again.
+    for _ in range(10):
+        ok = forks.run(["poll"], env, patch=patch)
+        if ok.code != 75:
+            break
+        time.sleep(0.5)
     assert ok.code == 0 and "read 3," in ok.output, ok.output
 
     # Locked at a random moment of a run, for longer than the run is willing to wait.
