@@ -41,6 +41,7 @@ _MAX_DEPTH = 1000  # browsers stop nesting at 512; real mail stays far below eit
 _AUTO_CLOSED = frozenset(
     {"p", "li", "dt", "dd", "tr", "td", "th", "option", "optgroup", "rp", "rt", "tbody", "thead"}
 )
+_NOT_NESTING = _VOID | _AUTO_CLOSED
 _TAG_START = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)")
 _ANY_TAG = re.compile(r"<[^<>]*>")
 # Tags html_to_text looks at; nh3 drops the rest but keeps their text.
@@ -228,16 +229,16 @@ def _too_deep(html: str) -> bool:
     8 s. Tags that close themselves implicitly (p, li, td, ...) and void tags do not nest.
     """
     depth = 0
-    for match in _TAG_START.finditer(html):
-        name = match.group(2).lower()
-        if name in _VOID or name in _AUTO_CLOSED:
+    # findall, not finditer: no match objects (a 1 MB body of 260,000 tags took 0.7 s).
+    for closing, name in _TAG_START.findall(html):
+        if name.lower() in _NOT_NESTING:
             continue
-        if match.group(1):
-            depth = max(depth - 1, 0)
-        else:
+        if not closing:
             depth += 1
             if depth > _MAX_DEPTH:
                 return True
+        elif depth:
+            depth -= 1
     return False
 
 

@@ -8,7 +8,8 @@ parts, invents random names for unnamed attachments, falls back to UTF-8 with re
 characters for any undeclared or mislabelled 8-bit text, and drops raw 8-bit header bytes.
 
 Never raises for damaged mail: damage is described in `Inbound.defects`. Only input that
-is not a message at all (empty, no header block, binary) or nested too deeply raises
+is not a message at all (empty, no header block, binary), or built to make parsing slow
+(nested too deeply, too many parts, huge header sections: see `_BoundedMessage`), raises
 PermanentError.
 """
 
@@ -29,10 +30,11 @@ from datetime import UTC, datetime, timedelta
 from email.errors import MessageError
 from email.generator import BytesGenerator
 from email.message import Message
+from email.policy import Compat32, compat32
 from email.utils import getaddresses, parsedate_tz
+from typing import Any
 
 import mailparser
-from mailparser.exceptions import MailParserRecursionError
 
 from mailsupport.errors import PermanentError
 from mailsupport.htmltext import html_to_text, sanitize_html
@@ -56,7 +58,13 @@ _mailparser_log.setLevel(logging.CRITICAL + 1)
 _mailparser_log.propagate = False
 _mailparser_log.addHandler(logging.NullHandler())
 
-MAX_MIME_DEPTH = 100  # real mail nests under 10 levels
+MAX_MIME_DEPTH = 100  # real mail nests under 10 levels (Postfix's mime_nesting_limit)
+MAX_MIME_PARTS = 1000  # real mail has tens
+MAX_HEADER_SECTION = 128 * 1024  # characters of headers in one part; real mail: under 64 KiB
+MAX_PARAM_HEADER = 8 * 1024  # one Content-Type or Content-Disposition value
+MAX_PARAMS = 100  # ';' in one Content-Type or Content-Disposition value
+# Addresses read from one header (To, Cc...): each becomes a participant of the ticket.
+MAX_ADDRESSES = 1000  # Postfix's smtpd_recipient_limit
 MAX_MSGID_LENGTH = 250
 _FILENAME_MAX = 200
 _SAMPLE = 64 * 1024  # bytes looked at when guessing a charset
@@ -524,6 +532,9 @@ def _addresses(values: list[str], notes: list[str]) -> tuple[Address, ...]:
         name = _clean_header(decode_header_value(name, notes))
         if name.lower() == address.lower() or name.strip("'\"") == address:
             name = ""
+        if len(result) >= MAX_ADDRESSES and address.lower() not in result:
+            notes.append(f"more than {MAX_ADDRESSES} addresses in one header; the rest ignored")
+            break
         result.setdefault(address.lower(), Address(name, address))
     return tuple(result.values())
 
@@ -635,7 +646,52 @@ def _crude_params(value: str) -> list[tuple[str, str]]:
     return params
 
 
-class _TolerantMessage(Message):
+class _BoundedMessage(Message):
+    """The parser's message class: gives up early, with PermanentError, on mail built to
+    make parsing slow, before the slow part starts.
+
+    The stdlib parser checks every line of a multipart against the boundary of every
+    enclosing multipart (time: lines x depth, and the depth was bounded only by the
+    recursion limit; 1 MB of lines 95 deep took 11 s), and splits parameters in time
+    quadratic in their number (a 64 KiB Content-Type took 3.6 s per call, and every part
+    is asked several times). Long header sections cost mail-parser super-linear time too
+    (RFC 2047 and address decoding: 1 MB took 8-20 s). The parser calls attach() for every
+    part as it starts, and set_raw() for every header.
+    """
+
+    def __init__(self, policy: Any = compat32) -> None:
+        super().__init__(policy)
+        self._root = self
+        self._depth = 0
+        self._parts = 1
+        self._header_chars = 0
+
+    def attach(self, payload: Any) -> None:
+        if isinstance(payload, _BoundedMessage):
+            root = self._root
+            root._parts += 1
+            payload._root, payload._depth = root, self._depth + 1
+            if payload._depth > MAX_MIME_DEPTH:
+                raise PermanentError(f"MIME parts nested more than {MAX_MIME_DEPTH} deep")
+            if root._parts > MAX_MIME_PARTS:
+                raise PermanentError(f"more than {MAX_MIME_PARTS} MIME parts")
+        super().attach(payload)
+
+    def set_raw(self, name: str, value: Any) -> None:
+        self._header_chars += len(name) + len(value) + 3  # ": " and a line break
+        if self._header_chars > MAX_HEADER_SECTION:
+            raise PermanentError(f"header section larger than {MAX_HEADER_SECTION} characters")
+        if name.lower() in ("content-type", "content-disposition") and (
+            len(value) > MAX_PARAM_HEADER or value.count(";") > MAX_PARAMS
+        ):
+            raise PermanentError(
+                f"{name[:40]} header longer than {MAX_PARAM_HEADER} characters "
+                f"or with more than {MAX_PARAMS} parameters"
+            )
+        super().set_raw(name, value)
+
+
+class _TolerantMessage(_BoundedMessage):
     """Used only when mail-parser failed: survives parameters the stdlib cannot decode."""
 
     def _get_params_preserve(self, failobj: object, header: str) -> object:
@@ -736,11 +792,30 @@ def _leaf_bytes(part: Message, notes: list[str], where: str) -> bytes:
     return raw
 
 
+class _VerbatimHeaders(Compat32):
+    """compat32, writing ASCII header values back as they came (as it does 8-bit ones).
+
+    compat32 re-wraps each line of them with email.header, which gives the same bytes for
+    sane mail in time quadratic in the words of a line: a 60 kB line took 5 s per copy.
+    """
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if isinstance(value, str) and value.isascii():  # 8-bit ones are already verbatim
+            value = _LINE_BREAK.sub(self.linesep, value)  # its folds, in this linesep
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_VERBATIM = _VerbatimHeaders()
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def _flatten(message: Message, linesep: str) -> bytes:
     """A parsed (nested) message back to bytes; identical to the input for sane mail."""
     buffer = io.BytesIO()
     try:
-        BytesGenerator(buffer, mangle_from_=False, maxheaderlen=0).flatten(message, linesep=linesep)
+        generator = BytesGenerator(buffer, mangle_from_=False, maxheaderlen=0, policy=_VERBATIM)
+        generator.flatten(message, linesep=linesep)
     except (MessageError, UnicodeError, LookupError, ValueError, TypeError, AttributeError):
         return _flatten_raw(message, linesep)  # the generator chokes on some damage
     return buffer.getvalue()
@@ -926,6 +1001,8 @@ class _Walk:
 # ------------------------------------------------------------------------------------------
 
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
+# Complete lines the stdlib parser takes for header lines (its headerRE).
+_HEADER_LINES = re.compile(rb"(?:(?:From |[!-9;-~]*:|[ \t])[^\r\n]*(?:\r\n?|\n))*")
 _HEADER_END = re.compile(rb"\n\r?\n|\r\r")  # CR-only: old Mac exports
 _MAX_LEADING_GARBAGE = 4
 
@@ -956,9 +1033,12 @@ def _message_start(raw: bytes, notes: list[str]) -> int:
 def _parse_message(raw: bytes, notes: list[str]) -> tuple[Message, datetime | None]:
     """Parse once with mail-parser; its Message and its Date reading."""
     try:
-        parsed = mailparser.MailParser.from_bytes(raw)
+        # What MailParser.from_bytes() does, with the bounded message class.
+        parsed = mailparser.MailParser(email.message_from_bytes(raw, _class=_BoundedMessage))
         return parsed.message, parsed.date
-    except (MailParserRecursionError, RecursionError) as exc:
+    except PermanentError:
+        raise
+    except RecursionError as exc:
         raise PermanentError("MIME structure nested too deeply to parse") from exc
     except Exception as exc:  # a parser bug must not lose a customer's mail
         notes.append(f"mail-parser failed ({type(exc).__name__}); parsed with the stdlib")
@@ -980,6 +1060,13 @@ def parse(raw: bytes) -> Inbound:
     raw = bytes(raw)
     notes: list[str] = []
     start = _message_start(raw, notes)
+    # _BoundedMessage refuses large header sections only after the stdlib has read all of
+    # their lines (a million folded lines: 2 s); refuse a huge top-level one before that.
+    # (A window, not the whole section: long lines, which may end it early, cost nothing.)
+    window = 2 * MAX_HEADER_SECTION
+    lines = _HEADER_LINES.match(raw, start, start + window)
+    if lines is not None and lines.end() - start > window - 4096:
+        raise PermanentError(f"header section larger than {(window - 4096) // 1024} KiB")
     body = raw[start:] if start else raw
     try:
         return _build(raw, body, notes)

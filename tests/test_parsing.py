@@ -6,6 +6,7 @@ import base64
 import hashlib
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailsupport import parsing
 from mailsupport.errors import PermanentError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsing import (
@@ -723,6 +725,91 @@ def test_nesting_too_deep(depth: int) -> None:
     )
     with pytest.raises(PermanentError):
         parse(head + body + b"--b%d\nContent-Type: text/plain\n\nhi\n" % depth)
+
+
+def _nested(depth: int, inner: bytes) -> bytes:
+    head = b"From: a@example.org\nContent-Type: multipart/mixed; boundary=b0\n\n"
+    body = b"".join(
+        b"--b%d\nContent-Type: multipart/mixed; boundary=b%d\n\n" % (i, i + 1) for i in range(depth)
+    )
+    return head + body + b"--b%d\nContent-Type: text/plain\n\n" % depth + inner
+
+
+SLOW_TO_PARSE = {
+    # The stdlib checks each line against every enclosing boundary: lines x depth.
+    "900 deep, then 1 MB of lines": _nested(900, b"-\n" * 500_000),
+    "message/rfc822 3000 deep": b"Content-Type: message/rfc822\n\n" * 3000 + b"Subject: x\n\nhi\n",
+    "50000 parts": b"Content-Type: multipart/mixed; boundary=p\n\n"
+    + b"--p\n\npart\n" * 50_000
+    + b"--p--\n",
+    # mail-parser decodes RFC 2047 words and addresses in time quadratic in a header line.
+    "1 MB of encoded words": b"Subject: " + b"=?utf-8?q?a?= " * 70_000 + b"\n\nhi\n",
+    "800 kB of addresses": b"To: " + b"a@b, " * 160_000 + b"\n\nhi\n",
+    "a million folded lines": b"Subject: x" + b"\n y" * 1_000_000 + b"\n\nhi\n",
+    # The stdlib splits parameters in time quadratic in the number of ';'.
+    "Content-Type of 200000 parameters": b"Content-Type: text/plain" + b"; a=b" * 200_000 + b"\n\n",
+    "Content-Type of 60000 quoted ';'": b'Content-Type: text/plain; name="'
+    + b";" * 60_000
+    + b'"\n\n',
+    "part with 5000 parameters": b"Content-Type: multipart/mixed; boundary=p\n\n--p\n"
+    + b"Content-Disposition: attachment"
+    + b"; a=b" * 5000
+    + b"\n\nx\n--p--\n",
+}
+
+
+@pytest.mark.parametrize("name", list(SLOW_TO_PARSE))
+def test_mail_built_to_be_slow_is_refused_quickly(name: str) -> None:
+    raw = SLOW_TO_PARSE[name]
+    if not raw.startswith(b"From:"):
+        raw = b"From: a@example.org\n" + raw
+    start = time.perf_counter()
+    with pytest.raises(PermanentError) as excinfo:
+        parse(raw)
+    assert time.perf_counter() - start < 1.0  # each took 5 to 60 s before the limits
+    assert "\n" not in str(excinfo.value)
+
+
+def test_mail_just_within_the_limits_parses() -> None:
+    depth = parsing.MAX_MIME_DEPTH - 1
+    assert parse(_nested(depth, b"hi\n")).text == "hi"
+    parts = b"".join(b"--p\nContent-Type: text/plain\n\npart\n" for _ in range(998))
+    message = parse(
+        b"From: a@example.org\nContent-Type: multipart/mixed; boundary=p\n\n" + parts + b"--p--\n"
+    )
+    assert message.text.count("part") == 998
+    headers = b"X-A: b\n" * ((parsing.MAX_HEADER_SECTION - 1000) // 7)
+    assert parse(b"From: a@example.org\n" + headers + b"\nhi\n").text == "hi"
+    params = b"; a=b" * parsing.MAX_PARAMS
+    assert parse(b"From: a@example.org\nContent-Type: text/plain" + params + b"\n\nhi").text == "hi"
+
+
+def test_forwarded_message_with_a_long_header_line_is_kept_quickly() -> None:
+    # The generator re-wrapped header lines in time quadratic in their words (5 s here).
+    inner = b"From: b@example.org\nX-Junk: " + b"word " * 12_000 + b"\nSubject: inner\n\nhello\n"
+    raw = (
+        b"From: a@example.org\nContent-Type: multipart/mixed; boundary=o\n\n"
+        b"--o\nContent-Type: text/plain\n\nsee below\n"
+        b"--o\nContent-Type: message/rfc822\n\n" + inner + b"--o--\n"
+    )
+    start = time.perf_counter()
+    message = parse(raw)
+    assert time.perf_counter() - start < 1.0
+    (forwarded,) = message.attachments
+    assert forwarded.data.rstrip(b"\n") == inner.rstrip(b"\n")
+
+
+def test_addresses_beyond_the_limit_are_ignored_with_a_note() -> None:
+    limit = parsing.MAX_ADDRESSES
+    cc = b", ".join(b"p%d@example.org" % i for i in range(limit + 10))
+    to = b"p0@example.org, p1@example.org, p2@example.org"
+    message = parse(b"From: a@example.org\nCc: " + cc + b"\nTo: " + to + b"\n\nhi\n")
+    assert len(message.cc) == limit
+    assert message.cc[-1].address == f"p{limit - 1}@example.org"
+    assert [a.address for a in message.to] == ["p0@example.org", "p1@example.org", "p2@example.org"]
+    assert f"more than {limit} addresses in one header; the rest ignored" in message.defects
+    exactly = b", ".join(b"p%d@example.org" % i for i in range(limit))
+    assert not any("addresses" in d for d in parse(b"Cc: " + exactly + b"\n\nhi").defects)
 
 
 def test_damaged_but_still_a_message() -> None:
