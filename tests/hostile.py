@@ -5,6 +5,9 @@ A case is a seed message (a fixture from tests/fixtures/mail, or one made by
 tests/mailfactory.py) given a Message-ID of its own, then a few `Mutation`s applied in
 order. Every mutation works on bytes and never fails: where its target is missing (no
 boundary, no such header) it changes what it can, or nothing.
+
+A case prints as the Python that makes it again: after `from tests.hostile import *`,
+paste a failing example and call its `build(message_id)`.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ def seeds() -> list[Seed]:
 # -- bytes helpers --------------------------------------------------------------------------
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_FIELD = re.compile(rb"^[^ \t\r\n][^\n]*\n(?:[ \t][^\n]*\n)*", re.M)
 _MESSAGE_ID = re.compile(rb"^message-id[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*", re.I | re.M)
 
 
@@ -119,10 +123,7 @@ def split_head(raw: bytes) -> tuple[bytes, bytes]:
 
 def header_fields(head: bytes) -> list[tuple[int, int]]:
     """Spans of the header fields (with their folded lines) in a header block."""
-    spans: list[tuple[int, int]] = []
-    for match in re.finditer(rb"^[^ \t\r\n][^\n]*\n(?:[ \t][^\n]*\n)*", head, re.M):
-        spans.append(match.span())
-    return spans
+    return [m.span() for m in _FIELD.finditer(head)]
 
 
 def fields_named(raw: bytes, name: bytes) -> list[tuple[int, int]]:
