@@ -18,6 +18,10 @@ class Address:
         """The address lowercased, for comparisons and lookups."""
         return self.address.lower()
 
+    def as_json(self) -> dict[str, str]:
+        """As messages store their To and Cc lists."""
+        return {"name": self.name, "address": self.address}
+
     def __str__(self) -> str:
         if self.name:
             return f"{self.name} <{self.address}>"

@@ -141,8 +141,8 @@ class Outgoing:
             refs=_ids(mail.get("References")),
             from_address=s.support_address,
             from_name=s.support_name,
-            to=[_as_json(a) for a in to],
-            cc=[_as_json(a) for a in cc],
+            to=[a.as_json() for a in to],
+            cc=[a.as_json() for a in cc],
             subject=str(mail["Subject"]),
             date=now,
             received_at=now,
@@ -195,10 +195,6 @@ class Outgoing:
             recipients=[to],
             now=now,
         )
-
-
-def _as_json(address: Address) -> dict[str, str]:
-    return {"name": address.name, "address": address.address}
 
 
 def _ids(value: object) -> str:

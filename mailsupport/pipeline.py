@@ -226,8 +226,8 @@ class Pipeline:
             refs=" ".join(message.references),
             from_address=sender.address if sender else "",
             from_name=sender.name if sender else "",
-            to=[_as_json(a) for a in message.to],
-            cc=[_as_json(a) for a in message.cc],
+            to=[a.as_json() for a in message.to],
+            cc=[a.as_json() for a in message.cc],
             subject=message.subject,
             date=message.date,
             received_at=at,
@@ -346,7 +346,3 @@ class Pipeline:
                 db.record_event(session, ticket.id, "reopened", "the customer wrote again", now)
             ticket.status = "open"
         session.add(ticket)
-
-
-def _as_json(address: Address) -> dict[str, str]:
-    return {"name": address.name, "address": address.address}
