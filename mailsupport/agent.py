@@ -7,7 +7,6 @@ when it does not), and records who did what in the ticket's history. Mail goes t
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -20,6 +19,7 @@ from mailsupport.errors import NotFoundError, RefusedError, UsageError
 from mailsupport.mail import Address
 from mailsupport.outgoing import FilePart, Outgoing, parent_of
 from mailsupport.practice import Practice
+from mailsupport.store import NAME
 from mailsupport.store.models import (
     PRIORITIES,
     Message,
@@ -31,7 +31,6 @@ from mailsupport.store.models import (
 from mailsupport.store.tickets import merge_tickets, record_event, ticket_by_number
 
 TAG_MAX = 64
-_TAG = re.compile(r"[^\W_][\w.:/-]*")  # letters, digits and a few separators; no spaces
 
 
 def ticket(session: Session, number: int) -> Ticket:
@@ -317,7 +316,7 @@ def parse_tag_changes(changes: Iterable[str]) -> tuple[list[str], list[str]]:
         change = change.strip()
         target = remove if change.startswith("-") else add
         tag = change.lstrip("+-").strip().lower()
-        if not _TAG.fullmatch(tag) or len(tag) > TAG_MAX:
+        if not NAME.fullmatch(tag) or len(tag) > TAG_MAX:
             raise UsageError(
                 f"not a tag: {change!r} (letters, digits and . : / - _, up to {TAG_MAX} "
                 "characters; +tag adds, -tag removes)"

@@ -28,7 +28,7 @@ from typing import Any
 
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Inbound
-from mailsupport.store import PRIORITIES
+from mailsupport.store import NAME, PRIORITIES
 
 __all__ = ["Classification", "Rule", "RuleSet", "classify", "load_rules", "parse_rules"]
 
@@ -44,7 +44,6 @@ CONDITIONS = (
     "header",  # a table: header name -> regular expression its value matches
 )
 ACTIONS = ("queue", "type", "priority", "line", "assignee", "tags")
-_WORD = re.compile(r"[^\W_][\w.:/-]*")  # a queue, type or tag name: no spaces
 _DELIVERY_HEADERS = ("delivered-to", "x-original-to", "envelope-to")
 
 
@@ -300,7 +299,7 @@ def _action(key: str, value: Any) -> Any:
     if key == "tags":
         tags = [t.lower() for t in _strings(value)]
         for tag in tags:
-            if not _WORD.fullmatch(tag):
+            if not NAME.fullmatch(tag):
                 raise ValueError(f"not a tag: {tag!r} (letters, digits and . : / - _)")
         return tags
     if key == "line":
@@ -315,7 +314,7 @@ def _action(key: str, value: Any) -> Any:
             raise ValueError(f"unknown priority {value!r}: use one of {', '.join(PRIORITIES)}")
         return value.lower()
     if key in ("queue", "type"):
-        if not _WORD.fullmatch(value.lower()):
+        if not NAME.fullmatch(value.lower()):
             raise ValueError(f"{value!r}: one word (letters, digits and . : / - _)")
         return value.lower()
     return " ".join(value.split())  # assignee: an agent's name

@@ -57,7 +57,7 @@ def search(
     from mailsupport.errors import NotFoundError, UsageError
     from mailsupport.search import parse_query
     from mailsupport.search import search as run_search
-    from mailsupport.store.models import TICKET_STATUSES
+    from mailsupport.store import TICKET_STATUSES
 
     text = " ".join(words or []).strip()
     if parse_query(text).empty:

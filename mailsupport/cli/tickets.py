@@ -18,14 +18,14 @@ import typer
 
 from mailsupport.cli.app import app, print_json, state, use_colour, utcnow
 from mailsupport.errors import NotFoundError, UsageError
+from mailsupport.store import PRIORITIES
+from mailsupport.store import TICKET_STATUSES as STATUSES
 
 if TYPE_CHECKING:
     from mailsupport.cli.app import State
     from mailsupport.store.queries import Reader
 
 AGENT = "Agent"
-STATUSES = ("new", "open", "pending", "closed")  # as models.TICKET_STATUSES, without importing it
-PRIORITIES = ("low", "normal", "high", "urgent")  # as models.PRIORITIES
 SORT_KEYS = ("updated", "created", "priority", "number")
 UNASSIGNED = "none"
 _DURATION = re.compile(r"(\d+)\s*([mhdw])")

@@ -4,9 +4,13 @@ The constants here are importable without SQLAlchemy, so that settings validatio
 fast read path of `list` and `show` do not pay for loading it.
 """
 
+import re
+
 # The Alembic revision this code expects. tests/test_store.py checks it is the head.
 SCHEMA_REVISION = "0007"
 
 TICKET_STATUSES = ("new", "open", "pending", "closed")
 PRIORITIES = ("low", "normal", "high", "urgent")
 DIRECTIONS = ("in", "out", "note")
+# A tag, queue or type name: letters, digits and a few separators, no spaces.
+NAME = re.compile(r"[^\W_][\w.:/-]*")
