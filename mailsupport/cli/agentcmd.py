@@ -157,9 +157,7 @@ def close(
     from mailsupport.outgoing import Outgoing
 
     st = state(ctx)
-    who = st.agent_name(as_)
-    with st.store().write() as session:
-        t = agent.ticket(session, number)
+    with _on_ticket(ctx, number, as_) as (who, session, t):
         notice, item = agent.close(
             session, Outgoing(st.settings), t, agent=who, now=utcnow(), silent=silent,
             comment=message or "",
@@ -176,10 +174,7 @@ def reopen(ctx: typer.Context, number: int = NUMBER, as_: str | None = AS_OPTION
     """Open a closed or pending ticket again."""
     from mailsupport import agent
 
-    st = state(ctx)
-    who = st.agent_name(as_)
-    with st.store().write() as session:
-        t = agent.ticket(session, number)
+    with _on_ticket(ctx, number, as_) as (who, session, t):
         agent.reopen(session, t, agent=who, now=utcnow())
         summary = f"ticket #{t.number} is open again"
     typer.echo(summary)
@@ -197,11 +192,8 @@ def assign(
     """Give a ticket to an agent (`me` for yourself, `none` to take it back)."""
     from mailsupport import agent
 
-    st = state(ctx)
-    who = st.agent_name(as_)
-    name = who if assignee == "me" else None if assignee.lower() in ("none", "-") else assignee
-    with st.store().write() as session:
-        t = agent.ticket(session, number)
+    with _on_ticket(ctx, number, as_) as (who, session, t):
+        name = who if assignee == "me" else None if assignee.lower() in ("none", "-") else assignee
         agent.assign(session, t, name, agent=who, now=utcnow())
         summary = (
             f"ticket #{t.number} assigned to {name}" if name else f"ticket #{t.number} unassigned"
@@ -220,13 +212,9 @@ def priority(
     from mailsupport import agent
     from mailsupport.practice import Practice
 
-    st = state(ctx)
-    who = st.agent_name(as_)
-    with st.store().write() as session:
-        t = agent.ticket(session, number)
-        agent.set_priority(
-            session, t, level, agent=who, now=utcnow(), practice=Practice(st.settings)
-        )
+    with _on_ticket(ctx, number, as_) as (who, session, t):
+        practice = Practice(state(ctx).settings)
+        agent.set_priority(session, t, level, agent=who, now=utcnow(), practice=practice)
         summary = f"ticket #{t.number} priority {t.priority}"
     typer.echo(summary)
 
@@ -252,9 +240,7 @@ def escalate(
     from mailsupport.outgoing import Outgoing
 
     st = state(ctx)
-    who = st.agent_name(as_)
-    with st.store().write() as session:
-        t = agent.ticket(session, number)
+    with _on_ticket(ctx, number, as_) as (who, session, t):
         notice, item = agent.escalate(
             session, Outgoing(st.settings), t, agent=who, now=utcnow(), to_line=to, reason=reason
         )
@@ -281,10 +267,7 @@ def tag(
     """Add and remove tags: `mailsupport tag 12 +billing -urgent`."""
     from mailsupport import agent
 
-    st = state(ctx)
-    who = st.agent_name(as_)
-    with st.store().write() as session:
-        t = agent.ticket(session, number)
+    with _on_ticket(ctx, number, as_) as (who, session, t):
         tags = agent.change_tags(session, t, changes, agent=who, now=utcnow())
         summary = f"ticket #{t.number} tags: {' '.join(tags) if tags else '(none)'}"
     typer.echo(summary)
@@ -302,10 +285,7 @@ def merge(
     M's messages, participants, tags and history move to N; M is closed and points at N."""
     from mailsupport import agent
 
-    st = state(ctx)
-    who = st.agent_name(as_)
-    with st.store().write() as session:
-        target = agent.ticket(session, number)
+    with _on_ticket(ctx, number, as_) as (who, session, target):
         source = agent.ticket(session, other)
         if source.number != other:
             raise RefusedError(f"ticket #{other} was merged into #{source.number} already")
@@ -317,6 +297,19 @@ def merge(
 # ------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _on_ticket(
+    ctx: typer.Context, number: int, as_: str | None
+) -> Iterator[tuple[str, Session, Ticket]]:
+    """Who is acting, and ticket #number in a write transaction that commits on leaving."""
+    from mailsupport import agent
+
+    st = state(ctx)
+    who = st.agent_name(as_)
+    with st.store().write() as session:
+        yield who, session, agent.ticket(session, number)
 
 
 def _send_now(st: State, item_id: int | None, no_send: bool) -> None:
