@@ -40,6 +40,7 @@ def outbox_list(
 
     Each item with its ticket, kind, status, attempts, next attempt (for queued mail),
     recipients, and its last error on a line below."""
+    from mailsupport.cli.render import clip
     from mailsupport.outbox import item_dict, list_items
 
     with state(ctx).store().read() as session:
@@ -59,10 +60,10 @@ def outbox_list(
         f"{'NEXT ATTEMPT':<16}  RECIPIENTS"
     )
     for item, number in rows:
-        typer.echo(_clip(_row(item, number), width))
+        typer.echo(clip(_row(item, number), width))
         if item.last_error:
             # The error on a line of its own: a column would leave it a few characters.
-            typer.echo(_clip("        " + " ".join(item.last_error.split()), width))
+            typer.echo(clip("        " + " ".join(item.last_error.split()), width))
     if more:
         typer.echo(f"(only the latest {limit} shown: use --status or a larger --limit)")
 
@@ -210,7 +211,3 @@ def outbox_retry(
 
 def _items(n: int) -> str:
     return "item" if n == 1 else "items"
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
