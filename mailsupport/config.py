@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # Other addresses that deliver into this desk; mail from them counts as ours.
     support_aliases: str = ""
     max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    # Processes that parse incoming mail ("auto" = one per core, at most 4; 0 = parse in
+    # the main process, without a time limit), and the time limit on one message (seconds).
+    parse_workers: int | None = Field(default=None, ge=0, le=64)
+    parse_timeout: float = Field(default=60.0, gt=0)
     ticket_tag: str = "[#{number}]"
     log_level: str = "WARNING"
     # A directory of mail templates that replace the built-in ones file by file ("" = none).
@@ -181,6 +185,20 @@ class Settings(BaseSettings):
     def team_addresses(self) -> dict[int, str]:
         """Line number -> the address told when a ticket is escalated to that line."""
         return _parse_line_addresses(self.line_addresses)
+
+    @field_validator("parse_workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
+
+    @property
+    def parse_workers_or_default(self) -> int:
+        """PARSE_WORKERS, or one per core (at most 4) when it is auto."""
+        if self.parse_workers is not None:
+            return self.parse_workers
+        from mailsupport.parsers import default_workers
+
+        return default_workers()
 
     @field_validator("log_level")
     @classmethod

@@ -153,6 +153,7 @@ class Daemon:
                     self._serve()
         finally:
             self.lock.release()
+            self.pipeline.close()
             log.info("daemon stopped (%s)", self._stop_reason or "error")
 
     def _take_lock(self) -> bool:

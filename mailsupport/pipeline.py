@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,9 +14,9 @@ from sqlmodel import Session
 from mailsupport.acks import Acknowledger
 from mailsupport.bounces import find_bounced, record_bounce
 from mailsupport.config import Settings
-from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
+from mailsupport.errors import MailSupportError, TemporaryError
 from mailsupport.mail import Address, Inbound
-from mailsupport.parsing import parse
+from mailsupport.parsers import Parsed, ParseFailure, ParserPool, parse_safely
 from mailsupport.practice import Practice
 from mailsupport.rules import is_automated, is_bounce
 from mailsupport.store import tickets as db
@@ -75,6 +75,17 @@ class Pipeline:
         self.files = AttachmentStore(settings.data_dir / "attachments")
         self.acks = Acknowledger(settings)
         self.practice = Practice(settings)
+        self.parsers = ParserPool(settings.parse_workers_or_default, settings.parse_timeout)
+
+    def close(self) -> None:
+        """Stop the parser processes (they also stop when the pipeline is dropped)."""
+        self.parsers.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def check(self) -> None:
         """Raise ConfigError for what would fail on every message: broken templates (when
@@ -96,12 +107,12 @@ class Pipeline:
         A TemporaryError stops the run; what was committed before it stays, the rest can be
         fed again (duplicates are recognised)."""
         totals: Counter[str] = Counter()
-        iterator = iter(items)
+        iterator = self.parse_all(items)
         while True:
             batch: list[Outcome] = []
             with self.store.write() as session:
-                for item in iterator:
-                    batch.append(self.process(session, item, now()))
+                for item, parsed in iterator:
+                    batch.append(self.process(session, item, now(), parsed))
                     if len(batch) >= batch_size:
                         break
             totals.update(outcome.kind for outcome in batch)
@@ -113,12 +124,32 @@ class Pipeline:
 
     def ingest(self, item: Incoming, now: datetime) -> Outcome:
         """One message in its own transaction (MTA pipe delivery)."""
+        parsed = self.parse_one(item)
         with self.store.write() as session:
-            return self.process(session, item, now)
+            return self.process(session, item, now, parsed)
+
+    def parse_one(self, item: Incoming) -> Parsed | None:
+        """parse_all() for one message: parsed by a worker, within the time limit."""
+        [(_, parsed)] = self.parse_all([item])
+        return parsed
+
+    def parse_all(
+        self, items: Iterable[Incoming]
+    ) -> Generator[tuple[Incoming, Parsed | None], None, None]:
+        """Each item with its parse, in order, parsed ahead by the worker processes within
+        the time limit. Messages over the size limit are not parsed (None)."""
+        limit = self.settings.max_message_bytes
+        return self.parsers.parse_all(
+            items, lambda item: item.raw if len(item.raw) <= limit else None
+        )
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def process(self, session: Session, item: Incoming, now: datetime) -> Outcome:
+    def process(
+        self, session: Session, item: Incoming, now: datetime, parsed: Parsed | None = None
+    ) -> Outcome:
+        """One message, in the caller's transaction. `parsed` is its parse from parse_all();
+        without it the message is parsed here, in this process."""
         raw = db.save_raw(session, item.raw, item.origin, now)  # 1. keep the bytes, always
         limit = self.settings.max_message_bytes
         if raw.size > limit:  # 2. too large to process, never truncated
@@ -126,14 +157,11 @@ class Pipeline:
                 session, raw, item.origin,
                 f"message is {raw.size} bytes, over MAILSUPPORT_MAX_MESSAGE_BYTES ({limit})", now,
             )  # fmt: skip
-        try:
-            message = parse(item.raw)  # 3. parse
-        except PermanentError as error:
-            return self._set_aside(session, raw, item.origin, str(error), now)
-        except Exception as error:  # a parser bug must not block the mailbox behind it
-            log.exception("cannot parse %s", item.origin)
-            detail = f"internal error while parsing: {type(error).__name__}: {error}"
-            return self._set_aside(session, raw, item.origin, detail, now)
+        message = parse_safely(item.raw) if parsed is None else parsed  # 3. parse
+        if isinstance(message, ParseFailure):
+            if message.trace:
+                log.error("cannot parse %s\n%s", item.origin, message.trace.rstrip())
+            return self._set_aside(session, raw, item.origin, message.detail, now)
         if db.message_exists(session, message.message_id):  # 4. seen before: stored once
             db.release_quarantine(session, raw)
             log.info("duplicate <%s> skipped", message.message_id)

@@ -15,10 +15,11 @@ encodings; nesting thousands deep; megabyte header lines; truncation. Whatever a
 - no message stalls intake: each one takes under PER_MESSAGE_SECONDS of CPU time (and
   PER_MESSAGE_WALL_SECONDS on the clock).
 
-The time limit holds for the sizes made here (up to about 1 MB). Parsing is linear in the
-size beyond that, but the stdlib parser's constant on adversarial line structure is about
-1-5 s per MB, so a 25 MB message can still take tens of seconds: only a parse worker with a
-deadline bounds that (see issue 7).
+These bounds hold for the sizes made here (up to about 1 MB), parsing in this process so
+that its CPU time is measured. Parsing is linear in the size beyond that, but the stdlib
+parser's constant on adversarial line structure is about 1-5 s per MB, so a 25 MB message
+could still take tens of seconds: in production the parse workers' time limit
+(MAILSUPPORT_PARSE_TIMEOUT, tests/test_parsers.py) stops such a message and quarantines it.
 
 Examples are derandomized (the same ones on every run, no example database); raise
 HOSTILE_MAIL_EXAMPLES to search longer locally.
@@ -72,7 +73,7 @@ def unique_id() -> str:
 
 @pytest.fixture
 def pipeline(settings: Settings, store: Store) -> Pipeline:
-    return Pipeline(settings, store)
+    return Pipeline(settings.model_copy(update={"parse_workers": 0}), store)
 
 
 def ingest_in_time(pipeline: Pipeline, item: Incoming) -> Outcome:

@@ -36,13 +36,18 @@ def import_(
 
     st = state(ctx)
     plan = plan_import(paths)  # validates every path before anything is written
-    pipeline = Pipeline(st.settings, st.store())
     no_ack = "" if ack else IMPORT_NO_ACK
     items = (Incoming(i.raw, i.origin, i.received_at, no_ack_reason=no_ack, live=ack) for i in plan)
     show_bar = progress and sys.stderr.isatty()
-    with typer.progressbar(
-        length=len(plan) if show_bar else 0, label="importing", file=sys.stderr, hidden=not show_bar
-    ) as bar:
+    with (
+        Pipeline(st.settings, st.store()) as pipeline,
+        typer.progressbar(
+            length=len(plan) if show_bar else 0,
+            label="importing",
+            file=sys.stderr,
+            hidden=not show_bar,
+        ) as bar,
+    ):
         counts = pipeline.run(items, utcnow, batch_size=batch, on_each=lambda _o: bar.update(1))
     for path, reason in plan.skipped:
         typer.echo(f"skipped {path}: {reason}", err=True)
@@ -67,7 +72,8 @@ def ingest(
     st = state(ctx)
     try:
         now = utcnow()
-        outcome = Pipeline(st.settings, st.store()).ingest(Incoming(raw, origin, now), now)
+        with Pipeline(st.settings, st.store()) as pipeline:
+            outcome = pipeline.ingest(Incoming(raw, origin, now), now)
     except TemporaryError:
         raise
     except Exception as error:  # never bounce mail because of us: ask the MTA to retry
@@ -186,7 +192,7 @@ def quarantine_retry(
             stored = session.get(RawMessage, entry.raw_id)
             assert stored is not None
             item = Incoming(stored.data, entry.origin, stored.stored_at, no_ack_reason=no_ack)
-            outcome = pipeline.process(session, item, now)
+            outcome = pipeline.process(session, item, now, pipeline.parse_one(item))
         counts[outcome.kind] += 1
         where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else outcome.kind
         typer.echo(f"entry {current}: {where} {outcome.detail}".rstrip())

@@ -28,7 +28,7 @@ def poll(ctx: typer.Context) -> None:
     where = f"{settings.imap_account}/{settings.imap_folder}"
     pipeline = Pipeline(settings, store)
     pipeline.check()  # a broken template or rules file stops us before any mail is taken
-    with exclusive(store, *folder_lock(settings)) as held:
+    with pipeline, exclusive(store, *folder_lock(settings)) as held:
         if not held:
             typer.echo(f"another poll of {where} is running; nothing to do")
             return

@@ -270,26 +270,20 @@ class FolderPoller:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         fetched = self.client.fetch(uids, [b"BODY.PEEK[]", b"INTERNALDATE"])
+        items = [(uid, self._incoming(ledger, uid, fetched.pop(uid, None))) for uid in uids]
+        # The worker processes parse ahead while this one stores.
+        parsed = self.pipeline.parse_all(item for _, item in items if item is not None)
         outcomes = []
         taken = 0  # the highest UID dealt with; a stop leaves the rest for the next pass
-        with self.store.write() as session:
-            for uid in uids:
+        with contextlib.closing(parsed), self.store.write() as session:
+            for uid, incoming in items:
                 if should_stop():
                     break  # finish the message in hand, not the whole batch
                 taken = uid
-                data = fetched.get(uid)
-                if data is None or b"BODY[]" not in data:
-                    data = self._fetch_again(uid)
-                if data is None:
+                if incoming is None:
                     continue
-                origin = f"imap:{self.settings.imap_account}/{self.folder};UID={uid}"
-                item = Incoming(
-                    bytes(data[b"BODY[]"]),
-                    origin,
-                    _aware(data.get(b"INTERNALDATE")),
-                    no_ack_reason=BACKLOG_NO_ACK if uid <= ledger.backlog_until else "",
-                )
-                outcome = self.pipeline.process(session, item, now())
+                item, parse = next(parsed)
+                outcome = self.pipeline.process(session, item, now(), parse)
                 outcomes.append(outcome)
                 session.add(
                     ImapPending(
@@ -308,6 +302,21 @@ class FolderPoller:
         if on_each is not None:
             for outcome in outcomes:
                 on_each(outcome)
+
+    def _incoming(
+        self, ledger: ImapFolder, uid: int, data: dict[bytes, Any] | None
+    ) -> Incoming | None:
+        """The message with this UID as the pipeline takes it; None when it is gone."""
+        if data is None or b"BODY[]" not in data:
+            data = self._fetch_again(uid)
+        if data is None:
+            return None
+        return Incoming(
+            bytes(data[b"BODY[]"]),
+            f"imap:{self.settings.imap_account}/{self.folder};UID={uid}",
+            _aware(data.get(b"INTERNALDATE")),
+            no_ack_reason=BACKLOG_NO_ACK if uid <= ledger.backlog_until else "",
+        )
 
     def _fetch_again(self, uid: int) -> dict[bytes, Any] | None:
         """A UID missing from a batch FETCH: expunged by someone else (nothing to take), or a

@@ -1,0 +1,289 @@
+"""Parsing in worker processes: every core at work, and a time limit on each message.
+
+The main process stores, threads and acknowledges; the workers parse the messages it will
+need next. A worker that takes longer than the limit on one message is killed and replaced,
+and that message is quarantined: no message can stall the mailbox behind it. Results come
+back in the order the messages went in, so the caller's order (UIDs, mbox order) holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+import weakref
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, TypeVar
+
+from mailsupport.errors import PermanentError
+from mailsupport.mail import Inbound
+from mailsupport.parsing import parse
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ParseFailure:
+    """Why a message could not be parsed: the quarantine's error text."""
+
+    detail: str
+    trace: str = ""  # the traceback of a bug of ours, for the log
+
+
+Parsed = Inbound | ParseFailure
+
+
+def parse_safely(raw: bytes) -> Parsed:
+    """parse(), with every failure turned into a ParseFailure."""
+    try:
+        return parse(raw)
+    except PermanentError as error:
+        return ParseFailure(str(error))
+    except Exception as error:  # a parser bug must not block the mailbox behind it
+        detail = f"internal error while parsing: {type(error).__name__}: {error}"
+        return ParseFailure(detail, traceback.format_exc())
+
+
+def default_workers() -> int:
+    """One worker per core the process may use (the main process mostly waits on the
+    database meanwhile), at most four: beyond that the main process is the limit."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: be killed when the parent dies, even mid-way through a stalling message that
+    no parent is left to time out. Elsewhere the closed pipe ends a worker between messages."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _close_all_but(keep: int) -> None:
+    try:
+        open_fds: Iterable[int] = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: try the usual range
+        open_fds = range(3, 4096)
+    for fd in open_fds:
+        if fd > 2 and fd != keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _serve(conn: Connection, others: list[Connection], parent: int) -> None:
+    """A worker's life: bytes in, a Parsed out, until the parent closes the pipe."""
+    _die_with_parent(parent)
+    for other in others:  # the parent's ends of the pipes, inherited by fork: closed, so
+        other.close()  # that EOF comes when the parent closes (or dies)
+    # Everything else fork handed down too: the folder lock's file, database and IMAP
+    # connections. Holding them would keep the lock (and the PostgreSQL session that holds
+    # an advisory lock) alive after the parent died. Only the pipe and stdio stay.
+    _close_all_but(conn.fileno())
+    # Ctrl-C and systemd's SIGTERM reach the whole group: the parent finishes the message in
+    # hand, which may need our result, then closes the pipe, and that ends us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        try:
+            raw = conn.recv_bytes()
+            conn.send(parse_safely(raw))
+        except (EOFError, OSError):  # the parent is gone or done with us
+            return
+
+
+@dataclass(slots=True)
+class _Job:
+    item: Any
+    result: Parsed | None = None
+    done: bool = False
+
+
+class _Worker:
+    def __init__(self, context: Any, others: list[_Worker]) -> None:
+        self.conn, child = context.Pipe()
+        inherited = [self.conn, *(worker.conn for worker in others)]
+        self.process = context.Process(
+            target=_serve, args=(child, inherited, os.getpid()), daemon=True
+        )
+        self.process.start()
+        child.close()  # only the worker holds its end: its death shows as EOF here
+        self.job: _Job | None = None  # the message it is parsing
+        self.since = 0.0  # when that message was handed over (monotonic)
+
+    def stop(self, kill: bool = False) -> None:
+        if kill and self.process.is_alive():
+            self.process.kill()
+        self.conn.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():  # stuck even after EOF: do not wait for it
+            self.process.kill()
+            self.process.join(timeout=5)
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.stop()
+    workers.clear()
+
+
+class ParserPool:
+    """`workers` processes parsing with a limit of `timeout` seconds per message.
+
+    workers=0 parses in this process, without a time limit (for debugging, and where
+    processes cannot be forked). Workers start on first use and stop on close()."""
+
+    def __init__(self, workers: int, timeout: float) -> None:
+        self.size = workers
+        self.timeout = timeout
+        self._workers: list[_Worker] = []
+        # Stop the workers when the pool is dropped without close() (tests, scripts).
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> ParserPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def parse_all(
+        self, items: Iterable[T], raw_of: Callable[[T], bytes | None]
+    ) -> Generator[tuple[T, Parsed | None], None, None]:
+        """Each item with its parse, in the order given. Items for which raw_of returns None
+        are not parsed (None comes back). Reads at most one item per worker ahead."""
+        if self.size <= 0:
+            for item in items:
+                raw = raw_of(item)
+                yield item, None if raw is None else parse_safely(raw)
+            return
+        iterator = iter(items)
+        queue: deque[_Job] = deque()  # in input order
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and self._can_take():
+                    item = next(iterator, _END)
+                    if item is _END:
+                        exhausted = True
+                        break
+                    job = _Job(item)
+                    queue.append(job)
+                    raw = raw_of(item)
+                    if raw is None:
+                        job.done = True
+                    else:
+                        self._hand_over(self._idle(), job, raw)
+                if not queue:
+                    return
+                if queue[0].done:
+                    job = queue.popleft()
+                    yield job.item, job.result
+                else:
+                    self._collect(block=True)
+        finally:
+            if any(worker.job is not None for worker in self._workers):
+                self._abandon()  # the caller stopped early: drop what is in flight
+
+    # -- the workers ----------------------------------------------------------------------------
+
+    def _can_take(self) -> bool:
+        """Whether a worker is free or may be started for one more message."""
+        return len(self._workers) < self.size or any(w.job is None for w in self._workers)
+
+    def _idle(self) -> _Worker:
+        """A free worker, started if need be (after _can_take() said there is room)."""
+        idle = next((w for w in self._workers if w.job is None), None)
+        if idle is None:
+            idle = _Worker(_context(), self._workers)
+            self._workers.append(idle)
+        return idle
+
+    @staticmethod
+    def _hand_over(worker: _Worker, job: _Job, raw: bytes) -> None:
+        worker.job, worker.since = job, time.monotonic()
+        with contextlib.suppress(OSError):  # it died between messages: _collect sees EOF
+            worker.conn.send_bytes(raw)
+
+    def _collect(self, block: bool) -> None:
+        """Take the results that are ready (waiting for one when `block`), and replace the
+        workers that died or ran over the time limit."""
+        busy = [w for w in self._workers if w.job is not None]
+        if not busy:
+            return
+        deadline = min(w.since for w in busy) + self.timeout
+        ready = wait(
+            [w.conn for w in busy],
+            timeout=max(0.0, deadline - time.monotonic()) if block else 0.0,
+        )
+        for worker in busy:
+            if worker.conn in ready:
+                try:
+                    result: Parsed = worker.conn.recv()
+                except (EOFError, OSError):
+                    self._replace(worker, self._death(worker))
+                    continue
+                self._finish(worker, result)
+            elif time.monotonic() - worker.since >= self.timeout:
+                detail = (
+                    f"parsing took longer than {self.timeout:g} s "
+                    "(MAILSUPPORT_PARSE_TIMEOUT); the parser was stopped"
+                )
+                self._replace(worker, ParseFailure(detail), kill=True)
+
+    @staticmethod
+    def _finish(worker: _Worker, result: Parsed) -> None:
+        assert worker.job is not None
+        worker.job.result, worker.job.done = result, True
+        worker.job = None
+
+    def _replace(self, worker: _Worker, result: Parsed, kill: bool = False) -> None:
+        self._finish(worker, result)
+        worker.stop(kill=kill)
+        others = [w for w in self._workers if w is not worker]
+        self._workers[self._workers.index(worker)] = _Worker(_context(), others)
+
+    @staticmethod
+    def _death(worker: _Worker) -> ParseFailure:
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        how = f"exit code {code}"
+        if code is not None and code < 0:
+            how = f"signal {signal.Signals(-code).name}"
+        return ParseFailure(f"the parser process died on this message ({how})")
+
+    def _abandon(self) -> None:
+        """Results nobody will read: wait for them briefly, else stop those workers."""
+        until = time.monotonic() + 1.0
+        while any(w.job is not None for w in self._workers) and time.monotonic() < until:
+            self._collect(block=False)
+            time.sleep(0.01)
+        for worker in [w for w in self._workers if w.job is not None]:
+            self._replace(worker, ParseFailure("abandoned"), kill=True)
+
+
+_END: Any = object()
+
+
+def _context() -> Any:
+    """fork where the platform has it: a worker starts in milliseconds with the parser
+    already imported. The workers never touch the parent's sockets or database handles."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
