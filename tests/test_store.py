@@ -11,12 +11,16 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from psycopg.errors import DeadlockDetected, SerializationFailure
+from sqlalchemy import exc
 from sqlmodel import SQLModel
 
+from mailsupport.config import Settings
 from mailsupport.errors import SchemaError, TemporaryError
 from mailsupport.search import include_name
-from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config
+from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config, translate_db_error
 from mailsupport.store.models import Ticket
+from tests.test_faults import impatient, write_lock_held
 
 
 def test_schema_revision_constant_is_the_migration_head() -> None:
@@ -93,6 +97,41 @@ def test_a_locked_sqlite_database_is_a_temporary_error(
         conn.exec_driver_sql("ROLLBACK")
     blocker.dispose()
     impatient.engine.dispose()
+
+
+def test_lock_timeout_deadlock_and_conflict_on_postgresql_are_temporary_errors(
+    store: Store, settings: Settings
+) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's locked database is the test above")
+    # As an operator would: lock_timeout in the URL's options; another writer holds the lock.
+    env, _ = impatient(store, {"MAILSUPPORT_DATABASE_URL": settings.db_url}, 0.2)
+    waiting = Store.open(env["MAILSUPPORT_DATABASE_URL"])
+    now = datetime.now(UTC)
+    try:
+        with (
+            write_lock_held(store),
+            pytest.raises(TemporaryError) as caught,
+            waiting.write() as session,
+        ):
+            session.add(Ticket(subject="y", created_at=now, updated_at=now))
+    finally:
+        waiting.engine.dispose()
+    assert str(caught.value) == (
+        "database is locked by another process (canceling statement due to lock timeout); try again"
+    )
+    assert caught.value.exit_code == 75
+    with store.read() as session:
+        assert session.exec(sa.select(Ticket)).all() == []  # rolled back, nothing half-done
+    # Deadlocks and serialization failures come back from the server the same way.
+    for error, expected in [
+        (DeadlockDetected("deadlock detected\nDETAIL: ..."), "database deadlock with another"),
+        (SerializationFailure("could not serialize access"), "database conflict with another"),
+    ]:
+        mapped = translate_db_error(exc.OperationalError("UPDATE ...", {}, error))
+        assert isinstance(mapped, TemporaryError), error
+        assert str(mapped).startswith(expected) and str(mapped).endswith("; try again")
+        assert "\n" not in str(mapped)
 
 
 def test_upgrade_from_the_first_schema_keeps_data(db_url: str, tmp_path: Path) -> None:

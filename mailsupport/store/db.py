@@ -23,6 +23,13 @@ SQLITE_BUSY_SECONDS = 30
 WRITE_LOCK_KEY = 0x6D61696C73757070  # "mailsupp"
 # PostgreSQL errors that mean the settings are wrong, not that the server is away.
 CONFIG_SQLSTATES = {"3D000", "28P01", "28000"}  # no such database, login refused
+# PostgreSQL errors that end a transaction because another one was in the way: the work was
+# rolled back and succeeds when simply run again, as after SQLite's "database is locked".
+RETRY_SQLSTATES = {
+    "55P03": "database is locked by another process",  # lock_not_available: lock_timeout
+    "40P01": "database deadlock with another process",  # deadlock_detected
+    "40001": "database conflict with another process",  # serialization_failure
+}
 
 
 def create_db_engine(url: str) -> sa.Engine:
@@ -86,6 +93,8 @@ def translate_db_error(error: BaseException) -> MailSupportError | None:
             "invalid sslmode",
             "invalid dsn",
         )
+        if sqlstate in RETRY_SQLSTATES:
+            return TemporaryError(f"{RETRY_SQLSTATES[sqlstate]} ({detail}); try again")
         if sqlstate in CONFIG_SQLSTATES or any(text in low for text in wrong_settings):
             return ConfigError(
                 f"cannot use the database: {detail} (check MAILSUPPORT_DATABASE_URL)"
