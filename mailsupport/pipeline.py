@@ -150,7 +150,7 @@ class Pipeline:
     ) -> Outcome:
         """One message, in the caller's transaction. `parsed` is its parse from parse_all();
         without it the message is parsed here, in this process."""
-        raw = db.save_raw(session, item.raw, item.origin, now)  # 1. keep the bytes, always
+        raw, fresh = db.save_raw(session, item.raw, item.origin, now)  # 1. keep the bytes
         limit = self.settings.max_message_bytes
         if raw.size > limit:  # 2. too large to process, never truncated
             return self._set_aside(
@@ -163,7 +163,8 @@ class Pipeline:
                 log.error("cannot parse %s\n%s", item.origin, message.trace.rstrip())
             return self._set_aside(session, raw, item.origin, message.detail, now)
         if db.message_exists(session, message.message_id):  # 4. seen before: stored once
-            db.release_quarantine(session, raw)
+            if not fresh:
+                db.release_quarantine(session, raw)
             log.info("duplicate <%s> skipped", message.message_id)
             return Outcome(DUPLICATE, message_id=message.message_id)
         try:  # 5. thread and store; a failure here must not block the messages behind it
@@ -183,7 +184,8 @@ class Pipeline:
             return self._set_aside(
                 session, raw, item.origin, f"internal error: {type(error).__name__}: {error}", now
             )
-        db.release_quarantine(session, raw)
+        if not fresh:  # stored after all: out of the quarantine
+            db.release_quarantine(session, raw)
         log.info(
             "ticket #%s <%s> %s: %s%s",
             outcome.ticket_number, outcome.message_id, outcome.kind, outcome.detail,

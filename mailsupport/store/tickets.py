@@ -21,16 +21,19 @@ from mailsupport.store.models import (
 )
 
 
-def save_raw(session: Session, raw: bytes, origin: str, now: datetime) -> RawMessage:
-    """Keep the bytes exactly as they came; the same bytes are stored once."""
+def save_raw(
+    session: Session, raw: bytes, origin: str, now: datetime
+) -> tuple[RawMessage, bool]:
+    """Keep the bytes exactly as they came; the same bytes are stored once. Returns the row
+    and whether it is new (bytes never seen before cannot be in the quarantine)."""
     digest = hashlib.sha256(raw).hexdigest()
     existing = session.exec(select(RawMessage).where(RawMessage.sha256 == digest)).first()
     if existing is not None:
-        return existing
+        return existing, False
     row = RawMessage(sha256=digest, size=len(raw), data=raw, origin=origin, stored_at=now)
     session.add(row)
     session.flush()
-    return row
+    return row, True
 
 
 def quarantine(
