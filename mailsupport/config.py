@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     reopen_days: int = Field(default=0, ge=0)
     # `close` mails the customer the `closed` notice (unless --silent); false = never.
     closed_notice: bool = True
+    # A reference (or subject tag) to a ticket from a sender who takes part in it neither as a
+    # participant nor by quoting one of our signed Message-IDs: "new-ticket" opens a new
+    # ticket that links it; "join" lets it join (anyone who knows a Message-ID can write in).
+    stranger_replies: Literal["new-ticket", "join"] = "new-ticket"
 
     # The folder of knowledge-base articles (see kb/README.md); "" = no knowledge base.
     kb_dir: str = ""
@@ -131,9 +135,9 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be new, unseen, all or since:YYYY-MM-DD")
 
-    @field_validator("language", mode="before")
+    @field_validator("language", "stranger_replies", mode="before")
     @classmethod
-    def _lower_language(cls, value: Any) -> Any:
+    def _lowercase_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("smtp_max_age", "ack_window", mode="before")

@@ -353,7 +353,11 @@ def setup_logging(settings: Settings) -> None:
     """Timestamped lines on stderr, at INFO (one line per message is the daemon's record of
     its work), or DEBUG when MAILSUPPORT_LOG_LEVEL=DEBUG."""
     level = logging.DEBUG if settings.log_level == "DEBUG" else logging.INFO
-    secrets = [settings.imap_password.get_secret_value()]
+    secrets = [
+        settings.imap_password.get_secret_value(),
+        settings.smtp_password.get_secret_value(),  # the daemon also delivers the outbox
+        settings.secret.get_secret_value(),  # whoever has it can forge our Message-IDs
+    ]
     with contextlib.suppress(Exception):
         secrets.append(sa.engine.make_url(settings.db_url).password or "")
     handler = logging.StreamHandler(sys.stderr)

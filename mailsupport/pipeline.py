@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from mailsupport.acks import Acknowledger
 from mailsupport.bounces import find_bounced, record_bounce
+from mailsupport.compose import is_our_message_id
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, TemporaryError
 from mailsupport.mail import Address, Inbound
@@ -215,7 +216,7 @@ class Pipeline:
             ours = db.follow_merges(session, session.get(Ticket, bounced.item.ticket_id))
             decision = ThreadDecision(ours.id if ours else None, (), bounced.reason)
         else:
-            decision = self._thread(session, message, references)
+            decision = self._thread(session, message, references, outgoing)
 
         title = normalize_subject(message.subject, settings.tag_pattern) or "(no subject)"
         customer = self._customer(message, outgoing)
@@ -231,6 +232,8 @@ class Pipeline:
         elif decision.ticket_id is None:
             ticket = db.create_ticket(session, title, customer, at)
             db.record_event(session, ticket.id, "created", decision.reason, now)  # type: ignore[arg-type]
+            if decision.follows_id is not None:  # it refers to a ticket it may not join
+                self._link(session, ticket, decision, now)
             kind = NEW
         else:
             ticket = session.get(Ticket, decision.ticket_id)  # type: ignore[assignment]
@@ -297,6 +300,18 @@ class Pipeline:
             session.add(row)
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
 
+    @staticmethod
+    def _link(session: Session, ticket: Ticket, decision: ThreadDecision, now: datetime) -> None:
+        """Make the new ticket follow the one its sender referred to, on both sides, so the
+        agents of the old ticket see it and `show` names it."""
+        old = db.follow_merges(session, session.get(Ticket, decision.follows_id))
+        if old is None or old.id == ticket.id:
+            return
+        ticket.follows_id = old.id
+        session.add(ticket)
+        detail = f"#{ticket.number} refers to it, from a sender who is not a participant"
+        db.record_event(session, old.id, "followed", detail, now)  # type: ignore[arg-type]
+
     def _closed_long_ago(
         self,
         session: Session,
@@ -317,19 +332,42 @@ class Pipeline:
             return None
         return ticket
 
-    def _thread(self, session: Session, message: Inbound, references: list[str]) -> ThreadDecision:
+    def _thread(
+        self, session: Session, message: Inbound, references: list[str], outgoing: bool
+    ) -> ThreadDecision:
         tag_number = find_tag(message.subject, self.settings.tag_pattern)
         tag_ticket = db.ticket_by_number(session, tag_number) if tag_number is not None else None
-        sender = message.from_
-        participant = (
-            tag_ticket is not None
-            and sender is not None
-            and db.is_participant(session, tag_ticket.id, sender.address)  # type: ignore[arg-type]
-        )
+        tag_id = tag_ticket.id if tag_ticket else None
         known = db.known_refs(session, [message.message_id, *references])
+        linked = set(known.values()) | ({tag_id} if tag_id is not None else set())
+        sender = message.from_
+        if outgoing:  # our own copy (a Sent folder): we take part in every ticket
+            participant_in = linked
+        elif sender is not None:
+            participant_in = db.participating(session, linked, sender.address)
+        else:
+            participant_in = set()
+        # The HMAC check only matters for references the sender could not join otherwise.
+        doubtful = [r for r in references if r in known and known[r] not in participant_in]
         return decide_thread(
-            message, known, tag_ticket.id if tag_ticket else None, participant, tag_number
+            message,
+            known,
+            tag_id,
+            tag_id in participant_in,
+            tag_number,
+            verified={r for r in doubtful if self._signed_by_us(r)},
+            participant_in=participant_in,
+            policy=self.settings.stranger_replies,
+            numbers=db.ticket_numbers(session, linked - participant_in),
         )
+
+    def _signed_by_us(self, message_id: str) -> bool:
+        """Whether `message_id` is one of ours, by the HMAC token only we can make."""
+        address = self.settings.support_address
+        if not address:
+            return False  # without an address we never sent any mail
+        domain = address.rpartition("@")[2]
+        return is_our_message_id(message_id, self.acks.outgoing.key(), domain)
 
     def _customer(self, message: Inbound, outgoing: bool) -> Address | None:
         """Who the ticket is for: the sender, or for our own mail its first outside recipient."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from mailsupport.mail import Inbound
 
@@ -46,11 +47,18 @@ def reference_ids(message: Inbound) -> list[str]:
     return ordered
 
 
+# What a reference from someone who may not join the ticket does (MAILSUPPORT_STRANGER_REPLIES):
+# "new-ticket" opens a new ticket that links the referenced one; "join" lets every reference
+# join, as desks that serve open mailing lists may want.
+StrangerPolicy = Literal["new-ticket", "join"]
+
+
 @dataclass(frozen=True, slots=True)
 class ThreadDecision:
     ticket_id: int | None  # None: open a new ticket
     merge_ids: tuple[int, ...]  # other tickets this message shows to be the same conversation
     reason: str
+    follows_id: int | None = None  # for a new ticket: the ticket it refers to but may not join
 
 
 def decide_thread(
@@ -59,34 +67,81 @@ def decide_thread(
     tag_ticket_id: int | None = None,
     sender_is_participant: bool = False,
     tag_number: int | None = None,
+    *,
+    verified: Collection[str] = (),
+    participant_in: Collection[int] = (),
+    policy: StrangerPolicy = "new-ticket",
+    numbers: Mapping[int, int] | None = None,
 ) -> ThreadDecision:
     """Decide where `message` goes.
 
     `known` maps Message-IDs already in the index to their ticket (look up the message's
     own ID and every `reference_ids`). `tag_ticket_id` is the ticket named by the subject tag,
     if it exists; `sender_is_participant` says whether the sender takes part in it.
+
+    A known reference joins its ticket only when it is one of our own Message-IDs with a
+    valid token (`verified`), or the sender takes part in that ticket (`participant_in`), or
+    `policy` is "join". Anyone who has seen one Message-ID or a ticket number could
+    otherwise write into (or merge) someone else's ticket. A reference that may not join
+    makes a new ticket that follows the oldest ticket it names. `numbers` maps ticket ids
+    to the numbers agents see, for the reason text (default: the id).
     """
-    linked: list[tuple[int, str]] = []
+
+    def number(ticket: int) -> int:
+        return numbers.get(ticket, ticket) if numbers else ticket
+
+    open_door = policy == "join"
+    linked: list[tuple[int, str, bool]] = []  # (ticket, why, may join)
     for candidate in reference_ids(message):
         if candidate in known:
+            ticket = known[candidate]
             header = "in-reply-to" if candidate in message.in_reply_to else "references"
-            linked.append((known[candidate], f"{header} <{candidate}>"))
+            allowed = open_door or candidate in verified or ticket in participant_in
+            linked.append((ticket, f"{header} <{candidate}>", allowed))
     # Our own ID already in the index: a message stored earlier referenced us, so we are
-    # the parent arriving after its reply.
+    # the parent arriving after its reply. Only a participant may claim to be that parent
+    # (the ID is in the References of every later message, for anyone to copy).
     if message.message_id in known:
-        linked.append((known[message.message_id], "is the parent of a stored reply"))
+        ticket = known[message.message_id]
+        allowed = open_door or ticket in participant_in
+        linked.append((ticket, "is the parent of a stored reply", allowed))
 
-    if linked:
-        tickets = sorted({ticket for ticket, _ in linked})
-        target = tickets[0]  # the oldest ticket keeps the conversation
-        reason = next(why for ticket, why in linked if ticket == target)
-        return ThreadDecision(target, tuple(tickets[1:]), reason)
+    joined = sorted({ticket for ticket, _, allowed in linked if allowed})
+    # Tickets referenced but not joinable; never merged, since a stranger could otherwise
+    # merge two customers' tickets with one message.
+    refused = sorted({ticket for ticket, _, allowed in linked if not allowed} - set(joined))
+    not_merged = (
+        "; not merged with " + ", ".join(f"#{number(t)}" for t in refused)
+        + ": the sender is not a participant"
+        if refused else ""
+    )  # fmt: skip
 
+    if joined:
+        target = joined[0]  # the oldest ticket keeps the conversation
+        reason = next(why for ticket, why, ok in linked if ticket == target and ok)
+        return ThreadDecision(target, tuple(joined[1:]), reason + not_merged)
+
+    if tag_number is not None and tag_ticket_id is not None and sender_is_participant:
+        reason = f"subject tag #{tag_number} from a participant"
+        return ThreadDecision(tag_ticket_id, (), reason + not_merged)
+
+    if refused:
+        oldest = refused[0]
+        return ThreadDecision(
+            None,
+            (),
+            f"new ticket (references #{number(oldest)} but the sender is not a participant)",
+            follows_id=oldest,
+        )
     if tag_number is not None:
-        if tag_ticket_id is not None and sender_is_participant:
+        if tag_ticket_id is None:
             return ThreadDecision(
-                tag_ticket_id, (), f"subject tag #{tag_number} from a participant"
+                None, (), f"new ticket (subject tag #{tag_number} ignored: no such ticket)"
             )
-        why = "no such ticket" if tag_ticket_id is None else "sender is not a participant"
-        return ThreadDecision(None, (), f"new ticket (subject tag #{tag_number} ignored: {why})")
+        return ThreadDecision(
+            None,
+            (),
+            f"new ticket (subject tag #{tag_number} but the sender is not a participant)",
+            follows_id=tag_ticket_id,
+        )
     return ThreadDecision(None, (), "new ticket")

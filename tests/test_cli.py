@@ -37,7 +37,9 @@ def write_mbox(path: Path, messages: list[bytes]) -> Path:
     return path
 
 
-def test_import_an_mbox_then_list_show_export(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_import_an_mbox_then_list_show_export(run, env_for_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A mailing list's archive: anyone on the list may answer anyone (see README, Security).
+    env_for_cli["MAILSUPPORT_STRANGER_REPLIES"] = "join"
     messages, conversations = mailing_list_archive(threads=4, seed=5)
     box = write_mbox(tmp_path / "archive.mbox", messages)
 

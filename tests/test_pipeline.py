@@ -122,10 +122,13 @@ def test_reply_all_from_a_cc_participant_stays_in_the_ticket(
 def test_the_parent_arriving_after_its_reply_joins_the_replys_ticket(
     pipeline: Pipeline, store: Store
 ) -> None:
+    # The colleague answers all: Anna takes part in the ticket the reply opens, so her
+    # message may join it when it comes (a stranger's may not: see test_security.py).
     outcomes = feed(
         pipeline,
         make_message(
             "child@x.example.org", sender="colleague@x.example.org",
+            to="Anna Petrova <anna@customer.example.org>", cc="support@example.com",
             subject="Re: Printer offline", references="<parent@x.example.org>",
             date=BASE_TIME + timedelta(hours=2),
         ),
@@ -141,8 +144,10 @@ def test_the_parent_arriving_after_its_reply_joins_the_replys_ticket(
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_shuffled_mailing_list_archive_gives_one_ticket_per_conversation(
-    pipeline: Pipeline, store: Store, seed: int
+    settings: Settings, store: Store, seed: int
 ) -> None:
+    # On a list anyone may answer anyone: the desk lets every reference join.
+    pipeline = Pipeline(settings.model_copy(update={"stranger_replies": "join"}), store)
     messages, conversations = mailing_list_archive(threads=25, seed=seed)
     feed(pipeline, *messages)
     placed = tickets_by_message(store)
@@ -413,7 +418,9 @@ def test_concurrent_same_bytes_is_a_duplicate(settings: Settings, store: Store) 
 def test_concurrent_replies_to_an_unknown_parent_end_in_one_ticket(
     pipeline: Pipeline, settings: Settings, store: Store
 ) -> None:
-    r1 = make_message("r1@x.example.org", in_reply_to="<parent@x.example.org>")
+    r1 = make_message(
+        "r1@x.example.org", cc="bob@x.example.org", in_reply_to="<parent@x.example.org>"
+    )  # both answer all: each takes part in the other's ticket
     r2 = make_message(
         "r2@x.example.org", sender="bob@x.example.org", in_reply_to="<parent@x.example.org>"
     )
@@ -431,8 +438,12 @@ def test_a_merge_racing_a_reply_loses_nothing_from_view(
     feed(
         pipeline,
         make_message("x@x.example.org", subject="A"),
-        make_message("y@x.example.org", subject="B", sender="bob@x.example.org"),
-    )
+        # Anna takes part in both tickets, so her message may merge them.
+        make_message(
+            "y@x.example.org", subject="B", sender="bob@x.example.org",
+            cc="anna@customer.example.org",
+        ),
+    )  # fmt: skip
     both = make_message(
         "both@x.example.org", references="<x@x.example.org> <y@x.example.org>",
         in_reply_to="<y@x.example.org>",

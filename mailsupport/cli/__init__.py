@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mailsupport.cli import (  # noqa: F401  (registers the commands)
     agentcmd,
+    attachcmd,
     dbcmd,
     intake,
     kbcmd,

@@ -21,9 +21,7 @@ from mailsupport.store.models import (
 )
 
 
-def save_raw(
-    session: Session, raw: bytes, origin: str, now: datetime
-) -> tuple[RawMessage, bool]:
+def save_raw(session: Session, raw: bytes, origin: str, now: datetime) -> tuple[RawMessage, bool]:
     """Keep the bytes exactly as they came; the same bytes are stored once. Returns the row
     and whether it is new (bytes never seen before cannot be in the quarantine)."""
     digest = hashlib.sha256(raw).hexdigest()
@@ -91,6 +89,28 @@ def follow_merges(session: Session, ticket: Ticket | None) -> Ticket | None:
 def is_participant(session: Session, ticket_id: int, address: str) -> bool:
     found = session.get(Participant, (ticket_id, address.lower()))
     return found is not None
+
+
+def participating(session: Session, ticket_ids: Iterable[int], address: str) -> set[int]:
+    """Those of these tickets that `address` takes part in."""
+    wanted = list(dict.fromkeys(ticket_ids))
+    if not wanted or not address:
+        return set()
+    rows = session.exec(
+        select(Participant.ticket_id).where(
+            col(Participant.ticket_id).in_(wanted), Participant.address == address.lower()
+        )
+    ).all()
+    return set(rows)
+
+
+def ticket_numbers(session: Session, ticket_ids: Iterable[int]) -> dict[int, int]:
+    """The number agents see for each of these ticket ids."""
+    wanted = list(dict.fromkeys(ticket_ids))
+    if not wanted:
+        return {}
+    rows = session.exec(select(Ticket.id, Ticket.number).where(col(Ticket.id).in_(wanted))).all()
+    return {ticket_id: number for ticket_id, number in rows if ticket_id and number}
 
 
 def create_ticket(
