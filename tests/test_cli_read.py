@@ -549,6 +549,30 @@ def test_list_and_show_on_sqlite_load_neither_sqlalchemy_nor_the_models(
         assert done.returncode == 0, done.stderr
 
 
+def test_read_commands_register_only_their_own_module() -> None:
+    from mailsupport.cli import COMMAND_MODULES, modules_for
+
+    light = (["list"], ["show", "7", "--json"], ["-v", "--config", "a.env", "export"])
+    for args in (*light, ["--config=a.env", "--verbose", "list", "--help"]):
+        assert modules_for(args) == ("tickets",), args
+    for args in ([], ["--help"], ["--config", "list"], ["assign", "7"], ["db", "status"], ["-x"]):
+        assert modules_for(args) == COMMAND_MODULES, args
+    assert {"list", "show", "assign"} <= {c.name for c in app.registered_commands}
+
+
+def test_a_read_process_collects_garbage_once_started(env_for_cli: dict[str, str]) -> None:
+    code = (
+        "import gc, sys\nfrom mailsupport.cli import main\nsys.argv[1:] = ['list']\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    assert not done.code, done.code\n"
+        "assert gc.isenabled()\n"
+        "others = {m for m in sys.modules if m.startswith('mailsupport.cli.')}\n"
+        "others -= {'mailsupport.cli.app', 'mailsupport.cli.tickets', 'mailsupport.cli.render'}\n"
+        "assert not others, others"
+    )
+    done = cli(env_for_cli, "-c", code, module=False)
+    assert done.returncode == 0, done.stderr
+
+
 # -- real processes --------------------------------------------------------------------------
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -49,6 +52,46 @@ app = typer.Typer(
 )
 
 
+# Set by pause_collector: main turned the garbage collector off for the start of the process.
+_collector_paused = False
+
+
+def pause_collector() -> None:
+    """Turn the cyclic garbage collector off until the settings are loaded.
+
+    Starting up (typer, pydantic, the settings model) builds some 50,000 objects that live as
+    long as the process; the collector walked them some 70 times for nothing, 10 to 15 ms of
+    `list`."""
+    global _collector_paused
+    if gc.isenabled():
+        gc.disable()
+        _collector_paused = True
+
+
+def resume_collector() -> None:
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.freeze()  # what starting up built, never to be walked again (a few hundred are garbage)
+        gc.enable()
+
+
+@contextmanager
+def _pydantic_plugins_off() -> Iterator[None]:
+    """No pydantic plugins for the settings model, unless PYDANTIC_DISABLE_PLUGINS says.
+
+    Looking for them reads every installed distribution's entry points, about 8 ms of `list`;
+    typer turns them off for its own models the same way."""
+    if "PYDANTIC_DISABLE_PLUGINS" in os.environ:
+        yield
+        return
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "1"
+    try:
+        yield
+    finally:
+        del os.environ["PYDANTIC_DISABLE_PLUGINS"]
+
+
 @dataclass
 class State:
     """Per-invocation state: settings and store are built on first use, once."""
@@ -62,9 +105,11 @@ class State:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from mailsupport.config import load_settings
+            with _pydantic_plugins_off():
+                from mailsupport.config import load_settings
 
-            self._settings = load_settings(self.config_path)
+                self._settings = load_settings(self.config_path)
+            resume_collector()  # started up: the command's own work is collected as usual
             level = "INFO" if self.verbose else self._settings.log_level
             logging.basicConfig(
                 level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
