@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from mailsupport.mail import Address
 from mailsupport.store.models import (
@@ -132,30 +133,39 @@ def create_ticket(
 def index_refs(session: Session, ticket_id: int, message_ids: Iterable[str]) -> None:
     """Point each ID at the ticket unless it is indexed already (possibly by another process)."""
     rows = [{"message_id": mid, "ticket_id": ticket_id} for mid in dict.fromkeys(message_ids)]
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    session.execute(insert(MessageRef).values(rows).on_conflict_do_nothing())
+    _insert_new(session, MessageRef, rows)
 
 
 def add_participants(
     session: Session, ticket: Ticket, people: Sequence[tuple[Address, str]], at: datetime
 ) -> None:
-    """Add (address, role) pairs not yet on the ticket."""
+    """Add (address, role) pairs not yet on the ticket; those on it keep their role."""
     assert ticket.id is not None
-    for person, role in people:
-        if not person.address or session.get(Participant, (ticket.id, person.key)):
-            continue
-        session.add(
-            Participant(
-                ticket_id=ticket.id, address=person.key, name=person.name, role=role, first_seen=at
-            )
-        )
-    session.flush()
+    rows = {  # the first mention of an address wins, as it would one at a time
+        person.key: {
+            "ticket_id": ticket.id,
+            "address": person.key,
+            "name": person.name,
+            "role": role,
+            "first_seen": at,
+        }
+        for person, role in reversed(people)
+        if person.address
+    }
+    _insert_new(session, Participant, list(reversed(rows.values())))
+
+
+def _insert_new(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    """Insert the rows whose key is not in the table yet, in one statement (an intake
+    profile showed a lookup and an ORM flush per row costing more than the rest)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    session.flush()  # rows of this model still pending in the session go first
+    session.execute(insert(model).values(rows).on_conflict_do_nothing())
 
 
 def record_event(
