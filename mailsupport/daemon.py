@@ -17,7 +17,6 @@ import logging
 import random
 import select
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,12 +24,12 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-import sqlalchemy as sa
 from imapclient import IMAPClient
 
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, TemporaryError
 from mailsupport.locks import Lock, folder_lock
+from mailsupport.logs import log_to_stderr
 from mailsupport.pipeline import NEW, Pipeline, describe
 from mailsupport.sources.imap import FolderPoller, _server_errors, connect
 from mailsupport.store.db import Store
@@ -334,46 +333,15 @@ def _disconnect(client: IMAPClient) -> None:
 # -- process setup: logging and signals (used by the CLI command) -----------------------------
 
 
-class RedactingFormatter(logging.Formatter):
-    """Blanks the given secrets out of every formatted line, tracebacks included."""
-
-    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
-        super().__init__(fmt)
-        # Very short "secrets" would blank out ordinary words, and protect nothing anyway.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, "********")
-        return text
-
-
 def setup_logging(settings: Settings) -> None:
     """Timestamped lines on stderr, at INFO (one line per message is the daemon's record of
     its work), or DEBUG when MAILSUPPORT_LOG_LEVEL=DEBUG."""
     level = logging.DEBUG if settings.log_level == "DEBUG" else logging.INFO
-    secrets = [
-        settings.imap_password.get_secret_value(),
-        settings.smtp_password.get_secret_value(),  # the daemon also delivers the outbox
-        settings.secret.get_secret_value(),  # whoever has it can forge our Message-IDs
-    ]
-    with contextlib.suppress(Exception):
-        secrets.append(sa.engine.make_url(settings.db_url).password or "")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets))
-    root = logging.getLogger()
-    for old in root.handlers[:]:
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
+    log_to_stderr(settings, level, LOG_FORMAT)
     # Libraries' INFO chatter ("Connection closed" on every reconnect, Alembic's plugin list)
     # would drown the one line per message; at DEBUG they may speak.
     for name in ("imapclient", "alembic"):
         logging.getLogger(name).setLevel(level if level == logging.DEBUG else logging.WARNING)
-    # imapclient copies imaplib's protocol trace to this logger at DEBUG: whole FETCH
-    # responses, message bodies included. Never wanted in the daemon's log.
-    logging.getLogger("imapclient.imaplib").setLevel(logging.INFO)
 
 
 @contextlib.contextmanager

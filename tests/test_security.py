@@ -592,3 +592,33 @@ def test_the_daemon_log_blanks_every_password_and_the_secret(settings: Settings)
         root.setLevel(saved[1])
     assert secrets_in(line) == []
     assert line.count("********") == 3
+
+
+def test_every_command_logs_through_the_same_guard(env_for_cli: dict[str, str]) -> None:
+    """Not only the daemon: a command's log (here `list` at DEBUG, in a process of its own,
+    where nothing else set up logging) blanks the passwords, the key and the database
+    password out of whatever a library might print."""
+    script = (
+        "import logging, sys\n"
+        "from mailsupport.cli.app import State\n"
+        "State().settings\n"
+        "logging.getLogger('some.library').debug("
+        "'login %s %s key %s url %s', *sys.argv[1:])\n"
+    )
+    env = {
+        **os.environ,
+        **env_for_cli,
+        "MAILSUPPORT_LOG_LEVEL": "DEBUG",
+        "MAILSUPPORT_SMTP_PASSWORD": SMTP_PASSWORD,
+        "MAILSUPPORT_IMAP_PASSWORD": IMAP_PASSWORD,
+        "MAILSUPPORT_SECRET": SECRET,
+        "MAILSUPPORT_DATABASE_URL": "postgresql+psycopg://desk:db-Pa55word-1234@db.invalid/x",
+        "PYTHONPATH": str(Path(__file__).parent.parent),
+    }
+    args = [SMTP_PASSWORD, IMAP_PASSWORD, SECRET, "db-Pa55word-1234"]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "DEBUG some.library: login ******** ******** key ******** url ********" in (done.stderr)
+    assert secrets_in(done.stderr) == [] and "db-Pa55word-1234" not in done.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -110,12 +109,11 @@ class State:
 
                 self._settings = load_settings(self.config_path)
             resume_collector()  # started up: the command's own work is collected as usual
+            from mailsupport.logs import log_to_stderr
+
             level = "INFO" if self.verbose else self._settings.log_level
-            logging.basicConfig(
-                level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-            )
-            # At DEBUG imapclient copies the protocol trace here, message bodies included.
-            logging.getLogger("imapclient.imaplib").setLevel(logging.INFO)
+            fmt = "%(levelname)s %(name)s: %(message)s"
+            log_to_stderr(self._settings, level, fmt, replace=False)
         return self._settings
 
     def store(self, check_schema: bool = True) -> Store:

@@ -1,0 +1,58 @@
+"""Log lines without secrets: every command's log and the daemon's go through this.
+
+Light on purpose (no SQLAlchemy): `list` and `show` set up logging too."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from mailsupport.config import Settings
+
+
+class RedactingFormatter(logging.Formatter):
+    """Blanks the given secrets out of every formatted line, tracebacks included."""
+
+    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
+        super().__init__(fmt)
+        # Very short "secrets" would blank out ordinary words, and protect nothing anyway.
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, "********")
+        return text
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """What must never reach a log: the mail passwords, the Message-ID key (whoever has it
+    can forge our Message-IDs), the database password."""
+    found = [
+        settings.imap_password.get_secret_value(),
+        settings.smtp_password.get_secret_value(),
+        settings.secret.get_secret_value(),
+    ]
+    with contextlib.suppress(ValueError):  # an unreadable URL: the database layer says so
+        found.append(urlsplit(settings.db_url).password or "")
+    return found
+
+
+def log_to_stderr(settings: Settings, level: int | str, fmt: str, replace: bool = True) -> None:
+    """One redacting handler on stderr for the root logger, in place of those it has; with
+    replace=False only when it has none (as logging.basicConfig would)."""
+    # At DEBUG imapclient copies imaplib's protocol trace to this logger: whole FETCH
+    # responses, message bodies included. Never wanted in a log.
+    logging.getLogger("imapclient.imaplib").setLevel(logging.INFO)
+    root = logging.getLogger()
+    if root.handlers and not replace:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(fmt, secrets_of(settings)))
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
