@@ -99,13 +99,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "mailsupport-bench"
 
 
-def store_path(cache_dir: Path, tickets: int, revision: str) -> Path:
-    return cache_dir / f"store-{tickets}-r{revision}-g{GENERATOR_VERSION}.db"
+def store_path(cache_dir: Path, tickets: int, revision: str, raw_all: bool = False) -> Path:
+    kind = "-raw" if raw_all else ""
+    return cache_dir / f"store-{tickets}{kind}-r{revision}-g{GENERATOR_VERSION}.db"
 
 
-def build(path: Path, tickets: int, log: Any = print) -> int:
+def build(path: Path, tickets: int, log: Any = print, raw_all: bool = False) -> int:
     """Write a store of `tickets` tickets to `path` (atomically); returns the number of the
-    ticket with SHOW_MESSAGES messages."""
+    ticket with SHOW_MESSAGES messages. `raw_all`: a raw_messages row for every message (a
+    short placeholder for the bytes), so that the indexes intake searches on every message
+    (sha256, Message-ID, references) are as large as a real store's."""
     from mailsupport.store.db import Store
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +125,7 @@ def build(path: Path, tickets: int, log: Any = print) -> int:
                 # ANALYZE: a desk's own store never gets one, so the plans timed are its plans.
                 driver = conn.connection.dbapi_connection
                 driver.execute("PRAGMA synchronous=OFF")
-                show_number = _fill(conn, tickets, log)
+                show_number = _fill(conn, tickets, log, raw_all)
                 driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             store.engine.dispose()
@@ -139,7 +142,7 @@ def show_ticket(tickets: int) -> int:
     return tickets // 2
 
 
-def _fill(conn: Any, tickets: int, log: Any) -> int:
+def _fill(conn: Any, tickets: int, log: Any, raw_all: bool = False) -> int:
     from mailsupport.store.models import (
         Message,
         MessageRef,
@@ -167,7 +170,7 @@ def _fill(conn: Any, tickets: int, log: Any) -> int:
     for first in range(1, tickets + 1, BATCH):
         rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
         for number in range(first, min(first + BATCH, tickets + 1)):
-            message_pk = _ticket(rng, number, number == target, message_pk, rows)
+            message_pk = _ticket(rng, number, number == target, message_pk, rows, raw_all)
         with conn.begin():
             for name, table in tables.items():
                 if rows[name]:
@@ -183,6 +186,7 @@ def _ticket(
     is_target: bool,
     message_pk: int,
     rows: dict[str, list[dict[str, Any]]],
+    raw_all: bool = False,
 ) -> int:
     russian = rng.random() < 0.4
     first, last = rng.choice(FIRST), rng.choice(LAST)
@@ -232,6 +236,12 @@ def _ticket(
             rows["raw_messages"].append(
                 {"id": message_pk, "sha256": f"{message_pk:064x}", "size": len(data),
                  "data": data, "origin": "bench", "stored_at": when}
+            )  # fmt: skip
+            raw_id = message_pk
+        elif raw_all and direction != "note":
+            rows["raw_messages"].append(
+                {"id": message_pk, "sha256": f"{message_pk:064x}", "size": 10,
+                 "data": b"(not kept)", "origin": "bench", "stored_at": when}
             )  # fmt: skip
             raw_id = message_pk
         to = {"name": name, "address": address} if ours else SUPPORT
@@ -312,15 +322,15 @@ def _raw(name: str, address: str, subject: str, mid: str, when: datetime, text: 
 
 
 def cached_store(
-    tickets: int, cache_dir: Path, fresh: bool = False, log: Any = print
+    tickets: int, cache_dir: Path, fresh: bool = False, log: Any = print, raw_all: bool = False
 ) -> tuple[Path, int]:
     """The path of a store of `tickets` tickets (built when missing) and the ticket to show."""
     from mailsupport.store.db import SCHEMA_REVISION
 
-    path = store_path(cache_dir, tickets, SCHEMA_REVISION)
+    path = store_path(cache_dir, tickets, SCHEMA_REVISION, raw_all)
     if fresh or not path.exists():
         log(f"building a store of {tickets} tickets in {cache_dir} (once; it is cached)")
-        build(path, tickets, log)
+        build(path, tickets, log, raw_all)
     return path, show_ticket(tickets)
 
 

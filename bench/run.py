@@ -1,6 +1,6 @@
 """Times `mailsupport list` and `show` as real processes on a store of 100,000 tickets.
 
-    python -m bench [--tickets N] [--runs N] [--cache DIR] [--fresh]
+    python -m bench --only read [--tickets N] [--runs N] [--cache DIR] [--fresh]
 
 Run from the repository root: the commands run this checkout (PYTHONPATH), not an installed
 copy. Each command runs once to warm the caches, then --runs times; the table shows the
@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.generate import cached_store, default_cache_dir, iter_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET_SECONDS = 0.5
+TARGET_SECONDS = 0.3  # issue 7 (issue 5 asked for 0.5)
 AGENT = "anna"  # `list --mine` runs as this agent; the generator assigns tickets to it
 
 

@@ -1,0 +1,328 @@
+"""`python -m bench`: every benchmark of the desk, or the parts named with --only.
+
+    python -m bench                         # everything (hours: see docs/benchmarks.md)
+    python -m bench --quick                 # a smoke run: 1,000 messages, small stores
+    python -m bench --only intake --sizes 1000,10000 --backends sqlite,postgresql --write
+
+Parts:
+  read    `list` and `show` on 100,000 tickets (bench/run.py; its options --tickets --runs)
+  intake  `mailsupport poll` from Dovecot on loopback, per size and backend, and the parse
+          ceiling (mail-parser alone, and our parse alone, on one core) for each size
+  big     peak RSS of the poll that takes one message of just under 25 MiB
+  stored  intake of --stored-intake messages into a store of 1,000,000 messages, against
+          the same into an empty store (SQLite)
+  report  nothing: print the results kept (with --write, put them into the doc)
+
+Results are kept in the cache directory (results.json), so parts run on different days
+add up; --write renders all of them into docs/benchmarks.md, between the intake markers.
+PostgreSQL: BENCH_POSTGRES (default postgresql+psycopg://postgres@127.0.0.1:5432) must
+allow CREATE DATABASE; the runs use a database named bench_intake, dropped each time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.generate import cached_store, default_cache_dir
+from bench.run import machine
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- intake results: begin -->", "<!-- intake results: end -->"
+PARTS = ("read", "intake", "big", "stored")
+REPORT = "report"  # --only report: run nothing, print (and --write) the results kept
+BIG_BYTES = 25 * 1024 * 1024 - 64 * 1024  # just under MAILSUPPORT_MAX_MESSAGE_BYTES
+STORED_TICKETS = 250_000  # 3 to 5 messages each: about 1,000,000 messages
+
+
+def log(text: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {text}", flush=True)
+
+
+def load(cache: Path, name: str) -> dict[str, Any]:
+    path = cache / name
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save(cache: Path, results: dict[str, Any]) -> None:
+    path = cache / results["file"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
+    parser.add_argument("--quick", action="store_true", help="1,000 messages, small stores")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="intake sizes")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--stored-tickets", type=int, default=STORED_TICKETS)
+    parser.add_argument("--stored-intake", type=int, default=10_000)
+    parser.add_argument("--profile", type=Path, help="cProfile the timed polls into this dir")
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--cache", type=Path, default=default_cache_dir())
+    parser.add_argument("--tickets", type=int, default=100_000, help="read: store size")
+    parser.add_argument("--runs", type=int, default=7, help="read: timed runs per command")
+    parser.add_argument("--fresh", action="store_true", help="read: build the store again")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    if unknown := set(parts) - {*PARTS, REPORT}:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}: choose from {PARTS}")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    backends = [b.strip() for b in args.backends.split(",")]
+    if args.quick:
+        sizes, args.tickets, args.runs = [1000], 10_000, 3
+        args.stored_tickets, args.stored_intake = 25_000, 1000
+    # A smoke run's numbers are kept apart: they must never replace the real ones in the doc.
+    name = "results-quick.json" if args.quick else "results.json"
+    results = load(args.cache, name) | {"file": name}
+    if args.quick and args.write:
+        parser.error("--quick results are not written to the doc; drop --write")
+    if parts != [REPORT]:
+        results["machine"] = describe_machine()
+    if "read" in parts:
+        from bench.run import main as read_main
+
+        read = [
+            "--tickets",
+            str(args.tickets),
+            "--runs",
+            str(args.runs),
+            "--cache",
+            str(args.cache),
+        ] + (["--fresh"] if args.fresh else [])
+        read_main(read)
+    if {"intake", "big", "stored"} & set(parts):
+        run_intake(args, parts, sizes, backends, results)
+    print()
+    print(render(results))
+    if args.write:
+        write_doc(render(results))
+        log(f"wrote {DOC.relative_to(ROOT)}")
+
+
+def run_intake(
+    args: argparse.Namespace,
+    parts: list[str],
+    sizes: list[int],
+    backends: list[str],
+    results: dict[str, Any],
+) -> None:
+    from bench.intake import ceiling, imap_server, intake
+    from bench.maildir import cached_mail
+    from bench.mailgen import large_message
+
+    cache: Path = args.cache
+    stamp = f"{datetime.now(UTC):%Y-%m-%d}"
+    wanted = (sizes if "intake" in parts else []) + (
+        [args.stored_intake] if "stored" in parts else []
+    )
+    files = cached_mail(cache, max(wanted), log) if wanted else []
+    profile_dir: Path | None = args.profile
+    if profile_dir:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+    with imap_server() as server:
+        log(f"Dovecot {server.host}:{server.port}, pid {server.pid}")
+        if "intake" in parts:
+            for size in sizes:
+                for name in ("mailparser", "ours"):
+                    log(f"ceiling: {name} parsing {size:,} messages on one core")
+                    found = ceiling(cache, size, name)
+                    results.setdefault("ceiling", {})[f"{name}/{size}"] = found | {"on": stamp}
+                    log(f"  {found['rate']:.0f} messages/s")
+                    save(cache, results)
+                for backend in backends:
+                    log(f"intake: {size:,} messages on {backend}")
+                    prof = profile_dir / f"poll-{size}-{backend}.prof" if profile_dir else None
+                    found = intake(
+                        server,
+                        files[:size],
+                        backend,
+                        cache,
+                        f"{backend}-{size}",
+                        profile=prof,
+                        log=log,
+                    )
+                    results.setdefault("intake", {})[f"{backend}/{size}"] = found | {"on": stamp}
+                    save(cache, results)
+                    log(
+                        f"  {found['rate']:.1f} messages/s, {found['seconds']:.1f} s, peak "
+                        f"{found['own_peak_mib']:.0f} MiB (workers {found['worker_peak_mib']:.0f}"
+                        f" MiB); {found['summary']}; {found['acks']} acknowledgements queued"
+                    )
+        if "big" in parts:
+            big_dir = cache / "big"
+            big_dir.mkdir(parents=True, exist_ok=True)
+            raw = large_message(BIG_BYTES)
+            from bench.maildir import file_name
+
+            path = big_dir / file_name(0, len(raw))
+            if not path.exists():
+                path.write_bytes(raw)
+            for backend in backends:
+                log(f"big: one message of {len(raw) / 2**20:.1f} MiB on {backend}")
+                found = intake(server, [path], backend, cache, f"big-{backend}", log=log)
+                results.setdefault("big", {})[backend] = found | {"on": stamp}
+                save(cache, results)
+                log(
+                    f"  {found['seconds']:.1f} s, peak {found['own_peak_mib']:.0f} MiB "
+                    f"(workers {found['worker_peak_mib']:.0f} MiB); {found['summary']}"
+                )
+        if "stored" in parts:
+            count = args.stored_intake
+            db, _ = cached_store(args.stored_tickets, cache, log=log, raw_all=True)
+            stored = _messages_in(db)
+            for label, template in (("empty", None), ("stored", db)):
+                log(
+                    f"stored: {count:,} messages into a store of "
+                    f"{0 if template is None else stored:,} messages (SQLite)"
+                )
+                found = intake(
+                    server,
+                    files[:count],
+                    "sqlite",
+                    cache,
+                    f"stored-{label}",
+                    template=template,
+                    log=log,
+                )
+                found["store_messages"] = 0 if template is None else stored
+                results.setdefault("stored", {})[label] = found | {"on": stamp}
+                save(cache, results)
+                log(f"  {found['rate']:.1f} messages/s, peak {found['own_peak_mib']:.0f} MiB")
+
+
+def _messages_in(db: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+
+def describe_machine() -> str:
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{machine()}{memory}, {platform.node() or 'unnamed host'}"
+
+
+# -- Markdown -------------------------------------------------------------------------------
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"Machine: {results.get('machine', 'unknown')}.", ""]
+    ceiling = results.get("ceiling", {})
+    intake = results.get("intake", {})
+    if intake:
+        lines += [
+            "| messages | backend | intake | time | CPU | load | % of ceiling | poll peak RSS | "
+            "largest worker | tickets | acks queued |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key in sorted(intake, key=lambda k: (int(k.split("/")[1]), k)):
+            r = intake[key]
+            top = ceiling.get(f"mailparser/{r['messages']}")
+            share = f"{100 * r['rate'] / top['rate']:.0f} %" if top else "–"
+            worker = f"{r['worker_peak_mib']:.0f} MiB" if r["workers"] else "none"
+            lines.append(
+                f"| {r['messages']:,} | {r['backend']} | {r['rate']:.0f} msg/s | "
+                f"{r['seconds']:.1f} s | {r['cpu']:.1f} s | {_load(r)} | {share} | "
+                f"{r['own_peak_mib']:.0f} MiB | {worker} | "
+                f"{r['tickets']:,} | {r['acks']:,} |"
+            )
+        lines.append("")
+    if ceiling:
+        lines += [
+            "Parsing alone, one process on one core, the same messages:",
+            "",
+            "| messages | mail-parser `parse_from_bytes` (the ceiling) | "
+            "`mailsupport.parsing.parse` |",
+            "| ---: | ---: | ---: |",
+        ]
+        for size in sorted({int(k.split("/")[1]) for k in ceiling}):
+            cells = []
+            for name in ("mailparser", "ours"):
+                r = ceiling.get(f"{name}/{size}")
+                cells.append(f"{r['rate']:.0f} msg/s" if r else "–")
+            lines.append(f"| {size:,} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    big = results.get("big", {})
+    if big:
+        lines += [
+            "One message of just under 25 MiB (one attachment):",
+            "",
+            "| backend | size | time | poll peak RSS | largest worker |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for backend, r in sorted(big.items()):
+            worker = f"{r['worker_peak_mib']:.0f} MiB" if r["workers"] else "none"
+            lines.append(
+                f"| {backend} | {r['bytes'] / 2**20:.1f} MiB | {r['seconds']:.1f} s | "
+                f"{r['own_peak_mib']:.0f} MiB | {worker} |"
+            )
+        lines.append("")
+    stored = results.get("stored", {})
+    if stored:
+        lines += [
+            "Intake into a store already holding messages (SQLite):",
+            "",
+            "| store holds | messages taken | intake | poll peak RSS | vs empty |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+        ]
+        empty = stored.get("empty")
+        for label in ("empty", "stored"):
+            r = stored.get(label)
+            if not r:
+                continue
+            versus = f"{100 * r['rate'] / empty['rate'] - 100:+.0f} %" if empty else "–"
+            lines.append(
+                f"| {r['store_messages']:,} | {r['messages']:,} | {r['rate']:.0f} msg/s "
+                f"| {r['own_peak_mib']:.0f} MiB | {versus} |"
+            )
+        lines.append("")
+    dates = sorted(
+        {
+            r["on"]
+            for part in ("intake", "ceiling", "big", "stored")
+            for r in results.get(part, {}).values()
+        }
+    )
+    if dates:
+        lines.append(f"Measured {', '.join(dates)}.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _load(r: dict[str, Any]) -> str:
+    return f"{r['load']:.1f}" if "load" in r else "–"
+
+
+def write_doc(table: str) -> None:
+    text = DOC.read_text()
+    block = f"{BEGIN}\n{table}{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
+def entry() -> None:
+    started = time.monotonic()
+    main(sys.argv[1:])
+    log(f"done in {time.monotonic() - started:.0f} s")

@@ -1,0 +1,109 @@
+"""Run a command as a real process and measure it: wall clock, CPU, peak memory of its tree.
+
+Peak RSS comes from two places. wait4() on the child returns its rusage, whose ru_maxrss is
+the largest peak of the child and of every descendant it waited for (workers of a process
+pool included): the tree's maximum, exact. To tell the command's own peak from its
+workers', /proc/<pid>/status VmHWM (a high-water mark, so sampling cannot miss the peak
+already reached) is read for every process in the tree every SAMPLE seconds; the last
+sample before a process exits is its peak up to then.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SAMPLE = 0.05
+
+
+@dataclass
+class Run:
+    argv: list[str]
+    returncode: int = 0
+    wall: float = 0.0
+    cpu: float = 0.0  # user + system of the tree (waited-for descendants included)
+    tree_peak_kib: int = 0  # ru_maxrss from wait4: the largest process of the tree
+    own_peak_kib: int = 0  # the command's own VmHWM, last sample
+    worker_peak_kib: int = 0  # the largest descendant's VmHWM, sampled (0: none seen)
+    workers_seen: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    samples: list[int] = field(default_factory=list)
+
+    def check(self) -> Run:
+        if self.returncode != 0:
+            tail = "\n".join(self.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"{' '.join(self.argv[:4])}... exit {self.returncode}:\n{tail}")
+        return self
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _hwm_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Run:
+    """Run `argv` to completion; stdout and stderr go to files (a 100,000-line log must not
+    fill a pipe nobody reads while we sample)."""
+    result = Run(argv)
+    out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{os.getpid()}-out.txt"
+    err_path = out_path.with_suffix(".err")
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err)
+        peaks: dict[int, int] = {}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                todo = [proc.pid]
+                while todo:
+                    pid = todo.pop()
+                    hwm = _hwm_kib(pid)
+                    if hwm:
+                        peaks[pid] = max(peaks.get(pid, 0), hwm)
+                    todo += _children(pid)
+                stop.wait(SAMPLE)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        # wait4 rather than Popen.wait: it hands back the child's own rusage.
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        result.wall = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    result.returncode = proc.returncode
+    result.cpu = usage.ru_utime + usage.ru_stime
+    result.tree_peak_kib = usage.ru_maxrss
+    result.own_peak_kib = peaks.pop(proc.pid, 0)
+    result.worker_peak_kib = max(peaks.values(), default=0)
+    result.workers_seen = len(peaks)
+    result.stdout = out_path.read_text(errors="replace")
+    result.stderr = err_path.read_text(errors="replace")
+    out_path.unlink(missing_ok=True)
+    err_path.unlink(missing_ok=True)
+    return result
