@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -160,12 +161,19 @@ def _insert_new(session: Session, model: type[SQLModel], rows: list[dict[str, An
     profile showed a lookup and an ORM flush per row costing more than the rest)."""
     if not rows:
         return
-    if session.get_bind().dialect.name == "postgresql":
+    session.flush()  # rows of this model still pending in the session go first
+    session.execute(_insert_ignoring(session.get_bind().dialect.name, model), rows)
+
+
+@functools.cache
+def _insert_ignoring(dialect: str, model: type[SQLModel]) -> sa.Insert:
+    """INSERT ... ON CONFLICT DO NOTHING for one row, built once and run with many: a
+    statement built per call (its VALUES sized to the rows) was compiled every time."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    session.flush()  # rows of this model still pending in the session go first
-    session.execute(insert(model).values(rows).on_conflict_do_nothing())
+    return insert(model).on_conflict_do_nothing()
 
 
 def record_event(
