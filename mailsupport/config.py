@@ -200,9 +200,13 @@ class Settings(BaseSettings):
         """PARSE_WORKERS, or one per core (at most 4) when it is auto."""
         if self.parse_workers is not None:
             return self.parse_workers
-        from mailsupport.parsers import default_workers
-
-        return default_workers()
+        # One worker per core the process may use (the main process mostly waits on the
+        # database meanwhile), at most four: beyond that the main process is the limit.
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, 4))
 
     @field_validator("log_level")
     @classmethod

@@ -52,16 +52,6 @@ def parse_safely(raw: bytes) -> Parsed:
         return ParseFailure(detail, traceback.format_exc())
 
 
-def default_workers() -> int:
-    """One worker per core the process may use (the main process mostly waits on the
-    database meanwhile), at most four: beyond that the main process is the limit."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 4))
-
-
 def _die_with_parent(parent: int) -> None:
     """Linux: be killed when the parent dies, even mid-way through a stalling message that
     no parent is left to time out. Elsewhere the closed pipe ends a worker between messages."""
