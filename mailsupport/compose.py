@@ -19,16 +19,18 @@ import re
 import secrets
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import headerregistry
 from email.errors import MessageError
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from mailsupport import wire
 from mailsupport.errors import ConfigError, PermanentError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsing import safe_filename
@@ -40,6 +42,7 @@ __all__ = [
     "POLICY",
     "ComposeError",
     "Composed",
+    "Draft",
     "Kind",
     "Sender",
     "ThreadParent",
@@ -125,9 +128,20 @@ class ThreadParent:
 @dataclass(frozen=True, slots=True)
 class Composed:
     message_id: str  # without angle brackets, as the project stores IDs
-    message: EmailMessage
+    data: bytes  # the message as it is queued and sent: CRLF line ends, 7-bit
     text: str  # the rendered plain text body, to store with the ticket
     html: str | None
+    subject: str = ""
+    in_reply_to: str | None = None  # IDs without angle brackets
+    references: tuple[str, ...] = ()
+    _parsed: list[EmailMessage] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def message(self) -> EmailMessage:
+        """`data` parsed back (once), for reading what will be sent."""
+        if not self._parsed:
+            self._parsed.append(BytesParser(policy=POLICY).parsebytes(self.data))
+        return self._parsed[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,13 +196,8 @@ class _MsgIdHeader(headerregistry.UnstructuredHeader):
         kwds["decoded"] = value
 
     def fold(self, *, policy: Any) -> str:
-        lines = [f"{self.name}:"]
-        for token in str(self).split():
-            started = len(lines) > 1 or lines[0] != f"{self.name}:"
-            if started and len(lines[-1]) + 1 + len(token) > policy.max_line_length:
-                lines.append("")  # continuation lines start with the space added below
-            lines[-1] += " " + token
-        return policy.linesep.join(lines) + policy.linesep
+        ids = [token.removeprefix("<").removesuffix(">") for token in str(self).split()]
+        return wire.id_header(self.name, ids).replace(wire.CRLF, policy.linesep)
 
 
 _HEADERS = headerregistry.HeaderRegistry()
@@ -571,36 +580,113 @@ def compose(
     rendered = templates.render(kind, language, context)  # may raise: nothing built yet
 
     message_id = make_message_id(secret, from_.domain, now)
-    message = EmailMessage(policy=POLICY)
-    message["From"] = from_
-    message["To"] = recipients
-    if copies:
-        message["Cc"] = copies
-    message["Subject"] = subject
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = f"<{message_id}>"
-    if in_reply_to:
-        message["In-Reply-To"] = f"<{in_reply_to}>"
-    if references:
-        message["References"] = " ".join(f"<{i}>" for i in references)
-    for name, value in _KIND_HEADERS[kind]:
-        message[name] = value
-    if _KIND_HEADERS[kind]:
-        # Automatic mail says it passed through us: another desk (or we ourselves, should it
-        # come back) sees the loop even when Auto-Submitted is lost on the way.
-        message["X-Loop"] = from_.addr_spec
+    draft = Draft(
+        from_=from_,
+        to=tuple(recipients),
+        cc=tuple(copies),
+        subject=subject,
+        date=format_datetime(now),
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        references=references,
+        extra=_KIND_HEADERS[kind],
+        text=rendered.text,
+        html=rendered.html,
+        attachments=tuple(attachments),
+    )
+    return draft.composed()
 
-    message.set_content(rendered.text)
-    if rendered.html is not None:
-        message.add_alternative(rendered.html, subtype="html")
-    for index, (filename, content_type, data) in enumerate(attachments, start=1):
-        maintype, subtype = _split_content_type(content_type)
-        name = safe_filename(clean_header(filename), index, f"{maintype}/{subtype}")
-        message.add_attachment(bytes(data), maintype=maintype, subtype=subtype, filename=name)
-    for part in message.walk():  # the stdlib repeats MIME-Version in every subpart
-        if part is not message:
-            del part["MIME-Version"]
-    return Composed(message_id=message_id, message=message, text=rendered.text, html=rendered.html)
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """Everything an outgoing message says, decided; `composed()` writes it."""
+
+    from_: headerregistry.Address
+    to: tuple[headerregistry.Address, ...]
+    cc: tuple[headerregistry.Address, ...]
+    subject: str
+    date: str
+    message_id: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    extra: tuple[tuple[str, str], ...]  # Auto-Submitted and the like
+    text: str
+    html: str | None
+    attachments: tuple[tuple[str, str, bytes], ...] = ()
+
+    def composed(self) -> Composed:
+        # With attachments (agents' replies, seldom), the email package writes the mail;
+        # everything else, acknowledgements above all, is written directly.
+        data = self.email_bytes() if self.attachments else self.wire_bytes()
+        return Composed(
+            message_id=self.message_id,
+            data=data,
+            text=self.text,
+            html=self.html,
+            subject=self.subject,
+            in_reply_to=self.in_reply_to,
+            references=self.references,
+        )
+
+    def wire_bytes(self) -> bytes:
+        """The message written by `wire` (no attachments)."""
+        if self.attachments:
+            raise ValueError("wire_bytes() writes no attachments: use email_bytes()")
+        lines = [
+            wire.address_header("From", [_wire_mailbox(self.from_)]),
+            wire.address_header("To", [_wire_mailbox(a) for a in self.to]),
+        ]
+        if self.cc:
+            lines.append(wire.address_header("Cc", [_wire_mailbox(a) for a in self.cc]))
+        lines += [wire.header("Subject", self.subject), wire.header("Date", self.date)]
+        lines.append(wire.id_header("Message-ID", [self.message_id]))
+        if self.in_reply_to:
+            lines.append(wire.id_header("In-Reply-To", [self.in_reply_to]))
+        if self.references:
+            lines.append(wire.id_header("References", self.references))
+        lines += [wire.header(name, value) for name, value in self.extra]
+        if self.extra:
+            lines.append(wire.header("X-Loop", self.from_.addr_spec))
+        return wire.text_message(lines, self.text, self.html)
+
+    def email_bytes(self) -> bytes:
+        """The message written by the email package."""
+        return self.email_message().as_bytes()
+
+    def email_message(self) -> EmailMessage:
+        message = EmailMessage(policy=POLICY)
+        message["From"] = self.from_
+        message["To"] = self.to
+        if self.cc:
+            message["Cc"] = self.cc
+        message["Subject"] = self.subject
+        message["Date"] = self.date
+        message["Message-ID"] = f"<{self.message_id}>"
+        if self.in_reply_to:
+            message["In-Reply-To"] = f"<{self.in_reply_to}>"
+        if self.references:
+            message["References"] = " ".join(f"<{i}>" for i in self.references)
+        for name, value in self.extra:
+            message[name] = value
+        if self.extra:
+            # Automatic mail says it passed through us: another desk (or we ourselves,
+            # should it come back) sees the loop even when Auto-Submitted is lost.
+            message["X-Loop"] = self.from_.addr_spec
+        message.set_content(self.text)
+        if self.html is not None:
+            message.add_alternative(self.html, subtype="html")
+        for index, (filename, content_type, data) in enumerate(self.attachments, start=1):
+            maintype, subtype = _split_content_type(content_type)
+            name = safe_filename(clean_header(filename), index, f"{maintype}/{subtype}")
+            message.add_attachment(bytes(data), maintype=maintype, subtype=subtype, filename=name)
+        for part in message.walk():  # the stdlib repeats MIME-Version in every subpart
+            if part is not message:
+                del part["MIME-Version"]
+        return message
+
+
+def _wire_mailbox(address: headerregistry.Address) -> str:
+    return wire.mailbox(address.display_name, address.addr_spec)
 
 
 def compose_notice(
@@ -616,16 +702,17 @@ def compose_notice(
     no template, no threading, marked automatic so that no responder answers it."""
     from_ = _mailbox(sender.name, sender.address)
     recipient = _mailbox("", to)
-    message_id = make_message_id(secret, from_.domain, now)
-    message = EmailMessage(policy=POLICY)
-    message["From"] = from_
-    message["To"] = recipient
-    message["Subject"] = clean_header(subject)[:SUBJECT_MAX_CHARS]
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = f"<{message_id}>"
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"
-    message["X-Loop"] = from_.addr_spec
-    body = _clean_body(text).strip("\n") + "\n"
-    message.set_content(body)
-    return Composed(message_id=message_id, message=message, text=body, html=None)
+    draft = Draft(
+        from_=from_,
+        to=(recipient,),
+        cc=(),
+        subject=clean_header(subject)[:SUBJECT_MAX_CHARS],
+        date=format_datetime(now),
+        message_id=make_message_id(secret, from_.domain, now),
+        in_reply_to=None,
+        references=(),
+        extra=(("Auto-Submitted", "auto-generated"), ("X-Auto-Response-Suppress", "All")),
+        text=_clean_body(text).strip("\n") + "\n",
+        html=None,
+    )
+    return draft.composed()

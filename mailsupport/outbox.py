@@ -42,6 +42,7 @@ import contextlib
 import copy
 import logging
 import random
+import re
 import secrets
 import ssl
 from collections import Counter
@@ -98,7 +99,7 @@ def enqueue(
     *,
     ticket_id: int,
     kind: str,
-    message: EmailMessage,
+    message: EmailMessage | bytes,
     message_id: str,
     mail_from: str,
     recipients: Iterable[str],
@@ -108,10 +109,10 @@ def enqueue(
 
     Writes in the caller's transaction and does not commit. The bytes are fixed here: a
     Bcc header is left out (its recipients belong in the envelope only), lines end in CRLF.
+    A message given as bytes (compose's `Composed.data`) is queued exactly as it is.
     """
     message_id = message_id.strip().removeprefix("<").removesuffix(">")
-    header = message.get("Message-ID")
-    if header is None or str(header).strip().removeprefix("<").removesuffix(">") != message_id:
+    if _message_id_of(message) != message_id:
         raise ValueError(f"the message's Message-ID header is not <{message_id}>")
     envelope = list(dict.fromkeys(r.strip() for r in recipients if r.strip()))
     if not envelope:
@@ -122,7 +123,7 @@ def enqueue(
         kind=kind,
         mail_from=mail_from.strip(),
         recipients=envelope,
-        data=_wire_bytes(message),
+        data=message if isinstance(message, bytes) else _wire_bytes(message),
         next_attempt_at=now,
         created_at=now,
         queued_at=now,
@@ -130,6 +131,17 @@ def enqueue(
     session.add(item)
     session.flush()
     return item
+
+
+def _message_id_of(message: EmailMessage | bytes) -> str | None:
+    if isinstance(message, bytes):
+        head = message.split(b"\r\n\r\n", 1)[0]
+        found = re.search(rb"^Message-ID:\s*<([^>\s]+)>", head, re.IGNORECASE | re.MULTILINE)
+        return found[1].decode("ascii", "replace") if found else None
+    header = message.get("Message-ID")
+    if header is None:
+        return None
+    return str(header).strip().removeprefix("<").removesuffix(">")
 
 
 def _wire_bytes(message: EmailMessage) -> bytes:

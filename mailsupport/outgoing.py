@@ -121,13 +121,12 @@ class Outgoing:
             tag_pattern=s.tag_pattern,
             articles=articles,
         )
-        mail = composed.message
         envelope = [a.address for a in (*to, *cc) if a.key not in s.our_addresses]
         item = enqueue(
             session,
             ticket_id=ticket.id,
             kind=kind,
-            message=mail,
+            message=composed.data,
             message_id=composed.message_id,
             mail_from=s.support_address,
             recipients=envelope,
@@ -137,13 +136,13 @@ class Outgoing:
             ticket_id=ticket.id,
             message_id=composed.message_id,
             direction="out",
-            in_reply_to=_ids(mail.get("In-Reply-To")),
-            refs=_ids(mail.get("References")),
+            in_reply_to=composed.in_reply_to or "",
+            refs=" ".join(composed.references),
             from_address=s.support_address,
             from_name=s.support_name,
             to=[a.as_json() for a in to],
             cc=[a.as_json() for a in cc],
-            subject=str(mail["Subject"]),
+            subject=composed.subject,
             date=now,
             received_at=now,
             text=composed.text,
@@ -189,16 +188,9 @@ class Outgoing:
             session,
             ticket_id=ticket.id,
             kind="notice",
-            message=composed.message,
+            message=composed.data,
             message_id=composed.message_id,
             mail_from=s.support_address,
             recipients=[to],
             now=now,
         )
-
-
-def _ids(value: object) -> str:
-    """A threading header as the project stores it: IDs without brackets, space-separated."""
-    if value is None:
-        return ""
-    return " ".join(part.strip("<>") for part in str(value).split())
