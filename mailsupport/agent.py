@@ -23,7 +23,6 @@ from mailsupport.store import NAME
 from mailsupport.store.models import (
     PRIORITIES,
     Message,
-    OutboxItem,
     Participant,
     Ticket,
     TicketTag,
@@ -90,7 +89,7 @@ def reply(
     cc: Sequence[Address] = (),
     attachments: Sequence[FilePart] = (),
     status: str | None = None,
-) -> tuple[Composed, OutboxItem]:
+) -> tuple[Composed, int]:
     """Answer the customer (and the people copied on the ticket). The ticket becomes open,
     or `status` (pending: waiting for the customer; closed) when given."""
     if not text.strip():
@@ -102,7 +101,7 @@ def reply(
     copies = [*_copied(session, t, ours), *cc]
     copies = list({a.key: a for a in copies if a.key not in ours}.values())
     parent = last_from_customer(session, t)
-    composed, item = outgoing.send(
+    composed, item_id = outgoing.send(
         session,
         "reply",
         t,
@@ -121,7 +120,7 @@ def reply(
     who = ", ".join(a.address for a in (to, *copies))
     _event(session, t, "replied", f"to {who} as <{composed.message_id}>", agent, now)
     _set_status(session, t, status or ("open" if t.status == "new" else t.status), agent, now)
-    return composed, item
+    return composed, item_id
 
 
 def _copied(session: Session, t: Ticket, exclude: set[str] | frozenset[str]) -> list[Address]:
@@ -176,10 +175,10 @@ def close(
     now: datetime,
     silent: bool = False,
     comment: str = "",
-) -> tuple[str, OutboxItem | None]:
+) -> tuple[str, int | None]:
     """Close the ticket; mail the customer the `closed` notice unless `silent`, the notice
     is turned off, or there is nobody or no way to send it. Returns what happened to the
-    notice (one line) and its outbox item."""
+    notice (one line) and its outbox item's id."""
     if t.status == "closed":
         raise RefusedError(f"ticket #{t.number} is closed already")
     _set_status(session, t, "closed", agent, now)
@@ -187,7 +186,7 @@ def close(
     if notice:
         return notice, None
     parent = last_from_customer(session, t)
-    composed, item = outgoing.send(
+    composed, item_id = outgoing.send(
         session,
         "closed",
         t,
@@ -199,7 +198,7 @@ def close(
         language_hint=parent.text if parent else "",
         thread_reason=f"closing notice, closed by {agent}",
     )
-    return f"closing notice queued to {t.requester} as <{composed.message_id}>", item
+    return f"closing notice queued to {t.requester} as <{composed.message_id}>", item_id
 
 
 def _notice_off(settings: Settings, t: Ticket, silent: bool) -> str:
@@ -267,9 +266,9 @@ def escalate(
     now: datetime,
     to_line: int | None = None,
     reason: str = "",
-) -> tuple[str, OutboxItem | None]:
+) -> tuple[str, int | None]:
     """Move the ticket to another line (the next one by default) and tell that line's team
-    address when one is set. Returns what happened to the notice and its outbox item."""
+    address when one is set. Returns what happened to the notice and its outbox item's id."""
     line = to_line if to_line is not None else t.line + 1
     if not 1 <= line <= MAX_LINE:
         raise UsageError(f"line {line} does not exist: lines are 1 to {MAX_LINE}")
@@ -284,11 +283,11 @@ def escalate(
         return f"no notice (no address for line {line} in MAILSUPPORT_LINE_ADDRESSES)", None
     if not outgoing.settings.smtp_host or not outgoing.settings.support_address:
         return "no notice (outgoing mail is not set up)", None
-    item = outgoing.team_notice(
+    item_id = outgoing.team_notice(
         session, t, to=team, subject=f"{what} to line {line}", now=now,
         text=_notice_text(session, t, line, why, agent),
     )  # fmt: skip
-    return f"notice queued to {team}", item
+    return f"notice queued to {team}", item_id
 
 
 def _notice_text(session: Session, t: Ticket, line: int, why: str, agent: str) -> str:

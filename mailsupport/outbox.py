@@ -1,6 +1,6 @@
 """The outbox: outgoing mail is queued in the database, then delivered over SMTP with retries.
 
-`enqueue` writes the exact bytes to send in the caller's transaction, the one that makes the
+`queue` writes the exact bytes to send in the caller's transaction, the one that makes the
 ticket change causing the mail (a transactional outbox): the mail exists if and only if the
 change does. `deliver_due` sends what is due, separately, and may run in several processes:
 
@@ -62,7 +62,7 @@ from mailsupport.errors import ConfigError, NotFoundError, TemporaryError, Usage
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem, Ticket
 from mailsupport.store.queries import iso
-from mailsupport.store.tickets import record_event
+from mailsupport.store.tickets import insert_row, record_event
 
 if TYPE_CHECKING:
     from imapclient import IMAPClient
@@ -71,9 +71,9 @@ __all__ = [
     "STATUSES",
     "backoff",
     "deliver_due",
-    "enqueue",
     "item_dict",
     "list_items",
+    "queue",
     "retry",
 ]
 
@@ -94,7 +94,7 @@ ERROR_MAX_CHARS = 2000
 # ------------------------------------------------------------------------------------------
 
 
-def enqueue(
+def queue(
     session: Session,
     *,
     ticket_id: int,
@@ -104,8 +104,9 @@ def enqueue(
     mail_from: str,
     recipients: Iterable[str],
     now: datetime,
-) -> OutboxItem:
-    """Queue `message` for delivery to the envelope `recipients`, due at once.
+) -> int:
+    """Queue `message` for delivery to the envelope `recipients`, due at once. Returns the
+    outbox item's id.
 
     Writes in the caller's transaction and does not commit. The bytes are fixed here: a
     Bcc header is left out (its recipients belong in the envelope only), lines end in CRLF.
@@ -117,20 +118,18 @@ def enqueue(
     envelope = list(dict.fromkeys(r.strip() for r in recipients if r.strip()))
     if not envelope:
         raise ValueError("an outgoing message needs at least one recipient")
-    item = OutboxItem(
-        ticket_id=ticket_id,
-        message_id=message_id,
-        kind=kind,
-        mail_from=mail_from.strip(),
-        recipients=envelope,
-        data=message if isinstance(message, bytes) else _wire_bytes(message),
-        next_attempt_at=now,
-        created_at=now,
-        queued_at=now,
-    )
-    session.add(item)
-    session.flush()
-    return item
+    values = {
+        "ticket_id": ticket_id,
+        "message_id": message_id,
+        "kind": kind,
+        "mail_from": mail_from.strip(),
+        "recipients": envelope,
+        "data": message if isinstance(message, bytes) else _wire_bytes(message),
+        "next_attempt_at": now,
+        "created_at": now,
+        "queued_at": now,
+    }
+    return insert_row(session, OutboxItem, values)
 
 
 def _message_id_of(message: EmailMessage | bytes) -> str | None:

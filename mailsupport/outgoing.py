@@ -26,10 +26,10 @@ from mailsupport.compose import (
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address
-from mailsupport.outbox import enqueue
+from mailsupport.outbox import queue
 from mailsupport.store.files import AttachmentStore
-from mailsupport.store.models import Attachment, Message, OutboxItem, Ticket
-from mailsupport.store.tickets import index_refs
+from mailsupport.store.models import Attachment, Message, Ticket
+from mailsupport.store.tickets import index_refs, insert_row, insert_rows
 from mailsupport.templating import Templates, choose_language
 
 # (file name, content type, bytes), as compose() takes attachments
@@ -92,9 +92,9 @@ class Outgoing:
         language: str = "",
         thread_reason: str,
         articles: Sequence[tuple[str, str]] = (),
-    ) -> tuple[Composed, OutboxItem]:
-        """Compose `kind`, queue it, and store it on `ticket`. Raises TemplateError or
-        ComposeError before anything is written."""
+    ) -> tuple[Composed, int]:
+        """Compose `kind`, queue it, and store it on `ticket`; returns it with its outbox
+        item's id. Raises TemplateError or ComposeError before anything is written."""
         s = self.settings
         if not s.support_address:
             raise ConfigError(
@@ -122,7 +122,7 @@ class Outgoing:
             articles=articles,
         )
         envelope = [a.address for a in (*to, *cc) if a.key not in s.our_addresses]
-        item = enqueue(
+        item_id = queue(
             session,
             ticket_id=ticket.id,
             kind=kind,
@@ -132,48 +132,49 @@ class Outgoing:
             recipients=envelope,
             now=now,
         )
-        row = Message(
-            ticket_id=ticket.id,
-            message_id=composed.message_id,
-            direction="out",
-            in_reply_to=composed.in_reply_to or "",
-            refs=" ".join(composed.references),
-            from_address=s.support_address,
-            from_name=s.support_name,
-            to=[a.as_json() for a in to],
-            cc=[a.as_json() for a in cc],
-            subject=composed.subject,
-            date=now,
-            received_at=now,
-            text=composed.text,
-            html=composed.html,
-            thread_reason=thread_reason,
-            author=author,
-            created_at=now,
-        )
-        session.add(row)
-        session.flush()
+        values = {
+            "ticket_id": ticket.id,
+            "message_id": composed.message_id,
+            "direction": "out",
+            "in_reply_to": composed.in_reply_to or "",
+            "refs": " ".join(composed.references),
+            "from_address": s.support_address,
+            "from_name": s.support_name,
+            "to": [a.as_json() for a in to],
+            "cc": [a.as_json() for a in cc],
+            "subject": composed.subject,
+            "date": now,
+            "received_at": now,
+            "text": composed.text,
+            "html": composed.html,
+            "thread_reason": thread_reason,
+            "author": author,
+            "created_at": now,
+        }
+        message_pk = insert_row(session, Message, values)
         if attachments:
             files = AttachmentStore(s.data_dir / "attachments")
-            for name, content_type, data in attachments:
-                session.add(
-                    Attachment(
-                        message_pk=row.id,  # type: ignore[arg-type]
-                        filename=name,
-                        content_type=content_type,
-                        size=len(data),
-                        sha256=files.put(data),
-                    )
-                )
+            rows = [
+                {
+                    "message_pk": message_pk,
+                    "filename": name,
+                    "content_type": content_type,
+                    "size": len(data),
+                    "sha256": files.put(data),
+                }
+                for name, content_type, data in attachments
+            ]
+            insert_rows(session, Attachment, rows)
         # The customer's answer threads here by its In-Reply-To.
         index_refs(session, ticket.id, [composed.message_id])
-        return composed, item
+        return composed, item_id
 
     def team_notice(
         self, session: Session, ticket: Ticket, *, to: str, subject: str, now: datetime, text: str
-    ) -> OutboxItem:
-        """Queue an internal notice about `ticket` to a team address. Not stored as a ticket
-        message and not indexed: an answer to it must not land in the customer's ticket."""
+    ) -> int:
+        """Queue an internal notice about `ticket` to a team address; returns the outbox
+        item's id. Not stored as a ticket message and not indexed: an answer to it must not
+        land in the customer's ticket."""
         s = self.settings
         assert ticket.id is not None and ticket.number is not None
         composed = compose_notice(
@@ -184,7 +185,7 @@ class Outgoing:
             secret=self.key(),
             now=now,
         )
-        return enqueue(
+        return queue(
             session,
             ticket_id=ticket.id,
             kind="notice",

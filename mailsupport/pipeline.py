@@ -23,7 +23,7 @@ from mailsupport.rules import is_automated, is_bounce
 from mailsupport.store import tickets as db
 from mailsupport.store.db import Store
 from mailsupport.store.files import AttachmentStore
-from mailsupport.store.models import Attachment, Message, RawMessage, Ticket
+from mailsupport.store.models import Attachment, Message, Ticket
 from mailsupport.threads import (
     ThreadDecision,
     decide_thread,
@@ -195,14 +195,14 @@ class Pipeline:
         return outcome
 
     def _set_aside(
-        self, session: Session, raw: RawMessage, origin: str, error: str, now: datetime
+        self, session: Session, raw: db.StoredRaw, origin: str, error: str, now: datetime
     ) -> Outcome:
         entry = db.quarantine(session, raw, origin, error, now)
         log.warning("quarantined %s as entry %s: %s", origin or "message", entry.id, error)
         return Outcome(QUARANTINED, detail=error)
 
     def _file(
-        self, session: Session, message: Inbound, raw: RawMessage, item: Incoming, now: datetime
+        self, session: Session, message: Inbound, raw: db.StoredRaw, item: Incoming, now: datetime
     ) -> Outcome:
         settings = self.settings
         sender = message.from_
@@ -251,40 +251,46 @@ class Pipeline:
             self.practice.classify_new(session, ticket, message, now)
             if item.live:
                 self.practice.set_due_times(ticket)
-        row = Message(
-            ticket_id=ticket.id,
-            message_id=message.message_id,
-            direction="out" if outgoing else "in",
-            in_reply_to=" ".join(message.in_reply_to),
-            refs=" ".join(message.references),
-            from_address=sender.address if sender else "",
-            from_name=sender.name if sender else "",
-            to=[a.as_json() for a in message.to],
-            cc=[a.as_json() for a in message.cc],
-            subject=message.subject,
-            date=message.date,
-            received_at=at,
-            text=message.text,
-            html=message.html,
-            raw_id=raw.id,
-            thread_reason=decision.reason,
-            defects="\n".join(message.defects),
-            created_at=now,
+        message_pk = db.insert_row(
+            session,
+            Message,
+            {
+                "ticket_id": ticket.id,
+                "message_id": message.message_id,
+                "direction": "out" if outgoing else "in",
+                "in_reply_to": " ".join(message.in_reply_to),
+                "refs": " ".join(message.references),
+                "from_address": sender.address if sender else "",
+                "from_name": sender.name if sender else "",
+                "to": [a.as_json() for a in message.to],
+                "cc": [a.as_json() for a in message.cc],
+                "subject": message.subject,
+                "date": message.date,
+                "received_at": at,
+                "text": message.text,
+                "html": message.html,
+                "raw_id": raw.id,
+                "thread_reason": decision.reason,
+                "defects": "\n".join(message.defects),
+                "created_at": now,
+            },
         )
-        session.add(row)
-        session.flush()
-        for part in message.attachments:
-            session.add(
-                Attachment(
-                    message_pk=row.id,  # type: ignore[arg-type]
-                    filename=part.filename,
-                    content_type=part.content_type,
-                    size=len(part.data),
-                    sha256=self.files.put(part.data),
-                    content_id=part.content_id,
-                    inline=part.inline,
-                )
-            )
+        db.insert_rows(
+            session,
+            Attachment,
+            [
+                {
+                    "message_pk": message_pk,
+                    "filename": part.filename,
+                    "content_type": part.content_type,
+                    "size": len(part.data),
+                    "sha256": self.files.put(part.data),
+                    "content_id": part.content_id,
+                    "inline": part.inline,
+                }
+                for part in message.attachments
+            ],
+        )
         db.index_refs(session, ticket.id, [message.message_id, *references])
         if not bounce:  # MAILER-DAEMON is nobody to write to
             db.add_participants(session, ticket, self._people(message, ticket), now)
@@ -296,8 +302,8 @@ class Pipeline:
                 session, message, ticket,
                 new_ticket=kind == NEW, source_reason=item.no_ack_reason, now=now,
             )  # fmt: skip
-            row.ack_decision, row.ack_to, ack = result.decision, result.to, result.decision
-            session.add(row)
+            db.set_ack(session, message_pk, result.decision, result.to)
+            ack = result.decision
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
 
     @staticmethod

@@ -13,9 +13,9 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
+from mailsupport import outbox
 from mailsupport.cli import app
 from mailsupport.mail import Address
-from mailsupport.outbox import enqueue
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem
 from mailsupport.store.tickets import create_ticket
@@ -71,12 +71,10 @@ def queue(store: Store, ticket_id: int, message_id: str, recipients: list[str]) 
     message["Message-ID"] = f"<{message_id}>"
     message.set_content("We are on it.\n")
     with store.write() as session:
-        item = enqueue(
+        return outbox.queue(
             session, ticket_id=ticket_id, kind="reply", message=message, message_id=message_id,
             mail_from=SUPPORT, recipients=recipients, now=_now() - timedelta(minutes=1),
         )  # fmt: skip
-        assert item.id is not None
-        return item.id
 
 
 def listed(run: Run, *args: str) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import select
 
+from mailsupport import outbox
 from mailsupport.compose import Sender, ThreadParent, compose
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, NotFoundError, UsageError
@@ -31,7 +32,6 @@ from mailsupport.outbox import (
     _claim,
     backoff,
     deliver_due,
-    enqueue,
     item_dict,
     list_items,
     retry,
@@ -91,12 +91,10 @@ def queue(
 ) -> int:  # fmt: skip
     recipients = recipients or [ANNA]
     with store.write() as session:
-        item = enqueue(
+        return outbox.queue(
             session, ticket_id=ticket_id, kind="reply", message=plain_message(message_id),
             message_id=message_id, mail_from=SUPPORT, recipients=recipients, now=when,
         )  # fmt: skip
-        assert item.id is not None
-        return item.id
 
 
 def get(store: Store, item_id: int) -> OutboxItem:
@@ -128,13 +126,11 @@ def test_delivered_bytes_equal_the_queued_bytes_and_the_envelope_is_right(
     )  # fmt: skip
     composed.message["Bcc"] = "hidden@example.net"
     with store.write() as session:
-        item = enqueue(
+        item_id = outbox.queue(
             session, ticket_id=ticket_id, kind="ack", message=composed.message,
             message_id=composed.message_id, mail_from=SUPPORT,
             recipients=[ANNA, "hidden@example.net", ANNA], now=T0,
         )  # fmt: skip
-        item_id = item.id
-    assert item_id is not None
     queued = get(store, item_id)
     assert queued.recipients == [ANNA, "hidden@example.net"]
     assert b"hidden@example.net" not in queued.data  # Bcc stays in the envelope only
@@ -165,10 +161,10 @@ def test_a_plain_message_with_lf_lines_and_a_lone_dot_arrives_byte_for_byte(
     assert smtp_server.arrivals[0].data == data
 
 
-def test_enqueue_writes_in_the_callers_transaction(store: Store) -> None:
+def test_queue_writes_in_the_callers_transaction(store: Store) -> None:
     ticket_id = new_ticket(store)
     with pytest.raises(RuntimeError), store.write() as session:
-        enqueue(
+        outbox.queue(
             session, ticket_id=ticket_id, kind="ack", message=plain_message("x@example.com"),
             message_id="<x@example.com>", mail_from=SUPPORT, recipients=[ANNA], now=T0,
         )  # fmt: skip
@@ -177,10 +173,10 @@ def test_enqueue_writes_in_the_callers_transaction(store: Store) -> None:
         assert list_items(session) == []
 
 
-def test_enqueue_refuses_a_message_id_that_is_not_the_messages(store: Store) -> None:
+def test_queue_refuses_a_message_id_that_is_not_the_messages(store: Store) -> None:
     ticket_id = new_ticket(store)
     with store.write() as session, pytest.raises(ValueError, match="Message-ID"):
-        enqueue(
+        outbox.queue(
             session, ticket_id=ticket_id, kind="ack", message=plain_message("a@example.com"),
             message_id="b@example.com", mail_from=SUPPORT, recipients=[ANNA], now=T0,
         )  # fmt: skip

@@ -101,7 +101,7 @@ def reply(
             attachments=files, status="closed" if close else "pending" if pending else None,
         )  # fmt: skip
         summary = f"ticket #{t.number}: reply queued as <{composed.message_id}>, {t.status}"
-        item_id = item.id
+        item_id = item
     typer.echo(summary)
     _send_now(st, item_id, no_send)
 
@@ -163,7 +163,7 @@ def close(
             comment=message or "",
         )  # fmt: skip
         summary = f"ticket #{t.number} closed; {notice}"
-        item_id = item.id if item is not None else None
+        item_id = item
     typer.echo(summary)
     if item_id is not None:
         _send_now(st, item_id, no_send)
@@ -245,7 +245,7 @@ def escalate(
             session, Outgoing(st.settings), t, agent=who, now=utcnow(), to_line=to, reason=reason
         )
         summary = f"ticket #{t.number} is on line {t.line} now; {notice}"
-        item_id = item.id if item is not None else None
+        item_id = item
     typer.echo(summary)
     _send_now(st, item_id, no_send)
 

@@ -6,7 +6,7 @@ import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
@@ -23,21 +23,67 @@ from mailsupport.store.models import (
 )
 
 
-def save_raw(session: Session, raw: bytes, origin: str, now: datetime) -> tuple[RawMessage, bool]:
+class StoredRaw(NamedTuple):
+    """A raw message's row: what the steps after storing it need of it."""
+
+    id: int
+    size: int
+
+
+def save_raw(session: Session, raw: bytes, origin: str, now: datetime) -> tuple[StoredRaw, bool]:
     """Keep the bytes exactly as they came; the same bytes are stored once. Returns the row
     and whether it is new (bytes never seen before cannot be in the quarantine)."""
     digest = hashlib.sha256(raw).hexdigest()
-    existing = session.exec(select(RawMessage).where(RawMessage.sha256 == digest)).first()
-    if existing is not None:
-        return existing, False
-    row = RawMessage(sha256=digest, size=len(raw), data=raw, origin=origin, stored_at=now)
-    session.add(row)
-    session.flush()
-    return row, True
+    values = {"sha256": digest, "size": len(raw), "data": raw, "origin": origin, "stored_at": now}
+    connection = session.connection()
+    # Bytes seen for the first time (nearly always) take one statement; known bytes, or
+    # bytes another process stores at the same moment, are looked up after it.
+    dialect = connection.dialect.name
+    new = connection.execute(_insert_raw(dialect), values).scalar()
+    if new is not None:
+        return StoredRaw(new, len(raw)), True
+    existing = connection.execute(_raw_by_digest(), {"sha256": digest}).scalar_one()
+    return StoredRaw(existing, len(raw)), False
+
+
+@functools.cache
+def _insert_raw(dialect: str) -> sa.Insert:
+    table = RawMessage.__table__  # type: ignore[attr-defined]
+    return _insert_ignoring(dialect, RawMessage).returning(table.c.id)
+
+
+@functools.cache
+def _raw_by_digest() -> sa.Select[tuple[int]]:
+    table = RawMessage.__table__  # type: ignore[attr-defined]
+    return sa.select(table.c.id).where(table.c.sha256 == sa.bindparam("sha256"))
+
+
+def insert_row(session: Session, model: type[SQLModel], values: dict[str, Any]) -> int:
+    """Insert one row without the ORM and return its id. The hot path of intake stores
+    rows this way: the unit of work and the model's validation cost more than the insert
+    (cProfile of intake), and nothing on that path reads the rows back as objects."""
+    return int(session.connection().execute(_insert_returning_id(model), values).scalar_one())
+
+
+def insert_rows(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    """insert_row() for several rows at once; no ids."""
+    if rows:
+        session.connection().execute(_insert_plain(model), rows)
+
+
+@functools.cache
+def _insert_returning_id(model: type[SQLModel]) -> sa.Insert:
+    table = model.__table__  # type: ignore[attr-defined]
+    return sa.insert(table).returning(table.c.id)
+
+
+@functools.cache
+def _insert_plain(model: type[SQLModel]) -> sa.Insert:
+    return sa.insert(model.__table__)  # type: ignore[attr-defined]
 
 
 def quarantine(
-    session: Session, raw: RawMessage, origin: str, error: str, now: datetime
+    session: Session, raw: StoredRaw, origin: str, error: str, now: datetime
 ) -> QuarantineEntry:
     """Set a message aside with its error; one entry per raw message, however often it fails."""
     entry = session.exec(select(QuarantineEntry).where(QuarantineEntry.raw_id == raw.id)).first()
@@ -50,27 +96,54 @@ def quarantine(
     return entry
 
 
-def release_quarantine(session: Session, raw: RawMessage) -> None:
+def release_quarantine(session: Session, raw: StoredRaw) -> None:
     """The message was stored after all: drop its quarantine entry, if any."""
     session.execute(sa.delete(QuarantineEntry).where(col(QuarantineEntry.raw_id) == raw.id))
 
 
 def message_exists(session: Session, message_id: str) -> bool:
-    found = session.exec(select(Message.id).where(Message.message_id == message_id)).first()
+    found = session.connection().execute(_message_by_id(), {"message_id": message_id}).first()
     return found is not None
 
 
+@functools.cache
+def _message_by_id() -> sa.Select[tuple[int]]:
+    table = Message.__table__  # type: ignore[attr-defined]
+    return sa.select(table.c.id).where(table.c.message_id == sa.bindparam("message_id"))
+
+
+def set_ack(session: Session, message_pk: int, decision: str, to: str | None) -> None:
+    """Record on an incoming message whether (and to whom) it was acknowledged."""
+    values = {"b_pk": message_pk, "b_decision": decision, "b_to": to}
+    session.connection().execute(_set_ack(), values)
+
+
+@functools.cache
+def _set_ack() -> sa.Update:
+    table = Message.__table__  # type: ignore[attr-defined]
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("b_pk"))
+        .values(ack_decision=sa.bindparam("b_decision"), ack_to=sa.bindparam("b_to"))
+    )
+
+
 def known_refs(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
-    """The ticket each of these Message-IDs is indexed to, for those that are known."""
+    """The ticket each of these Message-IDs is indexed to, for those that are known.
+    (Read without flushing the session: the index is only ever written by statements.)"""
     wanted = list(dict.fromkeys(message_ids))
     if not wanted:
         return {}
-    rows = session.exec(
-        select(MessageRef.message_id, MessageRef.ticket_id).where(
-            col(MessageRef.message_id).in_(wanted)
-        )
-    ).all()
-    return dict(rows)
+    rows = session.connection().execute(_refs_of(), {"ids": wanted}).all()
+    return {message_id: ticket_id for message_id, ticket_id in rows}
+
+
+@functools.cache
+def _refs_of() -> sa.Select[tuple[str, int]]:
+    table = MessageRef.__table__  # type: ignore[attr-defined]
+    return sa.select(table.c.message_id, table.c.ticket_id).where(
+        table.c.message_id.in_(sa.bindparam("ids", expanding=True))
+    )
 
 
 def ticket_by_number(session: Session, number: int) -> Ticket | None:
@@ -94,16 +167,22 @@ def is_participant(session: Session, ticket_id: int, address: str) -> bool:
 
 
 def participating(session: Session, ticket_ids: Iterable[int], address: str) -> set[int]:
-    """Those of these tickets that `address` takes part in."""
+    """Those of these tickets that `address` takes part in. (Without flushing: participants
+    are only ever added by statements.)"""
     wanted = list(dict.fromkeys(ticket_ids))
     if not wanted or not address:
         return set()
-    rows = session.exec(
-        select(Participant.ticket_id).where(
-            col(Participant.ticket_id).in_(wanted), Participant.address == address.lower()
-        )
-    ).all()
-    return set(rows)
+    values = {"ids": wanted, "address": address.lower()}
+    return set(session.connection().execute(_participating(), values).scalars())
+
+
+@functools.cache
+def _participating() -> sa.Select[tuple[int]]:
+    table = Participant.__table__  # type: ignore[attr-defined]
+    return sa.select(table.c.ticket_id).where(
+        table.c.ticket_id.in_(sa.bindparam("ids", expanding=True)),
+        table.c.address == sa.bindparam("address"),
+    )
 
 
 def ticket_numbers(session: Session, ticket_ids: Iterable[int]) -> dict[int, int]:
@@ -161,8 +240,10 @@ def _insert_new(session: Session, model: type[SQLModel], rows: list[dict[str, An
     profile showed a lookup and an ORM flush per row costing more than the rest)."""
     if not rows:
         return
-    session.flush()  # rows of this model still pending in the session go first
-    session.execute(_insert_ignoring(session.get_bind().dialect.name, model), rows)
+    if any(isinstance(pending, model) for pending in session.new):
+        session.flush()  # rows of this model added as objects go first
+    statement = _insert_ignoring(session.get_bind().dialect.name, model)
+    session.connection().execute(statement, rows)
 
 
 @functools.cache
@@ -173,7 +254,7 @@ def _insert_ignoring(dialect: str, model: type[SQLModel]) -> sa.Insert:
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    return insert(model).on_conflict_do_nothing()
+    return insert(model.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
 
 
 def record_event(
