@@ -196,8 +196,7 @@ class _MsgIdHeader(headerregistry.UnstructuredHeader):
         kwds["decoded"] = value
 
     def fold(self, *, policy: Any) -> str:
-        ids = [token.removeprefix("<").removesuffix(">") for token in str(self).split()]
-        return wire.id_header(self.name, ids).replace(wire.CRLF, policy.linesep)
+        return wire.fold(self.name, str(self).split(), "").replace(wire.CRLF, policy.linesep)
 
 
 _HEADERS = headerregistry.HeaderRegistry()

@@ -96,12 +96,11 @@ def reply(
         text = f"{text}\n\n{articles}" if articles else text
     with _kept_on_failure(text, "reply"), store.write() as session:
         t = agent.ticket(session, number)
-        composed, item = agent.reply(
+        composed, item_id = agent.reply(
             session, Outgoing(settings), t, text, agent=who, now=utcnow(), cc=copies,
             attachments=files, status="closed" if close else "pending" if pending else None,
         )  # fmt: skip
         summary = f"ticket #{t.number}: reply queued as <{composed.message_id}>, {t.status}"
-        item_id = item
     typer.echo(summary)
     _send_now(st, item_id, no_send)
 
@@ -158,12 +157,11 @@ def close(
 
     st = state(ctx)
     with _on_ticket(ctx, number, as_) as (who, session, t):
-        notice, item = agent.close(
+        notice, item_id = agent.close(
             session, Outgoing(st.settings), t, agent=who, now=utcnow(), silent=silent,
             comment=message or "",
         )  # fmt: skip
         summary = f"ticket #{t.number} closed; {notice}"
-        item_id = item
     typer.echo(summary)
     if item_id is not None:
         _send_now(st, item_id, no_send)
@@ -241,11 +239,10 @@ def escalate(
 
     st = state(ctx)
     with _on_ticket(ctx, number, as_) as (who, session, t):
-        notice, item = agent.escalate(
+        notice, item_id = agent.escalate(
             session, Outgoing(st.settings), t, agent=who, now=utcnow(), to_line=to, reason=reason
         )
         summary = f"ticket #{t.number} is on line {t.line} now; {notice}"
-        item_id = item
     typer.echo(summary)
     _send_now(st, item_id, no_send)
 
