@@ -10,8 +10,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from mailsupport import outbox
 from mailsupport.cli import app

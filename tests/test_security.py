@@ -15,10 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 from pydantic import SecretStr
 from sqlmodel import select
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from mailsupport.cli import app
 from mailsupport.cli.attachcmd import MAX_NAME_BYTES, save_name
