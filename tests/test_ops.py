@@ -135,3 +135,12 @@ def test_doctor_checks_the_rules_file_and_the_knowledge_base(env_for_cli, store,
     assert bad.exit_code == 1
     assert "FAIL  rules: " in bad.output and "line 3: unknown condition 'subjct'" in bad.output
     assert "FAIL  knowledge base: " in bad.output and "b.md" in bad.output
+
+
+def test_doctor_without_a_support_address_is_not_all_well(env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in env_for_cli.items() if k != "MAILSUPPORT_SUPPORT_ADDRESS"}
+    result = invoke(env, "doctor")
+    assert result.exit_code == 1
+    assert "FAIL  support address: MAILSUPPORT_SUPPORT_ADDRESS is not set" in result.output
+    assert "all checks passed" not in result.output
+    assert "ok    support address: support@example.com" in invoke(env_for_cli, "doctor").output

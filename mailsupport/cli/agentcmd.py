@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mailsupport.cli.app import app, state, utcnow
+from mailsupport.cli.app import app, state, ticket_number, utcnow
 from mailsupport.errors import ConfigError, RefusedError, TemporaryError, UsageError
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ MARKER = "# ------------------------ >8 ------------------------"
 AS_OPTION = typer.Option(
     None, "--as", metavar="NAME", help="Act as this agent (default: MAILSUPPORT_AGENT, login)."
 )
-NUMBER = typer.Argument(..., metavar="N", help="Ticket number.")
+NUMBER = typer.Argument(..., metavar="N", parser=ticket_number, help="Ticket number: 12 or #12.")
 MESSAGE_OPTION = typer.Option(None, "--message", "-m", metavar="TEXT", help="The text.")
 FILE_OPTION = typer.Option(
     None, "--file", "-F", metavar="PATH", help="Read the text from a file (- for stdin)."
@@ -74,7 +74,14 @@ def reply(
     The text comes from -m, --file, or $EDITOR opened on a file that shows the conversation
     below a marker line (like `git commit`). An empty text sends nothing. The reply goes to
     the customer and everyone copied on the ticket, with the `reply` template; the ticket
-    becomes open, or pending or closed when asked."""
+    becomes open, or pending or closed when asked.
+
+    Examples:
+        mailsupport reply 12
+        mailsupport reply 12 -m 'The invoice is attached.' --attach invoice.pdf
+        mailsupport reply '#12' --file answer.txt --pending
+        mailsupport reply 12 --kb reset-password --close
+    """
     from mailsupport import agent
     from mailsupport.outgoing import Outgoing, file_part
 
@@ -115,7 +122,12 @@ def note(
 ) -> None:
     """Add an internal note for agents; it is never mailed to anyone.
 
-    The text comes from -m, --file, or $EDITOR (an empty text adds nothing)."""
+    The text comes from -m, --file, or $EDITOR (an empty text adds nothing).
+
+    Examples:
+        mailsupport note 12 -m 'Called the customer, waiting for logs.'
+        mailsupport note 12
+    """
     from mailsupport import agent
 
     st = state(ctx)
@@ -151,7 +163,13 @@ def close(
 ) -> None:
     """Close a ticket and mail the customer the `closed` notice.
 
-    No notice with --silent, or when MAILSUPPORT_CLOSED_NOTICE=false."""
+    No notice with --silent, or when MAILSUPPORT_CLOSED_NOTICE=false.
+
+    Examples:
+        mailsupport close 12
+        mailsupport close 12 -m 'Fixed in release 2.4.'
+        mailsupport close 12 --silent
+    """
     from mailsupport import agent
     from mailsupport.outgoing import Outgoing
 
@@ -169,7 +187,11 @@ def close(
 
 @app.command("reopen", rich_help_panel=AGENT)
 def reopen(ctx: typer.Context, number: int = NUMBER, as_: str | None = AS_OPTION) -> None:
-    """Open a closed or pending ticket again."""
+    """Open a closed or pending ticket again.
+
+    Examples:
+        mailsupport reopen 12
+    """
     from mailsupport import agent
 
     with _on_ticket(ctx, number, as_) as (who, session, t):
@@ -187,7 +209,13 @@ def assign(
     ),
     as_: str | None = AS_OPTION,
 ) -> None:
-    """Give a ticket to an agent (`me` for yourself, `none` to take it back)."""
+    """Give a ticket to an agent (`me` for yourself, `none` to take it back).
+
+    Examples:
+        mailsupport assign 12 me
+        mailsupport assign 12 olga
+        mailsupport assign 12 none
+    """
     from mailsupport import agent
 
     with _on_ticket(ctx, number, as_) as (who, session, t):
@@ -206,7 +234,11 @@ def priority(
     level: str = typer.Argument(..., metavar="LEVEL", help="low, normal, high or urgent."),
     as_: str | None = AS_OPTION,
 ) -> None:
-    """Set a ticket's priority: low, normal, high or urgent (SLA due times follow it)."""
+    """Set a ticket's priority: low, normal, high or urgent (SLA due times follow it).
+
+    Examples:
+        mailsupport priority 12 urgent
+    """
     from mailsupport import agent
     from mailsupport.practice import Practice
 
@@ -233,7 +265,12 @@ def escalate(
     """Move a ticket to another line of support (the next one by default).
 
     Recorded in the history; the line's team address (MAILSUPPORT_LINE_ADDRESSES) gets a
-    notice by mail. `--to 1` returns it to the first line."""
+    notice by mail. `--to 1` returns it to the first line.
+
+    Examples:
+        mailsupport escalate 12 --reason 'needs a database fix'
+        mailsupport escalate 12 --to 1
+    """
     from mailsupport import agent
     from mailsupport.outgoing import Outgoing
 
@@ -261,7 +298,11 @@ def tag(
     ),
     as_: str | None = AS_OPTION,
 ) -> None:
-    """Add and remove tags: `mailsupport tag 12 +billing -urgent`."""
+    """Add and remove tags: `mailsupport tag 12 +billing -urgent`.
+
+    Examples:
+        mailsupport tag 12 +billing -urgent
+    """
     from mailsupport import agent
 
     with _on_ticket(ctx, number, as_) as (who, session, t):
@@ -273,13 +314,21 @@ def tag(
 @app.command("merge", rich_help_panel=AGENT)
 def merge(
     ctx: typer.Context,
-    number: int = typer.Argument(..., metavar="N", help="The ticket that stays."),
-    other: int = typer.Argument(..., metavar="M", help="The ticket merged into N and closed."),
+    number: int = typer.Argument(
+        ..., metavar="N", parser=ticket_number, help="The ticket that stays: 12 or #12."
+    ),
+    other: int = typer.Argument(
+        ..., metavar="M", parser=ticket_number, help="The ticket merged into N and closed."
+    ),
     as_: str | None = AS_OPTION,
 ) -> None:
     """Merge ticket M into N; replies to either land in N from then on.
 
-    M's messages, participants, tags and history move to N; M is closed and points at N."""
+    M's messages, participants, tags and history move to N; M is closed and points at N.
+
+    Examples:
+        mailsupport merge 12 15
+    """
     from mailsupport import agent
 
     with _on_ticket(ctx, number, as_) as (who, session, target):

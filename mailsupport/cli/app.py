@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import gc
+import inspect
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,7 +16,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
-from typer.core import TyperGroup
+
+# typer (0.26 and newer) carries its own copy of click; its command classes and usage errors
+# are reached here and nowhere else, and pyproject.toml bounds typer to the versions tested.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption
+from typer.core import TyperCommand, TyperGroup
 
 from mailsupport.errors import MailSupportError, UsageError
 
@@ -22,12 +29,69 @@ if TYPE_CHECKING:
     from mailsupport.store.db import Store
 
 
-class _Group(TyperGroup):
-    """Turns a MailSupportError anywhere below into one line on stderr and its exit code."""
+# Help is plain text reflowed to the terminal, at most this wide (longer lines read badly).
+HELP_WIDTH = 100
+EXAMPLES = "Examples:"
+
+
+class _PlainHelp:
+    """Help that reads like a well-kept command line, the same for commands and groups.
+
+    `Usage: mailsupport show [OPTIONS] N`, then the docstring's paragraphs reflowed to the
+    terminal, `--flag` alone and `--option VALUE` with a metavar, and the docstring's
+    "Examples:" lines kept as written."""
+
+    def format_help_text(self, ctx: Any, formatter: Any) -> None:
+        text, _ = split_examples(getattr(self, "help", None) or "")
+        if text:
+            formatter.write_paragraph()
+            with formatter.indentation():
+                formatter.write_text(text)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = ["[OPTIONS]"] if any(_is_option(p) for p in self.get_params(ctx)) else []  # type: ignore[attr-defined]
+        for param in self.get_params(ctx):  # type: ignore[attr-defined]
+            if not _is_option(param):
+                name = param.metavar or param.name.upper()
+                dots = "..." if param.nargs != 1 and not name.endswith("...") else ""
+                pieces.append(name + dots if param.required else f"[{name}{dots}]")
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        params = [p for p in self.get_params(ctx) if not getattr(p, "hidden", False)]  # type: ignore[attr-defined]
+        arguments = [_argument_row(p) for p in params if not _is_option(p) and p.help]
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        options = [_option_row(p) for p in params if _is_option(p)]
+        if options:
+            with formatter.section("Options"):
+                formatter.write_dl(options)
+
+    def format_epilog(self, ctx: Any, formatter: Any) -> None:
+        _, examples = split_examples(getattr(self, "help", None) or "")
+        if examples:
+            formatter.write_paragraph()
+            formatter.write_text(EXAMPLES)
+            formatter.write("".join(f"  {line}\n" if line else "\n" for line in examples))
+
+
+class _Command(_PlainHelp, TyperCommand):
+    pass
+
+
+class _Group(_PlainHelp, TyperGroup):
+    """Turns a MailSupportError anywhere below into one line on stderr and its exit code,
+    and a mistake on the command line into one line too."""
+
+    def make_context(self, info_name: str | None, args: list[str], **extra: Any) -> Any:
+        with _usage_errors_in_one_line():
+            return super().make_context(info_name, args, **extra)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _usage_errors_in_one_line():
+                return super().invoke(ctx)
         except MailSupportError as error:
             typer.echo(f"mailsupport: {error}", err=True)
             ctx.exit(error.exit_code)
@@ -35,19 +99,136 @@ class _Group(TyperGroup):
             sys.stderr.close()
             ctx.exit(0)
 
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), "COMMAND [ARGS]..."]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        super().format_options(ctx, formatter)
+        panels: dict[str, list[tuple[str, str]]] = {}
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            panel = getattr(command, "rich_help_panel", None)
+            title = f"{panel} commands" if panel else "Commands"
+            summary = split_examples(command.help or "")[0].split("\n\n")[0]
+            panels.setdefault(title, []).append((name, " ".join(summary.split())))
+        for title, rows in panels.items():
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+@contextmanager
+def _usage_errors_in_one_line() -> Iterator[None]:
+    """A usage error (unknown option, bad value, missing argument) as one line on stderr,
+    exit 2; a command that needs arguments and got none shows its help instead."""
+    try:
+        yield
+    except NoArgsIsHelpError as shown:
+        typer.echo(shown.ctx.get_help())
+        raise typer.Exit(0) from None
+    except ClickException as error:
+        typer.echo(f"mailsupport: {one_line_usage_error(error)}", err=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+def one_line_usage_error(error: ClickException) -> str:
+    """`list: no such option: --bogus (see mailsupport list --help)`."""
+    message = " ".join(error.format_message().split()).rstrip(".")
+    if isinstance(error, NoSuchOption) and error.possibilities:
+        close = difflib.get_close_matches(error.option_name, error.possibilities, 2, 0.7)
+        guesses = " or ".join(close or sorted(error.possibilities)[:3])
+        message = f"no such option: {error.option_name}; did you mean {guesses}?"
+    message = message.replace(". Did you mean", "; did you mean")
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    ctx = getattr(error, "ctx", None)
+    path = ctx.command_path if ctx is not None else "mailsupport"
+    command = path.partition(" ")[2]
+    where = f"{command}: " if command else ""
+    return f"{where}{message} (see {path} --help)"
+
+
+def split_examples(text: str) -> tuple[str, list[str]]:
+    """A docstring's prose, and the lines of its "Examples:" section (kept as written)."""
+    text = inspect.cleandoc(text)
+    prose, marker, examples = text.partition(f"\n{EXAMPLES}\n")
+    if not marker:
+        return text, []
+    return prose.rstrip(), textwrap.dedent(examples).strip("\n").splitlines()
+
+
+def _is_option(param: Any) -> bool:
+    return bool(getattr(param, "param_type_name", "") == "option")
+
+
+def _argument_row(param: Any) -> tuple[str, str]:
+    return param.metavar or param.name.upper(), param.help or ""
+
+
+def _option_row(param: Any) -> tuple[str, str]:
+    names = sorted(param.opts, key=lambda o: (o.startswith("--"), o))
+    shown = ", ".join(names)
+    if param.secondary_opts:
+        shown += " / " + ", ".join(param.secondary_opts)
+    if not param.is_flag:
+        shown += f" {param.metavar or metavar_for(param)}"
+    help_text = param.help or ""
+    default = param.default
+    if param.required:
+        help_text += "  [required]"
+    elif (
+        param.show_default
+        and not param.is_flag
+        and not callable(default)
+        and default not in (None, "", (), [])
+    ):
+        shown_default = (
+            ", ".join(map(str, default)) if isinstance(default, list | tuple) else default
+        )
+        help_text += f"  [default: {shown_default}]"
+    return shown, help_text.strip()
+
+
+def metavar_for(param: Any) -> str:
+    """An option's value in help, from its long name: --due-within -> DUE_WITHIN."""
+    longest = max(param.opts, key=len).lstrip("-")
+    return longest.replace("-", "_").upper()
+
+
+def ticket_number(value: str) -> int:
+    """A ticket number as agents write it: 12 or #12."""
+    text = value.strip().removeprefix("#").strip()
+    if not text.isdigit() or not 0 < int(text) < 10**9:
+        raise typer.BadParameter(f"{value!r} is not a ticket number: write 12 or #12")
+    return int(text)
+
+
+class _Typer(typer.Typer):
+    """typer.Typer whose commands and groups all use the help above."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
 
 def sub_app(help_text: str) -> typer.Typer:
-    return typer.Typer(
-        cls=_Group, help=help_text, no_args_is_help=True, pretty_exceptions_enable=False
+    return _Typer(
+        cls=_Group,
+        help=help_text,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
     )
 
 
-app = typer.Typer(
+app = _Typer(
     cls=_Group,
-    help="mailsupport: an email-driven support desk.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": HELP_WIDTH},
 )
 
 
@@ -148,8 +329,39 @@ def _main(
         help="Settings file (default: MAILSUPPORT_CONFIG, ./settings.env).",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each processed message."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=lambda given: _print_version() if given else None,
+        help="Print the version and exit.",
+    ),
 ) -> None:
+    """mailsupport: an email-driven support desk.
+
+    Customers write to the support address; mailsupport threads every message into a
+    ticket, acknowledges new tickets, and agents answer from here. Settings come from
+    MAILSUPPORT_* variables or a settings file (see settings.example.env); `mailsupport
+    doctor` checks them. `mailsupport COMMAND --help` tells more about each command.
+
+    Examples:
+        mailsupport doctor
+        mailsupport import mail.mbox
+        mailsupport list --status open
+        mailsupport show 12
+    """
     ctx.obj = State(config_path=config, verbose=verbose)
+
+
+def _print_version() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("mailsupport")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        from mailsupport import __version__ as number
+    typer.echo(f"mailsupport {number}")
+    raise typer.Exit(0)
 
 
 def state(ctx: typer.Context) -> State:

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from mailsupport.cli.app import app, print_json, state
+from mailsupport.cli.app import app, print_json, state, ticket_number
 from mailsupport.errors import MailSupportError, NotFoundError, UsageError
 
 AGENT = "Agent"
@@ -154,7 +154,9 @@ _NAME_REFUSED = {errno.EINVAL, errno.EILSEQ, errno.ENAMETOOLONG}
 @app.command("attachments", rich_help_panel=AGENT)
 def attachments(
     ctx: typer.Context,
-    number: int = typer.Argument(..., metavar="N", help="Ticket number."),
+    number: int = typer.Argument(
+        ..., metavar="N", parser=ticket_number, help="Ticket number: 12 or #12."
+    ),
     save: Path | None = typer.Option(
         None,
         "--save",
@@ -167,7 +169,12 @@ def attachments(
     """List a ticket's attachments, or save them into a directory with --save DIR.
 
     Each line shows the message it came with ([1] is the first, as in `show`). Saved
-    files are named after the attachment, cleaned so that no name can reach outside DIR."""
+    files are named after the attachment, cleaned so that no name can reach outside DIR.
+
+    Examples:
+        mailsupport attachments 12
+        mailsupport attachments 12 --save ~/tickets/12
+    """
     from mailsupport.store.files import AttachmentStore
     from mailsupport.store.queries import messages_of, reading, ticket_by_number
 

@@ -6,13 +6,24 @@ import typer
 
 from mailsupport.cli.app import app, state, sub_app
 
-db_app = sub_app("Database schema: create and upgrade.")
+db_app = sub_app(
+    """Database schema: create and upgrade.
+
+    Examples:
+        mailsupport db status
+        mailsupport db upgrade
+    """
+)
 app.add_typer(db_app, name="db", rich_help_panel="Operator")
 
 
 @db_app.command("upgrade")
 def upgrade(ctx: typer.Context) -> None:
-    """Create the database or bring its schema up to date (back it up first)."""
+    """Create the database or bring its schema up to date (back it up first).
+
+    Examples:
+        mailsupport db upgrade
+    """
     store = state(ctx).store(check_schema=False)
     before = store.current_revision()
     store.upgrade()
@@ -25,7 +36,11 @@ def upgrade(ctx: typer.Context) -> None:
 
 @db_app.command("status")
 def status(ctx: typer.Context) -> None:
-    """Show the schema revision of the database and the one this version needs."""
+    """Show the schema revision of the database and the one this version needs.
+
+    Examples:
+        mailsupport db status
+    """
     from mailsupport.store.db import SCHEMA_REVISION
 
     st = state(ctx)

@@ -20,9 +20,9 @@ RETRY_NO_ACK = "taken from the quarantine (`mailsupport quarantine retry --ack` 
 def import_(
     ctx: typer.Context,
     paths: list[Path] = typer.Argument(
-        ..., help="mbox files, Maildirs, message files, or directories of them."
+        ..., metavar="PATH...", help="mbox files, Maildirs, message files, or directories of them."
     ),
-    batch: int = typer.Option(200, min=1, help="Messages per database transaction."),
+    batch: int = typer.Option(200, metavar="N", min=1, help="Messages per database transaction."),
     progress: bool = typer.Option(True, help="Show a progress bar on a terminal."),
     ack: bool = typer.Option(
         False,
@@ -30,7 +30,12 @@ def import_(
         help="Acknowledge the new tickets as if the mail had just arrived (by the usual rules).",
     ),
 ) -> None:
-    """Import mail history from files. Sends nothing to anyone unless --ack is given."""
+    """Import mail history from files. Sends nothing to anyone unless --ack is given.
+
+    Examples:
+        mailsupport import archive.mbox
+        mailsupport import ~/Maildir/.Support --no-progress
+    """
     from mailsupport.pipeline import Incoming, Pipeline, describe
     from mailsupport.sources.files import plan_import
 
@@ -57,12 +62,17 @@ def import_(
 @app.command("ingest", rich_help_panel=OPERATOR)
 def ingest(
     ctx: typer.Context,
-    origin: str = typer.Option("stdin", help="A label stored with the message."),
+    origin: str = typer.Option("stdin", metavar="LABEL", help="A label stored with the message."),
 ) -> None:
     """Store one message read from standard input (for `|mailsupport ingest` in an MTA).
 
     Exit 0 when stored (or quarantined), 75 when it could not be stored for now: the MTA
-    keeps the message and tries again."""
+    keeps the message and tries again.
+
+    Examples:
+        mailsupport ingest < message.eml
+        mailsupport ingest --origin postfix
+    """
     from mailsupport.errors import TemporaryError
     from mailsupport.pipeline import Incoming, Pipeline
 
@@ -88,7 +98,14 @@ def ingest(
         typer.echo(f"ticket #{outcome.ticket_number}: {outcome.detail}")
 
 
-quarantine_app = sub_app("Messages set aside because they could not be processed.")
+quarantine_app = sub_app(
+    """Messages set aside because they could not be processed.
+
+    Examples:
+        mailsupport quarantine list
+        mailsupport quarantine retry --all
+    """
+)
 app.add_typer(quarantine_app, name="quarantine", rich_help_panel=OPERATOR)
 
 
@@ -96,7 +113,12 @@ app.add_typer(quarantine_app, name="quarantine", rich_help_panel=OPERATOR)
 def quarantine_list(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON for scripts.")
 ) -> None:
-    """List quarantined messages with their errors."""
+    """List quarantined messages with their errors.
+
+    Examples:
+        mailsupport quarantine list
+        mailsupport quarantine list --json
+    """
     from mailsupport.cli.app import local_time
     from mailsupport.store.queries import quarantine_dict, quarantine_entries
 
@@ -118,11 +140,16 @@ def quarantine_list(
 @quarantine_app.command("show")
 def quarantine_show(
     ctx: typer.Context,
-    entry_id: int = typer.Argument(..., metavar="ID"),
+    entry_id: int = typer.Argument(..., metavar="ID", help="The entry, as in `quarantine list`."),
     raw: bool = typer.Option(False, "--raw", help="Print the message's original bytes."),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
-    """Show one quarantined message: its error and headers, or its raw bytes."""
+    """Show one quarantined message: its error and headers, or its raw bytes.
+
+    Examples:
+        mailsupport quarantine show 3
+        mailsupport quarantine show 3 --raw > message.eml
+    """
     from mailsupport.store.models import QuarantineEntry, RawMessage
     from mailsupport.store.queries import quarantine_dict
 
@@ -153,13 +180,20 @@ def quarantine_show(
 @quarantine_app.command("retry")
 def quarantine_retry(
     ctx: typer.Context,
-    entry_id: int | None = typer.Argument(None, metavar="[ID]"),
+    entry_id: int | None = typer.Argument(
+        None, metavar="ID", help="The entry, as in `quarantine list` (or --all)."
+    ),
     all_: bool = typer.Option(False, "--all", help="Retry every quarantined message."),
     ack: bool = typer.Option(
         False, "--ack", help="Acknowledge the new tickets (by the usual rules)."
     ),
 ) -> None:
-    """Process quarantined messages again (after a fix or a settings change)."""
+    """Process quarantined messages again (after a fix or a settings change).
+
+    Examples:
+        mailsupport quarantine retry 3
+        mailsupport quarantine retry --all
+    """
     from sqlmodel import col, select
 
     from mailsupport.pipeline import Incoming, Pipeline, describe

@@ -14,7 +14,12 @@ if TYPE_CHECKING:
 AGENT = "Agent"  # the help panel of the agents' commands
 
 kb_app = sub_app(
-    "The knowledge base: FAQ articles suggested in acknowledgements and inserted into replies."
+    """The knowledge base: FAQ articles suggested in acknowledgements and inserted into replies.
+
+    Examples:
+        mailsupport kb list
+        mailsupport kb search password reset
+    """
 )
 app.add_typer(kb_app, name="kb", rich_help_panel=AGENT)
 
@@ -40,6 +45,10 @@ def kb_list(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 
     Exit status: 0 listed (even none), 2 no knowledge base configured
     (set MAILSUPPORT_KB_DIR) or a broken article file.
+
+    Examples:
+        mailsupport kb list
+        mailsupport kb list --json
     """
     kb = _load(ctx)
     if as_json:
@@ -68,6 +77,9 @@ def kb_show(
 
     Exit status: 0 shown, 1 no such article, 2 no knowledge base or a
     broken article file.
+
+    Examples:
+        mailsupport kb show reset-password
     """
     from mailsupport.errors import NotFoundError
     from mailsupport.kb import article_text, not_found_message
@@ -96,7 +108,7 @@ def kb_search(
     language: str | None = typer.Option(
         None, "--language", metavar="ru|en", help="Only articles in this language (or in any)."
     ),
-    limit: int = typer.Option(10, min=1, help="At most this many articles."),
+    limit: int = typer.Option(10, metavar="N", min=1, help="At most this many articles."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Find articles by their words, best first, with their scores.
@@ -109,13 +121,15 @@ def kb_search(
     MAILSUPPORT_KB_THRESHOLD and they share at least two words with it,
     one from their keywords or title.
 
-    Example: mailsupport kb search --language ru "не приходит счёт на почту"
-
     --json gives a list of objects: slug, language, title, keywords, path,
     score, matched (the query's words found), suggested (true or false).
 
     Exit status: 0 found, 1 nothing found (like grep), 2 no word to search
     for, no knowledge base, or a broken article file.
+
+    Examples:
+        mailsupport kb search how do I reset my password
+        mailsupport kb search --language ru "не приходит счёт на почту"
     """
     from mailsupport.errors import NotFoundError, UsageError
     from mailsupport.kb import DEFAULT_THRESHOLD, LANGUAGES, is_suggestible, search, words

@@ -17,7 +17,12 @@ def poll(ctx: typer.Context) -> None:
     """Take new mail from the IMAP folder once, then exit (for cron).
 
     Exit 0 when done or when another poll of the same folder is running, 2 on a
-    configuration error, 75 when the server or the database is unavailable for now."""
+    configuration error, 75 when the server or the database is unavailable for now.
+
+    Examples:
+        mailsupport poll
+        mailsupport --config /etc/mailsupport/settings.env poll
+    """
     from mailsupport.locks import exclusive, folder_lock
     from mailsupport.pipeline import Pipeline, describe
     from mailsupport.sources.imap import FolderPoller, connect
@@ -57,7 +62,12 @@ def daemon(ctx: typer.Context) -> None:
     Waits with IMAP IDLE when the server offers it, else polls every
     MAILSUPPORT_IMAP_POLL_SECONDS; reconnects on its own after failures. While another poller
     holds the folder it stands by and takes over when that one ends. SIGTERM or SIGINT
-    finishes the message in hand and exits 0. Exit 2 on a configuration error at startup."""
+    finishes the message in hand and exits 0. Exit 2 on a configuration error at startup.
+
+    Examples:
+        mailsupport daemon
+        mailsupport -v daemon
+    """
     from mailsupport.daemon import Daemon, setup_logging, stop_on_signals
 
     st = state(ctx)

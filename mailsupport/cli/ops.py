@@ -24,7 +24,12 @@ def status(
     ),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
-    """Last successful poll, mail waiting on the server, quarantine and ticket counts."""
+    """Last successful poll, mail waiting on the server, quarantine and ticket counts.
+
+    Examples:
+        mailsupport status
+        mailsupport status --offline --json
+    """
     from sqlmodel import col, func, select
 
     from mailsupport.store.models import (
@@ -129,7 +134,12 @@ def _waiting_on_server(settings: Any, folders: Any) -> dict[str, Any]:
 def doctor(ctx: typer.Context) -> None:
     """Check settings, data, database, templates, rules, KB, IMAP, SMTP; say how to fix them.
 
-    Exit 0 when everything works, 1 when something needs fixing."""
+    Exit 0 when everything works, 1 when something needs fixing.
+
+    Examples:
+        mailsupport doctor
+        mailsupport --config /etc/mailsupport/settings.env doctor
+    """
     st = state(ctx)
     settings = st.settings  # an invalid setting already stopped us with exit 2
     failures = 0
@@ -148,6 +158,7 @@ def doctor(ctx: typer.Context) -> None:
             typer.echo(f"ok    {label}" + (f": {detail}" if detail else ""))
 
     typer.echo("ok    settings" + (f" from {st.config_path}" if st.config_path else ""))
+    check("support address", lambda: _check_support_address(settings))
     check("data directory", lambda: _check_data_dir(settings.data_dir))
     check("database", lambda: _check_database(st))
     check("templates", lambda: _check_templates(settings.templates_path))
@@ -163,12 +174,21 @@ def doctor(ctx: typer.Context) -> None:
         check("SMTP", lambda: _check_smtp(settings))
     else:
         typer.echo("skip  SMTP: MAILSUPPORT_SMTP_HOST is not set (no mail can be sent)")
-    if not settings.support_address:
-        typer.echo("note  MAILSUPPORT_SUPPORT_ADDRESS is not set: our own mail is not recognised")
     if failures:
         typer.echo(f"{failures} problem(s) found")
         raise typer.Exit(1)
     typer.echo("all checks passed")
+
+
+def _check_support_address(settings: Any) -> str:
+    from mailsupport.errors import ConfigError
+
+    if not settings.support_address:
+        raise ConfigError(
+            "MAILSUPPORT_SUPPORT_ADDRESS is not set: set it to the address customers write to "
+            "(acknowledgements and replies are sent from it)"
+        )
+    return str(settings.support_address)
 
 
 def _check_data_dir(path: Any) -> str:

@@ -23,7 +23,14 @@ STATUSES = ("queued", "sent", "failed")  # as mailsupport.outbox.STATUSES, witho
 # Claimed per round by `flush`: short claims, so a running daemon can share the work.
 FLUSH_BATCH = 100
 
-outbox_app = sub_app("Outgoing mail: what waits, what was sent, what failed.")
+outbox_app = sub_app(
+    """Outgoing mail: what waits, what was sent, what failed.
+
+    Examples:
+        mailsupport outbox list --status queued
+        mailsupport outbox flush
+    """
+)
 app.add_typer(outbox_app, name="outbox", rich_help_panel=OPERATOR)
 
 
@@ -33,13 +40,20 @@ def outbox_list(
     status: str | None = typer.Option(
         None, help="Only items with this status: " + ", ".join(STATUSES) + " (default: all)."
     ),
-    limit: int = typer.Option(50, min=1, help="At most this many items: the most recent ones."),
+    limit: int = typer.Option(
+        50, metavar="N", min=1, help="At most this many items: the most recent ones."
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
     """List outgoing mail, the most recent --limit items, oldest of them first.
 
     Each item with its ticket, kind, status, attempts, next attempt (for queued mail),
-    recipients, and its last error on a line below."""
+    recipients, and its last error on a line below.
+
+    Examples:
+        mailsupport outbox list
+        mailsupport outbox list --status failed
+    """
     from mailsupport.cli.render import clip
     from mailsupport.outbox import item_dict, list_items
 
@@ -92,7 +106,12 @@ def outbox_flush(
     Exit 0 when something was sent and the rest (if any) waits for a retry, or when nothing
     was due; 1 when a message failed for good in this run (the ticket records why); 75 when
     nothing could be sent because of temporary failures (server unreachable, 4xx replies):
-    the mail stays queued and retries later; 2 on a configuration error."""
+    the mail stays queued and retries later; 2 on a configuration error.
+
+    Examples:
+        mailsupport outbox flush
+        mailsupport outbox flush --all
+    """
     from mailsupport.outbox import deliver_due, describe_delivery
 
     st = state(ctx)
@@ -193,7 +212,11 @@ def outbox_retry(
 
     Recipients that already got it do not get it again. It goes out with the next poll,
     the daemon, or `mailsupport outbox flush`. Exit 1 when there is no such item, 2 when it
-    was sent to every recipient already."""
+    was sent to every recipient already.
+
+    Examples:
+        mailsupport outbox retry 7
+    """
     from mailsupport.outbox import retry
     from mailsupport.store.models import Ticket
 

@@ -36,7 +36,9 @@ def report(
         metavar="FILE",
         help="Write a self-contained HTML page with charts to FILE ('-': standard output).",
     ),
-    top: int = typer.Option(10, "--top", min=1, help="Senders, domains and topics to list."),
+    top: int = typer.Option(
+        10, "--top", metavar="N", min=1, help="Senders, domains and topics to list."
+    ),
 ) -> None:
     """Statistics of the tickets created in a time range.
 
@@ -50,8 +52,6 @@ def report(
     Days are UTC days and --since/--until are UTC. A date as --until
     includes that day. 30d is the last 30 days with today; 12h is exactly
     12 hours. Merged tickets are left out.
-
-    Example: mailsupport report --since 2026-03-01 --until 2026-03-31 --html march.html
 
     --json prints one object: report_version (1); generated_at; range
     (since, until: ISO 8601 UTC, until excluded; days; time_zone "UTC");
@@ -69,6 +69,11 @@ def report(
 
     With --html FILE the terminal gets one line saying what was written;
     add --json to get the JSON as well.
+
+    Examples:
+        mailsupport report
+        mailsupport report --since 7d --json
+        mailsupport report --since 2026-03-01 --until 2026-03-31 --html march.html
     """
     from mailsupport.errors import MailSupportError, UsageError
     from mailsupport.report import build_report, parse_period, render_html, render_text

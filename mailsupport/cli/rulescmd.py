@@ -13,7 +13,14 @@ from mailsupport.errors import ConfigError, UsageError
 if TYPE_CHECKING:
     from mailsupport.routing import RuleSet
 
-rules_app = sub_app("Classification rules for new tickets (MAILSUPPORT_RULES_FILE).")
+rules_app = sub_app(
+    """Classification rules for new tickets (MAILSUPPORT_RULES_FILE).
+
+    Examples:
+        mailsupport rules check
+        mailsupport rules test message.eml
+    """
+)
 app.add_typer(rules_app, name="rules", rich_help_panel="Operator")
 
 RULES_OPTION = typer.Option(
@@ -33,7 +40,12 @@ def _load(ctx: typer.Context, rules: Path | None) -> RuleSet:
 
 @rules_app.command("check")
 def check(ctx: typer.Context, rules: Path | None = RULES_OPTION) -> None:
-    """Read the rules file and report the first problem (file and line), or how many rules."""
+    """Read the rules file and report the first problem (file and line), or how many rules.
+
+    Examples:
+        mailsupport rules check
+        mailsupport rules check --rules rules.toml
+    """
     found = _load(ctx, rules)
     typer.echo(f"{found.source}: {len(found)} rules, all fine")
 
@@ -45,7 +57,12 @@ def test(
     rules: Path | None = RULES_OPTION,
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
-    """Show which rules would apply to a message, why, and what they would set."""
+    """Show which rules would apply to a message, why, and what they would set.
+
+    Examples:
+        mailsupport rules test message.eml
+        mailsupport rules test message.eml --json
+    """
     from mailsupport.parsing import parse
     from mailsupport.routing import classify
 

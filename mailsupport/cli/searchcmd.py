@@ -27,7 +27,7 @@ def search(
     status: str | None = typer.Option(
         None, help="Only tickets with this status: new, open, pending, closed."
     ),
-    limit: int = typer.Option(20, min=1, help="At most this many tickets."),
+    limit: int = typer.Option(20, metavar="N", min=1, help="At most this many tickets."),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
     """Find tickets by the words in their messages, best match first.
@@ -35,7 +35,7 @@ def search(
     Searches the subject and text of every message: customers' mail, our
     replies and internal notes (not attachments or addresses). Each ticket is
     listed once, with a snippet of its message whose text matches best, the
-    matches in \\[brackets]. A merged ticket is found as the one it was
+    matches in [brackets]. A merged ticket is found as the one it was
     merged into.
 
     Every word must occur, in any case; ё and е are the same letter.
@@ -44,8 +44,6 @@ def search(
     occur; OR between words finds either. Other punctuation only
     separates words.
 
-    Example: mailsupport search '"личный кабинет" парол*' --status open
-
     --json gives a list of objects: number, subject and status of the
     ticket; message_id, direction (in, out, note), date (ISO 8601, UTC)
     and snippet of the message whose text matches best; rank of the
@@ -53,6 +51,11 @@ def search(
 
     Exit status: 0 tickets found, 1 none found (like grep), 2 no word to
     search for.
+
+    Examples:
+        mailsupport search printer offline
+        mailsupport search invoice -draft --json
+        mailsupport search '"личный кабинет" парол*' --status open
     """
     from mailsupport.errors import NotFoundError, UsageError
     from mailsupport.search import parse_query

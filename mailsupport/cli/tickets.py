@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mailsupport.cli.app import app, print_json, state, use_colour, utcnow
+from mailsupport.cli.app import app, print_json, state, ticket_number, use_colour, utcnow
 from mailsupport.errors import NotFoundError, UsageError
 from mailsupport.store import PRIORITIES
 from mailsupport.store import TICKET_STATUSES as STATUSES
@@ -86,14 +86,21 @@ def list_(
         "first, then updated).",
     ),
     reverse: bool = typer.Option(False, "--reverse", help="The opposite order."),
-    limit: int = typer.Option(50, min=1, help="At most this many tickets."),
-    offset: int = typer.Option(0, min=0, help="Skip this many (for paging)."),
+    limit: int = typer.Option(50, metavar="N", min=1, help="At most this many tickets."),
+    offset: int = typer.Option(0, metavar="N", min=0, help="Skip this many (for paging)."),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
     """List tickets, most recently updated first.
 
     Filters combine: --status open --mine lists my open tickets. Paging: --limit and
-    --offset; the table says when there are more."""
+    --offset; the table says when there are more.
+
+    Examples:
+        mailsupport list
+        mailsupport list --status open --mine
+        mailsupport list --overdue --sort priority
+        mailsupport list --tag billing --since 7d --json
+    """
     from mailsupport.store.queries import TicketFilter, list_tickets
 
     st = state(ctx)
@@ -141,7 +148,9 @@ def list_(
 @app.command("show", rich_help_panel=AGENT)
 def show(
     ctx: typer.Context,
-    number: int = typer.Argument(..., metavar="N", help="Ticket number."),
+    number: int = typer.Argument(
+        ..., metavar="N", parser=ticket_number, help="Ticket number: 12 or #12."
+    ),
     full: bool = typer.Option(
         False, "--full", help="Show quoted history in full instead of folding it away."
     ),
@@ -160,7 +169,13 @@ def show(
     """Show a ticket: its conversation in order, attachments and notes.
 
     Quoted history in the messages is folded away (--full shows it); --history adds every
-    change to the ticket."""
+    change to the ticket.
+
+    Examples:
+        mailsupport show 12
+        mailsupport show '#12' --history
+        mailsupport show 12 --raw 1 > first.eml
+    """
     from mailsupport.store.queries import (
         find_message,
         original_bytes,
@@ -202,7 +217,11 @@ def show(
 
 @app.command("export", rich_help_panel=AGENT)
 def export(ctx: typer.Context) -> None:
-    """Every ticket with its messages as JSON Lines on stdout, one ticket per line."""
+    """Every ticket with its messages as JSON Lines on stdout, one ticket per line.
+
+    Examples:
+        mailsupport export > tickets.jsonl
+    """
     from mailsupport.store.queries import export_tickets
 
     with _reading(state(ctx)) as reader:
