@@ -16,8 +16,9 @@ change does. `deliver_due` sends what is due, separately, and may run in several
 Temporary failures (4xx, no connection, timeouts, a dropped connection) are retried with
 exponential backoff until SMTP_MAX_AGE after the message was queued; permanent ones (5xx)
 fail at once. Both are recorded on the ticket as a `delivery-failed` event. A configuration
-problem (no host, login refused, untrusted certificate) leaves the mail queued and raises
-ConfigError: it is ours to fix, not the recipient's.
+problem (no host, login refused, untrusted certificate, MAILSUPPORT_SMTP_SECURITY not what the
+port speaks) leaves the mail queued and raises ConfigError: it is ours to fix, not the
+recipient's.
 
 Delivery is at least once: a sender that dies after the server accepted a message but before
 recording it sends it again after the lease (with the same Message-ID, so mail clients show
@@ -57,6 +58,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
+from mailsupport import tlsprobe
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, NotFoundError, TemporaryError, UsageError
 from mailsupport.store.db import Store
@@ -261,8 +263,9 @@ def deliver_due(
     counts of "sent", "retry" and "failed".
 
     Raises ConfigError when the settings keep mail from going out (no SMTP host, login
-    refused, untrusted certificate): what was claimed is released, still queued, with the
-    error as its last_error. Database trouble raises TemporaryError as everywhere.
+    refused, untrusted certificate, a security mode the port does not speak): what was
+    claimed is released, still queued, with the error as its last_error. Database trouble
+    raises TemporaryError as everywhere.
     """
     counts: Counter[str] = Counter()
     smtp = _Smtp(settings)
@@ -717,7 +720,7 @@ class _Smtp:
             password=s.smtp_password.get_secret_value() if s.smtp_user else None,
         )
         try:
-            await client.connect()
+            await self._connect(client)
         except aiosmtplib.SMTPAuthenticationError as error:
             raise ConfigError(
                 f"SMTP login to {self.where} as {s.smtp_user} failed: "
@@ -725,9 +728,56 @@ class _Smtp:
                 "(check MAILSUPPORT_SMTP_USER and MAILSUPPORT_SMTP_PASSWORD)"
             ) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-            raise self._connect_error(error) from None
+            mismatch = await self._tls_mismatch(error)
+            raise (mismatch or self._connect_error(error)) from None
         self._client = client
         return client
+
+    async def _connect(self, client: aiosmtplib.SMTP) -> None:
+        """client.connect(). A plain-text connection (none, starttls) still not through after
+        tlsprobe.patience() may be waiting for a greeting that never comes, from a port that
+        speaks TLS: a probe asks while the connection keeps waiting (see tlsprobe)."""
+        s = self.settings
+        if s.smtp_security == "ssl":  # a plain-text port fails the handshake at once
+            await client.connect()
+            return
+        connecting = asyncio.ensure_future(client.connect())
+        try:
+            await asyncio.wait({connecting}, timeout=tlsprobe.patience(s.smtp_timeout))
+            if not connecting.done() and await asyncio.to_thread(
+                tlsprobe.speaks_tls,
+                s.smtp_host,
+                s.smtp_port_or_default,
+                tlsprobe.probe_seconds(s.smtp_timeout),
+            ):
+                raise tlsprobe.tls_port_error("SMTP", self.where, s.smtp_security)
+            await connecting
+        finally:
+            if not connecting.done():  # given up on, or we are being cancelled
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connecting  # aiosmtplib closes the half-open connection
+
+    async def _tls_mismatch(self, error: BaseException) -> ConfigError | None:
+        """The configuration error behind a failed connection when the port speaks the other
+        way than MAILSUPPORT_SMTP_SECURITY says, found by a short probe; else None."""
+        s = self.settings
+        host, port = s.smtp_host, s.smtp_port_or_default
+        seconds = min(tlsprobe.PROBE_SECONDS, s.smtp_timeout)
+        if s.smtp_security == "ssl":
+            if not tlsprobe.broke_handshake(error):
+                return None
+            greeting = await asyncio.to_thread(tlsprobe.plain_greeting, host, port, seconds)
+            if greeting is None:  # not plain text either: the network's fault after all
+                return None
+            return tlsprobe.plain_port_error("SMTP", self.where, greeting)
+        # Hung up before greeting: a TLS port may do that to a client that says nothing.
+        hung_up = isinstance(error, aiosmtplib.SMTPConnectError) and isinstance(
+            error.__cause__, aiosmtplib.SMTPServerDisconnected
+        )
+        if hung_up and await asyncio.to_thread(tlsprobe.speaks_tls, host, port, seconds):
+            return tlsprobe.tls_port_error("SMTP", self.where, s.smtp_security)
+        return None
 
     def _connect_error(self, error: BaseException) -> Exception:
         text = _error_text(error)

@@ -21,8 +21,10 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.imap4 import IMAP4WithTimeout
 from sqlmodel import col, select
 
+from mailsupport import tlsprobe
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, MailSupportError, TemporaryError
 from mailsupport.pipeline import QUARANTINED, Incoming, Pipeline
@@ -52,13 +54,19 @@ def connect(settings: Settings) -> IMAPClient:
     host, port = settings.imap_host, settings.imap_port_or_default
     context = ssl.create_default_context() if settings.imap_security != "none" else None
     where = f"{host}:{port}"
+
+    def check_not_tls() -> None:  # the server is silent: is it waiting for a TLS handshake?
+        if tlsprobe.speaks_tls(host, port, tlsprobe.probe_seconds(settings.imap_timeout)):
+            raise tlsprobe.tls_port_error("IMAP", where, settings.imap_security)
+
     try:
-        client = IMAPClient(
+        client = _Client(
             host,
             port=port,
             ssl=settings.imap_security == "ssl",
             ssl_context=context,
             timeout=settings.imap_timeout,
+            on_silence=check_not_tls,
         )
     except ssl.SSLCertVerificationError as error:
         raise _untrusted(where, error) from None
@@ -67,6 +75,12 @@ def connect(settings: Settings) -> IMAPClient:
             f"IMAP server {where}: cannot resolve the host ({error.strerror})"
         ) from None
     except NETWORK_ERRORS as error:
+        if settings.imap_security == "ssl" and tlsprobe.broke_handshake(error):
+            greeting = tlsprobe.plain_greeting(
+                host, port, min(tlsprobe.PROBE_SECONDS, settings.imap_timeout)
+            )
+            if greeting is not None:
+                raise tlsprobe.plain_port_error("IMAP", where, greeting) from None
         raise TemporaryError(f"IMAP server {where} unreachable: {_reason(error)}") from None
     except imaplib.IMAP4.error as error:  # e.g. a "* BYE Too many connections" greeting
         raise TemporaryError(f"IMAP server {where} turned us away: {_reason(error)}") from None
@@ -95,6 +109,40 @@ def connect(settings: Settings) -> IMAPClient:
         _close(client)
         raise ConfigError(f"IMAP server {where}: {_reason(error)}") from None
     return client
+
+
+class _Client(IMAPClient):
+    """IMAPClient whose plain-text connections (none, starttls) notice a silent server: a port
+    that speaks TLS from the first byte waits for our handshake and never greets, which would
+    otherwise look like a timeout after MAILSUPPORT_IMAP_TIMEOUT. See mailsupport.tlsprobe."""
+
+    def __init__(self, *args: Any, on_silence: Callable[[], None], **kwargs: Any) -> None:
+        self._on_silence = on_silence  # before IMAPClient.__init__, which connects
+        super().__init__(*args, **kwargs)
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:  # imapclient's seam for making the connection
+        if self.ssl or self.stream:
+            return super()._create_IMAP4()
+        return _PlainIMAP4(self.host, self.port, self._timeout.connect, self._on_silence)
+
+
+class _PlainIMAP4(IMAP4WithTimeout):
+    """imaplib reads the greeting right after _create_socket: wait for it there first."""
+
+    def __init__(
+        self, host: str, port: int, timeout: float, on_silence: Callable[[], None]
+    ) -> None:
+        self._on_silence = on_silence
+        super().__init__(host, port, timeout)
+
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        sock = super()._create_socket(timeout)
+        try:
+            tlsprobe.wait_for_greeting(sock, self._timeout, self._on_silence)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
 @dataclass
