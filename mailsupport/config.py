@@ -6,16 +6,32 @@ import os
 import re
 from datetime import date
 from functools import cached_property
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfigDict
 
 from mailsupport.errors import ConfigError
 
 ENV_PREFIX = "MAILSUPPORT_"
 DEFAULT_ENV_FILE = "settings.env"
+EXAMPLE_FILE = "settings.example.env"
+# Names the settings file: read from the environment by _env_file, not a field.
+CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
+# Reserved for the test suite and CI, never read by mailsupport: .ci/run exports
+# MAILSUPPORT_TEST_DATABASE_URL for the whole run, and a developer's shell may keep it. No
+# setting may start with TEST_ (tests/test_settings_mistakes.py checks).
+RESERVED_ENV_PREFIX = ENV_PREFIX + "TEST_"
+# name[+driver]:// at the start of a database URL.
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:\+(\w+))?://")
+# [USER[:PASSWORD]@]HOST[:PORT] after the scheme, each part ending where SQLAlchemy ends it.
+_URL_AUTHORITY = re.compile(
+    r"(?:[^:/]*(?::[^@]*)?@)?(?P<host>\[[^/?]*\]|[^/:?]*)(?::(?P<port>[^/?]*))?"
+)
+# The module behind a SQLAlchemy driver name, where the two differ.
+_DRIVER_MODULES = {"pysqlite": "sqlite3", "pysqlcipher": "sqlcipher3", "psycopg_async": "psycopg"}
 
 
 class Settings(BaseSettings):
@@ -24,6 +40,7 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         frozen=True,
+        env_file_encoding="utf-8",  # as load_settings says, whatever the locale
     )
 
     data_dir: Path = Path("./mailsupport-data")
@@ -216,6 +233,11 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        return normalize_database_url(value)
+
     @property
     def db_url(self) -> str:
         """DATABASE_URL, or SQLite in the data directory."""
@@ -269,9 +291,49 @@ def _parse_line_addresses(value: str) -> dict[int, str]:
     return found
 
 
+def normalize_database_url(url: str) -> str:
+    """The URL with the driver mailsupport uses; ValueError (never quoting the URL, which holds
+    the password) for what cannot work. Light on purpose: no SQLAlchemy, which then parses
+    the rest (see store.db.create_db_engine)."""
+    url = url.strip()
+    if not url:
+        return url
+    match = _URL_SCHEME.match(url)
+    if not match:
+        raise ValueError(
+            "not a database URL: write postgresql://USER:PASSWORD@HOST/DBNAME, "
+            "or leave it empty for SQLite in MAILSUPPORT_DATA_DIR"
+        )
+    backend, driver = match[1].lower(), (match[2] or "").lower()
+    if backend == "postgres":  # libpq's and Heroku's spelling; SQLAlchemy knows postgresql only
+        backend = "postgresql"
+    if backend == "postgresql":
+        # psycopg 3 is the driver we install; SQLAlchemy 2.0 would pick psycopg2 for plain
+        # postgresql://, and no other driver is tested.
+        driver = driver or "psycopg"
+        instead = "write postgresql:// to use psycopg (version 3), which mailsupport installs"
+    elif backend == "sqlite":
+        instead = "write sqlite:///PATH, or leave it empty for SQLite in MAILSUPPORT_DATA_DIR"
+    else:
+        raise ValueError(
+            f"{backend} is not supported: use PostgreSQL (postgresql://USER:PASSWORD@HOST/DBNAME)"
+            " or SQLite (leave it empty)"
+        )
+    if driver and driver != "psycopg" and find_spec(_DRIVER_MODULES.get(driver, driver)) is None:
+        raise ValueError(f"the {driver} driver is not installed: {instead}")
+    # An @ left in the host means the password holds one, and the server's "cannot resolve
+    # host" would show the password's tail; SQLAlchemy's own port error can quote it too.
+    authority = _URL_AUTHORITY.match(url, match.end())
+    if authority and "@" in authority["host"]:
+        raise ValueError("an @ in the password must be written as %40 (and a % as %25)")
+    if authority and authority["port"] and not authority["port"].isdigit():
+        raise ValueError("the port must be a number, as in postgresql://USER:PASSWORD@HOST:5432/DB")
+    return f"{backend}{'+' + driver if driver else ''}{url[match.end() - 3 :]}"
+
+
 def _env_file(config_path: str | None) -> Path | None:
     """--config PATH, else MAILSUPPORT_CONFIG, else ./settings.env when it exists."""
-    explicit = config_path or os.environ.get(ENV_PREFIX + "CONFIG")
+    explicit = config_path or os.environ.get(CONFIG_VARIABLE)
     if explicit:
         path = Path(explicit)
         if not path.is_file():
@@ -287,6 +349,7 @@ def load_settings(config_path: str | None = None, **overrides: Any) -> Settings:
     """Build Settings; any problem becomes one ConfigError line naming the key."""
     env_file = _env_file(config_path)
     try:
+        _check_names(env_file)
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
@@ -294,11 +357,45 @@ def load_settings(config_path: str | None = None, **overrides: Any) -> Settings:
         raise ConfigError(f"configuration file is not UTF-8 text: {env_file}") from None
 
 
+def _check_names(env_file: Path | None) -> None:
+    """A MAILSUPPORT_* name that is no setting is a typo: pydantic would ignore it, and the
+    setting meant would silently keep its default. Names are case-insensitive, as in Settings."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {CONFIG_VARIABLE}
+    for name in sorted(os.environ):
+        upper = name.upper()
+        reserved = upper.startswith(RESERVED_ENV_PREFIX)
+        if upper.startswith(ENV_PREFIX) and upper not in known and not reserved:
+            raise ConfigError(_unknown(name, "in the environment", known))
+    if env_file is None:
+        return
+    # Read as Settings reads it (same parser, same encoding), keeping the names as written.
+    source = DotEnvSettingsSource(
+        Settings, env_file=env_file, env_file_encoding="utf-8", case_sensitive=True
+    )
+    for name in source.env_vars:
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            raise ConfigError(_unknown(name, f"in {env_file}", known))
+
+
+def _unknown(name: str, where: str, known: set[str]) -> str:
+    import difflib
+
+    # Compared without the prefix, which every name shares and would make all look alike.
+    short = {key.removeprefix(ENV_PREFIX): key for key in known}
+    close = difflib.get_close_matches(name.upper().removeprefix(ENV_PREFIX), short, n=1)
+    if close:
+        hint = f"did you mean {short[close[0]]}?"
+    else:
+        hint = f"no setting has a similar name; {EXAMPLE_FILE} lists them all"
+    return f"unknown setting {name} {where} ({hint})"
+
+
 def _describe(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else "settings"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
-    secret = "PASSWORD" in key or "SECRET" in key
+    # The database URL holds its password, in a form no pattern can reliably blank out.
+    secret = any(word in key for word in ("PASSWORD", "SECRET", "DATABASE_URL"))
     shown = f" (got {value!r})" if isinstance(value, str | int) and not secret else ""
     return f"invalid setting {key}: {message}{shown}"

@@ -4,11 +4,11 @@ Light on purpose (no SQLAlchemy): `list` and `show` set up logging too."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import re
 import sys
 from collections.abc import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 from mailsupport.config import Settings
 
@@ -36,9 +36,18 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.smtp_password.get_secret_value(),
         settings.secret.get_secret_value(),
     ]
-    with contextlib.suppress(ValueError):  # an unreadable URL: the database layer says so
-        found.append(urlsplit(settings.db_url).password or "")
+    found += _url_passwords(settings.db_url)
     return found
+
+
+def _url_passwords(url: str) -> list[str]:
+    """The password in a database URL, as written and as decoded, found the way SQLAlchemy
+    finds it: after the first colon of the user part, up to the first @ (urlsplit stops at a
+    / and takes the last @, so it can see only part of it)."""
+    match = re.match(r"[\w+]+://[^:/]*:([^@]*)@", url)
+    if not match or not match[1]:
+        return []
+    return [match[1], unquote(match[1])]
 
 
 def log_to_stderr(settings: Settings, level: int | str, fmt: str, replace: bool = True) -> None:
@@ -47,6 +56,13 @@ def log_to_stderr(settings: Settings, level: int | str, fmt: str, replace: bool 
     # At DEBUG imapclient copies imaplib's protocol trace to this logger: whole FETCH
     # responses, message bodies included. Never wanted in a log.
     logging.getLogger("imapclient.imaplib").setLevel(logging.INFO)
+    # Alembic's INFO lines on a first run (plugin setup, "Context impl SQLiteImpl.", each
+    # migration step) are noise even with -v; its warnings stay, and at DEBUG it may speak.
+    numeric = (
+        level if isinstance(level, int) else logging.getLevelNamesMapping().get(level.upper(), 0)
+    )
+    quiet = numeric > logging.DEBUG
+    logging.getLogger("alembic").setLevel(logging.WARNING if quiet else logging.NOTSET)
     root = logging.getLogger()
     if root.handlers and not replace:
         return

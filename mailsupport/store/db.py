@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -14,6 +16,8 @@ from sqlmodel import Session
 
 from mailsupport.errors import ConfigError, MailSupportError, SchemaError, TemporaryError
 from mailsupport.store import SCHEMA_REVISION
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_SECONDS = 30
@@ -33,19 +37,39 @@ RETRY_SQLSTATES = {
 
 
 def create_db_engine(url: str) -> sa.Engine:
-    """An engine with our connection settings; SQLite gets WAL and a busy timeout."""
+    """An engine with our connection settings; SQLite gets WAL and a busy timeout.
+
+    No error here repeats the URL, or SQLAlchemy's words about it: they can hold the password
+    (a password with an unencoded @ turns its tail into the "port" that int() complains of)."""
     try:
         parsed = sa.engine.make_url(url)
     except (exc.ArgumentError, ValueError):
         raise ConfigError(
-            f"invalid setting MAILSUPPORT_DATABASE_URL: cannot parse {url!r}"
+            "invalid setting MAILSUPPORT_DATABASE_URL: not a valid URL; write "
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME, with an @ in the password written "
+            "as %40 and a % as %25"
         ) from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     try:
         return sa.create_engine(parsed, pool_pre_ping=True)
-    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError, ValueError) as e:
-        raise ConfigError(f"invalid setting MAILSUPPORT_DATABASE_URL: {e}") from None
+    except (exc.NoSuchModuleError, ImportError):
+        raise ConfigError(
+            f"invalid setting MAILSUPPORT_DATABASE_URL: no driver for {parsed.drivername}: "
+            "use postgresql:// (psycopg, which mailsupport installs), or leave it empty for SQLite"
+        ) from None
+    except (exc.ArgumentError, ValueError) as e:
+        detail = _without_password(str(e).splitlines()[0] if str(e) else type(e).__name__, parsed)
+        raise ConfigError(f"invalid setting MAILSUPPORT_DATABASE_URL: {detail}") from None
+
+
+def _without_password(text: str, url: sa.URL) -> str:
+    """The text with the URL's password blanked out, as written and as decoded."""
+    password = url.password
+    if password:
+        for form in {str(password), quote(str(password), safe="")}:
+            text = text.replace(form, "***")
+    return text
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
@@ -170,6 +194,8 @@ class Store:
             return
         if revision == "":
             self.upgrade()
+            # One line of ours in place of Alembic's, which logs.log_to_stderr keeps quiet.
+            log.info("created the database schema (revision %s)", SCHEMA_REVISION)
             return
         if revision is None:
             raise SchemaError("the database has tables but is not a mailsupport database")
