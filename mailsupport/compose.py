@@ -301,12 +301,14 @@ def load_or_create_secret(data_dir: Path, configured: str | None) -> bytes:
     """
     if configured and configured.strip():
         return configured.strip().encode("utf-8")
+    from mailsupport.store.files import private_dir  # the data directory's rules, on first use
+
     path = data_dir / SECRET_FILE
     try:
         existing = _read_secret(path)
         if existing is not None:
             return existing
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         _create_secret(path, secrets.token_hex(32) + "\n")
         created = _read_secret(path)
     except OSError as exc:

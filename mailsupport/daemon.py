@@ -27,7 +27,7 @@ from typing import Any
 from imapclient import IMAPClient
 
 from mailsupport.config import Settings
-from mailsupport.errors import ConfigError, TemporaryError
+from mailsupport.errors import ConfigError, PermanentError, TemporaryError
 from mailsupport.locks import Lock, folder_lock
 from mailsupport.logs import log_to_stderr
 from mailsupport.pipeline import NEW, Pipeline, describe
@@ -194,7 +194,9 @@ class Daemon:
                 self._work(client)
             except ConfigError as error:
                 self._misconfigured(error)
-            except TemporaryError as error:
+            except (TemporaryError, PermanentError) as error:
+                # Permanent: the database refused something it always will; the mail that
+                # caused it is quarantined, so back off and go on rather than exit.
                 self._trouble(error)
             finally:
                 _disconnect(client)
@@ -307,8 +309,8 @@ class Daemon:
                 task.run()
             except TemporaryError as error:
                 log.warning("%s: %s", task.name, error)
-            except ConfigError as error:  # e.g. SMTP login refused: keep taking mail
-                log.error("%s: %s", task.name, error)
+            except (ConfigError, PermanentError) as error:  # e.g. SMTP login refused
+                log.error("%s: %s", task.name, error)  # keep taking mail
 
 
 def _new_mail(response: Any) -> bool:

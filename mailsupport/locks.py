@@ -17,6 +17,7 @@ from sqlalchemy import exc
 
 from mailsupport.config import Settings
 from mailsupport.store.db import Store
+from mailsupport.store.files import private_dir
 
 
 def folder_lock(settings: Settings) -> tuple[str, Path]:
@@ -80,7 +81,7 @@ class Lock:
         return True
 
     def _acquire_file(self) -> bool:
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.lock_dir)
         path = self.lock_dir / (hashlib.sha256(self.name.encode()).hexdigest()[:24] + ".lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from mailsupport.errors import UsageError
 from mailsupport.store.models import Message, Ticket
 from mailsupport.store.tickets import follow_merges
 
@@ -47,6 +48,10 @@ _TERM = re.compile(r'(?P<neg>-?)"(?P<phrase>[^"]*)"?(?P<star>\*?)|(?P<word>\S+)'
 _WORD = re.compile(r"[^\W_]+")  # letters and digits
 MIN_PREFIX = 3  # letters a prefix needs; shorter ones are searched as whole words
 _CHUNK = 500  # tickets looked up per query while picking the hits
+# Words, phrases and exclusions a query may have. Each is a node of the SQL expression: with
+# some 5,000 PostgreSQL plans for seconds and then stops at its stack depth limit. People
+# type a few; a pasted paragraph stays well below.
+MAX_TERMS = 200
 
 
 def fold(text: str) -> str:
@@ -78,6 +83,19 @@ class Query:
     @property
     def empty(self) -> bool:
         return not self.clauses
+
+    @property
+    def terms(self) -> int:
+        return sum(len(c.include) + len(c.exclude) for c in self.clauses)
+
+
+def check_size(query: Query) -> None:
+    """Refuse a query too large for the database to plan (UsageError), before it is sent."""
+    if query.terms > MAX_TERMS:
+        raise UsageError(
+            f"the query has {query.terms} words and phrases, more than {MAX_TERMS}: "
+            "search for fewer (the rarest words find the most)"
+        )
 
 
 def parse_query(text: str) -> Query:
@@ -157,6 +175,7 @@ def search(session: Session, text: str, *, status: str | None = None, limit: int
     query = parse_query(text)
     if query.empty or limit < 1:
         return []
+    check_size(query)
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
         candidates = _sqlite_best_per_ticket(session, query)

@@ -93,7 +93,9 @@ class _Group(_PlainHelp, TyperGroup):
             with _usage_errors_in_one_line():
                 return super().invoke(ctx)
         except MailSupportError as error:
-            typer.echo(f"mailsupport: {error}", err=True)
+            from mailsupport.cli.render import terminal_text  # errors can quote mail or servers
+
+            typer.echo(f"mailsupport: {terminal_text(str(error), one_line=True)}", err=True)
             ctx.exit(error.exit_code)
         except BrokenPipeError:  # `mailsupport export | head` is normal use
             sys.stderr.close()
@@ -374,8 +376,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# What json.dumps(ensure_ascii=False) leaves raw but a terminal obeys: DEL and the C1
+# controls (U+009B starts an escape sequence on many terminals).
+_C1 = str.maketrans({c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)})
+
+
+def to_json(value: Any, indent: int | None = None) -> str:
+    """JSON for scripts, readable (not ASCII-escaped) yet safe on a terminal."""
+    return json.dumps(value, ensure_ascii=False, indent=indent).translate(_C1)
+
+
 def print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, ensure_ascii=False, indent=2))
+    typer.echo(to_json(value, indent=2))
 
 
 def use_colour(stream: Any = None) -> bool:

@@ -175,6 +175,7 @@ def attachments(
         mailsupport attachments 12
         mailsupport attachments 12 --save ~/tickets/12
     """
+    from mailsupport.cli.render import terminal_text
     from mailsupport.store.files import AttachmentStore
     from mailsupport.store.queries import messages_of, reading, ticket_by_number
 
@@ -217,11 +218,17 @@ def attachments(
             )
             if "saved_as" in part:
                 line += f" -> {printable(part['saved_as'])}"
-            typer.echo(line)
+            # The names were made printable above (no format characters either, as when
+            # saving); the whole line goes through the one terminal cleaner all the same.
+            typer.echo(terminal_text(line, one_line=True))
     for part in failed:
         typer.echo(
-            f"mailsupport: [{part['message']}] {printable(part['filename'])} not saved: "
-            f"{part['error']} (is MAILSUPPORT_DATA_DIR the directory the mail was stored in?)",
+            terminal_text(
+                f"mailsupport: [{part['message']}] {printable(part['filename'])} not saved: "
+                f"{part['error']} (is MAILSUPPORT_DATA_DIR the directory the mail was stored "
+                "in?)",
+                one_line=True,
+            ),
             err=True,
         )
     if failed:

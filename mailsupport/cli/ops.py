@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -80,15 +82,20 @@ def status(
     if as_json:
         print_json(report)
         return
+    from mailsupport.cli.render import terminal_text
+
     if not folders:
         typer.echo("mailbox: never polled" + ("" if settings.imap_host else " (IMAP not set up)"))
     for f in folders:
         when = local_time(f.last_success_at) if f.last_success_at else "never"
-        typer.echo(f"mailbox {f.account}/{f.folder}: last successful poll {when}")
+        where = terminal_text(f"{f.account}/{f.folder}", one_line=True)
+        typer.echo(f"mailbox {where}: last successful poll {when}")
     server = report.get("server")
     if server is not None:
-        if "error" in server:
-            typer.echo(f"waiting on the server: unknown ({server['error']})")
+        if "error" in server:  # the server's own words
+            typer.echo(
+                f"waiting on the server: unknown ({terminal_text(server['error'], one_line=True)})"
+            )
         else:
             typer.echo(f"waiting on the server: {server['waiting']} messages")
     o = report["outbox"]
@@ -140,26 +147,30 @@ def doctor(ctx: typer.Context) -> None:
         mailsupport doctor
         mailsupport --config /etc/mailsupport/settings.env doctor
     """
+    from mailsupport.cli.render import terminal_text
+
     st = state(ctx)
     settings = st.settings  # an invalid setting already stopped us with exit 2
     failures = 0
 
     def check(label: str, probe: Callable[[], str]) -> None:
         nonlocal failures
+        # Details quote servers' replies (IMAP, SMTP, the database): cleaned for the terminal.
         try:
-            detail = probe()
+            detail = terminal_text(probe(), one_line=True)
         except MailSupportError as error:
             failures += 1
-            typer.echo(f"FAIL  {label}: {error}")
+            typer.echo(f"FAIL  {label}: {terminal_text(str(error), one_line=True)}")
         except Exception as error:  # report, don't crash: the point is to see everything
             failures += 1
-            typer.echo(f"FAIL  {label}: {type(error).__name__}: {error}")
+            shown = terminal_text(f"{type(error).__name__}: {error}", one_line=True)
+            typer.echo(f"FAIL  {label}: {shown}")
         else:
             typer.echo(f"ok    {label}" + (f": {detail}" if detail else ""))
 
     typer.echo("ok    settings" + (f" from {st.config_path}" if st.config_path else ""))
     check("support address", lambda: _check_support_address(settings))
-    check("data directory", lambda: _check_data_dir(settings.data_dir))
+    check("data directory", lambda: _check_data_dir(settings.data_dir, settings.db_url))
     check("database", lambda: _check_database(st))
     check("templates", lambda: _check_templates(settings.templates_path))
     if settings.rules_file:
@@ -191,11 +202,16 @@ def _check_support_address(settings: Any) -> str:
     return str(settings.support_address)
 
 
-def _check_data_dir(path: Any) -> str:
+def _check_data_dir(path: Path, db_url: str) -> str:
+    """Writable, free space, and closed to other users: the data directory, and the
+    directory of a SQLite database kept elsewhere."""
+    from sqlalchemy.engine import make_url
+
     from mailsupport.errors import ConfigError
+    from mailsupport.store.files import private_dir
 
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-") as handle:
             handle.write(b"x")
             handle.flush()
@@ -205,8 +221,44 @@ def _check_data_dir(path: Any) -> str:
             f"{path} is not writable ({error.strerror}); fix its permissions "
             "or point MAILSUPPORT_DATA_DIR elsewhere"
         ) from None
+    directories = [path]
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        elsewhere = Path(url.database).parent
+        if elsewhere.is_dir() and not elsewhere.samefile(path):
+            directories.append(elsewhere)
+    for directory in directories:
+        exposed = _open_to_others(directory)
+        if exposed:
+            raise ConfigError(
+                f"{directory} is open to other users: {', '.join(exposed)}; run "
+                f"`chmod -R o-rwx {directory}` (mailsupport creates its files 0600 in "
+                "0700 directories, but leaves the modes it finds as they are)"
+            )
     free = os.statvfs(path)
-    return f"{path.resolve()}, {free.f_bavail * free.f_frsize // 2**20} MiB free"
+    mode = stat.S_IMODE(path.stat().st_mode)
+    shared = f", shared with its group ({mode:04o})" if mode & 0o070 else ""
+    return f"{path.resolve()}{shared}, {free.f_bavail * free.f_frsize // 2**20} MiB free"
+
+
+def _open_to_others(directory: Path, shown: int = 4) -> list[str]:
+    """What in `directory` other users (not the owner, not the group) can get at: the
+    directory itself and the entries in it that give them any permission. Nothing when the
+    directory lets them in nowhere, whatever the modes inside."""
+    mode = directory.stat().st_mode
+    if not mode & 0o007:
+        return []
+    found = [f"the directory ({stat.filemode(mode)})"]
+    with os.scandir(directory) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            entry_mode = entry.stat(follow_symlinks=False).st_mode
+            if stat.S_ISLNK(entry_mode) or not entry_mode & 0o007:
+                continue
+            if len(found) > shown:
+                found.append("...")
+                break
+            found.append(f"{entry.name} ({stat.filemode(entry_mode)})")
+    return found
 
 
 def _check_database(st: Any) -> str:

@@ -54,7 +54,7 @@ def outbox_list(
         mailsupport outbox list
         mailsupport outbox list --status failed
     """
-    from mailsupport.cli.render import clip
+    from mailsupport.cli.render import clip, terminal_text
     from mailsupport.outbox import item_dict, list_items
 
     with state(ctx).store().read() as session:
@@ -74,10 +74,12 @@ def outbox_list(
         f"{'NEXT ATTEMPT':<16}  RECIPIENTS"
     )
     for item, number in rows:
-        typer.echo(clip(_row(item, number), width))
+        # Cleaned before clipping: recipients come from mail, errors quote SMTP servers.
+        typer.echo(clip(terminal_text(_row(item, number), one_line=True), width))
         if item.last_error:
             # The error on a line of its own: a column would leave it a few characters.
-            typer.echo(clip("        " + " ".join(item.last_error.split()), width))
+            error = " ".join(terminal_text(item.last_error, one_line=True).split())
+            typer.echo(clip("        " + error, width))
     if more:
         typer.echo(f"(only the latest {limit} shown: use --status or a larger --limit)")
 
@@ -228,8 +230,11 @@ def outbox_retry(
         ticket = session.get(Ticket, item.ticket_id)
         number = ticket.number if ticket is not None else None
         pending = [r for r in item.recipients if r not in item.recipient_status]
+    from mailsupport.cli.render import terminal_text
+
     # Printed after the commit: what it says is true.
-    typer.echo(f"outbox item {item_id} for ticket #{number} queued again to {', '.join(pending)}")
+    again = f"outbox item {item_id} for ticket #{number} queued again to {', '.join(pending)}"
+    typer.echo(terminal_text(again, one_line=True))
 
 
 def _items(n: int) -> str:

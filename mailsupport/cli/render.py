@@ -7,8 +7,9 @@ Cells are padded and clipped before they are coloured, so escape codes never ups
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from mailsupport.cli.app import local_time
 from mailsupport.quoting import Folded, fold
@@ -19,6 +20,62 @@ PRIORITY_STYLE = {"urgent": "1;31", "high": "33", "low": "2"}
 INDENT = "   "
 # On a terminal narrower than this beyond the fixed columns, the requester is left out.
 REQUESTER_ROOM = 40
+
+
+# What a terminal would act on instead of showing: an escape sequence (ESC, or the one-byte
+# CSI U+009B, then its parameters and final byte, as ECMA-48 writes them) and every other C0
+# or C1 control character, DEL included. The payload of an OSC or DCS string is left visible:
+# inert once its ESC is gone, and hiding it would hide what the sender tried.
+_SEQUENCE = r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?|\x1b[ -/]*[0-~]?"
+_CONTROL = re.compile(_SEQUENCE + r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_LINE_ENDS = re.compile(r"\r\n?")
+# In a one-line field, whatever breaks or spaces a line is one space (no forged table rows).
+_ONE_LINE = re.compile(
+    r"(?P<space>[\t\n\r\x0b\x0c\x85\u2028\u2029]+)|" + _SEQUENCE + r"|[\x00-\x1f\x7f-\x9f]"
+)
+# Each sequence or control becomes this: visible, one column wide, and no word runs into the
+# next (a C1 byte in text is most often a Windows quote mark decoded as Latin-1).
+SHOWN_FOR_CONTROL = "\ufffd"
+_T = TypeVar("_T")
+# The fields of `show` that keep their lines: message texts.
+MULTILINE = frozenset({"text"})
+
+
+def terminal_text(text: str, *, one_line: bool = False) -> str:
+    """`text` safe to print on a terminal: escape sequences and control characters replaced.
+
+    Newlines and tabs stay (a CR ending a line becomes a newline) unless `one_line`, which
+    makes every line break or tab a space. Every command that prints text from mail (or
+    from a mail server) prints it through this; --json and --raw output are left as they
+    are, for scripts."""
+    if one_line:
+        return _ONE_LINE.sub(_one_line_replacement, text)
+    if "\r" in text:
+        text = _LINE_ENDS.sub("\n", text)
+    return _CONTROL.sub(SHOWN_FOR_CONTROL, text)
+
+
+def _one_line_replacement(match: re.Match[str]) -> str:
+    return " " if match["space"] else SHOWN_FOR_CONTROL
+
+
+def terminal_safe(value: _T, multiline: frozenset[str] = frozenset()) -> _T:
+    """`value` (dicts, lists, tuples, strings) with every string passed through terminal_text:
+    one line each, but for dict keys in `multiline` (message texts)."""
+    if isinstance(value, str):
+        return terminal_text(value, one_line=True)  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {  # type: ignore[return-value]
+            key: terminal_text(item)
+            if key in multiline and isinstance(item, str)
+            else terminal_safe(item, multiline)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [terminal_safe(item, multiline) for item in value]  # type: ignore[return-value]
+    if isinstance(value, tuple):
+        return tuple(terminal_safe(item, multiline) for item in value)  # type: ignore[return-value]
+    return value
 
 
 class Paint:
@@ -75,6 +132,7 @@ def ticket_table(rows: list[dict[str, Any]], width: int | None, colour: bool) ->
     """The `list` table: a header and one line per ticket, fitted to `width` (None: never
     clipped, for pipes). The assignee and requester columns are as wide as this page needs,
     within bounds; on a narrow terminal the requester gives way to the subject."""
+    rows = terminal_safe(rows)  # before measuring: a replaced sequence is one column
     paint = Paint(colour)
     who_width = min(max([len(r["assignee"] or "") for r in rows] + [len("ASSIGNEE")]), 16)
     requester_width = min(max([len(r["requester"]) for r in rows] + [len("REQUESTER")]), 28)
@@ -119,6 +177,16 @@ def ticket_table(rows: list[dict[str, Any]], width: int | None, colour: bool) ->
 # -- show ------------------------------------------------------------------------------------
 
 
+def _people(participants: list[dict[str, Any]]) -> list[str]:
+    """Who replies are copied to, and who the ticket knows but does not mail."""
+    copied = [p["address"] for p in participants if p["role"] == "cc"]
+    seen = [p["address"] for p in participants if p["role"] == "seen"]
+    lines = [f"copied on replies: {', '.join(copied)}"] if copied else []
+    if seen:
+        lines.append(f"not mailed (later mail brought them in): {', '.join(seen)}")
+    return lines
+
+
 def ticket_text(
     detail: dict[str, Any],
     asked: int,
@@ -128,6 +196,7 @@ def ticket_text(
     colour: bool = False,
 ) -> str:
     """`show`: the header, the conversation in order, and on request the history."""
+    detail = terminal_safe(detail, MULTILINE)  # before painting, which adds our own escapes
     paint = Paint(colour)
     out: list[str] = []
     if detail["number"] != asked:
@@ -154,6 +223,7 @@ def ticket_text(
     if detail["follows"]:
         work.append(f"follows #{detail['follows']}")
     out.append(", ".join(work))
+    out.extend(_people(detail.get("participants", [])))
     sla = _sla(detail, datetime.now(UTC))
     if sla:
         out.append(", ".join(paint(part, "31" if late else None) for part, late in sla))

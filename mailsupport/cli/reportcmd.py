@@ -75,6 +75,7 @@ def report(
         mailsupport report --since 7d --json
         mailsupport report --since 2026-03-01 --until 2026-03-31 --html march.html
     """
+    from mailsupport.cli.render import terminal_safe
     from mailsupport.errors import MailSupportError, UsageError
     from mailsupport.report import build_report, parse_period, render_html, render_text
     from mailsupport.reportdata import load_tickets
@@ -86,15 +87,18 @@ def report(
     with state(ctx).store().read() as session:
         facts = load_tickets(session, period.since, period.until)
     data = build_report(facts, period, now, top=top)
+    # Subjects, addresses and domains come from mail: the page and the tables get them
+    # cleaned of control characters; --json gets them as they are, for scripts.
+    shown = terminal_safe(data)
 
     if html_file == "-":
-        typer.echo(render_html(data), nl=False)
+        typer.echo(render_html(shown), nl=False)
         return
     if html_file:
         path = Path(html_file)
         partial = path.with_name(f".{path.name}.tmp")
         try:  # a reader never sees half a page, and a failure leaves the old one
-            partial.write_text(render_html(data), encoding="utf-8")
+            partial.write_text(render_html(shown), encoding="utf-8")
             os.replace(partial, path)
         except OSError as error:
             with contextlib.suppress(OSError):
@@ -109,4 +113,4 @@ def report(
             f" {days} day{'' if days == 1 else 's'}"
         )
     else:
-        typer.echo(render_text(data), nl=False)
+        typer.echo(render_text(shown), nl=False)

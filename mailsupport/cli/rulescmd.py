@@ -84,8 +84,10 @@ def test(
     if not result.matched:
         typer.echo("no rule applies")
         return
+    from mailsupport.cli.render import terminal_text  # reasons quote the message's headers
+
     for name, why in result.matched:
-        typer.echo(f"rule {name!r}: {'; '.join(why)}")
+        typer.echo(terminal_text(f"rule {name!r}: {'; '.join(why)}", one_line=True))
     for key, value in changes.items():
         shown = " ".join(value) if isinstance(value, list) else value
-        typer.echo(f"  {key:<9} {shown}")
+        typer.echo(terminal_text(f"  {key:<9} {shown}", one_line=True))

@@ -42,7 +42,7 @@ def search(
     "two words" (quoted inside the shell's quotes) must occur together;
     word* matches words that start so (3 letters or more); -word must not
     occur; OR between words finds either. Other punctuation only
-    separates words.
+    separates words. A query has at most 200 words and phrases.
 
     --json gives a list of objects: number, subject and status of the
     ticket; message_id, direction (in, out, note), date (ISO 8601, UTC)
@@ -50,7 +50,7 @@ def search(
     ticket (higher is better, comparable within one search).
 
     Exit status: 0 tickets found, 1 none found (like grep), 2 no word to
-    search for.
+    search for (or too many).
 
     Examples:
         mailsupport search printer offline
@@ -58,17 +58,19 @@ def search(
         mailsupport search '"личный кабинет" парол*' --status open
     """
     from mailsupport.errors import NotFoundError, UsageError
-    from mailsupport.search import parse_query
+    from mailsupport.search import check_size, parse_query
     from mailsupport.search import search as run_search
     from mailsupport.store import TICKET_STATUSES
 
     text = " ".join(words or []).strip()
-    if parse_query(text).empty:
+    query = parse_query(text)
+    if query.empty:
         raise UsageError(
             f"nothing to search for in {text!r}: give a word, e.g. `mailsupport search invoice`"
             if text
             else "nothing to search for: give a word, e.g. `mailsupport search invoice`"
         )
+    check_size(query)  # before the database is opened
     if status is not None and status not in TICKET_STATUSES:
         raise UsageError(f"unknown status {status!r}: use one of {', '.join(TICKET_STATUSES)}")
     with state(ctx).store().read() as session:
@@ -81,14 +83,21 @@ def search(
     if not hits:
         where = f" with status {status}" if status else ""
         raise NotFoundError(f"no ticket{where} matches {text!r}")
+    from mailsupport.cli.render import clip, terminal_text
+    from mailsupport.search import MARK_END, MARK_START
+
     # Bold matches on a terminal that wants colour; brackets anywhere else.
     bold = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     start, end = ("\x1b[1m", "\x1b[22m") if bold else ("[", "]")
     width = shutil.get_terminal_size((100, 20)).columns
     for hit in hits:
-        header = f"#{hit.number:<6}{hit.status:<9}{hit.subject}"
-        typer.echo(header if len(header) <= width else header[: max(width - 1, 0)] + "…")
-        snippet = hit.marked_snippet(start, end)
+        subject = terminal_text(hit.subject, one_line=True)
+        typer.echo(clip(f"#{hit.number:<6}{hit.status:<9}{subject}", width))
+        # The text between the marks is the mail's, cleaned; the marks become ours.
+        snippet = start.join(
+            end.join(terminal_text(piece, one_line=True) for piece in part.split(MARK_END))
+            for part in hit.snippet.split(MARK_START)
+        )
         label = "(internal note) " if hit.direction == "note" else ""
         if label or snippet:
             typer.echo(f"      {label}{snippet}")

@@ -6,7 +6,6 @@ the models: keep heavy imports out of this module and inside the commands.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import sys
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mailsupport.cli.app import app, print_json, state, ticket_number, use_colour, utcnow
+from mailsupport.cli.app import app, print_json, state, ticket_number, to_json, use_colour, utcnow
 from mailsupport.errors import NotFoundError, UsageError
 from mailsupport.store import PRIORITIES
 from mailsupport.store import TICKET_STATUSES as STATUSES
@@ -226,7 +225,7 @@ def export(ctx: typer.Context) -> None:
 
     with _reading(state(ctx)) as reader:
         for line in export_tickets(reader):
-            typer.echo(json.dumps(line, ensure_ascii=False))
+            typer.echo(to_json(line))
 
 
 def _reading(st: State) -> AbstractContextManager[Reader]:

@@ -14,8 +14,15 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlmodel import Session
 
-from mailsupport.errors import ConfigError, MailSupportError, SchemaError, TemporaryError
+from mailsupport.errors import (
+    ConfigError,
+    MailSupportError,
+    PermanentError,
+    SchemaError,
+    TemporaryError,
+)
 from mailsupport.store import SCHEMA_REVISION
+from mailsupport.store.files import private_dir, private_file
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +33,7 @@ SQLITE_BUSY_SECONDS = 30
 # it, and two interleaved writers could split a conversation or merge past each other.
 WRITE_LOCK_KEY = 0x6D61696C73757070  # "mailsupp"
 # PostgreSQL errors that mean the settings are wrong, not that the server is away.
-CONFIG_SQLSTATES = {"3D000", "28P01", "28000"}  # no such database, login refused
+CONFIG_SQLSTATES = {"3D000", "28P01", "28000", "3F000"}  # no such database or schema, login
 # PostgreSQL errors that end a transaction because another one was in the way: the work was
 # rolled back and succeeds when simply run again, as after SQLite's "database is locked".
 RETRY_SQLSTATES = {
@@ -34,6 +41,31 @@ RETRY_SQLSTATES = {
     "40P01": "database deadlock with another process",  # deadlock_detected
     "40001": "database conflict with another process",  # serialization_failure
 }
+# Other PostgreSQL errors that a retry can cure, by SQLSTATE class (its first two characters):
+# the connection (08), another transaction in the way (40), the server short of memory, disk
+# or connections (53), a restart or a cancelled statement (57), an I/O error on the server
+# (58), a snapshot too old (72); and a few single codes of other classes.
+TEMPORARY_SQLSTATE_CLASSES = {"08", "40", "53", "57", "58", "72"}
+TEMPORARY_SQLSTATES = {
+    "55006",  # object_in_use
+    "25006",  # read_only_sql_transaction: a standby, as during a failover
+    "0A000",  # feature_not_supported: "cached plan must not change result type" after a
+    # migration, gone on the next connection (mailsupport uses no feature a server lacks)
+}
+# Any other SQLSTATE is the server's answer to this statement on this data, and the same
+# statement meets it again: a program limit (54, "stack depth limit exceeded"), a data
+# exception (22), a syntax or access rule (42), ... Retrying cannot help: exit 1, not 75.
+PERMANENT_SQLSTATE_CLASSES = {
+    "22": "the database refused a value",
+    "42": "the database refused the statement",
+    "54": "the request is too large for the database",
+}
+# SQLite's primary result codes (sqlite3 errors carry them) that a retry cannot cure: an
+# error in the statement or beyond a limit, such as "Expression tree is too large" (1),
+# too big (18), type mismatch (20), bind index out of range (25), a damaged or foreign file
+# (11, 26), a file it may not write (8, 3). Busy, locked, full, I/O and the rest stay
+# temporary.
+SQLITE_PERMANENT_CODES = {1, 3, 8, 11, 18, 20, 25, 26}
 
 
 def create_db_engine(url: str) -> sa.Engine:
@@ -73,12 +105,17 @@ def _without_password(text: str, url: sa.URL) -> str:
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
-    if url.database and url.database != ":memory:":
+    if url.database and url.database != ":memory:" and not url.query.get("uri"):
+        path = Path(url.database)
         try:
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
+            # Created here, 0600, before SQLite makes it 0644 less the umask: its -wal and
+            # -shm files take the database's mode, so every file of it stays private.
+            private_file(path)
         except OSError as e:
             raise ConfigError(
-                f"cannot create the data directory for {url.database}: {e.strerror}"
+                f"cannot create the database {url.database} or its directory: {e.strerror} "
+                "(check MAILSUPPORT_DATA_DIR)"
             ) from None
     engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
 
@@ -104,22 +141,43 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
 
 
 def translate_db_error(error: BaseException) -> MailSupportError | None:
-    """A user-facing error for database and disk failures, or None if it is a bug."""
+    """A user-facing error for database and disk failures, or None if it is a bug.
+
+    Temporary (exit 75: cron and MTAs retry) when retrying can help: locks, conflicts, the
+    connection, a full disk. Permanent (exit 1) when the database answered that it cannot
+    do this at all, by SQLSTATE class on PostgreSQL and result code on SQLite. Integrity
+    errors are left to the code that made them (the pipeline tells duplicates by them)."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return TemporaryError(f"disk full: {error.strerror}; free space and try again")
+    if not isinstance(error, exc.DBAPIError) or isinstance(error, exc.IntegrityError):
+        return None
+    detail = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+    detail = detail or type(error.orig or error).__name__
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate in RETRY_SQLSTATES:
+        return TemporaryError(f"{RETRY_SQLSTATES[sqlstate]} ({detail}); try again")
+    if sqlstate in CONFIG_SQLSTATES:
+        return ConfigError(f"cannot use the database: {detail} (check MAILSUPPORT_DATABASE_URL)")
+    if sqlstate and (sqlstate[:2] in TEMPORARY_SQLSTATE_CLASSES or sqlstate in TEMPORARY_SQLSTATES):
+        return TemporaryError(f"database unavailable: {detail}")
+    if sqlstate:
+        what = PERMANENT_SQLSTATE_CLASSES.get(sqlstate[:2], "the database refused the request")
+        return PermanentError(f"{what}: {detail} (SQLSTATE {sqlstate}; trying again will not help)")
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in SQLITE_PERMANENT_CODES:
+        name = getattr(error.orig, "sqlite_errorname", f"code {code}")
+        return PermanentError(f"database error: {detail} ({name}; trying again will not help)")
+    if isinstance(error, exc.DataError):  # a value the driver itself refuses (a NUL, say)
+        return PermanentError(f"the database refused a value: {detail}")
     if isinstance(error, exc.OperationalError | exc.InterfaceError):
-        detail = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         low = detail.lower()
-        sqlstate = getattr(error.orig, "sqlstate", None)
         wrong_settings = (
             "does not exist",
             "authentication failed",
             "invalid sslmode",
             "invalid dsn",
         )
-        if sqlstate in RETRY_SQLSTATES:
-            return TemporaryError(f"{RETRY_SQLSTATES[sqlstate]} ({detail}); try again")
-        if sqlstate in CONFIG_SQLSTATES or any(text in low for text in wrong_settings):
+        if any(text in low for text in wrong_settings):
             return ConfigError(
                 f"cannot use the database: {detail} (check MAILSUPPORT_DATABASE_URL)"
             )
@@ -170,7 +228,7 @@ class Store:
     def translated() -> Iterator[None]:
         try:
             yield
-        except (exc.OperationalError, exc.InterfaceError, OSError) as error:
+        except (exc.DBAPIError, OSError) as error:
             mapped = translate_db_error(error)
             if mapped is None:
                 raise
