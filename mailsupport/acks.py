@@ -9,13 +9,20 @@ Acknowledgements go out with our support address as the envelope sender, not the
 sender RFC 3834 suggests for personal auto-responders: submission servers refuse <> from a
 logged-in user, and a bounce is how we learn that the customer's address does not work.
 Loops are held off by our Auto-Submitted and X-Loop headers and by ACK_LIMIT.
+
+Anyone can write any From and Reply-To, so an acknowledgement is mail we send to an address
+a stranger chose (backscatter). Hence: ACK_LIMIT per recipient and per From address,
+ACK_DOMAIN_LIMIT per From domain, no acknowledgement to a Reply-To in another domain unless
+an agent has answered the sender before, and of the sender's words only a display name that
+reads as a person's name and a bounded, cleaned subject are repeated.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -26,13 +33,24 @@ from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address, Inbound
 from mailsupport.outgoing import Outgoing
-from mailsupport.rules import AckContext, ack_decision, is_noreply_address
-from mailsupport.store.models import Message, Ticket
+from mailsupport.rules import (
+    AckContext,
+    ack_decision,
+    ack_recipient,
+    other_domain_reply_to,
+    person_name,
+    sender_domain,
+)
+from mailsupport.store import MAILED_ROLES
+from mailsupport.store.models import Message, Participant, Ticket
 from mailsupport.templating import TemplateError, check_templates, choose_language
 
 log = logging.getLogger(__name__)
 
 ACKNOWLEDGED = "acknowledged"  # how a positive decision starts
+# The subject an acknowledgement repeats (in its Subject and its text), in characters: room
+# for any real subject, none for a page of a stranger's advertising.
+ACK_SUBJECT_MAX_CHARS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,40 +107,82 @@ class Acknowledger:
         off = source_reason or self.off_reason()
         if off:
             return AckOutcome(f"no acknowledgement: {off}")
-        recipient = self._recipient(message)
-        context = AckContext(
-            our_addresses=self.settings.our_addresses,
-            is_reply_to_existing_ticket=not new_ticket,
-            recent_acks_to_sender=(
-                self._recent_acks(session, recipient.key, now) if recipient and new_ticket else 0
-            ),
-            ack_limit=self.settings.ack_limit,
-        )
+        recipient = ack_recipient(message, self.settings.our_addresses)
+        context = self._context(session, message, recipient, new_ticket, now)
         decision = ack_decision(message, context)
         if not decision.send or recipient is None:
             return AckOutcome(decision.reason)
         try:
-            return self._send(session, message, ticket, recipient, now)
+            outcome = self._send(session, message, ticket, recipient, now)
         except (ConfigError, ComposeError) as error:
             # A broken template or an address we cannot write: the customer's message is
             # filed all the same, and the reason is on it for the agent to see.
             log.error("ticket #%s: no acknowledgement: %s", ticket.number, error)
             return AckOutcome(f"no acknowledgement: could not compose it: {error}")
+        self._record_sender(session, message)
+        return outcome
 
-    def _recipient(self, message: Inbound) -> Address | None:
-        """Reply-To when it names one other person, else From."""
-        ours = self.settings.our_addresses
-        reply_to = [a for a in message.reply_to if a.key not in ours]
-        if len(reply_to) == 1 and not is_noreply_address(reply_to[0].address):
-            return reply_to[0]
-        return message.from_
+    def _context(
+        self,
+        session: Session,
+        message: Inbound,
+        recipient: Address | None,
+        new_ticket: bool,
+        now: datetime,
+    ) -> AckContext:
+        """The rules' view of our state. Only a new ticket is ever acknowledged, so only then
+        are the counts looked up: one statement, plus one lookup for a Reply-To elsewhere."""
+        s = self.settings
+        sender = message.from_.key if message.from_ is not None else ""
+        domain = sender_domain(message)
+        domain_limit = 0 if domain in s.shared_domains else s.ack_domain_limit
+        to_recipient = from_sender = from_domain = 0
+        known = False
+        if new_ticket and recipient is not None:
+            to_recipient, from_sender, from_domain = self._recent_acks(
+                session, recipient.key, sender, domain if domain_limit else "", now
+            )
+            if sender and other_domain_reply_to(message, s.our_addresses) is not None:
+                known = self._known(session, sender)
+        return AckContext(
+            our_addresses=s.our_addresses,
+            is_reply_to_existing_ticket=not new_ticket,
+            recent_acks_to_sender=to_recipient,
+            ack_limit=s.ack_limit,
+            recent_acks_from_sender=from_sender,
+            recent_acks_from_domain=from_domain,
+            domain_limit=domain_limit,
+            sender_known=known,
+        )
 
-    def _recent_acks(self, session: Session, address: str, now: datetime) -> int:
+    def _recent_acks(
+        self, session: Session, to: str, sender: str, domain: str, now: datetime
+    ) -> tuple[int, int, int]:
+        """Acknowledgements within the window: to `to`, of mail from `sender`, of mail from
+        `domain` ("" = not counted)."""
         # A statement on the connection, without the ORM's autoflush: acknowledgements are
         # recorded on messages by statements too (store.tickets.set_ack).
         since = now - timedelta(seconds=self.settings.ack_window)
-        found = session.connection().execute(_acks_since(), {"to": address, "since": since})
-        return int(found.scalar_one())
+        values = {"to": to, "sender": sender, "domain": domain, "since": since}
+        row = session.connection().execute(_acks_since(), values).one()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    @staticmethod
+    def _known(session: Session, address: str) -> bool:
+        """Whether `address` takes part in a ticket an agent has answered. Having written to
+        us before is not enough: the stranger's first mail would make them known."""
+        found = session.connection().execute(_known_sender(), {"address": address}).first()
+        return found is not None
+
+    @staticmethod
+    def _record_sender(session: Session, message: Inbound) -> None:
+        """Note whose mail (and which domain's) was acknowledged, for the next counts."""
+        values = {
+            "b_id": message.message_id,
+            "b_from": message.from_.key if message.from_ is not None else None,
+            "b_domain": sender_domain(message) or None,
+        }
+        session.connection().execute(_set_sender(), values)
 
     def _send(
         self, session: Session, message: Inbound, ticket: Ticket, to: Address, now: datetime
@@ -131,12 +191,24 @@ class Acknowledger:
 
         language = choose_language(self.settings.language, message.text)
         found = suggestions_for(self.settings, f"{message.subject}\n{message.text}", language)
+        # Of the stranger's words, repeat only a name that reads as a person's (in To, the
+        # greeting and quote_name) and a bounded, cleaned subject.
+        to = Address(person_name(to.name), to.address)
+        sender_name = message.from_.name if message.from_ is not None else ""
+        parent = replace(
+            ThreadParent.from_inbound(message),
+            subject=ack_subject(message.subject),
+            from_name=person_name(sender_name),
+        )
+        # compose() takes the title from the ticket: a detached copy carries the bounded
+        # one, and the stored title stays whole. It is never added to the session.
+        title = Ticket(id=ticket.id, number=ticket.number, subject=ack_subject(ticket.subject))
         composed, _ = self.outgoing.send(
             session,
             "ack",
-            ticket,
+            title,
             to=[to],
-            parent=ThreadParent.from_inbound(message),
+            parent=parent,
             now=now,
             language=language,
             thread_reason="acknowledgement of a new ticket",
@@ -150,9 +222,69 @@ class Acknowledger:
         )
 
 
+def ack_subject(subject: str) -> str:
+    """`subject` as an acknowledgement repeats it: control characters as spaces, format
+    characters (bidi overrides that reorder what the reader sees, zero-width ones) dropped,
+    runs of spaces as one, at most ACK_SUBJECT_MAX_CHARS characters, cut after a word when
+    one ends near the limit."""
+    limit = ACK_SUBJECT_MAX_CHARS
+    kept: list[str] = []
+    for char in subject[: limit * 4]:  # a 100 KiB subject costs no more than a short one
+        kind = unicodedata.category(char)
+        if kind == "Cf":
+            continue
+        kept.append(" " if kind == "Cc" or char in "\u2028\u2029" else char)
+    text = " ".join("".join(kept).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    if cut.rfind(" ") >= limit * 3 // 4:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip(" ,.;:-") + "…"
+
+
 @functools.cache
-def _acks_since() -> sa.Select[tuple[int]]:
+def _acks_since() -> sa.Select[tuple[int, int, int]]:
+    # One round trip, three index range scans (each count stays below its limit).
     table = Message.__table__  # type: ignore[attr-defined]
-    return sa.select(sa.func.count(table.c.id)).where(
-        table.c.ack_to == sa.bindparam("to"), table.c.created_at >= sa.bindparam("since")
+    since = sa.bindparam("since")
+
+    def count(column: sa.Column[str], key: str) -> sa.ScalarSelect[int]:
+        return (
+            sa.select(sa.func.count())
+            .select_from(table)
+            .where(column == sa.bindparam(key), table.c.created_at >= since)
+            .scalar_subquery()
+        )
+
+    return sa.select(
+        count(table.c.ack_to, "to"),
+        count(table.c.ack_from, "sender"),
+        count(table.c.ack_domain, "domain"),
+    )
+
+
+@functools.cache
+def _known_sender() -> sa.Select[tuple[int]]:
+    people = Participant.__table__  # type: ignore[attr-defined]
+    tickets = Ticket.__table__  # type: ignore[attr-defined]
+    return (
+        sa.select(people.c.ticket_id)
+        .select_from(people.join(tickets, tickets.c.id == people.c.ticket_id))
+        .where(
+            people.c.address == sa.bindparam("address"),
+            people.c.role.in_(MAILED_ROLES),  # not an address only seen in a later Cc
+            tickets.c.first_response_at.is_not(None),
+        )
+        .limit(1)
+    )
+
+
+@functools.cache
+def _set_sender() -> sa.Update:
+    table = Message.__table__  # type: ignore[attr-defined]
+    return (
+        sa.update(table)
+        .where(table.c.message_id == sa.bindparam("b_id"), table.c.direction == "in")
+        .values(ack_from=sa.bindparam("b_from"), ack_domain=sa.bindparam("b_domain"))
     )

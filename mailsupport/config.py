@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     # At most this many acknowledgements per sender within ACK_WINDOW; 0 turns them off.
     ack_limit: int = Field(default=3, ge=0)
     ack_window: int = Field(default=24 * 3600, gt=0)  # seconds, or 24h-style (see _duration)
+    # At most this many acknowledgements of mail from one From domain within ACK_WINDOW
+    # (forged senders of one organisation); 0 = no domain limit.
+    ack_domain_limit: int = Field(default=20, ge=0)
+    # Mail providers shared by unrelated people: no domain limit there, where it would only
+    # measure the provider's popularity (the per-address limits still hold).
+    ack_shared_domains: str = (
+        "gmail.com, googlemail.com, outlook.com, hotmail.com, live.com, msn.com, yahoo.com, "
+        "icloud.com, me.com, aol.com, proton.me, protonmail.com, gmx.de, gmx.net, web.de, "
+        "yandex.ru, ya.ru, mail.ru, inbox.ru, list.ru, bk.ru, rambler.ru"
+    )
 
     # Who is working: the name recorded with every change (`--as NAME` wins; "" = login name).
     agent: str = ""
@@ -77,6 +87,9 @@ class Settings(BaseSettings):
     # participant nor by quoting one of our signed Message-IDs: "new-ticket" opens a new
     # ticket that links it; "join" lets it join (anyone who knows a Message-ID can write in).
     stranger_replies: Literal["new-ticket", "join"] = "new-ticket"
+    # At most this many addresses from one message's From, To and Cc become participants of
+    # its ticket (the rest are only shown with the message).
+    max_participants: int = Field(default=20, ge=1, le=1000)
 
     # The folder of knowledge-base articles (see kb/README.md); "" = no knowledge base.
     kb_dir: str = ""
@@ -196,6 +209,17 @@ class Settings(BaseSettings):
         parse_hours(value, info.data.get("timezone", "UTC"))
         return value
 
+    @field_validator("ack_shared_domains")
+    @classmethod
+    def _domains(cls, value: str) -> str:
+        _parse_domains(value)
+        return value
+
+    @cached_property
+    def shared_domains(self) -> frozenset[str]:
+        """ACK_SHARED_DOMAINS, lowercased."""
+        return _parse_domains(self.ack_shared_domains)
+
     @field_validator("line_addresses")
     @classmethod
     def _line_addresses(cls, value: str) -> str:
@@ -279,6 +303,15 @@ class Settings(BaseSettings):
 
     def format_tag(self, number: int) -> str:
         return self.ticket_tag.replace("{number}", str(number))
+
+
+def _parse_domains(value: str) -> frozenset[str]:
+    found: set[str] = set()
+    for item in filter(None, (x.strip().lower().lstrip("@").rstrip(".") for x in value.split(","))):
+        if not re.fullmatch(r"[^\s@,/:]+\.[^\s@,/:.]+", item):
+            raise ValueError(f"{item!r}: write domain names separated by commas, like gmail.com")
+        found.add(item)
+    return frozenset(found)
 
 
 def _parse_line_addresses(value: str) -> dict[int, str]:

@@ -34,6 +34,7 @@ __all__ = [
     "BounceInfo",
     "Rule",
     "ack_decision",
+    "ack_recipient",
     "bounce_info",
     "is_auto_reply",
     "is_automated",
@@ -41,6 +42,9 @@ __all__ = [
     "is_bulk",
     "is_loop",
     "is_noreply_address",
+    "other_domain_reply_to",
+    "person_name",
+    "sender_domain",
 ]
 
 
@@ -50,8 +54,18 @@ class AckContext:
 
     our_addresses: frozenset[str]  # lowercased: the support address and its aliases
     is_reply_to_existing_ticket: bool
-    recent_acks_to_sender: int  # acknowledgements this sender got within the window
+    # Acknowledgements the address we would answer (ack_recipient: Reply-To, else From) got
+    # within the window. The name is older than Reply-To's limit; it counts the recipient.
+    recent_acks_to_sender: int
     ack_limit: int = 3  # 0 turns acknowledgements off
+    # Acknowledgements of mail from this From address, and from its domain, within the
+    # window: forged Reply-To victims and forged From addresses of one domain add up here.
+    recent_acks_from_sender: int = 0
+    recent_acks_from_domain: int = 0
+    domain_limit: int = 0  # 0 = none (switched off, or a shared mail provider's domain)
+    # The From address takes part in a ticket an agent has answered. False is the safe
+    # default: without it, a Reply-To in another domain gets no acknowledgement.
+    sender_known: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +387,82 @@ def _from_us(message: Inbound, our_addresses: frozenset[str]) -> str | None:
     return None
 
 
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().rstrip(".").lower()
+
+
+def _same_organisation(one: str, other: str) -> bool:
+    """Equal domains, or one a subdomain of the other (mail.corp.example, corp.example)."""
+    return one == other or one.endswith("." + other) or other.endswith("." + one)
+
+
+# ------------------------------------------------------------------------------------------
+# Whom an acknowledgement goes to, and what of the sender's words it may repeat
+# ------------------------------------------------------------------------------------------
+
+
+def ack_recipient(message: Inbound, our_addresses: frozenset[str]) -> Address | None:
+    """Reply-To when it names one other person, else From."""
+    reply_to = [a for a in message.reply_to if a.key not in our_addresses]
+    if len(reply_to) == 1 and not is_noreply_address(reply_to[0].address):
+        return reply_to[0]
+    return message.from_
+
+
+def sender_domain(message: Inbound) -> str:
+    """The lowercased domain of From ("" without one)."""
+    return _domain(message.from_.address) if message.from_ is not None else ""
+
+
+def other_domain_reply_to(message: Inbound, our_addresses: frozenset[str]) -> Address | None:
+    """The Reply-To an acknowledgement would go to, when it is in another domain than From:
+    anyone can write any Reply-To, and aimed at a third party it turns us into a mail cannon
+    (backscatter). None when the acknowledgement would stay in From's domain."""
+    recipient = ack_recipient(message, our_addresses)
+    sender = message.from_
+    if recipient is None or sender is None or recipient.key == sender.key:
+        return None
+    if _same_organisation(_domain(recipient.address), sender_domain(message)):
+        return None
+    return recipient
+
+
+# A display name is repeated in our mail only when it reads as a person's name: a spammer's
+# "Win $1000 at evil.example" must not be greeted into a third party's inbox.
+_NAME_MAX_CHARS = 60
+_NAME_MAX_WORDS = 5
+_NAME_PUNCTUATION = frozenset(" -'.\u2019\u02bc")  # J. R. O'Neil-Smith; ’ and ʼ as apostrophes
+_DOMAIN_LIKE = re.compile(r"[^\W\d_]\.[^\W\d_]{2}")  # evil.example, bit.ly; not "J.R."
+# Scripts whose letters look alike: one word mixing them is a disguise ("Раураl").
+_LOOKALIKE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK"})
+
+
+def person_name(name: str) -> str:
+    """`name` tidied when it looks like a person's name, else "".
+
+    A name: letters of any script (and their combining marks), words joined by spaces,
+    hyphens, apostrophes and the periods of initials; at most five words and sixty
+    characters. Anything else (an address, a URL or domain, digits, symbols, commas,
+    control or bidi characters, a word mixing Latin and Cyrillic letters) is not repeated:
+    the greeting is then the plain "Hello," / "Здравствуйте!"."""
+    name = unicodedata.normalize("NFC", " ".join(name.split())).strip("\"' ")
+    if not name or len(name) > _NAME_MAX_CHARS or _DOMAIN_LIKE.search(name):
+        return ""
+    if any(unicodedata.category(c)[0] not in "LM" and c not in _NAME_PUNCTUATION for c in name):
+        return ""
+    words = name.split()
+    if len(words) > _NAME_MAX_WORDS:
+        return ""
+    for word in words:
+        letters = [c for c in word if c.isalpha()]
+        if not letters:  # "-", "..."
+            return ""
+        scripts = {unicodedata.name(c, "?").split(" ", 1)[0] for c in letters}
+        if len(scripts & _LOOKALIKE_SCRIPTS) > 1:
+            return ""
+    return name
+
+
 # ------------------------------------------------------------------------------------------
 # Public helpers the pipeline may reuse
 # ------------------------------------------------------------------------------------------
@@ -460,11 +550,46 @@ def _check_reply(message: Inbound, context: AckContext) -> str | None:
     return "reply to an existing ticket" if context.is_reply_to_existing_ticket else None
 
 
+def _check_other_domain(message: Inbound, context: AckContext) -> str | None:
+    if context.sender_known:
+        return None
+    other = other_domain_reply_to(message, context.our_addresses)
+    if other is None or message.from_ is None:
+        return None
+    return (
+        f"Reply-To {other.key} is in another domain than From {message.from_.key}, "
+        "and the sender is not known to the desk"
+    )
+
+
 def _check_limit(message: Inbound, context: AckContext) -> str | None:
     if context.recent_acks_to_sender >= context.ack_limit:
+        recipient = ack_recipient(message, context.our_addresses)
+        sender = message.from_
+        elsewhere = recipient is not None and sender is not None and recipient.key != sender.key
+        who = "Reply-To address" if elsewhere else "sender"
         return (
-            f"sender already got {context.recent_acks_to_sender} acknowledgement(s) "
+            f"{who} already got {context.recent_acks_to_sender} acknowledgement(s) "
             f"within the window (limit {context.ack_limit})"
+        )
+    return None
+
+
+def _check_sender_limit(message: Inbound, context: AckContext) -> str | None:
+    if context.recent_acks_from_sender >= context.ack_limit:
+        return (
+            f"mail from this sender was acknowledged {context.recent_acks_from_sender} "
+            f"time(s) within the window (limit {context.ack_limit})"
+        )
+    return None
+
+
+def _check_domain_limit(message: Inbound, context: AckContext) -> str | None:
+    limit = context.domain_limit
+    if limit and context.recent_acks_from_domain >= limit:
+        return (
+            f"mail from {sender_domain(message)} was acknowledged "
+            f"{context.recent_acks_from_domain} time(s) within the window (domain limit {limit})"
         )
     return None
 
@@ -533,9 +658,24 @@ RULES: tuple[Rule, ...] = (
         _check_reply,
     ),
     Rule(
+        "reply-to-other-domain",
+        "Reply-To is in another domain than From, and no agent has answered the sender yet",
+        _check_other_domain,
+    ),
+    Rule(
         "ack-limit",
-        "the sender already got the maximum number of acknowledgements within the window",
+        "the address we would answer already got ACK_LIMIT acknowledgements within the window",
         _check_limit,
+    ),
+    Rule(
+        "sender-limit",
+        "mail from this From address was acknowledged ACK_LIMIT times within the window",
+        _check_sender_limit,
+    ),
+    Rule(
+        "domain-limit",
+        "mail from this From domain was acknowledged ACK_DOMAIN_LIMIT times within the window",
+        _check_domain_limit,
     ),
 )
 

@@ -123,6 +123,9 @@ def desk_env(
         "MAILSUPPORT_SMTP_PORT": str(smtp.port),
         "MAILSUPPORT_SMTP_SECURITY": "none",
         "MAILSUPPORT_SMTP_TIMEOUT": "10",
+        # Every customer here writes from one domain, and every new ticket is to be
+        # acknowledged exactly once: no per-domain limit (tests/test_ack_safety.py has it).
+        "MAILSUPPORT_ACK_DOMAIN_LIMIT": "0",
     }
     env.update({f"MAILSUPPORT_{k.upper()}": str(v) for k, v in extra.items()})
     return env
@@ -622,7 +625,7 @@ def test_kill_9_at_random_points_during_outbox_flush(
         data_dir=settings.data_dir, database_url=settings.db_url,
         support_address=settings.support_address, support_name=settings.support_name,
         smtp_host=smtp_server.host, smtp_port=smtp_server.port, smtp_security="none",
-        smtp_timeout=1,
+        smtp_timeout=1, ack_domain_limit=0,  # one domain, every ticket acknowledged
     )  # fmt: skip
     pipeline = Pipeline(desk, store)
     env = {

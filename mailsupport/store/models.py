@@ -99,7 +99,24 @@ class RawMessage(SQLModel, table=True):
 
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
-    __table_args__ = (sa.Index("ix_messages_ack_to_created_at", "ack_to", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_messages_ack_to_created_at", "ack_to", "created_at"),
+        # Partial: only acknowledged messages have these, and intake writes every message.
+        sa.Index(
+            "ix_messages_ack_from_created_at",
+            "ack_from",
+            "created_at",
+            sqlite_where=sa.text("ack_from IS NOT NULL"),
+            postgresql_where=sa.text("ack_from IS NOT NULL"),
+        ),
+        sa.Index(
+            "ix_messages_ack_domain_created_at",
+            "ack_domain",
+            "created_at",
+            sqlite_where=sa.text("ack_domain IS NOT NULL"),
+            postgresql_where=sa.text("ack_domain IS NOT NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="tickets.id", index=True)
@@ -124,6 +141,10 @@ class Message(SQLModel, table=True):
     # Incoming mail: whether it was acknowledged and why not ("" when never considered).
     ack_decision: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
     ack_to: str | None = Field(default=None, sa_type=sa.Text)  # lowercased, when acknowledged
+    # When acknowledged: the From address and its domain, lowercased (ACK_LIMIT per sender,
+    # ACK_DOMAIN_LIMIT per domain, whoever the acknowledgement went to).
+    ack_from: str | None = Field(default=None, sa_type=sa.Text)
+    ack_domain: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = _time()
 
 
@@ -138,11 +159,13 @@ class MessageRef(SQLModel, table=True):
 
 class Participant(SQLModel, table=True):
     __tablename__ = "participants"
+    # Whether an address is known to the desk (acknowledgements to another domain's Reply-To).
+    __table_args__ = (sa.Index("ix_participants_address", "address"),)
 
     ticket_id: int = Field(foreign_key="tickets.id", primary_key=True)
     address: str = Field(sa_type=sa.Text, primary_key=True)  # lowercased
     name: str = Field(default="", sa_type=sa.Text)
-    role: str = Field(default="cc", max_length=16)  # requester / cc
+    role: str = Field(default="cc", max_length=16)  # requester / cc / seen (store.MAILED_ROLES)
     first_seen: datetime = _time()
 
 
