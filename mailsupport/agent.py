@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailsupport.compose import Composed
@@ -19,15 +21,20 @@ from mailsupport.errors import NotFoundError, RefusedError, UsageError
 from mailsupport.mail import Address
 from mailsupport.outgoing import FilePart, Outgoing, parent_of
 from mailsupport.practice import Practice
-from mailsupport.store import NAME
+from mailsupport.store import CC, MAILED_ROLES, NAME, REQUESTER, SEEN
 from mailsupport.store.models import (
     PRIORITIES,
     Message,
-    Participant,
     Ticket,
     TicketTag,
 )
-from mailsupport.store.tickets import merge_tickets, record_event, ticket_by_number
+from mailsupport.store.tickets import (
+    merge_tickets,
+    participants,
+    record_event,
+    set_role,
+    ticket_by_number,
+)
 
 TAG_MAX = 64
 
@@ -73,6 +80,77 @@ def _requester(t: Ticket) -> Address:
     return Address(t.requester_name, t.requester)
 
 
+@dataclass(frozen=True, slots=True)
+class Recipients:
+    """Who a reply goes to, and whom the ticket knows but does not mail."""
+
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    not_mailed: tuple[Address, ...]  # seen in later mail; an agent adds them with `cc`
+
+    @property
+    def keys(self) -> set[str]:
+        return {a.key for a in (*self.to, *self.cc)}
+
+
+def recipients(
+    session: Session,
+    settings: Settings,
+    t: Ticket,
+    *,
+    to: Sequence[Address] = (),
+    cc: Sequence[Address] = (),
+) -> Recipients:
+    """Who a reply to `t` goes to: the customer and the people copied on the ticket, or, with
+    `to`, exactly `to` (and `cc`). Only people an agent or the customer's first message put
+    on the ticket are mailed; addresses later mail brought in are listed as not mailed.
+
+    A ticket that holds several customers' conversations (after a merge) has no single
+    answer: the agent names the recipients with `to`, or the reply is refused."""
+    ours = settings.our_addresses
+    people = participants(session, t)
+    seen = tuple(Address(p.name, p.address) for p in people if p.role == SEEN)
+    if to:
+        main = _unique(to, ours)
+        copies = _unique(cc, ours | {a.key for a in main})
+        return Recipients(
+            main, copies, tuple(a for a in seen if a.key not in {*_keys(main), *_keys(copies)})
+        )
+    customers = _unique(
+        [
+            *([Address(t.requester_name, t.requester)] if t.requester else []),
+            *(Address(p.name, p.address) for p in people if p.role == REQUESTER),
+        ],
+        ours,
+    )
+    if len(customers) > 1:
+        names = ", ".join(a.address for a in customers)
+        raise UsageError(
+            f"ticket #{t.number} holds the conversations of several customers ({names}) "
+            "since a merge: name who gets this reply with --to (repeat it for more)"
+        )
+    if not customers:
+        raise RefusedError(
+            f"ticket #{t.number} has no customer address to write to: name one with --to"
+        )
+    copied = [Address(p.name, p.address) for p in people if p.role == CC]
+    copies = _unique([*copied, *cc], ours | _keys(customers))
+    return Recipients(customers, copies, seen)
+
+
+def _unique(people: Iterable[Address], exclude: Iterable[str]) -> tuple[Address, ...]:
+    found: dict[str, Address] = {}
+    skip = set(exclude)
+    for person in people:
+        if person.key not in skip:
+            found.setdefault(person.key, person)
+    return tuple(found.values())
+
+
+def _keys(people: Iterable[Address]) -> set[str]:
+    return {a.key for a in people}
+
+
 # ------------------------------------------------------------------------------------------
 # Mail
 # ------------------------------------------------------------------------------------------
@@ -87,26 +165,27 @@ def reply(
     agent: str,
     now: datetime,
     cc: Sequence[Address] = (),
+    to: Sequence[Address] = (),
     attachments: Sequence[FilePart] = (),
     status: str | None = None,
 ) -> tuple[Composed, int]:
-    """Answer the customer (and the people copied on the ticket). The ticket becomes open,
-    or `status` (pending: waiting for the customer; closed) when given."""
+    """Answer the customer and the people copied on the ticket (see `recipients`; `to`
+    names the recipients instead). People given in `cc` or `to` are copied on the ticket's
+    later replies too. The reply quotes only a message its recipients wrote. The ticket
+    becomes open, or `status` (pending: waiting for the customer; closed) when given."""
     if not text.strip():
         raise RefusedError("the reply is empty: nothing sent")
     if t.merged_into_id is not None:  # ticket() follows merges; a direct caller might not
         raise RefusedError(f"ticket #{t.number} was merged; reply to the ticket it joined")
-    to = _requester(t)
-    ours = outgoing.settings.our_addresses | {to.key}
-    copies = [*_copied(session, t, ours), *cc]
-    copies = list({a.key: a for a in copies if a.key not in ours}.values())
-    parent = last_from_customer(session, t)
+    chosen = recipients(session, outgoing.settings, t, to=to, cc=cc)
+    _keep_people(session, t, chosen, now)
+    parent = _last_from(session, t, chosen.keys)
     composed, item_id = outgoing.send(
         session,
         "reply",
         t,
-        to=[to],
-        cc=copies,
+        to=list(chosen.to),
+        cc=list(chosen.cc),
         parent=parent_of(parent) if parent else None,
         now=now,
         text=text,
@@ -117,19 +196,73 @@ def reply(
     )
     if t.first_response_at is None:  # the SLA's first response: a person answered
         t.first_response_at = now
-    who = ", ".join(a.address for a in (to, *copies))
+    who = ", ".join(a.address for a in (*chosen.to, *chosen.cc))
     _event(session, t, "replied", f"to {who} as <{composed.message_id}>", agent, now)
     _set_status(session, t, status or ("open" if t.status == "new" else t.status), agent, now)
     return composed, item_id
 
 
-def _copied(session: Session, t: Ticket, exclude: set[str] | frozenset[str]) -> list[Address]:
-    people = session.exec(
-        select(Participant)
-        .where(Participant.ticket_id == t.id, Participant.role == "cc")
-        .order_by(col(Participant.first_seen), col(Participant.address))
-    ).all()
-    return [Address(p.name, p.address) for p in people if p.address not in exclude]
+def _keep_people(session: Session, t: Ticket, chosen: Recipients, now: datetime) -> None:
+    """Whom an agent mailed is copied from then on; a ticket without a customer gets the
+    first person named with --to as its customer."""
+    if not t.requester and chosen.to:
+        t.requester, t.requester_name = chosen.to[0].key, chosen.to[0].name
+        session.add(t)
+        set_role(session, t, chosen.to[0], REQUESTER, now)
+    known = {p.address: p.role for p in participants(session, t)}
+    for person in (*chosen.to, *chosen.cc):
+        if known.get(person.key) not in MAILED_ROLES:
+            set_role(session, t, person, CC, now)
+
+
+def _last_from(session: Session, t: Ticket, addresses: set[str]) -> Message | None:
+    """The latest message one of `addresses` wrote on the ticket: the one a reply to them
+    answers and quotes. Never another customer's, whose words are not theirs to read."""
+    if not addresses:
+        return None
+    return session.exec(
+        select(Message)
+        .where(
+            Message.ticket_id == t.id,
+            Message.direction == "in",
+            sa.func.lower(Message.from_address).in_(sorted(addresses)),
+        )
+        .order_by(col(Message.received_at).desc(), col(Message.id).desc())
+        .limit(1)
+    ).first()
+
+
+def change_cc(
+    session: Session, t: Ticket, changes: Sequence[str], *, agent: str, now: datetime
+) -> Recipients:
+    """`+addr` (or `addr`): mail addr with every reply from now on; `-addr`: stop (the
+    address stays on the ticket as seen). The customer cannot be removed."""
+    from email.utils import parseaddr
+
+    added, removed = [], []
+    for change in changes:
+        sign, rest = (change[0], change[1:]) if change[:1] in "+-" else ("+", change)
+        name, address = parseaddr(rest)
+        local, at, domain = address.rpartition("@")
+        if not (local and at and "." in domain) or any(c.isspace() for c in address):
+            raise UsageError(f"not an email address: {rest!r} (write +addr or -addr)")
+        person = Address(name, address)
+        if sign == "-":
+            if person.key == t.requester:
+                raise RefusedError(f"{address} is the customer of ticket #{t.number}: not removed")
+            if set_role(session, t, person, SEEN, now) in MAILED_ROLES:
+                removed.append(person.key)
+        elif set_role(session, t, person, CC, now) not in MAILED_ROLES:
+            added.append(person.key)
+    if added or removed:
+        detail = " ".join([*(f"+{a}" for a in added), *(f"-{a}" for a in removed)])
+        _event(session, t, "cc", detail, agent, now)
+    people = participants(session, t)
+
+    def having(role: str) -> tuple[Address, ...]:
+        return tuple(Address(p.name, p.address) for p in people if p.role == role)
+
+    return Recipients(having(REQUESTER), having(CC), having(SEEN))
 
 
 def note(session: Session, t: Ticket, text: str, *, agent: str, now: datetime) -> Message:
@@ -185,7 +318,7 @@ def close(
     notice = _notice_off(outgoing.settings, t, silent)
     if notice:
         return notice, None
-    parent = last_from_customer(session, t)
+    parent = _last_from(session, t, {t.requester})  # the customer's own words only
     composed, item_id = outgoing.send(
         session,
         "closed",

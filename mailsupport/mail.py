@@ -60,6 +60,10 @@ class Inbound:
     headers: tuple[tuple[str, str], ...] = ()
     # Human-readable notes on damage found while parsing (broken MIME, bad charset, ...).
     defects: tuple[str, ...] = field(default=())
+    # Why the From header names no single clear mailbox ("" = it does): several From
+    # headers or addresses, or a display name that is another address. Such a sender is
+    # a stranger, whatever address `from_` holds.
+    sender_doubt: str = ""
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""

@@ -539,6 +539,28 @@ def _addresses(values: list[str], notes: list[str]) -> tuple[Address, ...]:
     return tuple(result.values())
 
 
+# Something that reads as an address inside a display name.
+_ADDRESS_IN_NAME = re.compile(r"[^\s@<>()\"',;:]+@[^\s@<>()\"',;:]+\.[^\s@<>()\"',;:]+")
+
+
+def sender_doubt(values: list[str], notes: list[str]) -> str:
+    """Why these From header values name no single clear mailbox; "" when they do.
+
+    A mail client shows the display name, or the first of several addresses, so
+    `From: anna@cust.example <eve@evil.example>` reads as anna while replies go to eve.
+    Mail that is not plain about who sent it is treated as a stranger's."""
+    if len(values) > 1:
+        return f"{len(values)} From headers"
+    found = _addresses(values, [])
+    if len(found) > 1:
+        return f"{len(found)} addresses in From ({', '.join(a.address for a in found[:3])})"
+    if len(found) == 1:
+        named = [m for m in _ADDRESS_IN_NAME.findall(found[0].name) if m.lower() != found[0].key]
+        if named:
+            return f"the display name is an address ({named[0]}) other than the sender's"
+    return ""
+
+
 def _parse_date(
     value: str | None, from_mailparser: datetime | None, notes: list[str]
 ) -> datetime | None:
@@ -1122,6 +1144,7 @@ def _build(raw: bytes, body: bytes, notes: list[str]) -> Inbound:
     from_ = _addresses(raw_headers.get("from", [])[:1], notes)
     if not from_:
         notes.append("no usable From address")
+    doubt = sender_doubt(raw_headers.get("from", []), notes)
 
     walk = _Walk(message, linesep, notes)
     walk.run()
@@ -1148,4 +1171,5 @@ def _build(raw: bytes, body: bytes, notes: list[str]) -> Inbound:
         attachments=tuple(walk.attachments),
         headers=tuple(headers),
         defects=tuple(dict.fromkeys(_sanitize_note(n) for n in notes)),
+        sender_doubt=doubt,
     )

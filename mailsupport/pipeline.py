@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import exc
@@ -15,16 +15,18 @@ from mailsupport.acks import Acknowledger
 from mailsupport.bounces import find_bounced, record_bounce
 from mailsupport.compose import is_our_message_id
 from mailsupport.config import Settings
-from mailsupport.errors import MailSupportError, TemporaryError
+from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsers import Parsed, ParseFailure, ParserPool, parse_safely
 from mailsupport.practice import Practice
 from mailsupport.rules import is_automated, is_bounce
+from mailsupport.store import CC, REQUESTER, SEEN
 from mailsupport.store import tickets as db
-from mailsupport.store.db import Store
+from mailsupport.store.db import Store, translate_db_error
 from mailsupport.store.files import AttachmentStore
 from mailsupport.store.models import Attachment, Message, Ticket
 from mailsupport.threads import (
+    StrangerPolicy,
     ThreadDecision,
     decide_thread,
     find_tag,
@@ -35,6 +37,8 @@ from mailsupport.threads import (
 log = logging.getLogger(__name__)
 
 NEW, REPLY, DUPLICATE, QUARANTINED = "new", "reply", "duplicate", "quarantined"
+# Why mail from our own address is a stranger's (in its thread reason).
+UNPROVEN_OURS = "our own address, without our signed Message-ID"
 
 
 def describe(counts: Counter[str]) -> str:
@@ -67,6 +71,9 @@ class Incoming:
     no_ack_reason: str = ""
     # False for imported history: its tickets get no SLA due times (they are not work now).
     live: bool = True
+    # True for files the operator imports as our own sent mail (`import --sent`): mail in
+    # them from our addresses is ours. Anywhere else only our signed Message-ID proves it.
+    sent: bool = False
 
 
 class Pipeline:
@@ -171,8 +178,6 @@ class Pipeline:
         try:  # 5. thread and store; a failure here must not block the messages behind it
             with session.begin_nested():
                 outcome = self._file(session, message, raw, item, now)
-        except (MailSupportError, exc.OperationalError, exc.InterfaceError, OSError):
-            raise  # temporary trouble with the database or disk: the caller retries later
         except exc.IntegrityError:
             # Another process stored this message (or indexed its references) at the same time.
             if db.message_exists(session, message.message_id):
@@ -180,6 +185,18 @@ class Pipeline:
             raise TemporaryError(
                 f"conflict while storing <{message.message_id}>; try again"
             ) from None
+        except exc.DBAPIError as error:
+            refused = translate_db_error(error)
+            if not isinstance(refused, PermanentError):
+                raise  # temporary trouble with the database: the caller retries later
+            # The database refuses this message's data for good (a limit, a value it cannot
+            # hold): set it aside like any message we cannot take, and go on.
+            log.error("cannot store <%s>: %s", message.message_id, refused)
+            return self._set_aside(
+                session, raw, item.origin, f"the database refused it: {refused}", now
+            )
+        except (MailSupportError, OSError):
+            raise  # temporary trouble with the disk, or one we name: the caller retries later
         except Exception as error:  # a bug on odd input: quarantine it, keep going
             log.exception("cannot store <%s>", message.message_id)
             return self._set_aside(
@@ -206,7 +223,7 @@ class Pipeline:
     ) -> Outcome:
         settings = self.settings
         sender = message.from_
-        outgoing = sender is not None and sender.key in settings.our_addresses
+        outgoing, doubt = self._who(message, item)
         at = min(item.received_at or message.date or now, now)
         references = reference_ids(message)
 
@@ -216,10 +233,12 @@ class Pipeline:
             ours = db.follow_merges(session, session.get(Ticket, bounced.item.ticket_id))
             decision = ThreadDecision(ours.id if ours else None, (), bounced.reason)
         else:
-            decision = self._thread(session, message, references, outgoing)
+            decision = self._thread(session, message, references, outgoing, trusted=not doubt)
+        if doubt:  # said wherever the decision shows: the ticket's history, `show`
+            decision = replace(decision, reason=f"{decision.reason}; a stranger: {doubt}")
 
         title = normalize_subject(message.subject, settings.tag_pattern) or "(no subject)"
-        customer = self._customer(message, outgoing)
+        customer = None if doubt else self._customer(message, outgoing)
         old = self._closed_long_ago(session, decision, message, outgoing, now)
         if old is not None:  # a new conversation about an old, long closed one
             ticket = db.create_ticket(session, title, customer, at)
@@ -238,8 +257,7 @@ class Pipeline:
         else:
             ticket = session.get(Ticket, decision.ticket_id)  # type: ignore[assignment]
             if decision.merge_ids:
-                others = [session.get(Ticket, i) for i in decision.merge_ids]
-                db.merge_tickets(session, ticket, [t for t in others if t], decision.reason, now)
+                decision = self._merge(session, ticket, decision, now, settings.stranger_replies)
             created = ticket.created_at
             self._join(session, ticket, message, title, customer, at, outgoing, now)
             if ticket.created_at != created and ticket.resolution_due is not None:
@@ -293,18 +311,63 @@ class Pipeline:
         )
         db.index_refs(session, ticket.id, [message.message_id, *references])
         if not bounce:  # MAILER-DAEMON is nobody to write to
-            db.add_participants(session, ticket, self._people(message, ticket), now)
+            people = self._people(message, ticket, kind == NEW, outgoing, trusted=not doubt)
+            limit = settings.max_participants
+            db.add_participants(session, ticket, people[:limit], now)
+            if len(people) > limit:
+                left = f"{len(people) - limit} more addresses of <{message.message_id}> not added"
+                detail = f"{left}: over MAILSUPPORT_MAX_PARTICIPANTS ({limit})"
+                db.record_event(session, ticket.id, "participants", detail, now)
         if bounced is not None:
             record_bounce(session, bounced, now)
         ack = ""
         if not outgoing:
+            no_ack = item.no_ack_reason or (f"the sender is not clear: {doubt}" if doubt else "")
             result = self.acks.acknowledge(
-                session, message, ticket,
-                new_ticket=kind == NEW, source_reason=item.no_ack_reason, now=now,
-            )  # fmt: skip
+                session, message, ticket, new_ticket=kind == NEW, source_reason=no_ack, now=now
+            )
             db.set_ack(session, message_pk, result.decision, result.to)
             ack = result.decision
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
+
+    def _who(self, message: Inbound, item: Incoming) -> tuple[bool, str]:
+        """Whether the message is our own mail, and why its sender is a stranger ("" when
+        not). Ours only when it proves it: our signed Message-ID, or our address in files
+        imported as our sent mail. A From of our address alone proves nothing: anyone can
+        write it, and many servers do not check it for their own domain."""
+        sender = message.from_
+        if message.sender_doubt:
+            return False, message.sender_doubt
+        if sender is None or sender.key not in self.settings.our_addresses:
+            return False, ""
+        if item.sent or self._signed_by_us(message.message_id):
+            return True, ""
+        return False, f"From {sender.address}, {UNPROVEN_OURS}"
+
+    @staticmethod
+    def _merge(
+        session: Session,
+        ticket: Ticket,
+        decision: ThreadDecision,
+        now: datetime,
+        policy: StrangerPolicy,
+    ) -> ThreadDecision:
+        """Merge the other tickets the message shows to be this conversation, but only those
+        of the same customer: one message must never make one customer's conversation
+        another's. Under STRANGER_REPLIES=join (an open mailing list, where anyone answers
+        anyone) the references decide alone, as the policy says."""
+        others = [t for t in (session.get(Ticket, i) for i in decision.merge_ids) if t]
+        same = [t for t in others if policy == "join" or t.requester == ticket.requester]
+        kept = [t for t in others if t not in same]
+        if same:
+            db.merge_tickets(session, ticket, same, decision.reason, now)
+        if not kept:
+            return decision
+        numbers = ", ".join(f"#{t.number}" for t in kept)
+        note = f"; not merged with {numbers}: another customer's ticket"
+        return replace(
+            decision, merge_ids=tuple(t.id for t in same if t.id), reason=decision.reason + note
+        )
 
     @staticmethod
     def _link(session: Session, ticket: Ticket, decision: ThreadDecision, now: datetime) -> None:
@@ -339,8 +402,17 @@ class Pipeline:
         return ticket
 
     def _thread(
-        self, session: Session, message: Inbound, references: list[str], outgoing: bool
+        self,
+        session: Session,
+        message: Inbound,
+        references: list[str],
+        outgoing: bool,
+        *,
+        trusted: bool = True,
     ) -> ThreadDecision:
+        """Where the message goes. An untrusted sender (not clear who it is, or our own
+        address without our signature) is a stranger everywhere: no ticket counts it as a
+        participant, and even our signed references do not let it in."""
         tag_number = find_tag(message.subject, self.settings.tag_pattern)
         tag_ticket = db.ticket_by_number(session, tag_number) if tag_number is not None else None
         tag_id = tag_ticket.id if tag_ticket else None
@@ -349,12 +421,14 @@ class Pipeline:
         sender = message.from_
         if outgoing:  # our own copy (a Sent folder): we take part in every ticket
             participant_in = linked
-        elif sender is not None:
+        elif sender is not None and trusted:
             participant_in = db.participating(session, linked, sender.address)
         else:
             participant_in = set()
         # The HMAC check only matters for references the sender could not join otherwise.
         doubtful = [r for r in references if r in known and known[r] not in participant_in]
+        if not trusted:
+            doubtful = []
         return decide_thread(
             message,
             known,
@@ -382,13 +456,23 @@ class Pipeline:
         ours = self.settings.our_addresses
         return next((a for a in (*message.to, *message.cc) if a.key not in ours), None)
 
-    def _people(self, message: Inbound, ticket: Ticket) -> list[tuple[Address, str]]:
+    def _people(
+        self, message: Inbound, ticket: Ticket, new: bool, outgoing: bool, *, trusted: bool
+    ) -> list[tuple[Address, str]]:
+        """The message's people and their roles on the ticket. Whom the customer's first
+        message (or our own mail) names are mailed with replies from then on; whom later mail
+        brings in is recorded as seen, mailed once an agent adds them. At most
+        MAX_PARTICIPANTS of them."""
         ours = self.settings.our_addresses
-        everyone = [a for a in (message.from_, *message.to, *message.cc) if a is not None]
+        chosen = outgoing or (new and trusted)
+        sender = [message.from_] if message.from_ is not None and trusted else []
+        everyone = [a for a in (*sender, *message.to, *message.cc) if a.key not in ours]
+        people: dict[str, Address] = {}
+        for person in everyone:
+            people.setdefault(person.key, person)
         return [
-            (a, "requester" if a.key == ticket.requester else "cc")
-            for a in everyone
-            if a.key not in ours
+            (a, REQUESTER if a.key == ticket.requester else CC if chosen else SEEN)
+            for a in people.values()
         ]
 
     @staticmethod

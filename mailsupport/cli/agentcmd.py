@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 import typer
 
 from mailsupport.cli.app import app, state, ticket_number, utcnow
+from mailsupport.cli.render import terminal_text
 from mailsupport.errors import ConfigError, RefusedError, TemporaryError, UsageError
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from mailsupport.agent import Recipients
     from mailsupport.cli.app import State
     from mailsupport.config import Settings
     from mailsupport.mail import Address
@@ -55,7 +57,17 @@ def reply(
         [], "--attach", metavar="FILE", help="Attach a file (repeat for more)."
     ),
     cc: list[str] = typer.Option(
-        [], "--cc", metavar="ADDR", help="Copy someone else (repeat for more)."
+        [],
+        "--cc",
+        metavar="ADDR",
+        help="Copy someone else, on this and later replies (repeat for more).",
+    ),
+    to: list[str] = typer.Option(
+        [],
+        "--to",
+        metavar="ADDR",
+        help="Send to exactly these people (and --cc) instead of the ticket's customer and "
+        "copies (repeat for more). Needed after merging different customers' tickets.",
     ),
     kb: list[str] = typer.Option(
         [], "--kb", metavar="ARTICLE", help="Insert a knowledge-base article (repeat for more)."
@@ -76,9 +88,14 @@ def reply(
     the customer and everyone copied on the ticket, with the `reply` template; the ticket
     becomes open, or pending or closed when asked.
 
+    Who gets it is printed before it is sent, and shown in the editor. Addresses that only
+    later mail brought in are not mailed until an agent adds them (`mailsupport cc`, or
+    --cc). A reply quotes only a message its recipients wrote.
+
     Examples:
         mailsupport reply 12
         mailsupport reply 12 -m 'The invoice is attached.' --attach invoice.pdf
+        mailsupport reply 12 --to anna@example.org --file answer.txt
         mailsupport reply '#12' --file answer.txt --pending
         mailsupport reply 12 --kb reset-password --close
     """
@@ -90,21 +107,26 @@ def reply(
     st = state(ctx)
     settings = st.settings
     who = st.agent_name(as_)
-    copies = _addresses(cc)
+    copies, named = _addresses(cc, "--cc"), _addresses(to, "--to")
     files = [file_part(path.name, _read_attachment(path)) for path in attach]
     articles = _articles(settings, kb)
     store = st.store()
     with store.read() as session:
-        title, conversation = _context(session, agent.ticket(session, number))
+        t = agent.ticket(session, number)
+        title, conversation = _context(session, t)
+        people = agent.recipients(session, settings, t, to=named, cc=copies)
+    whom = _whom(people)
     if message is None and file is None:  # the editor starts with the articles in place
-        text = _text(None, None, f"reply to {title}", "reply", conversation, articles)
+        heading = "".join(f"\n# Reply {line}" for line in whom)
+        text = _text(None, None, f"reply to {title}", "reply", heading + conversation, articles)
     else:
         text = _text(message, file, f"reply to {title}", "reply", conversation)
         text = f"{text}\n\n{articles}" if articles else text
+    typer.echo(terminal_text(f"ticket #{number}: reply {'; '.join(whom)}", one_line=True))
     with _kept_on_failure(text, "reply"), store.write() as session:
         t = agent.ticket(session, number)
         composed, item_id = agent.reply(
-            session, Outgoing(settings), t, text, agent=who, now=utcnow(), cc=copies,
+            session, Outgoing(settings), t, text, agent=who, now=utcnow(), cc=copies, to=named,
             attachments=files, status="closed" if close else "pending" if pending else None,
         )  # fmt: skip
         summary = f"ticket #{t.number}: reply queued as <{composed.message_id}>, {t.status}"
@@ -311,6 +333,42 @@ def tag(
     typer.echo(summary)
 
 
+@app.command(
+    "cc",
+    rich_help_panel=AGENT,
+    # `-addr` stops mailing addr: let it through as an argument, not an unknown option.
+    context_settings={"ignore_unknown_options": True},
+)
+def cc(
+    ctx: typer.Context,
+    number: int = NUMBER,
+    changes: list[str] | None = typer.Argument(
+        None,
+        metavar="+ADDR|-ADDR...",
+        help="+addr (or addr) mails addr with every reply from now on; -addr stops it.",
+    ),
+    as_: str | None = AS_OPTION,
+) -> None:
+    """Choose who is copied on a ticket's replies, or show who is.
+
+    The customer and the people their first message copied are mailed with every reply.
+    Addresses that later mail brings in (anyone can put anyone in Cc) are only shown, as
+    not mailed, until an agent adds them here or with `reply --cc`. -addr keeps the address
+    on the ticket, not mailed. Without changes, lists who is who.
+
+    Examples:
+        mailsupport cc 12
+        mailsupport cc 12 +boss@customer.example.org
+        mailsupport cc 12 -eve@example.net
+    """
+    from mailsupport import agent
+
+    with _on_ticket(ctx, number, as_) as (who, session, t):
+        people = agent.change_cc(session, t, changes or [], agent=who, now=utcnow())
+        summary = f"ticket #{t.number}: replies go {'; '.join(_whom(people))}"
+    typer.echo(terminal_text(summary, one_line=True))  # names come from mail
+
+
 @app.command("merge", rich_help_panel=AGENT)
 def merge(
     ctx: typer.Context,
@@ -371,7 +429,9 @@ def _send_now(st: State, item_id: int | None, no_send: bool) -> None:
     try:
         counts = deliver_due(st.store(), settings, utcnow, only=[item_id])
     except (ConfigError, TemporaryError) as error:
-        typer.echo(f"not sent yet: {error} (the outbox keeps it)", err=True)
+        typer.echo(
+            terminal_text(f"not sent yet: {error} (the outbox keeps it)", one_line=True), err=True
+        )
         return
     if counts["sent"]:
         typer.echo("sent")
@@ -382,7 +442,7 @@ def _send_now(st: State, item_id: int | None, no_send: bool) -> None:
         typer.echo("not sent yet: the server is not taking it now (the outbox retries)")
 
 
-def _addresses(values: list[str]) -> list[Address]:
+def _addresses(values: list[str], option: str) -> list[Address]:
     from email.utils import getaddresses
 
     from mailsupport.mail import Address
@@ -391,9 +451,20 @@ def _addresses(values: list[str]) -> list[Address]:
     for name, address in getaddresses(values):
         local, at, domain = address.rpartition("@")
         if not (local and at and "." in domain) or any(c.isspace() for c in address):
-            raise UsageError(f"not an email address: {address or name!r} (--cc)")
+            raise UsageError(f"not an email address: {address or name!r} ({option})")
         found.append(Address(name, address))
     return found
+
+
+def _whom(people: Recipients) -> list[str]:
+    """Who a reply goes to, and whom the ticket knows but does not mail."""
+    lines = [f"to {', '.join(map(str, people.to))}"]
+    if people.cc:
+        lines.append(f"cc {', '.join(map(str, people.cc))}")
+    if people.not_mailed:
+        shown = ", ".join(a.address for a in people.not_mailed)
+        lines.append(f"not mailed: {shown} (`mailsupport cc N +ADDR` adds)")
+    return lines
 
 
 def _read_attachment(path: Path) -> bytes:

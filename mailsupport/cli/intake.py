@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -29,20 +30,41 @@ def import_(
         "--ack",
         help="Acknowledge the new tickets as if the mail had just arrived (by the usual rules).",
     ),
+    sent: bool = typer.Option(
+        False,
+        "--sent",
+        help="The files hold our own sent mail too: mail in them from our addresses is ours.",
+    ),
 ) -> None:
     """Import mail history from files. Sends nothing to anyone unless --ack is given.
 
+    Mail from MAILSUPPORT_SUPPORT_ADDRESS (or an alias) counts as our own only with --sent,
+    for files you know hold the desk's sent mail (a Sent folder, or a whole mailbox
+    exported): anyone can write our address in From. Without --sent such mail is a
+    stranger's, unless it carries our signed Message-ID.
+
     Examples:
         mailsupport import archive.mbox
+        mailsupport import --sent Sent.mbox INBOX.mbox
         mailsupport import ~/Maildir/.Support --no-progress
     """
-    from mailsupport.pipeline import Incoming, Pipeline, describe
+    from mailsupport.pipeline import UNPROVEN_OURS, Incoming, Pipeline, describe
     from mailsupport.sources.files import plan_import
 
     st = state(ctx)
     plan = plan_import(paths)  # validates every path before anything is written
     no_ack = "" if ack else IMPORT_NO_ACK
-    items = (Incoming(i.raw, i.origin, i.received_at, no_ack_reason=no_ack, live=ack) for i in plan)
+    items = (
+        Incoming(i.raw, i.origin, i.received_at, no_ack_reason=no_ack, live=ack, sent=sent)
+        for i in plan
+    )
+    unproven = 0
+
+    def each(outcome: Any) -> None:
+        nonlocal unproven
+        unproven += UNPROVEN_OURS in outcome.detail
+        bar.update(1)
+
     show_bar = progress and sys.stderr.isatty()
     with (
         Pipeline(st.settings, st.store()) as pipeline,
@@ -53,10 +75,18 @@ def import_(
             hidden=not show_bar,
         ) as bar,
     ):
-        counts = pipeline.run(items, utcnow, batch_size=batch, on_each=lambda _o: bar.update(1))
-    for path, reason in plan.skipped:
-        typer.echo(f"skipped {path}: {reason}", err=True)
+        counts = pipeline.run(items, utcnow, batch_size=batch, on_each=each)
+    from mailsupport.cli.render import terminal_text
+
+    for path, reason in plan.skipped:  # file names are anyone's: a Maildir's, an archive's
+        typer.echo(terminal_text(f"skipped {path}: {reason}", one_line=True), err=True)
     typer.echo(describe(counts))
+    if unproven:
+        typer.echo(
+            f"{unproven} messages from our own address were filed as a stranger's: if these "
+            "files hold our sent mail, import them with --sent (see README, Security)",
+            err=True,
+        )
 
 
 @app.command("ingest", rich_help_panel=OPERATOR)
@@ -73,6 +103,7 @@ def ingest(
         mailsupport ingest < message.eml
         mailsupport ingest --origin postfix
     """
+    from mailsupport.cli.render import terminal_text
     from mailsupport.errors import TemporaryError
     from mailsupport.pipeline import Incoming, Pipeline
 
@@ -87,15 +118,20 @@ def ingest(
     except TemporaryError:
         raise
     except Exception as error:  # never bounce mail because of us: ask the MTA to retry
+        # Even a database error that retrying cannot cure: exit 1 would bounce the mail.
         raise TemporaryError(
-            f"could not store the message: {type(error).__name__}: {error}"
+            terminal_text(
+                f"could not store the message: {type(error).__name__}: {error}", one_line=True
+            )
         ) from error
+    # What is said of a message can quote it (its Message-ID, a parse error).
     if outcome.kind == "quarantined":
-        typer.echo(f"quarantined: {outcome.detail}")
+        shown = f"quarantined: {outcome.detail}"
     elif outcome.kind == "duplicate":
-        typer.echo(f"duplicate <{outcome.message_id}>, already stored")
+        shown = f"duplicate <{outcome.message_id}>, already stored"
     else:
-        typer.echo(f"ticket #{outcome.ticket_number}: {outcome.detail}")
+        shown = f"ticket #{outcome.ticket_number}: {outcome.detail}"
+    typer.echo(terminal_text(shown, one_line=True))
 
 
 quarantine_app = sub_app(
@@ -120,6 +156,7 @@ def quarantine_list(
         mailsupport quarantine list --json
     """
     from mailsupport.cli.app import local_time
+    from mailsupport.cli.render import terminal_text
     from mailsupport.store.queries import quarantine_dict, quarantine_entries
 
     with state(ctx).store().read() as session:
@@ -131,9 +168,12 @@ def quarantine_list(
         typer.echo("quarantine is empty")
         return
     for entry, size in entries:
+        # The origin names a file or folder, the error can quote the message: both cleaned.
+        origin = terminal_text(entry.origin, one_line=True)
         typer.echo(
             f"{entry.id:>5}  {local_time(entry.created_at)}  {size:>9} B  "
-            f"tries {entry.retry_count}  {entry.origin}\n       {entry.error}"
+            f"tries {entry.retry_count}  {origin}\n"
+            f"       {terminal_text(entry.error, one_line=True)}"
         )
 
 
@@ -150,6 +190,7 @@ def quarantine_show(
         mailsupport quarantine show 3
         mailsupport quarantine show 3 --raw > message.eml
     """
+    from mailsupport.cli.render import terminal_text
     from mailsupport.store.models import QuarantineEntry, RawMessage
     from mailsupport.store.queries import quarantine_dict
 
@@ -170,11 +211,11 @@ def quarantine_show(
         print_json(quarantine_dict(entry, len(data)) | {"sha256": stored.sha256})
         return
     head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0][:4000]
-    typer.echo(
-        f"entry {entry.id} from {entry.origin}, {len(data)} bytes, tried {entry.retry_count}x"
-    )
-    typer.echo(f"error: {entry.error}\n")
-    typer.echo(head.decode("utf-8", "replace"))
+    origin = terminal_text(entry.origin, one_line=True)
+    typer.echo(f"entry {entry.id} from {origin}, {len(data)} bytes, tried {entry.retry_count}x")
+    typer.echo(f"error: {terminal_text(entry.error, one_line=True)}\n")
+    # The headers as they came (anyone's bytes): lines kept, escapes and controls not.
+    typer.echo(terminal_text(head.decode("utf-8", "replace")))
 
 
 @quarantine_app.command("retry")
@@ -196,6 +237,7 @@ def quarantine_retry(
     """
     from sqlmodel import col, select
 
+    from mailsupport.cli.render import terminal_text
     from mailsupport.pipeline import Incoming, Pipeline, describe
     from mailsupport.store.models import QuarantineEntry, RawMessage
 
@@ -229,7 +271,9 @@ def quarantine_retry(
             outcome = pipeline.process(session, item, now, pipeline.parse_one(item))
         counts[outcome.kind] += 1
         where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else outcome.kind
-        typer.echo(f"entry {current}: {where} {outcome.detail}".rstrip())
+        typer.echo(
+            terminal_text(f"entry {current}: {where} {outcome.detail}", one_line=True).rstrip()
+        )
     typer.echo(describe(counts))
     if counts["quarantined"]:
         raise typer.Exit(1)

@@ -7,10 +7,16 @@ fast read path of `list` and `show` do not pay for loading it.
 import re
 
 # The Alembic revision this code expects. tests/test_store.py checks it is the head.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 TICKET_STATUSES = ("new", "open", "pending", "closed")
 PRIORITIES = ("low", "normal", "high", "urgent")
 DIRECTIONS = ("in", "out", "note")
+# A participant's role. Requesters and cc are mailed with every reply; "seen" are addresses
+# that mail after the ticket's first message brought in: shown, mailed only once an agent
+# adds them (they could be anyone a stranger put in Cc). Only mailed roles take part in
+# threading.
+REQUESTER, CC, SEEN = "requester", "cc", "seen"
+MAILED_ROLES = (REQUESTER, CC)
 # A tag, queue or type name: letters, digits and a few separators, no spaces.
 NAME = re.compile(r"[^\W_][\w.:/-]*")

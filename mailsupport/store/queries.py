@@ -501,8 +501,8 @@ def ticket_detail(reader: Reader, ticket: Record) -> dict[str, Any]:
     """Everything `show` displays about one ticket."""
     detail = ticket_dict(ticket, tags_of(reader, [ticket.id]).get(ticket.id, ()), ticket.follows)
     detail["messages"] = messages_of(reader, [ticket.id]).get(ticket.id, [])
-    detail["participants"] = [
-        {"address": p.address, "name": p.name, "role": p.role}
+    detail["participants"] = [  # role: requester, cc (both mailed) or seen (not mailed)
+        {"address": p.address, "name": p.name, "role": p.role, "mailed": p.role != "seen"}
         for p in reader.all(
             "SELECT address, name, role FROM participants WHERE ticket_id = :id "
             "ORDER BY first_seen, address",

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
 from mailsupport.mail import Address
+from mailsupport.store import MAILED_ROLES
 from mailsupport.store.models import (
     Message,
     MessageRef,
@@ -163,7 +164,7 @@ def follow_merges(session: Session, ticket: Ticket | None) -> Ticket | None:
 
 def is_participant(session: Session, ticket_id: int, address: str) -> bool:
     found = session.get(Participant, (ticket_id, address.lower()))
-    return found is not None
+    return found is not None and found.role in MAILED_ROLES
 
 
 def participating(session: Session, ticket_ids: Iterable[int], address: str) -> set[int]:
@@ -182,6 +183,7 @@ def _participating() -> sa.Select[tuple[int]]:
     return sa.select(table.c.ticket_id).where(
         table.c.ticket_id.in_(sa.bindparam("ids", expanding=True)),
         table.c.address == sa.bindparam("address"),
+        table.c.role.in_(MAILED_ROLES),  # an address only seen in Cc is no participant
     )
 
 
@@ -233,6 +235,40 @@ def add_participants(
         if person.address
     }
     _insert_new(session, Participant, list(reversed(rows.values())))
+
+
+def set_role(
+    session: Session, ticket: Ticket, person: Address, role: str, at: datetime
+) -> str | None:
+    """Make `person` a participant of `ticket` with `role`; the role they had, or None."""
+    assert ticket.id is not None
+    row = session.get(Participant, (ticket.id, person.key))
+    if row is None:
+        session.add(
+            Participant(
+                ticket_id=ticket.id, address=person.key, name=person.name, role=role, first_seen=at
+            )
+        )
+        session.flush()
+        return None
+    before = row.role
+    row.role = role
+    if person.name and not row.name:
+        row.name = person.name
+    session.add(row)
+    session.flush()
+    return before
+
+
+def participants(session: Session, ticket: Ticket) -> list[Participant]:
+    """The ticket's participants in the order they came."""
+    return list(
+        session.exec(
+            select(Participant)
+            .where(Participant.ticket_id == ticket.id)
+            .order_by(col(Participant.first_seen), col(Participant.address))
+        ).all()
+    )
 
 
 def _insert_new(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
