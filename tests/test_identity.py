@@ -321,3 +321,27 @@ def test_our_sent_mail_is_ours_when_imported_as_such(
     with store.read() as session:
         row = session.exec(select(Message).where(Message.message_id == "sup-2@example.com")).one()
     assert row.direction == "out"
+
+
+def test_the_editor_shows_who_gets_the_reply(
+    deliver: Deliver, env_for_cli: dict[str, str], store: Store, tmp_path: Any
+) -> None:
+    anna_asks(deliver, cc="Boss <boss@cust.example>")
+    deliver(
+        make_message(
+            "a2@cust.example", sender=f"Anna <{ANNA}>", cc=EVE,
+            subject="Re: Cannot log in", in_reply_to="<a1@cust.example>",
+        )
+    )  # fmt: skip
+    draft = tmp_path / "draft.txt"
+    # An "editor" that keeps a copy of the draft it was shown and writes the answer on top.
+    editor = (
+        f'sh -c \'cp "$1" {draft}; printf "Done.\\n" | cat - "$1" > "$1.x"; mv "$1.x" "$1"\' sh'
+    )
+    env = {**env_for_cli, "MAILSUPPORT_AGENT": "maria", "EDITOR": editor, "VISUAL": ""}
+    result = cli(env, "reply", "1")
+    assert result.exit_code == 0, result.output
+    shown = draft.read_text()
+    assert f"# Reply to Anna <{ANNA}>\n# Reply cc Boss <boss@cust.example>\n" in shown
+    assert f"# Reply not mailed: {EVE}" in shown
+    assert last_reply(store).recipients == [ANNA, "boss@cust.example"]
