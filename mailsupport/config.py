@@ -26,9 +26,10 @@ CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
 RESERVED_ENV_PREFIX = ENV_PREFIX + "TEST_"
 # name[+driver]:// at the start of a database URL.
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:\+(\w+))?://")
-# [USER[:PASSWORD]@]HOST[:PORT] after the scheme, each part ending where SQLAlchemy ends it.
+# [USER[:PASSWORD]@]HOST[:PORT] after the scheme, each part ending where SQLAlchemy ends it:
+# the password after the user's first colon, up to the first @.
 _URL_AUTHORITY = re.compile(
-    r"(?:[^:/]*(?::[^@]*)?@)?(?P<host>\[[^/?]*\]|[^/:?]*)(?::(?P<port>[^/?]*))?"
+    r"(?:[^:/]*(?::(?P<password>[^@]*))?@)?(?P<host>\[[^/?]*\]|[^/:?]*)(?::(?P<port>[^/?]*))?"
 )
 # The module behind a SQLAlchemy driver name, where the two differ.
 _DRIVER_MODULES = {"pysqlite": "sqlite3", "pysqlcipher": "sqlcipher3", "psycopg_async": "psycopg"}
@@ -362,6 +363,14 @@ def normalize_database_url(url: str) -> str:
     if authority and authority["port"] and not authority["port"].isdigit():
         raise ValueError("the port must be a number, as in postgresql://USER:PASSWORD@HOST:5432/DB")
     return f"{backend}{'+' + driver if driver else ''}{url[match.end() - 3 :]}"
+
+
+def database_url_password(url: str) -> str:
+    """The password of a database URL as written ("" without one), read as SQLAlchemy reads
+    it: urlsplit stops at a / and takes the last @, so it can see only part of it."""
+    scheme = _URL_SCHEME.match(url)
+    authority = _URL_AUTHORITY.match(url, scheme.end()) if scheme else None
+    return (authority["password"] or "") if authority else ""
 
 
 def _env_file(config_path: str | None) -> Path | None:

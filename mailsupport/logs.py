@@ -5,12 +5,11 @@ Light on purpose (no SQLAlchemy): `list` and `show` set up logging too."""
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-from mailsupport.config import Settings
+from mailsupport.config import Settings, database_url_password
 
 
 class RedactingFormatter(logging.Formatter):
@@ -36,18 +35,10 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.smtp_password.get_secret_value(),
         settings.secret.get_secret_value(),
     ]
-    found += _url_passwords(settings.db_url)
+    password = database_url_password(settings.db_url)
+    if password:  # as written, and as the driver (and its error messages) decode it
+        found += [password, unquote(password)]
     return found
-
-
-def _url_passwords(url: str) -> list[str]:
-    """The password in a database URL, as written and as decoded, found the way SQLAlchemy
-    finds it: after the first colon of the user part, up to the first @ (urlsplit stops at a
-    / and takes the last @, so it can see only part of it)."""
-    match = re.match(r"[\w+]+://[^:/]*:([^@]*)@", url)
-    if not match or not match[1]:
-        return []
-    return [match[1], unquote(match[1])]
 
 
 def log_to_stderr(settings: Settings, level: int | str, fmt: str, replace: bool = True) -> None:
