@@ -138,6 +138,14 @@ def recipients(
     return Recipients(customers, copies, seen)
 
 
+def checked_address(name: str, address: str, what: str) -> Address:
+    """An address an agent typed, or UsageError naming `what` (the option) when it is none."""
+    local, at, domain = address.rpartition("@")
+    if not (local and at and "." in domain) or any(c.isspace() for c in address):
+        raise UsageError(f"not an email address: {address or name!r} ({what})")
+    return Address(name, address)
+
+
 def _unique(people: Iterable[Address], exclude: Iterable[str]) -> tuple[Address, ...]:
     found: dict[str, Address] = {}
     skip = set(exclude)
@@ -242,14 +250,12 @@ def change_cc(
     added, removed = [], []
     for change in changes:
         sign, rest = (change[0], change[1:]) if change[:1] in "+-" else ("+", change)
-        name, address = parseaddr(rest)
-        local, at, domain = address.rpartition("@")
-        if not (local and at and "." in domain) or any(c.isspace() for c in address):
-            raise UsageError(f"not an email address: {rest!r} (write +addr or -addr)")
-        person = Address(name, address)
+        person = checked_address(*parseaddr(rest), "write +addr or -addr")
         if sign == "-":
             if person.key == t.requester:
-                raise RefusedError(f"{address} is the customer of ticket #{t.number}: not removed")
+                raise RefusedError(
+                    f"{person.address} is the customer of ticket #{t.number}: not removed"
+                )
             if set_role(session, t, person, SEEN, now) in MAILED_ROLES:
                 removed.append(person.key)
         elif set_role(session, t, person, CC, now) not in MAILED_ROLES:

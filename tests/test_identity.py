@@ -216,6 +216,9 @@ def test_cc_from_later_mail_is_not_mailed_until_an_agent_adds_it(
     assert last_reply(store).recipients == [ANNA, EVE, "lawyer@cust.example"]
     removing_anna = agent("cc", "1", f"-{ANNA}")
     assert removing_anna.exit_code == 1 and "is the customer" in removing_anna.stderr
+    typo = agent("cc", "1", "+lawyer.cust.example")
+    assert typo.exit_code == 2
+    assert "not an email address: 'lawyer.cust.example' (write +addr or -addr)" in typo.stderr
 
 
 def test_one_message_adds_at_most_max_participants(

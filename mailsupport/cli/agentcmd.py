@@ -445,15 +445,9 @@ def _send_now(st: State, item_id: int | None, no_send: bool) -> None:
 def _addresses(values: list[str], option: str) -> list[Address]:
     from email.utils import getaddresses
 
-    from mailsupport.mail import Address
+    from mailsupport.agent import checked_address
 
-    found = []
-    for name, address in getaddresses(values):
-        local, at, domain = address.rpartition("@")
-        if not (local and at and "." in domain) or any(c.isspace() for c in address):
-            raise UsageError(f"not an email address: {address or name!r} ({option})")
-        found.append(Address(name, address))
-    return found
+    return [checked_address(name, address, option) for name, address in getaddresses(values)]
 
 
 def _whom(people: Recipients) -> list[str]:
