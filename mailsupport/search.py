@@ -21,7 +21,7 @@ would need the unaccent extension for that.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -151,8 +151,14 @@ class Hit:
     rank: float  # the ticket's best message's; higher is better, within one search only
     snippet: str  # text around the matches, which are between MARK_START and MARK_END
 
-    def marked_snippet(self, start: str = "[", end: str = "]") -> str:
-        return self.snippet.replace(MARK_START, start).replace(MARK_END, end)
+    def marked_snippet(
+        self, start: str = "[", end: str = "]", clean: Callable[[str], str] = str
+    ) -> str:
+        """The snippet with its marks as `start` and `end`; the mail's text between them
+        passed through `clean` (a terminal's cleaner), never the marks."""
+        pieces = _MARKS.split(self.snippet)
+        marks = {MARK_START: start, MARK_END: end}
+        return "".join(marks[p] if p in marks else clean(p) for p in pieces)
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -84,7 +84,6 @@ def search(
         where = f" with status {status}" if status else ""
         raise NotFoundError(f"no ticket{where} matches {text!r}")
     from mailsupport.cli.render import clip, terminal_text
-    from mailsupport.search import MARK_END, MARK_START
 
     # Bold matches on a terminal that wants colour; brackets anywhere else.
     bold = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
@@ -94,10 +93,7 @@ def search(
         subject = terminal_text(hit.subject, one_line=True)
         typer.echo(clip(f"#{hit.number:<6}{hit.status:<9}{subject}", width))
         # The text between the marks is the mail's, cleaned; the marks become ours.
-        snippet = start.join(
-            end.join(terminal_text(piece, one_line=True) for piece in part.split(MARK_END))
-            for part in hit.snippet.split(MARK_START)
-        )
+        snippet = hit.marked_snippet(start, end, lambda text: terminal_text(text, one_line=True))
         label = "(internal note) " if hit.direction == "note" else ""
         if label or snippet:
             typer.echo(f"      {label}{snippet}")
