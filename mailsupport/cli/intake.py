@@ -119,10 +119,9 @@ def ingest(
         raise
     except Exception as error:  # never bounce mail because of us: ask the MTA to retry
         # Even a database error that retrying cannot cure: exit 1 would bounce the mail.
+        # (Printed through the CLI's error line, which cleans it for the terminal.)
         raise TemporaryError(
-            terminal_text(
-                f"could not store the message: {type(error).__name__}: {error}", one_line=True
-            )
+            f"could not store the message: {type(error).__name__}: {error}"
         ) from error
     # What is said of a message can quote it (its Message-ID, a parse error).
     if outcome.kind == "quarantined":
