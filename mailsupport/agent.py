@@ -112,10 +112,9 @@ def recipients(
     seen = tuple(Address(p.name, p.address) for p in people if p.role == SEEN)
     if to:
         main = _unique(to, ours)
-        copies = _unique(cc, ours | {a.key for a in main})
-        return Recipients(
-            main, copies, tuple(a for a in seen if a.key not in {*_keys(main), *_keys(copies)})
-        )
+        copies = _unique(cc, ours | _keys(main))
+        mailed = _keys(main) | _keys(copies)
+        return Recipients(main, copies, tuple(a for a in seen if a.key not in mailed))
     customers = _unique(
         [
             *([Address(t.requester_name, t.requester)] if t.requester else []),

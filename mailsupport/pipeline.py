@@ -425,10 +425,10 @@ class Pipeline:
             participant_in = db.participating(session, linked, sender.address)
         else:
             participant_in = set()
-        # The HMAC check only matters for references the sender could not join otherwise.
+        # The HMAC check only matters for references the sender could not join otherwise
+        # (and lets no untrusted sender in).
         doubtful = [r for r in references if r in known and known[r] not in participant_in]
-        if not trusted:
-            doubtful = []
+        doubtful = doubtful if trusted else []
         return decide_thread(
             message,
             known,
@@ -461,8 +461,8 @@ class Pipeline:
     ) -> list[tuple[Address, str]]:
         """The message's people and their roles on the ticket. Whom the customer's first
         message (or our own mail) names are mailed with replies from then on; whom later mail
-        brings in is recorded as seen, mailed once an agent adds them. At most
-        MAX_PARTICIPANTS of them."""
+        brings in is recorded as seen, mailed once an agent adds them. (The caller adds at
+        most MAX_PARTICIPANTS of them.)"""
         ours = self.settings.our_addresses
         chosen = outgoing or (new and trusted)
         sender = [message.from_] if message.from_ is not None and trusted else []

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from mailsupport.cli.app import local_time
 from mailsupport.quoting import Folded, fold
+from mailsupport.store import CC, SEEN
 
 ARROWS = {"in": "<<", "out": ">>", "note": "--"}
 STATUS_STYLE = {"new": "1;36", "open": "32", "pending": "33", "closed": "2"}
@@ -179,8 +180,8 @@ def ticket_table(rows: list[dict[str, Any]], width: int | None, colour: bool) ->
 
 def _people(participants: list[dict[str, Any]]) -> list[str]:
     """Who replies are copied to, and who the ticket knows but does not mail."""
-    copied = [p["address"] for p in participants if p["role"] == "cc"]
-    seen = [p["address"] for p in participants if p["role"] == "seen"]
+    copied = [p["address"] for p in participants if p["role"] == CC]
+    seen = [p["address"] for p in participants if p["role"] == SEEN]
     lines = [f"copied on replies: {', '.join(copied)}"] if copied else []
     if seen:
         lines.append(f"not mailed (later mail brought them in): {', '.join(seen)}")

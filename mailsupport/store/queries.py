@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mailsupport.store import MAILED_ROLES
+
 if TYPE_CHECKING:
     from sqlmodel import Session
 
@@ -502,7 +504,7 @@ def ticket_detail(reader: Reader, ticket: Record) -> dict[str, Any]:
     detail = ticket_dict(ticket, tags_of(reader, [ticket.id]).get(ticket.id, ()), ticket.follows)
     detail["messages"] = messages_of(reader, [ticket.id]).get(ticket.id, [])
     detail["participants"] = [  # role: requester, cc (both mailed) or seen (not mailed)
-        {"address": p.address, "name": p.name, "role": p.role, "mailed": p.role != "seen"}
+        {"address": p.address, "name": p.name, "role": p.role, "mailed": p.role in MAILED_ROLES}
         for p in reader.all(
             "SELECT address, name, role FROM participants WHERE ticket_id = :id "
             "ORDER BY first_seen, address",
