@@ -66,6 +66,11 @@ def store(settings: Settings) -> Iterator[Store]:
 @pytest.fixture
 def env_for_cli(settings: Settings) -> dict[str, str]:
     """Environment that points the CLI at the test store."""
+    return cli_env(settings)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment that points the CLI at the store and desk of `settings`."""
     return {
         "MAILSUPPORT_DATA_DIR": str(settings.data_dir),
         "MAILSUPPORT_DATABASE_URL": settings.db_url,

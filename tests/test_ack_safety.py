@@ -32,6 +32,7 @@ from mailsupport.pipeline import NEW, Pipeline
 from mailsupport.rules import AckContext, ack_decision, person_name
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, Ticket
+from tests.conftest import cli_env
 from tests.imapservers import DovecotServer
 from tests.imapservers import dovecot_server as dovecot_server
 from tests.mailfactory import make_message
@@ -148,10 +149,7 @@ def agent_answers(env: dict[str, str], number: int) -> None:
 @pytest.fixture
 def agent_env(desk: Settings) -> dict[str, str]:
     return {
-        "MAILSUPPORT_DATA_DIR": str(desk.data_dir),
-        "MAILSUPPORT_DATABASE_URL": desk.db_url,
-        "MAILSUPPORT_SUPPORT_ADDRESS": desk.support_address,
-        "MAILSUPPORT_SUPPORT_NAME": desk.support_name,
+        **cli_env(desk),
         "MAILSUPPORT_SMTP_HOST": desk.smtp_host,
         "MAILSUPPORT_SMTP_PORT": str(desk.smtp_port),
         "MAILSUPPORT_SMTP_SECURITY": "none",
