@@ -28,10 +28,11 @@ from imapclient import IMAPClient
 
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, PermanentError, TemporaryError
+from mailsupport.imapconn import connect, disconnect, server_errors
 from mailsupport.locks import Lock, folder_lock
 from mailsupport.logs import log_to_stderr
 from mailsupport.pipeline import NEW, Pipeline, describe
-from mailsupport.sources.imap import FolderPoller, _server_errors, connect
+from mailsupport.poll import FolderPoller
 from mailsupport.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
         return []
 
     def send_outbox() -> None:
-        from mailsupport.outbox import deliver_due, describe_delivery
+        from mailsupport.outbox.delivery import deliver_due, describe_delivery
 
         counts = deliver_due(store, settings, lambda: datetime.now(UTC))
         if counts:
@@ -199,11 +200,11 @@ class Daemon:
                 # caused it is quarantined, so back off and go on rather than exit.
                 self._trouble(error)
             finally:
-                _disconnect(client)
+                disconnect(client)
 
     def _work(self, client: IMAPClient) -> None:
         """Passes over the folder on one connection, waiting for mail in between."""
-        with _server_errors(self.settings):  # CAPABILITY may need a round trip
+        with server_errors(self.settings):  # CAPABILITY may need a round trip
             poller = FolderPoller(self.settings, self.pipeline, client)
             use_idle = bool(client.has_capability("IDLE"))
         announced = False
@@ -233,7 +234,7 @@ class Daemon:
     def _idle(self, client: IMAPClient, seconds: float) -> None:
         """Wait in IDLE until new mail arrives, `seconds` pass, or a stop is requested."""
         end = time.monotonic() + seconds
-        with _server_errors(self.settings):
+        with server_errors(self.settings):
             sock = client.socket()
             client.idle()
             while not self.stopping:
@@ -323,13 +324,6 @@ def _readable(sock: Any) -> bool:
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):  # closed under us
         return True
-
-
-def _disconnect(client: IMAPClient) -> None:
-    with contextlib.suppress(Exception):  # a dead connection has nothing more to say
-        client.logout()
-    with contextlib.suppress(Exception):
-        client.shutdown()
 
 
 # -- process setup: logging and signals (used by the CLI command) -----------------------------

@@ -26,7 +26,7 @@ from mailsupport.compose import (
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address
-from mailsupport.outbox import queue
+from mailsupport.outbox.queue import queue
 from mailsupport.store.files import AttachmentStore
 from mailsupport.store.models import Attachment, Message, Ticket
 from mailsupport.store.tickets import index_refs, insert_row, insert_rows

@@ -25,7 +25,7 @@ from mailsupport.cli import app
 from mailsupport.compose import is_our_message_id, load_or_create_secret
 from mailsupport.config import Settings, load_settings
 from mailsupport.errors import ConfigError
-from mailsupport.outbox import deliver_due
+from mailsupport.outbox.delivery import deliver_due
 from mailsupport.pipeline import NEW, REPLY, Incoming, Outcome, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, OutboxItem, Participant, Ticket, TicketEvent
@@ -447,7 +447,7 @@ SENDER = textwrap.dedent(
     """
     from datetime import UTC, datetime
     from mailsupport.config import load_settings
-    from mailsupport.outbox import deliver_due
+    from mailsupport.outbox.delivery import deliver_due
     from mailsupport.store.db import Store
     settings = load_settings()
     deliver_due(Store.open(settings.db_url), settings, lambda: datetime.now(UTC))

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from mailsupport import outbox
 from mailsupport.cli import app
 from mailsupport.mail import Address
+from mailsupport.outbox import queue as outbox
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem
 from mailsupport.store.tickets import create_ticket

@@ -22,10 +22,11 @@ from sqlmodel import select
 from mailsupport import daemon as daemon_module
 from mailsupport.config import Settings
 from mailsupport.daemon import Backoff, Daemon
+from mailsupport.imapconn import connect
 from mailsupport.locks import folder_lock, lock_key
 from mailsupport.logs import RedactingFormatter
 from mailsupport.pipeline import Pipeline
-from mailsupport.sources.imap import FolderPoller, connect
+from mailsupport.poll import FolderPoller
 from mailsupport.store.db import Store
 from mailsupport.store.models import ImapFolder, ImapPending, Message
 from tests.imapservers import DovecotServer, ImapServer

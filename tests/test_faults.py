@@ -52,7 +52,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from mailsupport.config import Settings, load_settings
-from mailsupport.outbox import deliver_due
+from mailsupport.outbox.delivery import deliver_due
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store.db import WRITE_LOCK_KEY, Store
 from mailsupport.store.models import (

@@ -20,9 +20,10 @@ from typer.testing import CliRunner
 from mailsupport.cli import app
 from mailsupport.config import Settings
 from mailsupport.errors import TemporaryError
+from mailsupport.imapconn import connect
 from mailsupport.locks import exclusive
 from mailsupport.pipeline import Pipeline
-from mailsupport.sources.imap import FolderPoller, connect
+from mailsupport.poll import FolderPoller
 from mailsupport.store.db import Store
 from mailsupport.store.models import ImapFolder, ImapPending, Message
 from tests.imapservers import DovecotServer, ImapServer
@@ -286,10 +287,10 @@ def run_poll_killed_at(env: dict[str, str], target: str, after_calls: int) -> in
         ("mailsupport.pipeline:Pipeline.process", 1),
         ("mailsupport.pipeline:Pipeline.process", 9),
         # between storing and flagging: committed, not yet \Seen on the server
-        ("mailsupport.sources.imap:FolderPoller._take", 1),
-        ("mailsupport.sources.imap:FolderPoller._take", 2),
+        ("mailsupport.poll:FolderPoller._take", 1),
+        ("mailsupport.poll:FolderPoller._take", 2),
         # after flagging, before the pending rows are cleared
-        ("mailsupport.sources.imap:FolderPoller._mark", 1),
+        ("mailsupport.sources.imap:ImapFolderSource.mark", 1),
     ],
 )
 def test_kill_9_at_any_point_loses_nothing_and_duplicates_nothing(
@@ -400,8 +401,8 @@ def test_servers_without_move_get_copy_delete_and_uid_expunge(imap_server, setti
     client = connect(configured)
     try:
         poller = FolderPoller(configured, Pipeline(configured, store), client)
-        assert "MOVE" in poller.capabilities  # both test servers offer it...
-        poller.capabilities.discard("MOVE")  # ...so pretend this one does not
+        assert "MOVE" in poller.source.capabilities  # both test servers offer it...
+        poller.source.capabilities.discard("MOVE")  # ...so pretend this one does not
         result = poller.poll(lambda: datetime.now(UTC))
     finally:
         client.logout()

@@ -22,20 +22,13 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import select
 
-from mailsupport import outbox
 from mailsupport.compose import Sender, ThreadParent, compose
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, NotFoundError, UsageError
 from mailsupport.mail import Address
-from mailsupport.outbox import (
-    BACKOFF_MAX,
-    _claim,
-    backoff,
-    deliver_due,
-    item_dict,
-    list_items,
-    retry,
-)
+from mailsupport.outbox import queue as outbox
+from mailsupport.outbox.admin import item_dict, list_items, retry
+from mailsupport.outbox.delivery import BACKOFF_MAX, _claim, backoff, deliver_due
 from mailsupport.parsing import parse
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem, TicketEvent

@@ -19,9 +19,10 @@ import pytest
 from imapclient import IMAPClient
 from pydantic import SecretStr
 
-import mailsupport.sources.imap as imap_source
+import mailsupport.outbox.sentcopies as sent_copies
 from mailsupport.config import Settings
-from mailsupport.outbox import deliver_due, retry
+from mailsupport.outbox.admin import retry
+from mailsupport.outbox.delivery import deliver_due
 from mailsupport.store.db import Store
 from tests.imapservers import ImapServer
 from tests.imapservers import imap_server as imap_server
@@ -76,13 +77,13 @@ def message_id(data: object) -> str:
 def connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The IMAP connections deliver_due opens (the real connect, only counted)."""
     made: list[str] = []
-    real = imap_source.connect
+    real = sent_copies.connect
 
     def counting(settings: Settings) -> IMAPClient:
         made.append(settings.imap_host)
         return real(settings)
 
-    monkeypatch.setattr(imap_source, "connect", counting)
+    monkeypatch.setattr(sent_copies, "connect", counting)
     return made
 
 

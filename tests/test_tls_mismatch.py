@@ -29,8 +29,9 @@ from mailsupport import tlsprobe
 from mailsupport.cli import app
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, TemporaryError
-from mailsupport.outbox import check_smtp, deliver_due
-from mailsupport.sources.imap import connect
+from mailsupport.imapconn import connect
+from mailsupport.outbox.delivery import deliver_due
+from mailsupport.outbox.smtp import check_smtp
 from mailsupport.store.db import Store
 from tests.imapservers import ImapServer
 from tests.imapservers import imap_server as imap_server

@@ -424,7 +424,7 @@ def _send_now(st: State, item_id: int | None, no_send: bool) -> None:
     if not settings.smtp_host:
         typer.echo("not sent yet: MAILSUPPORT_SMTP_HOST is not set (the outbox keeps it)")
         return
-    from mailsupport.outbox import deliver_due
+    from mailsupport.outbox.delivery import deliver_due
 
     try:
         counts = deliver_due(st.store(), settings, utcnow, only=[item_id])

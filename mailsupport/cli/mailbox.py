@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import typer
 
 from mailsupport.cli.app import app, state, utcnow
@@ -23,30 +21,21 @@ def poll(ctx: typer.Context) -> None:
         mailsupport poll
         mailsupport --config /etc/mailsupport/settings.env poll
     """
-    from mailsupport.locks import exclusive, folder_lock
-    from mailsupport.pipeline import Pipeline, describe
-    from mailsupport.sources.imap import FolderPoller, connect
+    from mailsupport.pipeline import describe
+    from mailsupport.poll import poll_once
 
     st = state(ctx)
     settings = st.settings
     store = st.store()
-    where = f"{settings.imap_account}/{settings.imap_folder}"
-    pipeline = Pipeline(settings, store)
-    pipeline.check()  # a broken template or rules file stops us before any mail is taken
-    with pipeline, exclusive(store, *folder_lock(settings)) as held:
-        if not held:
-            typer.echo(f"another poll of {where} is running; nothing to do")
-            return
-        client = connect(settings)
-        try:
-            result = FolderPoller(settings, pipeline, client).poll(utcnow)
-        finally:
-            with contextlib.suppress(Exception):
-                client.logout()
+    result = poll_once(settings, store, utcnow)
+    if result is None:
+        where = f"{settings.imap_account}/{settings.imap_folder}"
+        typer.echo(f"another poll of {where} is running; nothing to do")
+        return
     note = " (UIDVALIDITY changed: took unread mail only)" if result.uidvalidity_changed else ""
     typer.echo(f"poll {settings.imap_folder}: {describe(result.counts)}{note}")
     if settings.smtp_host:  # then send what the outbox holds (acknowledgements, replies)
-        from mailsupport.outbox import deliver_due, describe_delivery
+        from mailsupport.outbox.delivery import deliver_due, describe_delivery
 
         sent = deliver_due(store, settings, utcnow)
         if sent:

@@ -110,7 +110,7 @@ def status(
 
 def _waiting_on_server(settings: Any, folders: Any) -> dict[str, Any]:
     """How many messages in the configured folder are newer than the ledger's last UID."""
-    from mailsupport.sources.imap import connect
+    from mailsupport.imapconn import connect
 
     mine = next(
         (
@@ -308,14 +308,14 @@ def _check_kb(directory: str) -> str:
 
 
 def _check_smtp(settings: Any) -> str:
-    from mailsupport.outbox import check_smtp
+    from mailsupport.outbox.smtp import check_smtp
 
     return check_smtp(settings)
 
 
 def _check_imap(settings: Any) -> str:
     from mailsupport.errors import ConfigError
-    from mailsupport.sources.imap import connect
+    from mailsupport.imapconn import connect
 
     client = connect(settings)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -13,8 +12,6 @@ from mailsupport.cli.app import app, local_time, print_json, state, sub_app, utc
 from mailsupport.errors import ConfigError, NotFoundError, PermanentError, TemporaryError
 
 if TYPE_CHECKING:
-    from sqlmodel import Session
-
     from mailsupport.store.db import Store
     from mailsupport.store.models import OutboxItem
 
@@ -55,13 +52,9 @@ def outbox_list(
         mailsupport outbox list --status failed
     """
     from mailsupport.cli.render import clip, terminal_text
-    from mailsupport.outbox import item_dict, list_items
+    from mailsupport.outbox.admin import item_dict, latest
 
-    with state(ctx).store().read() as session:
-        # One more than asked, to tell whether the list was cut short.
-        rows = list_items(session, status, limit + 1, newest=True)
-    more = len(rows) > limit
-    rows = rows[-limit:]
+    rows, more = latest(state(ctx).store(), status, limit)
     if as_json:
         print_json([item_dict(item, number) for item, number in rows])
         return
@@ -114,7 +107,8 @@ def outbox_flush(
         mailsupport outbox flush
         mailsupport outbox flush --all
     """
-    from mailsupport.outbox import deliver_due, describe_delivery
+    from mailsupport.outbox.admin import make_due
+    from mailsupport.outbox.delivery import describe_delivery, flush
 
     st = state(ctx)
     settings = st.settings
@@ -125,20 +119,10 @@ def outbox_flush(
         )
     store = st.store()
     if all_:
-        with store.write() as session:
-            moved = make_due(session, utcnow())
+        moved = make_due(store, utcnow())
         if moved:
             typer.echo(f"{moved} waiting {_items(moved)} made due now")
-    with store.read() as session:
-        due = _count_due(session, utcnow())
-    counts: Counter[str] = Counter()
-    # Round after round until a round finds fewer than a batch; never more items than were
-    # due at the start, so mail that fails and comes due again cannot keep the loop going.
-    while sum(counts.values()) < due:
-        done = deliver_due(store, settings, utcnow, FLUSH_BATCH)
-        counts += done
-        if sum(done.values()) < FLUSH_BATCH:
-            break
+    counts = flush(store, settings, utcnow, FLUSH_BATCH)
     if not counts:
         typer.echo("nothing to send" + _waiting_note(store, utcnow()))
         return
@@ -155,49 +139,11 @@ def outbox_flush(
         )
 
 
-def make_due(session: Session, now: datetime) -> int:
-    """Make queued items that wait for a later retry due at `now`; returns how many.
-
-    Only the next attempt moves: attempts, and SMTP_MAX_AGE counted from queued_at, stay.
-    A row claimed by a running sender keeps its claim; the sender records its own result.
-    """
-    import sqlalchemy as sa
-    from sqlmodel import col
-
-    from mailsupport.store.models import OutboxItem
-
-    result = session.execute(
-        sa.update(OutboxItem)
-        .where(col(OutboxItem.status) == "queued", col(OutboxItem.next_attempt_at) > now)
-        .values(next_attempt_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _count_due(session: Session, now: datetime) -> int:
-    from sqlmodel import col, func, select
-
-    from mailsupport.store.models import OutboxItem
-
-    query = select(func.count()).where(
-        col(OutboxItem.status) == "queued", col(OutboxItem.next_attempt_at) <= now
-    )
-    return int(session.exec(query).one())
-
-
 def _waiting_note(store: Store, now: datetime) -> str:
     """ " (2 waiting for a retry, the next at 14:05; --all sends them now)", or ""."""
-    from sqlmodel import col, func, select
+    from mailsupport.outbox.admin import waiting as waiting_retry
 
-    from mailsupport.store.models import OutboxItem
-
-    with store.read() as session:
-        waiting, first = session.exec(
-            select(func.count(), func.min(OutboxItem.next_attempt_at)).where(
-                col(OutboxItem.status) == "queued", col(OutboxItem.next_attempt_at) > now
-            )
-        ).one()
+    waiting, first = waiting_retry(store, now)
     if not waiting:
         return ""
     return (
@@ -219,17 +165,13 @@ def outbox_retry(
     Examples:
         mailsupport outbox retry 7
     """
-    from mailsupport.outbox import retry
-    from mailsupport.store.models import Ticket
+    from mailsupport.outbox.admin import retry_item
 
-    with state(ctx).store().write() as session:
-        try:
-            item = retry(session, item_id, utcnow())
-        except NotFoundError as error:
-            raise NotFoundError(f"{error} (see `mailsupport outbox list`)") from None
-        ticket = session.get(Ticket, item.ticket_id)
-        number = ticket.number if ticket is not None else None
-        pending = [r for r in item.recipients if r not in item.recipient_status]
+    try:
+        item, number = retry_item(state(ctx).store(), item_id, utcnow())
+    except NotFoundError as error:
+        raise NotFoundError(f"{error} (see `mailsupport outbox list`)") from None
+    pending = [r for r in item.recipients if r not in item.recipient_status]
     from mailsupport.cli.render import terminal_text
 
     # Printed after the commit: what it says is true.

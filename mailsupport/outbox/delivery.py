@@ -1,0 +1,323 @@
+"""Delivering the outbox: claim what is due, send it over SMTP, record each result.
+
+See the package's notes for the claim, lease and retry rules. `deliver_due` is what
+`poll`, the daemon, `outbox flush` and `reply` call after their transactions commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from mailsupport.config import Settings
+from mailsupport.errors import ConfigError
+from mailsupport.outbox.admin import count_due
+from mailsupport.outbox.queue import load_data
+from mailsupport.outbox.sentcopies import SentCopies
+from mailsupport.outbox.smtp import ConnectionDown, Results, SmtpConnection
+from mailsupport.store.db import Store
+from mailsupport.store.models import OutboxItem, Ticket
+from mailsupport.store.tickets import record_event
+
+log = logging.getLogger("mailsupport.outbox")
+
+BACKOFF_FIRST = timedelta(minutes=1)
+BACKOFF_MAX = timedelta(hours=1)
+# A sender's claim is renewed before each message when less than this many send budgets
+# (see SmtpConnection.budget) remain, and runs for LEASE_BUDGETS of them: a live sender never
+# loses its claim, a dead one's rows come free within about LEASE_BUDGETS * budget.
+LEASE_BUDGETS = 3
+ERROR_MAX_CHARS = 2000
+
+
+def describe_delivery(counts: Counter[str]) -> str:
+    """One line for a delivery run's counts, as poll prints and the daemon logs it."""
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+
+
+def backoff(attempts: int, rand: Callable[[], float] = random.random) -> timedelta:
+    """The wait after the `attempts`-th failed attempt: 1 minute doubling up to 1 hour, each
+    shortened at random by up to half, so mail that failed together does not retry in step."""
+    full = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(max(attempts - 1, 0), 16))
+    return full * (0.5 + 0.5 * rand())
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    id: int
+    ticket_id: int
+    ticket_number: int | None
+    kind: str
+    message_id: str
+    mail_from: str
+    pending: tuple[str, ...]  # recipients without a final answer yet
+
+
+def deliver_due(
+    store: Store,
+    settings: Settings,
+    now: Callable[[], datetime],
+    limit: int = 100,
+    *,
+    rand: Callable[[], float] = random.random,
+    only: Sequence[int] | None = None,
+) -> Counter[str]:
+    """Send up to `limit` due messages (only those with the ids in `only`, when given);
+    counts of "sent", "retry" and "failed".
+
+    Raises ConfigError when the settings keep mail from going out (no SMTP host, login
+    refused, untrusted certificate, a security mode the port does not speak): what was
+    claimed is released, still queued, with the error as its last_error. Database trouble
+    raises TemporaryError as everywhere.
+    """
+    counts: Counter[str] = Counter()
+    smtp = SmtpConnection(settings)
+    copies = SentCopies(settings)
+    token = secrets.token_hex(16)
+    lease = smtp.budget * LEASE_BUDGETS
+    with store.read() as session:
+        if not _any_due(session, now()):
+            return counts
+    if not settings.smtp_host:
+        raise ConfigError(
+            "MAILSUPPORT_SMTP_HOST is not set: outgoing mail waits in the outbox until it is"
+        )
+    claimed_at = now()
+    claimed = _claim(store, claimed_at, limit, lease, token, only)
+    lease_end = claimed_at + lease
+
+    def record(item: _Claimed, results: Results) -> None:
+        outcome, first_sent_at = _record(store, settings, item, results, now(), token, rand)
+        counts[outcome] += 1
+        if first_sent_at is not None:  # committed as sent: only now may a copy exist
+            copies.add(store, item.id, item.message_id, first_sent_at)
+
+    try:
+        for position, item in enumerate(claimed):
+            if lease_end - now() < smtp.budget * (LEASE_BUDGETS - 1):
+                lease_end = _renew(store, now(), lease, token)
+            if not item.pending:  # every recipient answered already (e.g. edited by hand)
+                record(item, {})
+                continue
+            data = load_data(store, item.id)
+            try:
+                results = smtp.send(item.mail_from, item.pending, data)
+            except ConnectionDown as down:
+                # The server is unreachable: one connection attempt per run, not one per
+                # message; the whole rest of the batch counts a failed attempt.
+                for rest in claimed[position:]:
+                    waits: Results = {r: ("temporary", str(down)) for r in rest.pending}
+                    record(rest, waits)
+                break
+            record(item, results)
+    except ConfigError as error:
+        _release(store, token, str(error))
+        raise
+    finally:
+        smtp.close()
+        copies.close()
+    return counts
+
+
+def _due(at: datetime) -> Any:
+    return sa.and_(
+        col(OutboxItem.status) == "queued",
+        col(OutboxItem.next_attempt_at) <= at,
+        sa.or_(col(OutboxItem.claimed_until).is_(None), col(OutboxItem.claimed_until) < at),
+    )
+
+
+def _any_due(session: Session, at: datetime) -> bool:
+    return session.exec(select(OutboxItem.id).where(_due(at)).limit(1)).first() is not None
+
+
+def _claim(
+    store: Store,
+    at: datetime,
+    limit: int,
+    lease: timedelta,
+    token: str,
+    only: Sequence[int] | None = None,
+) -> list[_Claimed]:
+    due = _due(at) if only is None else sa.and_(_due(at), col(OutboxItem.id).in_(only))
+    with store.write() as session:
+        # SKIP LOCKED lets a second sender on PostgreSQL take other rows instead of waiting
+        # for these; SQLite serializes writers anyway and ignores the clause.
+        candidates = session.exec(
+            select(OutboxItem.id)
+            .where(due)
+            .order_by(col(OutboxItem.next_attempt_at), col(OutboxItem.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        won = []
+        for item_id in candidates:
+            # The condition again, inside the UPDATE: only one of two racing senders
+            # changes the row; the other sees rowcount 0 and leaves it.
+            result = session.execute(
+                sa.update(OutboxItem)
+                .where(col(OutboxItem.id) == item_id, _due(at))
+                .values(claimed_until=at + lease, claim_token=token)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                won.append(item_id)
+        if not won:
+            return []
+        rows = session.exec(
+            select(
+                OutboxItem.id,
+                OutboxItem.ticket_id,
+                Ticket.number,
+                OutboxItem.kind,
+                OutboxItem.message_id,
+                OutboxItem.mail_from,
+                OutboxItem.recipients,
+                OutboxItem.recipient_status,
+            )
+            .join(Ticket, col(Ticket.id) == col(OutboxItem.ticket_id))
+            .where(col(OutboxItem.id).in_(won))
+            .order_by(col(OutboxItem.next_attempt_at), col(OutboxItem.id))
+        ).all()
+    return [
+        _Claimed(
+            id=row[0],
+            ticket_id=row[1],
+            ticket_number=row[2],
+            kind=row[3],
+            message_id=row[4],
+            mail_from=row[5],
+            pending=tuple(r for r in row[6] if r not in row[7]),
+        )
+        for row in rows
+    ]
+
+
+def _renew(store: Store, at: datetime, lease: timedelta, token: str) -> datetime:
+    with store.write() as session:
+        session.execute(
+            sa.update(OutboxItem)
+            .where(col(OutboxItem.claim_token) == token, col(OutboxItem.status) == "queued")
+            .values(claimed_until=at + lease)
+            .execution_options(synchronize_session=False)
+        )
+    return at + lease
+
+
+def _release(store: Store, token: str, error: str) -> None:
+    """Give claimed rows back unchanged but for the error, due as they were."""
+    with store.write() as session:
+        session.execute(
+            sa.update(OutboxItem)
+            .where(col(OutboxItem.claim_token) == token, col(OutboxItem.status) == "queued")
+            .values(claimed_until=None, claim_token=None, last_error=error[:ERROR_MAX_CHARS])
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _record(
+    store: Store,
+    settings: Settings,
+    claimed: _Claimed,
+    results: Results,
+    at: datetime,
+    token: str,
+    rand: Callable[[], float],
+) -> tuple[str, datetime | None]:
+    """Write the outcome of one attempt: "sent", "retry", "failed" or "lost", and the sent
+    time when this attempt made the message sent for the first time (else None)."""
+    with store.write() as session:
+        item = session.exec(
+            select(OutboxItem)
+            .where(OutboxItem.id == claimed.id, OutboxItem.claim_token == token)
+            .with_for_update()
+        ).first()
+        if item is None or item.status != "queued":
+            # Our lease ran out and another sender took the row over: it records.
+            log.warning(
+                "outbox item %s <%s>: claim lost before its result was recorded",
+                claimed.id, claimed.message_id,
+            )  # fmt: skip
+            return "lost", None
+        status = dict(item.recipient_status)
+        refused: dict[str, str] = {}
+        waiting: dict[str, str] = {}
+        first_sent: datetime | None = None
+        for rcpt, (verdict, reply) in results.items():
+            if verdict == "sent":
+                status[rcpt] = "sent"
+            elif verdict == "permanent":
+                status[rcpt] = refused[rcpt] = reply
+            else:
+                waiting[rcpt] = reply
+        item.attempts += 1
+        item.claimed_until = item.claim_token = None
+        deadline = item.queued_at + timedelta(seconds=settings.smtp_max_age)
+        if waiting and at >= deadline:
+            age = _age(at - item.queued_at)
+            for rcpt, reply in waiting.items():
+                status[rcpt] = refused[rcpt] = f"gave up after {age}: {reply}"
+            waiting = {}
+        item.recipient_status = status
+        problems = {**refused, **waiting}
+        item.last_error = _describe(problems)[:ERROR_MAX_CHARS]
+        where = f"ticket #{claimed.ticket_number} {claimed.kind} <{claimed.message_id}>"
+        if refused:
+            record_event(
+                session, item.ticket_id, "delivery-failed",
+                f"{claimed.kind} <{claimed.message_id}> not delivered: {_describe(refused)}", at,
+            )  # fmt: skip
+        if waiting:
+            item.next_attempt_at = min(at + backoff(item.attempts, rand), deadline)
+            outcome = "retry"
+            next_try = item.next_attempt_at.isoformat(timespec="seconds")
+            log.info("%s: temporary failure, next try %s: %s", where, next_try, _describe(waiting))
+        elif any(v == "sent" for v in status.values()):
+            # Already sent once (`outbox retry` then reached a recipient refused before):
+            # the copy was made that first time.
+            first_sent = at if item.sent_at is None else None
+            item.status, item.sent_at, outcome = "sent", at, "sent"
+            log.info("%s sent to %s", where, ", ".join(r for r in results if r not in refused))
+        else:
+            item.status, outcome = "failed", "failed"
+            log.warning("%s failed: %s", where, item.last_error)
+        session.add(item)
+    return outcome, first_sent
+
+
+def _describe(problems: dict[str, str]) -> str:
+    """One line for the ticket and last_error; recipients sharing a reply share the line."""
+    by_reply: dict[str, list[str]] = {}
+    for rcpt, reply in problems.items():
+        by_reply.setdefault(reply, []).append(rcpt)
+    return "; ".join(f"{', '.join(rcpts)}: {reply}" for reply, rcpts in by_reply.items())
+
+
+def _age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
+
+
+def flush(
+    store: Store, settings: Settings, now: Callable[[], datetime], batch: int = 100
+) -> Counter[str]:
+    """Send everything due now (what `mailsupport outbox flush` does), in rounds of `batch`
+    short claims so that a running daemon can share the work. Never more items than were due
+    at the start, so mail that fails and comes due again cannot keep the loop going."""
+    due = count_due(store, now())
+    counts: Counter[str] = Counter()
+    while sum(counts.values()) < due:
+        done = deliver_due(store, settings, now, batch)
+        counts += done
+        if sum(done.values()) < batch:
+            break
+    return counts

@@ -1,0 +1,178 @@
+"""Polling the support mailbox: one exactly-once pass over its IMAP folder.
+
+The driver between the IMAP source (sources/imap.py), the folder's ledger (store/ledger.py)
+and the pipeline. Exactly once: a message is stored, and its UID recorded in the ledger, in
+one database transaction; only after that commit is it flagged \\Seen (or moved) on the
+server. A crash before the commit leaves the message to be fetched again; a crash after it
+leaves a pending row, and the next pass flags the message without storing it again.
+
+`poll` and the daemon make their passes with FolderPoller; `poll_once` is the whole of
+`mailsupport poll`'s intake (lock, connect, one pass, disconnect).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from imapclient import IMAPClient
+
+from mailsupport.config import Settings
+from mailsupport.errors import ConfigError
+from mailsupport.imapconn import connect, disconnect, server_errors
+from mailsupport.locks import exclusive, folder_lock
+from mailsupport.pipeline import QUARANTINED, Incoming, Outcome, Pipeline
+from mailsupport.sources.imap import Fetched, ImapFolderSource
+from mailsupport.sources.uids import start_from
+from mailsupport.store import ledger as ledgers
+from mailsupport.store.db import Store
+from mailsupport.store.models import ImapFolder
+
+log = logging.getLogger(__name__)
+
+# Mail that sat in the folder before polling started (IMAP_START unseen, all, since:) may
+# have been answered by hand already: it is filed, not acknowledged.
+BACKLOG_NO_ACK = "it was in the mailbox before mailsupport started reading it (IMAP_START)"
+
+
+@dataclass
+class PollResult:
+    folder: str
+    counts: Counter[str] = field(default_factory=Counter)
+    waiting: int = 0  # left on the server for the next pass (only when stopped early)
+    uidvalidity_changed: bool = False
+    flag_error: str = ""  # the server refused to flag or move taken mail (retried next pass)
+
+
+class FolderPoller:
+    """One pass over one folder. The caller holds the folder lock and the connection."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, client: IMAPClient) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.store = pipeline.store
+        self.source = ImapFolderSource(settings, client)
+        self.folder = self.source.folder
+
+    def poll(
+        self,
+        now: Callable[[], datetime],
+        should_stop: Callable[[], bool] = lambda: False,
+        on_each: Callable[[Outcome], None] | None = None,
+    ) -> PollResult:
+        with server_errors(self.settings):
+            return self._poll(now, should_stop, on_each)
+
+    def _poll(
+        self,
+        now: Callable[[], datetime],
+        should_stop: Callable[[], bool],
+        on_each: Callable[[Outcome], None] | None,
+    ) -> PollResult:
+        result = PollResult(self.folder)
+        uidvalidity, uidnext = self.source.open()
+        start = self.settings.imap_start
+        ledger, result.uidvalidity_changed = ledgers.open_ledger(
+            self.store,
+            self.settings.imap_account,
+            self.folder,
+            uidvalidity,
+            start_from(start, uidnext),
+            start_from("unseen", uidnext),
+            start,
+        )
+        self._flag_pending(ledger, result)
+
+        todo = self.source.find(ledger.last_uid, ledger.backlog_until, ledger.backlog_search)
+        for batch in self.source.batches(todo):
+            if should_stop():
+                break
+            self._take(ledger, batch, now, result, on_each, should_stop)
+            self._flag_pending(ledger, result)
+        result.waiting = len([u for u in todo if u > ledger.last_uid])
+        ledgers.finish_pass(self.store, ledger, now(), result.waiting)
+        return result
+
+    def _take(
+        self,
+        ledger: ImapFolder,
+        uids: list[int],
+        now: Callable[[], datetime],
+        result: PollResult,
+        on_each: Callable[[Outcome], None] | None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        items = [(uid, self._incoming(ledger, m)) for uid, m in self.source.fetch(uids)]
+        # The worker processes parse ahead while this one stores.
+        parsed = self.pipeline.parse_all(item for _, item in items if item is not None)
+        outcomes = []
+        taken = 0  # the highest UID dealt with; a stop leaves the rest for the next pass
+        with contextlib.closing(parsed), self.store.write() as session:
+            for uid, incoming in items:
+                if should_stop():
+                    break  # finish the message in hand, not the whole batch
+                taken = uid
+                if incoming is None:
+                    continue
+                item, parse = next(parsed)
+                outcome = self.pipeline.process(session, item, now(), parse)
+                outcomes.append(outcome)
+                ledgers.record_taken(session, ledger, uid, outcome.kind == QUARANTINED)
+            ledgers.advance(session, ledger, taken)
+        ledger.last_uid = max(ledger.last_uid, taken)  # committed
+        result.counts.update(o.kind for o in outcomes)
+        if on_each is not None:
+            for outcome in outcomes:
+                on_each(outcome)
+
+    def _incoming(self, ledger: ImapFolder, message: Fetched | None) -> Incoming | None:
+        """The message as the pipeline takes it; None when it is gone."""
+        if message is None:
+            return None
+        return Incoming(
+            message.raw,
+            self.source.origin(message.uid),
+            message.internal_date,
+            no_ack_reason=BACKLOG_NO_ACK if message.uid <= ledger.backlog_until else "",
+        )
+
+    def _flag_pending(self, ledger: ImapFolder, result: PollResult) -> None:
+        """Flag or move what was stored. A refusal (bad folder name, quota) is reported but
+        never stops new mail from being taken; the flags are tried again on the next pass."""
+        pending = ledgers.pending(self.store, ledger)
+        if not pending:
+            return
+        s = self.settings
+        try:
+            done = [p.uid for p in pending if not p.quarantined]
+            self.source.mark(done, s.imap_processed_folder, "MAILSUPPORT_IMAP_PROCESSED_FOLDER")
+            bad = [p.uid for p in pending if p.quarantined]
+            self.source.mark(bad, s.imap_quarantine_folder, "MAILSUPPORT_IMAP_QUARANTINE_FOLDER")
+        except ConfigError as error:
+            log.error("%s", error)
+            result.flag_error = str(error)
+            return
+        ledgers.forget_pending(self.store, ledger, [p.uid for p in pending])
+
+
+def poll_once(
+    settings: Settings, store: Store, now: Callable[[], datetime], **options: Any
+) -> PollResult | None:
+    """One pass over the folder under its lock, on a connection of its own: what
+    `mailsupport poll` does before sending the outbox. None when another poller holds the
+    folder. `options` go to FolderPoller.poll."""
+    with Pipeline(settings, store) as pipeline:
+        pipeline.check()  # a broken template or rules file stops us before any mail is taken
+        with exclusive(store, *folder_lock(settings)) as held:
+            if not held:
+                return None
+            client = connect(settings)
+            try:
+                return FolderPoller(settings, pipeline, client).poll(now, **options)
+            finally:
+                disconnect(client)
