@@ -1,7 +1,7 @@
 """Outgoing mail: ticket facts and templates -> an EmailMessage with correct threading headers.
 
-Pure: no clock reads (`now` is passed in), no sockets, no database. The only side effects are
-randomness for Message-IDs and, in `load_or_create_secret`, the secret file.
+Pure: no clock reads (`now` is passed in), no sockets, no database. The only side effect is
+randomness for Message-IDs (made and signed in signing.py).
 
 Every value that comes from mail or the command line (subjects, names, addresses, file
 names) passes through `clean_header` here, at the boundary, so a CR or LF in it can never
@@ -10,14 +10,7 @@ start a header of its own.
 
 from __future__ import annotations
 
-import base64
-import errno
-import hashlib
-import hmac
-import os
 import re
-import secrets
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,14 +20,14 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from mailsupport import wire
-from mailsupport.errors import ConfigError, PermanentError
+from mailsupport.errors import ComposeError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsing import safe_filename
 from mailsupport.quoting import new_text
+from mailsupport.signing import ascii_domain, make_message_id
 from mailsupport.templating import BodyContext, Templates
 from mailsupport.threads import normalize_subject
 
@@ -49,9 +42,6 @@ __all__ = [
     "clean_header",
     "compose",
     "format_date",
-    "is_our_message_id",
-    "load_or_create_secret",
-    "make_message_id",
     "quote_text",
     "reply_subject",
     "tag_pattern_for",
@@ -65,8 +55,6 @@ QUOTE_MAX_LINES = 60
 QUOTE_MAX_CHARS = 6000
 SUBJECT_MAX_CHARS = 200
 NAME_MAX_CHARS = 200
-SECRET_FILE = "secret"
-_TOKEN_LENGTH = 10  # base32 characters of the HMAC: 50 bits
 
 # Automatic mail says so (RFC 3834), and asks Exchange/Outlook not to answer it with
 # out-of-office notices, which would land in the ticket or loop. No "Precedence": RFC 3834
@@ -79,10 +67,6 @@ _KIND_HEADERS: dict[str, tuple[tuple[str, str], ...]] = {
     "closed": (("Auto-Submitted", "auto-generated"), ("X-Auto-Response-Suppress", "All")),
     "reply": (),
 }
-
-
-class ComposeError(PermanentError):
-    """The message cannot be composed as asked (no recipient, an invalid address, ...)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -208,16 +192,6 @@ for _name in ("message-id", "in-reply-to", "references"):
 POLICY: EmailPolicy = SMTP.clone(cte_type="7bit", header_factory=_HEADERS)
 
 
-def _ascii_domain(domain: str) -> str:
-    domain = domain.strip().rstrip(".")
-    if domain.isascii():
-        return domain
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise ComposeError(f"invalid mail domain {domain!r}") from None
-
-
 def _mailbox(name: str, address: str) -> headerregistry.Address:
     address = clean_header(address)
     local, at, domain = address.rpartition("@")
@@ -231,7 +205,7 @@ def _mailbox(name: str, address: str) -> headerregistry.Address:
     display = clean_header(name)[:NAME_MAX_CHARS]
     try:
         return headerregistry.Address(
-            display_name=display, addr_spec=f"{local}@{_ascii_domain(domain)}"
+            display_name=display, addr_spec=f"{local}@{ascii_domain(domain)}"
         )
     except (ValueError, IndexError, MessageError):
         raise ComposeError(f"invalid email address {address!r}") from None
@@ -248,136 +222,6 @@ def _mailboxes(addresses: Iterable[Address], exclude: set[str]) -> list[headerre
             exclude.add(key)
             kept.append(mailbox)
     return kept
-
-
-def _token(secret: bytes, body: str) -> str:
-    digest = hmac.new(secret, body.encode("ascii"), hashlib.sha256).digest()
-    return base64.b32encode(digest).decode("ascii")[:_TOKEN_LENGTH].lower()
-
-
-def make_message_id(secret: bytes, domain: str, now: datetime | None = None) -> str:
-    """A new Message-ID of ours, without angle brackets: `[time.]random.token@domain`.
-
-    `token` is an HMAC of the part before it, so `is_our_message_id` can tell our own IDs
-    from forged ones without a database. The time, when given, only helps people reading
-    logs; the 80 random bits make the ID unique.
-    """
-    if not secret:
-        raise ValueError("the Message-ID secret is empty")
-    body = base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
-    if now is not None:
-        body = f"{now.astimezone(UTC):%Y%m%d%H%M%S}.{body}"
-    return f"{body}.{_token(secret, body)}@{_ascii_domain(domain).lower()}"
-
-
-def is_our_message_id(message_id: str, secret: bytes, domain: str) -> bool:
-    """Whether `message_id` (with or without brackets) was made by `make_message_id` with
-    this secret and domain. Constant-time comparison of the token."""
-    if not secret:
-        return False
-    value = message_id.strip().removeprefix("<").removesuffix(">")
-    local, at, found_domain = value.rpartition("@")
-    try:
-        wanted = _ascii_domain(domain).lower()
-    except ComposeError:
-        return False
-    if not at or found_domain.lower() != wanted:
-        return False
-    body, dot, token = local.rpartition(".")
-    if not dot or not body or not body.isascii() or not token.isascii():
-        return False
-    if len(token) != _TOKEN_LENGTH:
-        return False
-    return hmac.compare_digest(token, _token(secret, body))
-
-
-def load_or_create_secret(data_dir: Path, configured: str | None) -> bytes:
-    """The key for our Message-ID tokens.
-
-    MAILSUPPORT_SECRET when set; else `data_dir/secret`, created on first use with 32
-    random bytes (written as 64 hex digits, mode 0600), so every process sharing the data
-    directory uses the same key. Copy the file's content into MAILSUPPORT_SECRET to share
-    the key with hosts that do not share the directory: both give the same key.
-    """
-    if configured and configured.strip():
-        return configured.strip().encode("utf-8")
-    from mailsupport.store.files import private_dir  # the data directory's rules, on first use
-
-    path = data_dir / SECRET_FILE
-    try:
-        existing = _read_secret(path)
-        if existing is not None:
-            return existing
-        private_dir(data_dir)
-        _create_secret(path, secrets.token_hex(32) + "\n")
-        created = _read_secret(path)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read or create the secret file {path}: {exc.strerror or exc} "
-            "(check MAILSUPPORT_DATA_DIR, or set MAILSUPPORT_SECRET)"
-        ) from None
-    if created is None:  # pragma: no cover - removed between creating and reading
-        raise ConfigError(f"the secret file {path} disappeared while it was being created")
-    return created
-
-
-def _read_secret(path: Path) -> bytes | None:
-    try:
-        value = path.read_bytes().strip()
-    except FileNotFoundError:
-        return None
-    if not value:
-        raise ConfigError(
-            f"the secret file {path} is empty: delete it to have a new one made "
-            "(replies to mail sent before then still thread by their Message-IDs)"
-        )
-    return value
-
-
-def _create_secret(path: Path, value: str) -> None:
-    """Write the file complete under a temporary name, then link it into place: readers
-    never see it half written, and the first of several racing processes wins."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as file:
-            file.write(value)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process was first: use its secret
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise
-            _create_exclusive(path, value)  # a file system without hard links
-    finally:
-        os.unlink(temporary)
-    _fsync_dir(path.parent)
-
-
-def _create_exclusive(path: Path, value: str) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w", encoding="ascii") as file:
-        file.write(value)
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not every file system syncs directories; the file itself is synced
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------

@@ -55,3 +55,7 @@ class SchemaError(MailSupportError):
     """The database schema is not the one this version of mailsupport expects."""
 
     exit_code = 2
+
+
+class ComposeError(PermanentError):
+    """Our mail cannot be composed as asked (no recipient, an invalid address, ...)."""

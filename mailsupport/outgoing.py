@@ -21,15 +21,16 @@ from mailsupport.compose import (
     ThreadParent,
     compose,
     compose_notice,
-    load_or_create_secret,
 )
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address
+from mailsupport.mail import Attachment as MailPart
 from mailsupport.outbox.queue import queue
+from mailsupport.signing import load_or_create_secret
 from mailsupport.store.files import AttachmentStore
-from mailsupport.store.models import Attachment, Message, Ticket
-from mailsupport.store.tickets import index_refs, insert_row, insert_rows
+from mailsupport.store.models import Message, Ticket
+from mailsupport.store.tickets import store_message
 from mailsupport.templating import Templates, choose_language
 
 # (file name, content type, bytes), as compose() takes attachments
@@ -62,6 +63,7 @@ class Outgoing:
         self.settings = settings
         self._templates: Templates | None = None
         self._secret: bytes | None = None
+        self.files = AttachmentStore(settings.data_dir / "attachments")
 
     @property
     def templates(self) -> Templates:
@@ -151,22 +153,9 @@ class Outgoing:
             "author": author,
             "created_at": now,
         }
-        message_pk = insert_row(session, Message, values)
-        if attachments:
-            files = AttachmentStore(s.data_dir / "attachments")
-            rows = [
-                {
-                    "message_pk": message_pk,
-                    "filename": name,
-                    "content_type": content_type,
-                    "size": len(data),
-                    "sha256": files.put(data),
-                }
-                for name, content_type, data in attachments
-            ]
-            insert_rows(session, Attachment, rows)
+        parts = [MailPart(name, content_type, data) for name, content_type, data in attachments]
         # The customer's answer threads here by its In-Reply-To.
-        index_refs(session, ticket.id, [composed.message_id])
+        store_message(session, values, parts, self.files, [composed.message_id])
         return composed, item_id
 
     def team_notice(

@@ -13,18 +13,18 @@ from sqlmodel import Session
 
 from mailsupport.acks import Acknowledger
 from mailsupport.bounces import find_bounced, record_bounce
-from mailsupport.compose import is_our_message_id
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsers import Parsed, ParseFailure, ParserPool, parse_safely
 from mailsupport.practice import Practice
 from mailsupport.rules import is_automated, is_bounce
+from mailsupport.signing import is_our_message_id
 from mailsupport.store import CC, REQUESTER, SEEN
 from mailsupport.store import tickets as db
 from mailsupport.store.db import Store, translate_db_error
 from mailsupport.store.files import AttachmentStore
-from mailsupport.store.models import Attachment, Message, Ticket
+from mailsupport.store.models import Ticket
 from mailsupport.threads import (
     StrangerPolicy,
     ThreadDecision,
@@ -269,47 +269,29 @@ class Pipeline:
             self.practice.classify_new(session, ticket, message, now)
             if item.live:
                 self.practice.set_due_times(ticket)
-        message_pk = db.insert_row(
-            session,
-            Message,
-            {
-                "ticket_id": ticket.id,
-                "message_id": message.message_id,
-                "direction": "out" if outgoing else "in",
-                "in_reply_to": " ".join(message.in_reply_to),
-                "refs": " ".join(message.references),
-                "from_address": sender.address if sender else "",
-                "from_name": sender.name if sender else "",
-                "to": [a.as_json() for a in message.to],
-                "cc": [a.as_json() for a in message.cc],
-                "subject": message.subject,
-                "date": message.date,
-                "received_at": at,
-                "text": message.text,
-                "html": message.html,
-                "raw_id": raw.id,
-                "thread_reason": decision.reason,
-                "defects": "\n".join(message.defects),
-                "created_at": now,
-            },
+        values = {
+            "ticket_id": ticket.id,
+            "message_id": message.message_id,
+            "direction": "out" if outgoing else "in",
+            "in_reply_to": " ".join(message.in_reply_to),
+            "refs": " ".join(message.references),
+            "from_address": sender.address if sender else "",
+            "from_name": sender.name if sender else "",
+            "to": [a.as_json() for a in message.to],
+            "cc": [a.as_json() for a in message.cc],
+            "subject": message.subject,
+            "date": message.date,
+            "received_at": at,
+            "text": message.text,
+            "html": message.html,
+            "raw_id": raw.id,
+            "thread_reason": decision.reason,
+            "defects": "\n".join(message.defects),
+            "created_at": now,
+        }
+        message_pk = db.store_message(
+            session, values, message.attachments, self.files, [message.message_id, *references]
         )
-        db.insert_rows(
-            session,
-            Attachment,
-            [
-                {
-                    "message_pk": message_pk,
-                    "filename": part.filename,
-                    "content_type": part.content_type,
-                    "size": len(part.data),
-                    "sha256": self.files.put(part.data),
-                    "content_id": part.content_id,
-                    "inline": part.inline,
-                }
-                for part in message.attachments
-            ],
-        )
-        db.index_refs(session, ticket.id, [message.message_id, *references])
         if not bounce:  # MAILER-DAEMON is nobody to write to
             people = self._people(message, ticket, kind == NEW, outgoing, trusted=not doubt)
             limit = settings.max_participants

@@ -22,11 +22,11 @@ from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from mailsupport.cli import app
-from mailsupport.compose import is_our_message_id, load_or_create_secret
 from mailsupport.config import Settings, load_settings
 from mailsupport.errors import ConfigError
 from mailsupport.outbox.delivery import deliver_due
 from mailsupport.pipeline import NEW, REPLY, Incoming, Outcome, Pipeline
+from mailsupport.signing import is_our_message_id, load_or_create_secret
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, OutboxItem, Participant, Ticket, TicketEvent
 from tests.mailfactory import make_message

@@ -22,9 +22,6 @@ from mailsupport.compose import (
     Sender,
     ThreadParent,
     compose,
-    is_our_message_id,
-    load_or_create_secret,
-    make_message_id,
     quote_text,
     reply_subject,
     tag_pattern_for,
@@ -33,6 +30,7 @@ from mailsupport.compose import (
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsing import parse
+from mailsupport.signing import is_our_message_id, load_or_create_secret, make_message_id
 from mailsupport.templating import TemplateError, Templates
 from tests.mailfactory import make_message
 

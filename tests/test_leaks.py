@@ -25,10 +25,10 @@ from typer.testing import CliRunner, Result
 import mailsupport.search
 from mailsupport.cli import app
 from mailsupport.cli.render import terminal_text, ticket_table, ticket_text
-from mailsupport.compose import load_or_create_secret
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, PermanentError, TemporaryError
 from mailsupport.locks import Lock, folder_lock
+from mailsupport.signing import load_or_create_secret
 from mailsupport.store.db import Store, translate_db_error
 from mailsupport.store.models import ImapFolder, OutboxItem, Ticket
 from mailsupport.store.queries import (

@@ -21,11 +21,11 @@ from typer.testing import CliRunner, Result
 
 from mailsupport.cli import app
 from mailsupport.cli.attachcmd import MAX_NAME_BYTES, save_name
-from mailsupport.compose import is_our_message_id, load_or_create_secret
 from mailsupport.config import Settings, load_settings
 from mailsupport.daemon import setup_logging
 from mailsupport.errors import ConfigError
 from mailsupport.pipeline import Incoming, Outcome, Pipeline
+from mailsupport.signing import is_our_message_id, load_or_create_secret
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, Participant, Ticket, TicketEvent
 from tests.mailfactory import BASE_TIME, make_message

@@ -12,8 +12,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
 from mailsupport.mail import Address
+from mailsupport.mail import Attachment as MailPart
 from mailsupport.store import MAILED_ROLES
+from mailsupport.store.files import AttachmentStore
 from mailsupport.store.models import (
+    Attachment,
     Message,
     MessageRef,
     Participant,
@@ -216,6 +219,35 @@ def index_refs(session: Session, ticket_id: int, message_ids: Iterable[str]) -> 
     """Point each ID at the ticket unless it is indexed already (possibly by another process)."""
     rows = [{"message_id": mid, "ticket_id": ticket_id} for mid in dict.fromkeys(message_ids)]
     _insert_new(session, MessageRef, rows)
+
+
+def store_message(
+    session: Session,
+    values: dict[str, Any],
+    attachments: Sequence[MailPart],
+    files: AttachmentStore,
+    refs: Iterable[str],
+) -> int:
+    """Insert a ticket message (`values`: Message's columns) with its attachments, their
+    bytes kept in `files`, and index `refs` (its own Message-ID and those it refers to) to
+    its ticket, so that mail referring to any of them threads there. Incoming and our own
+    mail are stored alike. Returns the message's primary key."""
+    message_pk = insert_row(session, Message, values)
+    rows = [
+        {
+            "message_pk": message_pk,
+            "filename": part.filename,
+            "content_type": part.content_type,
+            "size": len(part.data),
+            "sha256": files.put(part.data),
+            "content_id": part.content_id,
+            "inline": part.inline,
+        }
+        for part in attachments
+    ]
+    insert_rows(session, Attachment, rows)
+    index_refs(session, values["ticket_id"], refs)
+    return message_pk
 
 
 def add_participants(
