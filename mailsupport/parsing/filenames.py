@@ -1,4 +1,4 @@
-"""Attachment file names that are safe on disk and in a browser's download.
+"""Attachment file names that are safe to use on disk.
 
 A sender's name is cut to its basename without controls, bidirectional overrides, reserved
 characters or a leading dot; a part without a usable name gets `attachment-N` with an

@@ -40,12 +40,11 @@ _DEFECT_TEXT = {
     "transfer encoding",
     "NoBoundaryInMultipartDefect": "multipart without a boundary parameter",
 }
-
-
 _TEXT_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # NUL breaks PostgreSQL text
 
 
 def normalize_text(text: str) -> str:
+    """LF line ends, no control characters but tab and line feed, nothing blank at the end."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return _TEXT_CONTROLS.sub("", text).rstrip()
 
