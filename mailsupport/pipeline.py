@@ -16,7 +16,7 @@ from mailsupport.bounces import find_bounced, record_bounce
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
-from mailsupport.parsers import Parsed, ParseFailure, ParserPool, parse_safely
+from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_safely
 from mailsupport.practice import Practice
 from mailsupport.rules import is_automated, is_bounce
 from mailsupport.signing import is_our_message_id

@@ -1,8 +1,8 @@
 """Parsing in worker processes: the same results as parsing in place, in order, and a time
 limit that quarantines a stalling message while the mail behind it goes on.
 
-A stalling or crashing parse is made by replacing `mailsupport.parsers.parse` before the
-workers start: they are forked, so they run the replacement.
+A stalling or crashing parse is made by replacing `mailsupport.parsing.workers.parse`
+before the workers start: they are forked, so they run the replacement.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from mailsupport import parsers
 from mailsupport.cli import app
 from mailsupport.config import Settings
 from mailsupport.mail import Inbound
-from mailsupport.parsers import ParseFailure, ParserPool, parse_safely
 from mailsupport.parsing import parse
+from mailsupport.parsing import workers as parsers
+from mailsupport.parsing.workers import ParseFailure, ParserPool, parse_safely
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, QuarantineEntry
@@ -198,7 +198,7 @@ def test_workers_die_with_their_parent_even_in_the_middle_of_a_message() -> None
     script = textwrap.dedent(
         """
         import os, signal, time
-        from mailsupport import parsers
+        from mailsupport.parsing import workers as parsers
         from tests.test_parsers import STALL, troublesome_parse, with_header
         parsers.parse = troublesome_parse
         pool = parsers.ParserPool(2, timeout=3600)

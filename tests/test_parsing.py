@@ -20,6 +20,7 @@ from mailsupport.mail import Address, Inbound
 from mailsupport.parsing import (
     decode_bytes,
     decode_header_value,
+    mimetree,
     normalize_msgid,
     parse,
     parse_msgid_list,
@@ -876,7 +877,7 @@ def test_damaged_mail_never_raises_anything_but_permanent_error(
 def _whole(raw: bytes) -> bytes:
     import email
 
-    return email.message_from_bytes(raw, _class=parsing._TolerantMessage).as_bytes()
+    return email.message_from_bytes(raw, _class=mimetree._TolerantMessage).as_bytes()
 
 
 @pytest.mark.parametrize("path", sorted(MAIL.rglob("*.eml")), ids=lambda p: p.name)
@@ -884,16 +885,16 @@ def test_the_stdlib_parse_fed_in_slices_reads_what_a_parse_of_the_whole_reads(
     path: Path,
 ) -> None:
     raw = path.read_bytes()
-    assert parsing._stdlib_parse(raw).as_bytes() == _whole(raw)
+    assert mimetree.stdlib_parse(raw).as_bytes() == _whole(raw)
 
 
 @pytest.mark.parametrize("shift", [-2, -1, 0, 1])
 def test_a_line_break_split_between_two_slices_is_one_line_break(shift: int) -> None:
     # The slice boundary falls inside "\r\n", just before or after it, in a large message.
     head = b"From: a@example.org\r\nSubject: big\r\nContent-Type: text/plain\r\n\r\n"
-    filler = b"x" * (parsing._FEED_SLICE - len(head) + shift) + b"\r\n"
+    filler = b"x" * (mimetree._FEED_SLICE - len(head) + shift) + b"\r\n"
     raw = head + filler + b"last line\r\n" * 3
-    message = parsing._stdlib_parse(raw)
+    message = mimetree.stdlib_parse(raw)
     assert message.as_bytes() == _whole(raw)
     payload = message.get_payload()
     assert isinstance(payload, str) and payload.count("\r\n") == 4 and "\r\r" not in payload

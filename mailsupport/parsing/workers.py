@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from mailsupport.errors import PermanentError
 from mailsupport.mail import Inbound
-from mailsupport.parsing import parse
+from mailsupport.parsing.message import parse
 
 T = TypeVar("T")
 
