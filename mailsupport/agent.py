@@ -74,6 +74,18 @@ def last_from_customer(session: Session, t: Ticket) -> Message | None:
     ).first()
 
 
+def latest_messages(session: Session, t: Ticket, limit: int) -> list[Message]:
+    """The ticket's latest `limit` messages, notes included, newest first."""
+    return list(
+        session.exec(
+            select(Message)
+            .where(Message.ticket_id == t.id)
+            .order_by(col(Message.received_at).desc(), col(Message.id).desc())
+            .limit(limit)
+        ).all()
+    )
+
+
 def _requester(t: Ticket) -> Address:
     if not t.requester:
         raise RefusedError(f"ticket #{t.number} has no customer address to write to")
