@@ -53,6 +53,15 @@ class Sent:
 
 
 @dataclass(frozen=True, slots=True)
+class Replied:
+    """A committed reply: its Message-ID, and the outbox row that sends it."""
+
+    ticket: Ticket
+    message_id: str
+    item_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Desk:
     """`agent` at work on the tickets in `store`; `clock` tells the time of each change."""
 
@@ -94,14 +103,14 @@ class Desk:
         to: Sequence[Address] = (),
         attachments: Sequence[FilePart] = (),
         status: str | None = None,
-    ) -> Sent:
-        """Answer ticket #number by mail (`agent.reply`); `detail` is the reply's Message-ID."""
+    ) -> Replied:
+        """Answer ticket #number by mail (see `agent.reply`)."""
         with self._writing(number) as (session, t):
             composed, item_id = actions.reply(
                 session, Outgoing(self.settings), t, text, agent=self.agent, now=self.clock(),
                 cc=cc, to=to, attachments=attachments, status=status,
             )  # fmt: skip
-        return Sent(t, composed.message_id, item_id)
+        return Replied(t, composed.message_id, item_id)
 
     def note(self, number: int, text: str) -> Ticket:
         """Add an internal note to ticket #number; it is never mailed."""

@@ -119,13 +119,13 @@ def reply(
         text = f"{text}\n\n{articles}" if articles else text
     typer.echo(terminal_text(f"ticket #{number}: reply {'; '.join(whom)}", one_line=True))
     with _kept_on_failure(text, "reply"):
-        sent = desk.reply(
+        replied = desk.reply(
             number, text, cc=copies, to=named, attachments=files,
             status="closed" if close else "pending" if pending else None,
         )  # fmt: skip
-    t = sent.ticket
-    typer.echo(f"ticket #{t.number}: reply queued as <{sent.detail}>, {t.status}")
-    _send_now(st, sent.item_id, no_send)
+    t = replied.ticket
+    typer.echo(f"ticket #{t.number}: reply queued as <{replied.message_id}>, {t.status}")
+    _send_now(st, replied.item_id, no_send)
 
 
 @app.command("note", rich_help_panel=AGENT)
