@@ -1,8 +1,9 @@
 """What agents do to tickets: reply, note, close, reopen, assign, prioritise, tag, merge.
 
-Each action works in the caller's transaction, checks that it applies (a RefusedError
-when it does not), and records who did what in the ticket's history. Mail goes through
-`Outgoing`, so it is queued with the change and threads back into the ticket.
+Each action works in the caller's transaction (`desk` runs them by ticket number, each in
+one of its own), checks that it applies (a RefusedError when it does not), and records who
+did what in the ticket's history. Mail goes through `Outgoing`, so it is queued with the
+change and threads back into the ticket.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """What agents do: `reply`, `note`, `close`, `reopen`, `assign`, `priority`, `tag`, `merge`.
 
-Each command makes its change in one transaction and says in one line what it did. Mail
-(replies, closing notices) is queued with the change, then sent at once when SMTP is set
-up; if sending fails for now, the outbox keeps it for the daemon or `outbox flush`.
+Each command makes its change in one transaction (through `desk`, the use cases these
+commands share with scripts) and says in one line what it did. Mail (replies, closing
+notices) is queued with the change, then sent at once when SMTP is set up; if sending fails
+for now, the outbox keeps it for the daemon or `outbox flush`.
 """
 
 from __future__ import annotations
