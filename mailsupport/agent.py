@@ -1,8 +1,9 @@
 """What agents do to tickets: reply, note, close, reopen, assign, prioritise, tag, merge.
 
-Each action works in the caller's transaction, checks that it applies (a RefusedError
-when it does not), and records who did what in the ticket's history. Mail goes through
-`Outgoing`, so it is queued with the change and threads back into the ticket.
+Each action works in the caller's transaction (`desk` runs them by ticket number, each in
+one of its own), checks that it applies (a RefusedError when it does not), and records who
+did what in the ticket's history. Mail goes through `Outgoing`, so it is queued with the
+change and threads back into the ticket.
 """
 
 from __future__ import annotations
@@ -72,6 +73,18 @@ def last_from_customer(session: Session, t: Ticket) -> Message | None:
         .order_by(col(Message.received_at).desc(), col(Message.id).desc())
         .limit(1)
     ).first()
+
+
+def latest_messages(session: Session, t: Ticket, limit: int) -> list[Message]:
+    """The ticket's latest `limit` messages, notes included, newest first."""
+    return list(
+        session.exec(
+            select(Message)
+            .where(Message.ticket_id == t.id)
+            .order_by(col(Message.received_at).desc(), col(Message.id).desc())
+            .limit(limit)
+        ).all()
+    )
 
 
 def _requester(t: Ticket) -> Address:

@@ -483,3 +483,46 @@ def test_reply_with_knowledge_base_articles(
     missing = CliRunner().invoke(app, ["reply", str(number), "-m", "x", "--kb", "nope"], env=kb_env)
     assert missing.exit_code == 1 and "nope" in missing.output
     assert len(smtp_server.arrivals) == 2
+
+
+# ------------------------------------------------------------------------------------------
+# the same actions from a script, through the desk
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_script_works_tickets_by_number_through_the_desk(
+    settings: Settings, store: Store
+) -> None:
+    from mailsupport.desk import Desk
+    from mailsupport.errors import NotFoundError, RefusedError
+
+    number = customer_ticket(settings, store)
+    other = take(settings, store, make_message("b1@customer.example.org", subject="VPN down"))
+    desk = Desk(store, settings, "olga", lambda: datetime.now(UTC))
+
+    assert desk.note(number, "Called the customer.").number == number
+    found = desk.conversation(number)
+    assert found.ticket.subject == "Не приходит счёт"
+    assert [m.direction for m in found.messages] == ["in", "note"]  # oldest first
+    draft, people = desk.reply_draft(number)
+    assert draft.ticket.number == number and [a.key for a in people.to] == [ANNA]
+
+    assert desk.assign(number, "olga").assignee == "olga"
+    assert desk.set_priority(number, "urgent").priority == "urgent"
+    t, tags = desk.change_tags(number, ["+billing", "vip"])
+    assert t.number == number and tags == ["billing", "vip"]
+    closed = desk.close(number)  # committed: the ticket returned is the one stored
+    assert closed.ticket.status == ticket_row(store, number).status == "closed"
+    assert closed.item_id is None and "not set up" in closed.detail  # no SMTP here
+    assert desk.reopen(number).status == "open"
+    moved = desk.escalate(number, reason="needs a database fix")
+    assert moved.ticket.line == 2 and moved.item_id is None
+
+    assert desk.merge(number, other).number == number
+    assert desk.conversation(other).ticket.number == number  # numbers follow merges
+    with pytest.raises(RefusedError, match="merged into"):
+        desk.merge(number, other)
+    with pytest.raises(NotFoundError):
+        desk.reopen(999)
+    done = {e.action for e in events(store) if e.actor == "olga"}
+    assert {"note", "assigned", "priority", "tags", "status", "escalated"} <= done

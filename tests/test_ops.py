@@ -144,3 +144,29 @@ def test_doctor_without_a_support_address_is_not_all_well(env_for_cli, store) ->
     assert "FAIL  support address: MAILSUPPORT_SUPPORT_ADDRESS is not set" in result.output
     assert "all checks passed" not in result.output
     assert "ok    support address: support@example.com" in invoke(env_for_cli, "doctor").output
+
+
+def test_status_as_plain_data_for_scripts(settings, store) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from mailsupport.desk import Desk
+    from mailsupport.pipeline import Incoming, Outcome, Pipeline
+    from mailsupport.status import desk_status
+    from tests.mailfactory import make_message
+
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    with Pipeline(settings.model_copy(update={"max_message_bytes": 1000}), store) as pipeline:
+        raws = [make_message("a@x.example.org"), make_message("b@x.example.org", body="x" * 2000)]
+        outcomes: list[Outcome] = []
+        pipeline.run((Incoming(r, "test", now) for r in raws), lambda: now, on_each=outcomes.append)
+    number = outcomes[0].ticket_number
+    assert number is not None
+    Desk(store, settings, "olga", lambda: now).close(number)
+
+    report = desk_status(store, settings)
+    assert report == {
+        "folders": [],
+        "quarantine": {"messages": 1, "bytes": len(raws[1])},
+        "outbox": {"queued": 0, "failed": 0},
+        "tickets": {"new": 0, "open": 0, "pending": 0, "closed": 1},
+    }  # no "server": IMAP is not set up

@@ -305,6 +305,38 @@ def test_too_large_messages_are_quarantined_whole(store: Store, settings: Settin
         assert session.exec(select(QuarantineEntry)).all() == []
 
 
+def test_the_quarantine_as_a_library_lists_shows_and_retries(
+    store: Store, settings: Settings
+) -> None:
+    from mailsupport import quarantine
+    from mailsupport.errors import NotFoundError
+
+    raws = [make_message(f"big{i}@x.example.org", body="x" * 2000) for i in (1, 2)]
+    feed(Pipeline(settings.model_copy(update={"max_message_bytes": 500}), store), *raws)
+    listed = quarantine.entries(store)
+    assert [size for _, size in listed] == [len(raw) for raw in raws]
+    first, second = (entry.id for entry, _ in listed)
+    assert first is not None and second is not None
+    entry, stored = quarantine.entry(store, first)
+    assert stored.data == raws[0] and entry.retry_count == 0
+    with pytest.raises(NotFoundError, match="no quarantine entry 999"):
+        quarantine.entry(store, 999)
+    with pytest.raises(NotFoundError, match="no quarantine entry 999"):
+        list(quarantine.retry(store, settings, lambda: NOW, 999))
+
+    # Still too large: counted as tried, and kept.
+    small = settings.model_copy(update={"max_message_bytes": 500})
+    [(entry_id, outcome)] = quarantine.retry(store, small, lambda: NOW, second)
+    assert (entry_id, outcome.kind) == (second, "quarantined")
+    assert quarantine.entry(store, second)[0].retry_count == 1
+    assert quarantine.entry(store, second)[0].last_retry_at == NOW
+    # Every entry, in order, each after its own commit.
+    retried = list(quarantine.retry(store, settings, lambda: NOW))
+    assert [(i, o.kind) for i, o in retried] == [(first, "new"), (second, "new")]
+    assert quarantine.entries(store) == []
+    assert list(quarantine.retry(store, settings, lambda: NOW)) == []
+
+
 def test_unparseable_input_is_quarantined_and_does_not_block_the_rest(
     pipeline: Pipeline, store: Store
 ) -> None:

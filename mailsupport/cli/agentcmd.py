@@ -1,8 +1,9 @@
 """What agents do: `reply`, `note`, `close`, `reopen`, `assign`, `priority`, `tag`, `merge`.
 
-Each command makes its change in one transaction and says in one line what it did. Mail
-(replies, closing notices) is queued with the change, then sent at once when SMTP is set
-up; if sending fails for now, the outbox keeps it for the daemon or `outbox flush`.
+Each command makes its change in one transaction (through `desk`, the use cases these
+commands share with scripts) and says in one line what it did. Mail (replies, closing
+notices) is queued with the change, then sent at once when SMTP is set up; if sending fails
+for now, the outbox keeps it for the daemon or `outbox flush`.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ from typing import TYPE_CHECKING
 import typer
 
 from mailsupport.cli.app import app, state, ticket_number, utcnow
-from mailsupport.cli.render import terminal_text
+from mailsupport.cli.render import local_time, terminal_text
 from mailsupport.errors import ConfigError, RefusedError, TemporaryError, UsageError
 
 if TYPE_CHECKING:
-    from sqlmodel import Session
-
     from mailsupport.agent import Recipients
     from mailsupport.cli.app import State
     from mailsupport.config import Settings
+    from mailsupport.desk import Conversation, Desk
     from mailsupport.mail import Address
-    from mailsupport.store.models import Ticket
 
 AGENT = "Agent"
 MARKER = "# ------------------------ >8 ------------------------"
@@ -99,8 +98,7 @@ def reply(
         mailsupport reply '#12' --file answer.txt --pending
         mailsupport reply 12 --kb reset-password --close
     """
-    from mailsupport import agent
-    from mailsupport.outgoing import Outgoing, file_part
+    from mailsupport.outgoing import file_part
 
     if close and pending:
         raise UsageError("choose one of --close and --pending")
@@ -110,11 +108,9 @@ def reply(
     copies, named = _addresses(cc, "--cc"), _addresses(to, "--to")
     files = [file_part(path.name, _read_attachment(path)) for path in attach]
     articles = _articles(settings, kb)
-    store = st.store()
-    with store.read() as session:
-        t = agent.ticket(session, number)
-        title, conversation = _context(session, t)
-        people = agent.recipients(session, settings, t, to=named, cc=copies)
+    desk = _desk(st, who)
+    draft, people = desk.reply_draft(number, to=named, cc=copies)
+    title, conversation = _context(draft)
     whom = _whom(people)
     if message is None and file is None:  # the editor starts with the articles in place
         heading = "".join(f"\n# Reply {line}" for line in whom)
@@ -123,15 +119,14 @@ def reply(
         text = _text(message, file, f"reply to {title}", "reply", conversation)
         text = f"{text}\n\n{articles}" if articles else text
     typer.echo(terminal_text(f"ticket #{number}: reply {'; '.join(whom)}", one_line=True))
-    with _kept_on_failure(text, "reply"), store.write() as session:
-        t = agent.ticket(session, number)
-        composed, item_id = agent.reply(
-            session, Outgoing(settings), t, text, agent=who, now=utcnow(), cc=copies, to=named,
-            attachments=files, status="closed" if close else "pending" if pending else None,
+    with _kept_on_failure(text, "reply"):
+        replied = desk.reply(
+            number, text, cc=copies, to=named, attachments=files,
+            status="closed" if close else "pending" if pending else None,
         )  # fmt: skip
-        summary = f"ticket #{t.number}: reply queued as <{composed.message_id}>, {t.status}"
-    typer.echo(summary)
-    _send_now(st, item_id, no_send)
+    t = replied.ticket
+    typer.echo(f"ticket #{t.number}: reply queued as <{replied.message_id}>, {t.status}")
+    _send_now(st, replied.item_id, no_send)
 
 
 @app.command("note", rich_help_panel=AGENT)
@@ -150,19 +145,12 @@ def note(
         mailsupport note 12 -m 'Called the customer, waiting for logs.'
         mailsupport note 12
     """
-    from mailsupport import agent
-
-    st = state(ctx)
-    who = st.agent_name(as_)
-    store = st.store()
-    with store.read() as session:
-        title, conversation = _context(session, agent.ticket(session, number))
+    desk = _desk(state(ctx), as_)
+    title, conversation = _context(desk.conversation(number))
     text = _text(message, file, f"internal note on {title}", "note", conversation)
-    with _kept_on_failure(text, "note"), store.write() as session:
-        t = agent.ticket(session, number)
-        agent.note(session, t, text, agent=who, now=utcnow())
-        summary = f"ticket #{t.number}: note added"
-    typer.echo(summary)
+    with _kept_on_failure(text, "note"):
+        t = desk.note(number, text)
+    typer.echo(f"ticket #{t.number}: note added")
 
 
 # ------------------------------------------------------------------------------------------
@@ -192,19 +180,10 @@ def close(
         mailsupport close 12 -m 'Fixed in release 2.4.'
         mailsupport close 12 --silent
     """
-    from mailsupport import agent
-    from mailsupport.outgoing import Outgoing
-
     st = state(ctx)
-    with _on_ticket(ctx, number, as_) as (who, session, t):
-        notice, item_id = agent.close(
-            session, Outgoing(st.settings), t, agent=who, now=utcnow(), silent=silent,
-            comment=message or "",
-        )  # fmt: skip
-        summary = f"ticket #{t.number} closed; {notice}"
-    typer.echo(summary)
-    if item_id is not None:
-        _send_now(st, item_id, no_send)
+    closed = _desk(st, as_).close(number, silent=silent, comment=message or "")
+    typer.echo(f"ticket #{closed.ticket.number} closed; {closed.detail}")
+    _send_now(st, closed.item_id, no_send)
 
 
 @app.command("reopen", rich_help_panel=AGENT)
@@ -214,12 +193,8 @@ def reopen(ctx: typer.Context, number: int = NUMBER, as_: str | None = AS_OPTION
     Examples:
         mailsupport reopen 12
     """
-    from mailsupport import agent
-
-    with _on_ticket(ctx, number, as_) as (who, session, t):
-        agent.reopen(session, t, agent=who, now=utcnow())
-        summary = f"ticket #{t.number} is open again"
-    typer.echo(summary)
+    t = _desk(state(ctx), as_).reopen(number)
+    typer.echo(f"ticket #{t.number} is open again")
 
 
 @app.command("assign", rich_help_panel=AGENT)
@@ -238,15 +213,13 @@ def assign(
         mailsupport assign 12 olga
         mailsupport assign 12 none
     """
-    from mailsupport import agent
-
-    with _on_ticket(ctx, number, as_) as (who, session, t):
-        name = who if assignee == "me" else None if assignee.lower() in ("none", "-") else assignee
-        agent.assign(session, t, name, agent=who, now=utcnow())
-        summary = (
-            f"ticket #{t.number} assigned to {name}" if name else f"ticket #{t.number} unassigned"
-        )
-    typer.echo(summary)
+    desk = _desk(state(ctx), as_)
+    who = desk.agent
+    name = who if assignee == "me" else None if assignee.lower() in ("none", "-") else assignee
+    t = desk.assign(number, name)
+    typer.echo(
+        f"ticket #{t.number} assigned to {name}" if name else f"ticket #{t.number} unassigned"
+    )
 
 
 @app.command("priority", rich_help_panel=AGENT)
@@ -261,14 +234,8 @@ def priority(
     Examples:
         mailsupport priority 12 urgent
     """
-    from mailsupport import agent
-    from mailsupport.practice import Practice
-
-    with _on_ticket(ctx, number, as_) as (who, session, t):
-        practice = Practice(state(ctx).settings)
-        agent.set_priority(session, t, level, agent=who, now=utcnow(), practice=practice)
-        summary = f"ticket #{t.number} priority {t.priority}"
-    typer.echo(summary)
+    t = _desk(state(ctx), as_).set_priority(number, level)
+    typer.echo(f"ticket #{t.number} priority {t.priority}")
 
 
 @app.command("escalate", rich_help_panel=AGENT)
@@ -293,17 +260,10 @@ def escalate(
         mailsupport escalate 12 --reason 'needs a database fix'
         mailsupport escalate 12 --to 1
     """
-    from mailsupport import agent
-    from mailsupport.outgoing import Outgoing
-
     st = state(ctx)
-    with _on_ticket(ctx, number, as_) as (who, session, t):
-        notice, item_id = agent.escalate(
-            session, Outgoing(st.settings), t, agent=who, now=utcnow(), to_line=to, reason=reason
-        )
-        summary = f"ticket #{t.number} is on line {t.line} now; {notice}"
-    typer.echo(summary)
-    _send_now(st, item_id, no_send)
+    moved = _desk(st, as_).escalate(number, to_line=to, reason=reason)
+    typer.echo(f"ticket #{moved.ticket.number} is on line {moved.ticket.line} now; {moved.detail}")
+    _send_now(st, moved.item_id, no_send)
 
 
 @app.command(
@@ -325,12 +285,8 @@ def tag(
     Examples:
         mailsupport tag 12 +billing -urgent
     """
-    from mailsupport import agent
-
-    with _on_ticket(ctx, number, as_) as (who, session, t):
-        tags = agent.change_tags(session, t, changes, agent=who, now=utcnow())
-        summary = f"ticket #{t.number} tags: {' '.join(tags) if tags else '(none)'}"
-    typer.echo(summary)
+    t, tags = _desk(state(ctx), as_).change_tags(number, changes)
+    typer.echo(f"ticket #{t.number} tags: {' '.join(tags) if tags else '(none)'}")
 
 
 @app.command(
@@ -361,11 +317,8 @@ def cc(
         mailsupport cc 12 +boss@customer.example.org
         mailsupport cc 12 -eve@example.net
     """
-    from mailsupport import agent
-
-    with _on_ticket(ctx, number, as_) as (who, session, t):
-        people = agent.change_cc(session, t, changes or [], agent=who, now=utcnow())
-        summary = f"ticket #{t.number}: replies go {'; '.join(_whom(people))}"
+    t, people = _desk(state(ctx), as_).change_cc(number, changes or [])
+    summary = f"ticket #{t.number}: replies go {'; '.join(_whom(people))}"
     typer.echo(terminal_text(summary, one_line=True))  # names come from mail
 
 
@@ -387,15 +340,8 @@ def merge(
     Examples:
         mailsupport merge 12 15
     """
-    from mailsupport import agent
-
-    with _on_ticket(ctx, number, as_) as (who, session, target):
-        source = agent.ticket(session, other)
-        if source.number != other:
-            raise RefusedError(f"ticket #{other} was merged into #{source.number} already")
-        agent.merge(session, target, source, agent=who, now=utcnow())
-        summary = f"ticket #{other} merged into #{target.number}"
-    typer.echo(summary)
+    target = _desk(state(ctx), as_).merge(number, other)
+    typer.echo(f"ticket #{other} merged into #{target.number}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -403,17 +349,12 @@ def merge(
 # ------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _on_ticket(
-    ctx: typer.Context, number: int, as_: str | None
-) -> Iterator[tuple[str, Session, Ticket]]:
-    """Who is acting, and ticket #number in a write transaction that commits on leaving."""
-    from mailsupport import agent
+def _desk(st: State, as_: str | None) -> Desk:
+    """The acting agent (--as, else the settings, else the login) at work on the store."""
+    from mailsupport.desk import Desk
 
-    st = state(ctx)
-    who = st.agent_name(as_)
-    with st.store().write() as session:
-        yield who, session, agent.ticket(session, number)
+    who = st.agent_name(as_)  # before opening the store: "who are you?" comes first
+    return Desk(st.store(), st.settings, who, utcnow)
 
 
 def _send_now(st: State, item_id: int | None, no_send: bool) -> None:
@@ -468,28 +409,15 @@ def _read_attachment(path: Path) -> bytes:
         raise UsageError(f"cannot read {path}: {error.strerror or error} (--attach)") from None
 
 
-CONTEXT_MESSAGES = 10  # the latest messages shown in the editor, below the marker
-
-
-def _context(session: Session, t: Ticket) -> tuple[str, str]:
+def _context(found: Conversation) -> tuple[str, str]:
     """The ticket's name and its latest messages, for the editor to show below the marker."""
-    from sqlmodel import col, select
-
-    from mailsupport.cli.app import local_time
-    from mailsupport.store.models import Message
-
-    rows = session.exec(
-        select(Message)
-        .where(Message.ticket_id == t.id)
-        .order_by(col(Message.received_at).desc(), col(Message.id).desc())
-        .limit(CONTEXT_MESSAGES)
-    ).all()
     lines = []
-    for m in reversed(rows):
+    for m in found.messages:
         arrow = {"in": "<<", "out": ">>"}.get(m.direction, "-- internal note,")
         who = m.author or (f"{m.from_name} <{m.from_address}>" if m.from_name else m.from_address)
         lines += ["", f"{arrow} {who}  {local_time(m.received_at)}", ""]
         lines += [f"   {line}".rstrip() for line in m.text.splitlines()]
+    t = found.ticket
     title = f'#{t.number} "{t.subject}" from {t.requester or "nobody"}'
     return title, "\n".join(lines)
 

@@ -22,6 +22,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, NoSuchOption
 from typer.core import TyperCommand, TyperGroup
 
+from mailsupport.cli.render import terminal_text
 from mailsupport.errors import MailSupportError, UsageError
 
 if TYPE_CHECKING:
@@ -92,9 +93,7 @@ class _Group(_PlainHelp, TyperGroup):
         try:
             with _usage_errors_in_one_line():
                 return super().invoke(ctx)
-        except MailSupportError as error:
-            from mailsupport.cli.render import terminal_text  # errors can quote mail or servers
-
+        except MailSupportError as error:  # errors can quote mail or servers: cleaned
             typer.echo(f"mailsupport: {terminal_text(str(error), one_line=True)}", err=True)
             ctx.exit(error.exit_code)
         except BrokenPipeError:  # `mailsupport export | head` is normal use
@@ -397,8 +396,3 @@ def use_colour(stream: Any = None) -> bool:
         return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
-
-
-def local_time(value: datetime | None) -> str:
-    """A stored UTC time in the agent's local zone, to the minute."""
-    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"

@@ -10,11 +10,10 @@ from typing import Any
 import typer
 
 from mailsupport.cli.app import app, print_json, state, sub_app, utcnow
-from mailsupport.errors import NotFoundError, UsageError
+from mailsupport.errors import UsageError
 
 OPERATOR = "Operator"
 IMPORT_NO_ACK = "imported from files (`mailsupport import --ack` acknowledges)"
-RETRY_NO_ACK = "taken from the quarantine (`mailsupport quarantine retry --ack` acknowledges)"
 
 
 @app.command("import", rich_help_panel=OPERATOR)
@@ -154,14 +153,12 @@ def quarantine_list(
         mailsupport quarantine list
         mailsupport quarantine list --json
     """
-    from mailsupport.cli.app import local_time
-    from mailsupport.cli.render import terminal_text
-    from mailsupport.store.queries import quarantine_dict, quarantine_entries
+    from mailsupport import quarantine
+    from mailsupport.cli.render import local_time, terminal_text
 
-    with state(ctx).store().read() as session:
-        entries = quarantine_entries(session)
+    entries = quarantine.entries(state(ctx).store())
     if as_json:
-        print_json([quarantine_dict(e, size) for e, size in entries])
+        print_json([quarantine.entry_dict(e, size) for e, size in entries])
         return
     if not entries:
         typer.echo("quarantine is empty")
@@ -189,25 +186,17 @@ def quarantine_show(
         mailsupport quarantine show 3
         mailsupport quarantine show 3 --raw > message.eml
     """
+    from mailsupport import quarantine
     from mailsupport.cli.render import terminal_text
-    from mailsupport.store.models import QuarantineEntry, RawMessage
-    from mailsupport.store.queries import quarantine_dict
 
-    with state(ctx).store().read() as session:
-        entry = session.get(QuarantineEntry, entry_id)
-        if entry is None:
-            raise NotFoundError(
-                f"no quarantine entry {entry_id} (see `mailsupport quarantine list`)"
-            )
-        stored = session.get(RawMessage, entry.raw_id)
-        assert stored is not None
-        data = stored.data
+    entry, stored = quarantine.entry(state(ctx).store(), entry_id)
+    data = stored.data
     if raw:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
     if as_json:
-        print_json(quarantine_dict(entry, len(data)) | {"sha256": stored.sha256})
+        print_json(quarantine.entry_dict(entry, len(data)) | {"sha256": stored.sha256})
         return
     head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0][:4000]
     origin = terminal_text(entry.origin, one_line=True)
@@ -234,40 +223,16 @@ def quarantine_retry(
         mailsupport quarantine retry 3
         mailsupport quarantine retry --all
     """
-    from sqlmodel import col, select
-
+    from mailsupport import quarantine
     from mailsupport.cli.render import terminal_text
-    from mailsupport.pipeline import Incoming, Pipeline, describe
-    from mailsupport.store.models import QuarantineEntry, RawMessage
+    from mailsupport.pipeline import describe
 
     if (entry_id is None) == (not all_):
         raise UsageError("give one quarantine ID or --all")
     st = state(ctx)
-    store = st.store()
-    pipeline = Pipeline(st.settings, store)
-    query = select(QuarantineEntry.id).order_by(col(QuarantineEntry.id))
-    if entry_id is not None:
-        query = query.where(QuarantineEntry.id == entry_id)
-    with store.read() as session:
-        ids = list(session.exec(query).all())
-    if entry_id is not None and not ids:
-        raise NotFoundError(f"no quarantine entry {entry_id} (see `mailsupport quarantine list`)")
-    no_ack = "" if ack else RETRY_NO_ACK
     counts: Counter[str] = Counter()
-    for current in ids:
-        # One transaction per entry, reported after its commit: what is printed is true.
-        with store.write() as session:
-            entry = session.get(QuarantineEntry, current)
-            if entry is None:  # released meanwhile, by another retry or a re-import
-                continue
-            now = utcnow()
-            entry.retry_count += 1
-            entry.last_retry_at = now
-            session.add(entry)
-            stored = session.get(RawMessage, entry.raw_id)
-            assert stored is not None
-            item = Incoming(stored.data, entry.origin, stored.stored_at, no_ack_reason=no_ack)
-            outcome = pipeline.process(session, item, now, pipeline.parse_one(item))
+    # Each entry is yielded after its own commit: what is printed is true.
+    for current, outcome in quarantine.retry(st.store(), st.settings, utcnow, entry_id, ack=ack):
         counts[outcome.kind] += 1
         where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else outcome.kind
         typer.echo(

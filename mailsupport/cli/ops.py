@@ -12,7 +12,8 @@ from typing import Any
 
 import typer
 
-from mailsupport.cli.app import app, local_time, print_json, state
+from mailsupport.cli.app import app, print_json, state
+from mailsupport.cli.render import local_time
 from mailsupport.errors import MailSupportError
 
 OPERATOR = "Operator"
@@ -32,63 +33,24 @@ def status(
         mailsupport status
         mailsupport status --offline --json
     """
-    from sqlmodel import col, func, select
+    from datetime import datetime
 
-    from mailsupport.store.models import (
-        ImapFolder,
-        OutboxItem,
-        QuarantineEntry,
-        RawMessage,
-        Ticket,
-    )
+    from mailsupport.cli.render import terminal_text
+    from mailsupport.status import desk_status
 
     st = state(ctx)
     settings = st.settings
-    with st.store().read() as session:
-        folders = session.exec(select(ImapFolder).order_by(ImapFolder.id)).all()
-        quarantined, quarantined_bytes = session.exec(
-            select(func.count(QuarantineEntry.id), func.coalesce(func.sum(RawMessage.size), 0))
-            .select_from(QuarantineEntry)
-            .join(RawMessage, RawMessage.id == QuarantineEntry.raw_id)  # type: ignore[arg-type]
-        ).one()
-        outbox = dict(
-            session.exec(select(OutboxItem.status, func.count()).group_by(OutboxItem.status)).all()
-        )
-        by_status = dict(
-            session.exec(
-                select(Ticket.status, func.count())
-                .where(col(Ticket.merged_into_id).is_(None))
-                .group_by(Ticket.status)
-            ).all()
-        )
-    report: dict[str, Any] = {
-        "folders": [
-            {
-                "account": f.account,
-                "folder": f.folder,
-                "last_poll_at": f.last_poll_at.isoformat() if f.last_poll_at else None,
-                "last_success_at": f.last_success_at.isoformat() if f.last_success_at else None,
-                "waiting": f.waiting,
-                "last_uid": f.last_uid,
-            }
-            for f in folders
-        ],
-        "quarantine": {"messages": int(quarantined), "bytes": int(quarantined_bytes)},
-        "outbox": {s: int(outbox.get(s, 0)) for s in ("queued", "failed")},
-        "tickets": {s: int(by_status.get(s, 0)) for s in ("new", "open", "pending", "closed")},
-    }
-    if settings.imap_host and not offline:
-        report["server"] = _waiting_on_server(settings, folders)
+    report = desk_status(st.store(), settings, ask_server=not offline)
     if as_json:
         print_json(report)
         return
-    from mailsupport.cli.render import terminal_text
-
+    folders = report["folders"]
     if not folders:
         typer.echo("mailbox: never polled" + ("" if settings.imap_host else " (IMAP not set up)"))
     for f in folders:
-        when = local_time(f.last_success_at) if f.last_success_at else "never"
-        where = terminal_text(f"{f.account}/{f.folder}", one_line=True)
+        last = f["last_success_at"]
+        when = local_time(datetime.fromisoformat(last)) if last else "never"
+        where = terminal_text(f"{f['account']}/{f['folder']}", one_line=True)
         typer.echo(f"mailbox {where}: last successful poll {when}")
     server = report.get("server")
     if server is not None:
@@ -106,35 +68,6 @@ def status(
     typer.echo(
         f"tickets: {t['new']} new, {t['open']} open, {t['pending']} pending, {t['closed']} closed"
     )
-
-
-def _waiting_on_server(settings: Any, folders: Any) -> dict[str, Any]:
-    """How many messages in the configured folder are newer than the ledger's last UID."""
-    from mailsupport.imapconn import connect
-
-    mine = next(
-        (
-            f
-            for f in folders
-            if f.account == settings.imap_account and f.folder == settings.imap_folder
-        ),
-        None,
-    )
-    try:
-        client = connect(settings)
-    except MailSupportError as error:
-        return {"error": str(error)}
-    try:
-        selected = client.select_folder(settings.imap_folder, readonly=True)
-        if mine is None or int(selected[b"UIDVALIDITY"]) != mine.uidvalidity:
-            return {"waiting": int(selected[b"EXISTS"]), "note": "folder not polled yet"}
-        uids = client.search([b"UID", f"{mine.last_uid + 1}:*".encode()])
-        return {"waiting": len([u for u in uids if u > mine.last_uid])}
-    except Exception as error:  # a status report must not fail on a flaky server
-        return {"error": f"{type(error).__name__}: {error}"}
-    finally:
-        with contextlib.suppress(Exception):
-            client.logout()
 
 
 @app.command("doctor", rich_help_panel=OPERATOR)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mailsupport.cli.app import app, local_time, print_json, state, sub_app, utcnow
+from mailsupport.cli.app import app, print_json, state, sub_app, utcnow
+from mailsupport.cli.render import local_time
 from mailsupport.errors import ConfigError, NotFoundError, PermanentError, TemporaryError
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ import re
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from mailsupport.cli.app import local_time
 from mailsupport.quoting import Folded, fold
 from mailsupport.store import CC, SEEN
 
@@ -89,6 +88,11 @@ class Paint:
         if not self.enabled or not style or not text:
             return text
         return f"\x1b[{style}m{text}\x1b[0m"
+
+
+def local_time(value: datetime | None) -> str:
+    """A stored UTC time in the agent's local zone, to the minute."""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
 
 
 def clip(text: str, width: int) -> str:

@@ -27,10 +27,7 @@ from typing import TYPE_CHECKING, Any
 from mailsupport.store import MAILED_ROLES
 
 if TYPE_CHECKING:
-    from sqlmodel import Session
-
     from mailsupport.store.db import Store
-    from mailsupport.store.models import QuarantineEntry
 
 # Waiting for a writer's lock, as store.db.SQLITE_BUSY_SECONDS (in WAL mode readers seldom do).
 SQLITE_BUSY_SECONDS = 30
@@ -572,32 +569,3 @@ def export_tickets(reader: Reader, page: int = 500) -> Iterator[dict[str, Any]]:
             line["messages"] = messages.get(ticket.id, [])
             yield line
         last_id = tickets[-1].id
-
-
-# -- the quarantine (through the ORM session of `quarantine` commands) -----------------------
-
-
-def quarantine_entries(session: Session) -> list[tuple[QuarantineEntry, int]]:
-    """Quarantined messages, oldest first, with their size in bytes."""
-    from sqlmodel import col, select
-
-    from mailsupport.store.models import QuarantineEntry, RawMessage
-
-    rows = session.exec(
-        select(QuarantineEntry, RawMessage.size)
-        .join(RawMessage, col(RawMessage.id) == QuarantineEntry.raw_id)
-        .order_by(col(QuarantineEntry.id))
-    ).all()
-    return [(entry, int(size)) for entry, size in rows]
-
-
-def quarantine_dict(entry: QuarantineEntry, size: int) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "origin": entry.origin,
-        "error": entry.error,
-        "size": size,
-        "created_at": iso(entry.created_at),
-        "retry_count": entry.retry_count,
-        "last_retry_at": iso(entry.last_retry_at),
-    }
