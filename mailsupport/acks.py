@@ -1,6 +1,6 @@
 """Acknowledging new tickets, inside the transaction that files the customer's message.
 
-The decision comes from rules.py, the mail from compose.py, and the outbox row is written
+The decision comes from ackrules.py, the mail from compose.py, and the outbox row is written
 in the caller's transaction: the acknowledgement exists if and only if the ticket does.
 Whatever the answer, it is recorded on the incoming message (`ack_decision`), so an agent
 can see in `show` why a customer did or did not get one.
@@ -28,12 +28,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from mailsupport.compose import ComposeError, ThreadParent
-from mailsupport.config import Settings
-from mailsupport.errors import ConfigError
-from mailsupport.mail import Address, Inbound
-from mailsupport.outgoing import Outgoing
-from mailsupport.rules import (
+from mailsupport.ackrules import (
     AckContext,
     ack_decision,
     ack_recipient,
@@ -41,6 +36,11 @@ from mailsupport.rules import (
     person_name,
     sender_domain,
 )
+from mailsupport.compose import ComposeError, ThreadParent
+from mailsupport.config import Settings
+from mailsupport.errors import ConfigError
+from mailsupport.mail import Address, Inbound
+from mailsupport.outgoing import Outgoing
 from mailsupport.store import MAILED_ROLES
 from mailsupport.store.models import Message, Participant, Ticket
 from mailsupport.templating import TemplateError, check_templates, choose_language

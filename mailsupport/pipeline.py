@@ -12,16 +12,16 @@ from sqlalchemy import exc
 from sqlmodel import Session
 
 from mailsupport.acks import Acknowledger
-from mailsupport.bounces import find_bounced, record_bounce
+from mailsupport.automated import is_automated, is_bounce
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_safely
 from mailsupport.practice import Practice
-from mailsupport.rules import is_automated, is_bounce
 from mailsupport.signing import is_our_message_id
 from mailsupport.store import CC, REQUESTER, SEEN
 from mailsupport.store import tickets as db
+from mailsupport.store.bounces import find_bounced, record_bounce
 from mailsupport.store.db import Store, translate_db_error
 from mailsupport.store.files import AttachmentStore
 from mailsupport.store.models import Ticket

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from mailsupport.config import Settings
 from mailsupport.mail import Inbound
-from mailsupport.routing import Classification, RuleSet, classify, load_rules
+from mailsupport.rules import Classification, RuleSet, classify, load_rules
 from mailsupport.sla import due_times, parse_hours, parse_targets
 from mailsupport.store.models import Ticket, TicketTag
 from mailsupport.store.tickets import record_event

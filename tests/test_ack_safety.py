@@ -25,11 +25,11 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from typer.testing import CliRunner
 
+from mailsupport.ackrules import AckContext, ack_decision, person_name
 from mailsupport.acks import ACK_SUBJECT_MAX_CHARS, _acks_since, _known_sender, ack_subject
 from mailsupport.cli import app
 from mailsupport.config import Settings
 from mailsupport.pipeline import NEW, Pipeline
-from mailsupport.rules import AckContext, ack_decision, person_name
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, Ticket
 from tests.conftest import cli_env

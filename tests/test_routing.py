@@ -8,7 +8,7 @@ import pytest
 
 from mailsupport.errors import ConfigError
 from mailsupport.parsing import parse
-from mailsupport.routing import classify, load_rules, parse_rules
+from mailsupport.rules import classify, load_rules, parse_rules
 from tests.mailfactory import make_message
 
 MAIL = Path(__file__).parent / "fixtures" / "mail"

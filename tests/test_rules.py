@@ -10,15 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mailsupport.mail import Inbound
-from mailsupport.parsing import parse
-from mailsupport.rules import (
-    RULES,
-    AckContext,
-    AckDecision,
-    BounceInfo,
-    ack_decision,
-    bounce_info,
+from mailsupport.ackrules import ACK_RULES, AckContext, AckDecision, ack_decision
+from mailsupport.automated import (
     is_auto_reply,
     is_automated,
     is_bounce,
@@ -26,6 +19,9 @@ from mailsupport.rules import (
     is_loop,
     is_noreply_address,
 )
+from mailsupport.bounces import BounceInfo, bounce_info
+from mailsupport.mail import Inbound
+from mailsupport.parsing import parse
 
 MAIL = Path(__file__).parent / "fixtures" / "mail"
 AUTO = MAIL / "auto"
@@ -139,7 +135,7 @@ def test_every_rule_fires_somewhere_in_these_tests() -> None:
         "sender-limit",
         "domain-limit",
     }
-    assert covered == {rule.name for rule in RULES}
+    assert covered == {rule.name for rule in ACK_RULES}
 
 
 def test_people_are_not_automated() -> None:
@@ -187,9 +183,9 @@ def test_reasons_stay_one_short_line() -> None:
 
 
 def test_rules_have_unique_names_and_one_line_descriptions() -> None:
-    names = [rule.name for rule in RULES]
+    names = [rule.name for rule in ACK_RULES]
     assert len(names) == len(set(names))
-    for rule in RULES:
+    for rule in ACK_RULES:
         assert rule.description and "\n" not in rule.description
         assert len(rule.description) <= 100
 

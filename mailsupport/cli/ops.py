@@ -224,7 +224,7 @@ def _check_templates(directory: Any) -> str:
 def _check_rules(path: str) -> str:
     from pathlib import Path
 
-    from mailsupport.routing import load_rules
+    from mailsupport.rules import load_rules
 
     return f"{path}, {len(load_rules(Path(path)))} rules"
 

@@ -11,7 +11,7 @@ from mailsupport.cli.app import app, print_json, state, sub_app
 from mailsupport.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
-    from mailsupport.routing import RuleSet
+    from mailsupport.rules import RuleSet
 
 rules_app = sub_app(
     """Classification rules for new tickets (MAILSUPPORT_RULES_FILE).
@@ -29,7 +29,7 @@ RULES_OPTION = typer.Option(
 
 
 def _load(ctx: typer.Context, rules: Path | None) -> RuleSet:
-    from mailsupport.routing import load_rules
+    from mailsupport.rules import load_rules
 
     configured = state(ctx).settings.rules_file
     path = rules or (Path(configured) if configured else None)
@@ -64,7 +64,7 @@ def test(
         mailsupport rules test message.eml --json
     """
     from mailsupport.parsing import parse
-    from mailsupport.routing import classify
+    from mailsupport.rules import classify
 
     found = _load(ctx, rules)
     try:
