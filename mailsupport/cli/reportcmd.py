@@ -78,7 +78,7 @@ def report(
     from mailsupport.cli.render import terminal_safe
     from mailsupport.errors import MailSupportError, UsageError
     from mailsupport.report import build_report, parse_period, render_html, render_text
-    from mailsupport.reportdata import load_tickets
+    from mailsupport.report.database import load_tickets
 
     if html_file == "-" and as_json:
         raise UsageError("--html - and --json both want standard output: give --html a file")

@@ -1,7 +1,7 @@
-"""Reads what `mailsupport.report` needs from the database: the adapter of the report.
+"""Reads what the report needs from the database: the report's only adapter.
 
-One function, `load_tickets`, with a handful of set-based queries (no query per ticket), so a
-report over thousands of tickets stays quick on SQLite and PostgreSQL alike.
+`load_tickets` runs a handful of set-based queries (no query per ticket), so a report over
+thousands of tickets stays quick on SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailsupport.report import TicketFacts
+from mailsupport.report.facts import TicketFacts
 from mailsupport.store.models import Message, Ticket, TicketEvent
 
 __all__ = ["load_tickets"]
