@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -33,6 +33,9 @@ from mailsupport.errors import UsageError
 from mailsupport.store.models import Message, Ticket
 from mailsupport.store.tickets import follow_merges
 from mailsupport.words import fold_yo
+
+if TYPE_CHECKING:
+    from mailsupport.store.db import Store
 
 FTS_TABLE = "messages_fts"  # SQLite; FTS5 adds shadow tables named messages_fts_*
 PG_COLUMN = "search_document"  # PostgreSQL: a generated tsvector column of messages
@@ -166,6 +169,14 @@ class Hit:
             "rank": self.rank,
             "snippet": self.marked_snippet(),
         }
+
+
+def search_store(
+    store: Store, text: str, *, status: str | None = None, limit: int = 20
+) -> list[Hit]:
+    """`search` in a read transaction of its own: for callers that hold a Store."""
+    with store.read() as session:
+        return search(session, text, status=status, limit=limit)
 
 
 def search(session: Session, text: str, *, status: str | None = None, limit: int = 20) -> list[Hit]:

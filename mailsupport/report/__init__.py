@@ -8,7 +8,7 @@ the one module here that imports SQLAlchemy: it is imported by name, not from th
 that rendering a report loads no database code.
 
 Modules: facts (ticket facts, the range), figures (`build_report`), topics (`find_topics`),
-text and page (the renderings), database (`load_tickets`).
+text and page (the renderings), database (`load_tickets`, `read_tickets`).
 
 Definitions (the contract of the figures):
 
