@@ -7,9 +7,9 @@ ID (`mailsupport kb show SLUG`, `reply N --kb SLUG`).
 The whole base is small (tens to a few hundred articles), so it is read and indexed in memory
 and kept until a file in the folder changes: a long-running daemon picks up edits by itself.
 
-Matching: lowercase, ё → е, stop words dropped, each word stemmed by the Snowball stemmer of
-its script (Cyrillic: Russian, Latin: English), so "счёт", "счета", "счетов" and "счету" are
-one term, and so are "reset" and "resetting". Scoring is BM25 over three fields weighted
+Matching: the stemmed words of `mailsupport.words` (lowercase, ё → е, stop words dropped,
+Snowball stems by script), so "счёт", "счета", "счетов" and "счету" are one term, and so are
+"reset" and "resetting". Scoring is BM25 over three fields weighted
 keywords > title > body; `KnowledgeBase.score` explains the score, `suggest` the bar an
 article must clear to be offered to a customer.
 """
@@ -23,11 +23,11 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailsupport.errors import ConfigError, NotFoundError
+from mailsupport.words import normalise, stem, terms, words
 
 if TYPE_CHECKING:
     from mailsupport.config import Settings
@@ -213,91 +213,6 @@ def check_kb(directory: str | Path) -> list[str]:
     except OSError as error:
         return [f"cannot read the knowledge base folder {directory}: {error.strerror or error}"]
     return [str(problem) for problem in problems]
-
-
-# ------------------------------------------------------------------------------------------
-# Words
-# ------------------------------------------------------------------------------------------
-
-
-def _wordlist(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-# Small lists of our own: function words, and the greetings and thanks every support mail has,
-# which say nothing about the problem.
-_STOP_EN = _wordlist(
-    """
-    a about above after again all also am an and any are as at be because been before being
-    below between both but by can cannot could did do does doing down during each few for from
-    further had has have having he her here hers him his how i if in into is it its itself just
-    me more most my no nor not now of off on once only or other our ours out over own same she
-    should so some such than that the their theirs them then there these they this those through
-    to too under until up very was we were what when where which while who whom why will with
-    would you your yours yourself get got can't don't doesn't didn't isn't i'm i've it's
-    hello hi hey dear thanks thank thx regards best kind sincerely cheers please pls team
-    support help question problem issue ask asking hope wish would like good morning afternoon
-    evening day regard
-    """
-)
-_STOP_RU = _wordlist(
-    """
-    а без более бы был была были было быть в вам вас весь во вот все всего всех вы где да даже
-    для до его ее ей если есть еще же за здесь и из или им их к как какой какая какие ко когда
-    кто ли либо мне мной мы на над надо наш наша наши не него нее нет ни них но ну о об однако
-    он она они оно от очень по под при с со так также такой там те тем то того тоже той только
-    том ты у уже хотя чего чей чем что чтобы чье эта эти это этот я мой моя мое мои меня мы нам
-    нас свой своя свое свои себя себе который которая которое которые которых можно нужно
-    может могу можете ли бы вот это
-    здравствуйте здравствуй привет добрый доброе добрым день дня утро вечер уважаемые уважаемый
-    спасибо благодарю заранее пожалуйста подскажите помогите помощь вопрос проблема проблемой
-    проблему с уважением уважением всего доброго хорошего команда поддержка поддержки
-    """
-)
-_STOP = _STOP_EN | _STOP_RU
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_LATIN = re.compile(r"[a-z]")
-# Links and addresses: "example", "com" and the like say nothing about the problem.
-_URL = re.compile(r"\b(?:https?://|mailto:|www\.)\S+|[^\s@<>()]+@[^\s@<>()]+", re.IGNORECASE)
-_stemmers = threading.local()  # Snowball stemmer objects keep state between calls
-
-
-def normalise(text: str) -> str:
-    return text.lower().replace("ё", "е").replace("\u2019", "'")
-
-
-def words(text: str) -> list[str]:
-    """The text's words that can mean something: normalised, no stop words, no URLs."""
-    return [
-        word
-        for word in _WORD.findall(normalise(_URL.sub(" ", text)))
-        if len(word) > 1 and word not in _STOP and not word.isdigit()
-    ]
-
-
-@lru_cache(maxsize=65536)
-def stem(word: str) -> str:
-    """The Snowball stem of one normalised word, by its script (mixed-language mail is common)."""
-    if _CYRILLIC.search(word):
-        language = "russian"
-    elif _LATIN.search(word):
-        language = "english"
-    else:
-        return word
-    stemmers = getattr(_stemmers, "by_language", None)
-    if stemmers is None:
-        stemmers = _stemmers.by_language = {}
-    stemmer = stemmers.get(language)
-    if stemmer is None:
-        import snowballstemmer  # ~20 ms: only when the knowledge base is actually used
-
-        stemmer = stemmers[language] = snowballstemmer.stemmer(language)
-    return str(stemmer.stemWord(word)).replace("ё", "е")
-
-
-def terms(text: str) -> list[str]:
-    return [stem(word) for word in words(text)]
 
 
 # ------------------------------------------------------------------------------------------

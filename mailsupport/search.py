@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -32,6 +32,10 @@ from sqlmodel import Session, col, select
 from mailsupport.errors import UsageError
 from mailsupport.store.models import Message, Ticket
 from mailsupport.store.tickets import follow_merges
+from mailsupport.words import fold_yo
+
+if TYPE_CHECKING:
+    from mailsupport.store.db import Store
 
 FTS_TABLE = "messages_fts"  # SQLite; FTS5 adds shadow tables named messages_fts_*
 PG_COLUMN = "search_document"  # PostgreSQL: a generated tsvector column of messages
@@ -43,7 +47,6 @@ SNIPPET_WORDS = 16
 # Snippets come back with the matches between these; callers choose how to show them.
 MARK_START, MARK_END = "\x02", "\x03"
 _MARKS = re.compile(f"([{MARK_START}{MARK_END}])")
-_FOLD = str.maketrans("Ёё", "Ее")
 _TERM = re.compile(r'(?P<neg>-?)"(?P<phrase>[^"]*)"?(?P<star>\*?)|(?P<word>\S+)')
 _WORD = re.compile(r"[^\W_]+")  # letters and digits
 MIN_PREFIX = 3  # letters a prefix needs; shorter ones are searched as whole words
@@ -52,11 +55,6 @@ _CHUNK = 500  # tickets looked up per query while picking the hits
 # some 5,000 PostgreSQL plans for seconds and then stops at its stack depth limit. People
 # type a few; a pasted paragraph stays well below.
 MAX_TERMS = 200
-
-
-def fold(text: str) -> str:
-    """ё and е are one letter to the search, as most Russian writers treat them."""
-    return text.translate(_FOLD)
 
 
 # -- the query ---------------------------------------------------------------------------
@@ -114,7 +112,7 @@ def parse_query(text: str) -> Query:
         exclude.clear()
 
     # NUL cannot reach PostgreSQL in a string, and is no word anyway.
-    for match in _TERM.finditer(fold(text.replace("\x00", " "))):
+    for match in _TERM.finditer(fold_yo(text.replace("\x00", " "))):
         word = match["word"]
         if word == "OR":
             close_clause()
@@ -171,6 +169,14 @@ class Hit:
             "rank": self.rank,
             "snippet": self.marked_snippet(),
         }
+
+
+def search_store(
+    store: Store, text: str, *, status: str | None = None, limit: int = 20
+) -> list[Hit]:
+    """`search` in a read transaction of its own: for callers that hold a Store."""
+    with store.read() as session:
+        return search(session, text, status=status, limit=limit)
 
 
 def search(session: Session, text: str, *, status: str | None = None, limit: int = 20) -> list[Hit]:
@@ -392,7 +398,7 @@ def _onto_original(headline: str, original: str) -> str:
     """The headline's pieces of text as the original has them, with … where text was left
     out at either end (as SQLite's snippet() marks it). ts_headline copies the text verbatim
     and folding keeps every character in its place, so each piece is found, in order."""
-    folded = fold(original)
+    folded = fold_yo(original)
     out: list[str] = []
     pos = 0
     first: int | None = None

@@ -432,7 +432,7 @@ def week(store: Store) -> Store:
 
 
 def week_report(store: Store) -> dict[str, Any]:
-    from mailsupport.reportdata import load_tickets
+    from mailsupport.report.database import load_tickets
 
     with store.read() as session:
         rows = load_tickets(session, SINCE, UNTIL)
@@ -534,7 +534,7 @@ def test_every_figure_of_a_known_week(week: Store) -> None:
 
 
 def test_top_lists_are_cut(week: Store) -> None:
-    from mailsupport.reportdata import load_tickets
+    from mailsupport.report.database import load_tickets
 
     with week.read() as session:
         rows = load_tickets(session, SINCE, UNTIL)
@@ -553,7 +553,7 @@ def test_an_empty_range(store: Store) -> None:
 
 
 def week_report_empty(store: Store) -> dict[str, Any]:
-    from mailsupport.reportdata import load_tickets
+    from mailsupport.report.database import load_tickets
 
     with store.read() as session:
         rows = load_tickets(session, SINCE, UNTIL)

@@ -132,7 +132,8 @@ def kb_search(
         mailsupport kb search --language ru "не приходит счёт на почту"
     """
     from mailsupport.errors import NotFoundError, UsageError
-    from mailsupport.kb import DEFAULT_THRESHOLD, LANGUAGES, is_suggestible, search, words
+    from mailsupport.kb import DEFAULT_THRESHOLD, LANGUAGES, is_suggestible, search
+    from mailsupport.words import words
 
     if language is not None:
         language = language.strip().lower()

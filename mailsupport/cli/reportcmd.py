@@ -78,14 +78,13 @@ def report(
     from mailsupport.cli.render import terminal_safe
     from mailsupport.errors import MailSupportError, UsageError
     from mailsupport.report import build_report, parse_period, render_html, render_text
-    from mailsupport.reportdata import load_tickets
+    from mailsupport.report.database import read_tickets
 
     if html_file == "-" and as_json:
         raise UsageError("--html - and --json both want standard output: give --html a file")
     now = utcnow()
     period = parse_period(since, until, now)
-    with state(ctx).store().read() as session:
-        facts = load_tickets(session, period.since, period.until)
+    facts = read_tickets(state(ctx).store(), period.since, period.until)
     data = build_report(facts, period, now, top=top)
     # Subjects, addresses and domains come from mail: the page and the tables get them
     # cleaned of control characters; --json gets them as they are, for scripts.

@@ -58,8 +58,7 @@ def search(
         mailsupport search '"личный кабинет" парол*' --status open
     """
     from mailsupport.errors import NotFoundError, UsageError
-    from mailsupport.search import check_size, parse_query
-    from mailsupport.search import search as run_search
+    from mailsupport.search import check_size, parse_query, search_store
     from mailsupport.store import TICKET_STATUSES
 
     text = " ".join(words or []).strip()
@@ -73,8 +72,7 @@ def search(
     check_size(query)  # before the database is opened
     if status is not None and status not in TICKET_STATUSES:
         raise UsageError(f"unknown status {status!r}: use one of {', '.join(TICKET_STATUSES)}")
-    with state(ctx).store().read() as session:
-        hits = run_search(session, text, status=status, limit=limit)
+    hits = search_store(state(ctx).store(), text, status=status, limit=limit)
     if as_json:
         print_json([hit.as_json() for hit in hits])
         if not hits:

@@ -1,27 +1,37 @@
-"""Reads what `mailsupport.report` needs from the database: the adapter of the report.
+"""Reads what the report needs from the database: the report's only adapter.
 
-One function, `load_tickets`, with a handful of set-based queries (no query per ticket), so a
-report over thousands of tickets stays quick on SQLite and PostgreSQL alike.
+`load_tickets` runs a handful of set-based queries (no query per ticket), so a report over
+thousands of tickets stays quick on SQLite and PostgreSQL alike; `read_tickets` does the same
+in a read transaction of its own, for callers that hold a Store (the CLI).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailsupport.report import TicketFacts
+from mailsupport.report.facts import TicketFacts
 from mailsupport.store.models import Message, Ticket, TicketEvent
 
-__all__ = ["load_tickets"]
+if TYPE_CHECKING:
+    from mailsupport.store.db import Store
+
+__all__ = ["load_tickets", "read_tickets"]
 
 # Our automatic mail (acknowledgements, closing notices) is not a response. Agents' replies
 # say who wrote them; mail we sent from elsewhere and imported from a Sent folder has raw
 # bytes, which mail composed here never has.
 AGENT_REPLY = "reply by %"
+
+
+def read_tickets(store: Store, since: datetime, until: datetime) -> list[TicketFacts]:
+    """`load_tickets` in a read transaction of its own."""
+    with store.read() as session:
+        return load_tickets(session, since, until)
 
 
 def load_tickets(session: Session, since: datetime, until: datetime) -> list[TicketFacts]:
