@@ -2,7 +2,7 @@
 
 The pure part (mailsupport.report) is tested on plain `TicketFacts`; the database part on a
 week of generated tickets stored through the models (SQLite, and PostgreSQL when
-MAILSUPPORT_TEST_DATABASE_URL is set), read back by `reportdata.load_tickets` and through the
+MAILSUPPORT_TEST_DATABASE_URL is set), read back by `report.database.load_tickets` and through the
 `report` command.
 """
 
