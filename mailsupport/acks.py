@@ -40,10 +40,10 @@ from mailsupport.compose import ComposeError, ThreadParent
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address, Inbound
-from mailsupport.outgoing import Outgoing
 from mailsupport.store import MAILED_ROLES
 from mailsupport.store.models import Message, Participant, Ticket
 from mailsupport.templating import TemplateError, check_templates, choose_language
+from mailsupport.ticketmail import Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from mailsupport.compose import Composed
 from mailsupport.config import Settings
 from mailsupport.errors import NotFoundError, RefusedError, UsageError
 from mailsupport.mail import Address
-from mailsupport.outgoing import FilePart, Outgoing, parent_of
 from mailsupport.practice import Practice
 from mailsupport.store import CC, MAILED_ROLES, NAME, REQUESTER, SEEN
 from mailsupport.store.models import (
@@ -36,6 +35,7 @@ from mailsupport.store.tickets import (
     set_role,
     ticket_by_number,
 )
+from mailsupport.ticketmail import FilePart, Outgoing, parent_of
 
 TAG_MAX = 64
 

@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING
 
 from mailsupport import agent as actions
 from mailsupport.errors import RefusedError
-from mailsupport.outgoing import Outgoing
 from mailsupport.practice import Practice
+from mailsupport.ticketmail import Outgoing
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
     from mailsupport.config import Settings
     from mailsupport.mail import Address
-    from mailsupport.outgoing import FilePart
     from mailsupport.store.db import Store
     from mailsupport.store.models import Message, Ticket
+    from mailsupport.ticketmail import FilePart
 
 # The latest messages shown to an agent who writes a reply or a note.
 CONTEXT_MESSAGES = 10

@@ -22,11 +22,11 @@ from mailsupport.kb import (
     find_article,
     load_kb,
     parse_article,
-    plain_text,
     search,
     suggest,
     suggestions_for,
 )
+from mailsupport.markdowntext import plain_text
 
 ROOT = Path(__file__).parent.parent
 

@@ -98,7 +98,7 @@ def reply(
         mailsupport reply '#12' --file answer.txt --pending
         mailsupport reply 12 --kb reset-password --close
     """
-    from mailsupport.outgoing import file_part
+    from mailsupport.ticketmail import file_part
 
     if close and pending:
         raise UsageError("choose one of --close and --pending")

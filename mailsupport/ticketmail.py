@@ -1,9 +1,11 @@
-"""Our own mail, from composing to the outbox, in the caller's transaction.
+"""Mail we write on a ticket: composed, queued in the outbox, and kept on the ticket, all in
+the caller's transaction.
 
 Acknowledgements, agents' replies and closing notices all end the same way: the composed
-message is queued in the outbox, stored on its ticket as an outgoing message (so `show`
-has it and its attachments), and its Message-ID is indexed, so that the customer's answer
-threads into the ticket. One place for that, used by acks.py and agent.py.
+message is queued in the outbox (outbox/queue.py; delivery happens later, elsewhere), stored
+on its ticket as an outgoing message (so `show` has it and its attachments), and its
+Message-ID is indexed, so that the customer's answer threads into the ticket. One place for
+that, used by acks.py and agent.py.
 """
 
 from __future__ import annotations
