@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from mailsupport.config import Settings, load_settings
 from mailsupport.store.db import Store
 
-FIXTURES = Path(__file__).parent / "fixtures"
 PG_URL = os.environ.get("MAILSUPPORT_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 

@@ -33,13 +33,13 @@ from mailsupport.rules import AckContext, ack_decision, person_name
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, Ticket
 from tests.conftest import cli_env
-from tests.imapservers import DovecotServer
-from tests.imapservers import dovecot_server as dovecot_server
-from tests.mailfactory import make_message
-from tests.smtpserver import SmtpServer
-from tests.smtpserver import smtp_server as smtp_server
-from tests.test_acks import T0, acks_in, desk_settings, incoming, parsed, send, take
-from tests.test_imap_poll import imap_env, poll
+from tests.e2e.test_acks import T0, acks_in, desk_settings, incoming, parsed, send, take
+from tests.e2e.test_imap_poll import imap_env, poll
+from tests.support.imapservers import DovecotServer
+from tests.support.imapservers import dovecot_server as dovecot_server
+from tests.support.mailfactory import make_message
+from tests.support.smtpserver import SmtpServer
+from tests.support.smtpserver import smtp_server as smtp_server
 
 LATER = T0 + timedelta(hours=1)  # when the outbox runs: after every message here was taken
 EVE = "eve@prize.example"

@@ -29,12 +29,11 @@ from mailsupport.outbox import deliver_due
 from mailsupport.pipeline import NEW, REPLY, Incoming, Outcome, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, OutboxItem, Participant, Ticket, TicketEvent
-from tests.mailfactory import make_message
-from tests.smtpserver import SmtpServer
-from tests.smtpserver import smtp_server as smtp_server
+from tests.support.mailfactory import make_message
+from tests.support.paths import MAIL, ROOT
+from tests.support.smtpserver import SmtpServer
+from tests.support.smtpserver import smtp_server as smtp_server
 
-MAIL = Path(__file__).parent / "fixtures" / "mail"
-ROOT = Path(__file__).parent.parent
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ANNA = "anna@customer.example.org"
 

@@ -21,16 +21,16 @@ from mailsupport.daemon import Daemon
 from mailsupport.errors import ConfigError
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, OutboxItem
-from tests.imapservers import DovecotServer, ImapServer
-from tests.imapservers import dovecot_server as dovecot_server
-from tests.imapservers import pymap_server as pymap_server
-from tests.mailfactory import make_message
-from tests.smtpserver import SmtpServer
-from tests.smtpserver import smtp_server as smtp_server
-from tests.test_acks import desk_settings
-from tests.test_cli_outbox import smtp_env as smtp_env
-from tests.test_daemon import DaemonThread, _ledger, wait_until
-from tests.test_imap_poll import imap_env, imap_settings, mail, poll
+from tests.e2e.test_acks import desk_settings
+from tests.e2e.test_cli_outbox import smtp_env as smtp_env
+from tests.e2e.test_daemon import DaemonThread, _ledger, wait_until
+from tests.e2e.test_imap_poll import imap_env, imap_settings, mail, poll
+from tests.support.imapservers import DovecotServer, ImapServer
+from tests.support.imapservers import dovecot_server as dovecot_server
+from tests.support.imapservers import pymap_server as pymap_server
+from tests.support.mailfactory import make_message
+from tests.support.smtpserver import SmtpServer
+from tests.support.smtpserver import smtp_server as smtp_server
 
 
 @pytest.fixture

@@ -25,15 +25,15 @@ from mailsupport.config import Settings
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, OutboxItem, Ticket, TicketEvent, TicketTag
-from tests.imapservers import ImapServer
-from tests.imapservers import pymap_server as pymap_server
-from tests.mailfactory import make_message
-from tests.smtpserver import SmtpServer
-from tests.smtpserver import smtp_server as smtp_server
-from tests.test_cli_outbox import smtp_env as smtp_env
-from tests.test_imap_poll import imap_env, poll
+from tests.e2e.test_cli_outbox import smtp_env as smtp_env
+from tests.e2e.test_imap_poll import imap_env, poll
+from tests.support.imapservers import ImapServer
+from tests.support.imapservers import pymap_server as pymap_server
+from tests.support.mailfactory import make_message
+from tests.support.paths import ROOT
+from tests.support.smtpserver import SmtpServer
+from tests.support.smtpserver import smtp_server as smtp_server
 
-ROOT = Path(__file__).parent.parent
 ANNA = "anna@customer.example.org"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -14,9 +14,8 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from mailsupport.cli import app
-from tests.mailfactory import BASE_TIME, mailing_list_archive, make_message
-
-ROOT = Path(__file__).parent.parent
+from tests.support.mailfactory import BASE_TIME, mailing_list_archive, make_message
+from tests.support.paths import ROOT
 
 
 @pytest.fixture

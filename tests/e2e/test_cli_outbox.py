@@ -18,8 +18,8 @@ from mailsupport.mail import Address
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem
 from mailsupport.store.tickets import create_ticket
-from tests.smtpserver import SmtpServer
-from tests.smtpserver import smtp_server as smtp_server
+from tests.support.smtpserver import SmtpServer
+from tests.support.smtpserver import smtp_server as smtp_server
 
 ANNA = "anna@customer.example.org"
 BOB = "bob@customer.example.org"

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,9 +33,9 @@ from mailsupport.store.models import (
     TicketEvent,
     TicketTag,
 )
-from tests.mailfactory import make_message
+from tests.support.mailfactory import make_message
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).parent.parent
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LIST_FIELDS = {
     # as before 0005, exactly

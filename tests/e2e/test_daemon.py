@@ -28,10 +28,11 @@ from mailsupport.pipeline import Pipeline
 from mailsupport.sources.imap import FolderPoller, connect
 from mailsupport.store.db import Store
 from mailsupport.store.models import ImapFolder, ImapPending, Message
-from tests.imapservers import DovecotServer, ImapServer
-from tests.imapservers import dovecot_server as dovecot_server
-from tests.imapservers import imap_server as imap_server
-from tests.test_imap_poll import flags_by_uid, imap_env, imap_settings, mail, poll, stored_ids
+from tests.e2e.test_imap_poll import flags_by_uid, imap_env, imap_settings, mail, poll, stored_ids
+from tests.support.imapservers import DovecotServer, ImapServer
+from tests.support.imapservers import dovecot_server as dovecot_server
+from tests.support.imapservers import imap_server as imap_server
+from tests.support.paths import ROOT
 
 WAIT = 10.0  # the longest any single expectation may take
 
@@ -48,9 +49,6 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> An
             return value
         time.sleep(0.05)
     raise AssertionError(f"not within {timeout:.0f} s: {what}")
-
-
-ROOT = Path(__file__).parent.parent
 
 
 class DaemonProcess:

@@ -17,7 +17,7 @@ with the same Message-ID. The tests check that only such a message arrives twice
 acknowledgement is queued once, and that every ticket gets exactly one distinct one.
 
 The random tests use fixed seeds and print the seed and iteration on failure; change SEED to
-explore other schedules. Processes are started by tests/faults.py's Forkserver: real
+explore other schedules. Processes are started by tests/support/faults.py's Forkserver: real
 processes running the real CLI, forked from one preloaded helper so that a run starts in
 milliseconds, SIGKILLed from outside. Kill times are drawn from the seeded generator over
 the measured length of a run's start-up, intake and delivery (which of them each kill hit
@@ -25,9 +25,9 @@ is printed); timing still varies from machine to machine, so the outcome of each
 On SQLite 50 kills during `poll` and 25 during `outbox flush`; on PostgreSQL 25 and 15.
 
 Covered elsewhere and not repeated here: SMTP 4xx, 5xx, dropped connections and a server
-that is down, one message at a time, in tests/test_outbox.py (retry with backoff, failure
-recorded on the ticket) and tests/test_cli_outbox.py (exit codes); kills at fixed points of
-a poll in tests/test_imap_poll.py; a kill while the server holds DATA in tests/test_acks.py.
+that is down, one message at a time, in tests/e2e/test_outbox.py (retry with backoff, failure
+recorded on the ticket) and tests/e2e/test_cli_outbox.py (exit codes); kills at fixed points of
+a poll in tests/e2e/test_imap_poll.py; a kill while the server holds DATA in tests/e2e/test_acks.py.
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ from mailsupport.store.models import (
     Ticket,
     TicketEvent,
 )
-from tests.faults import CutProxy, Forkserver, Pace, let_time_pass
-from tests.imapservers import DOVECOT_BINARY, DovecotServer, ImapServer, PymapServer
-from tests.mailfactory import make_message
-from tests.smtpserver import SmtpServer, _Behaviour
-from tests.smtpserver import smtp_server as smtp_server
+from tests.support.faults import CutProxy, Forkserver, Pace, let_time_pass
+from tests.support.imapservers import DOVECOT_BINARY, DovecotServer, ImapServer, PymapServer
+from tests.support.mailfactory import make_message
+from tests.support.smtpserver import SmtpServer, _Behaviour
+from tests.support.smtpserver import smtp_server as smtp_server
 
 SEED = 20260310
 # Where a poll can be killed, as told by what it left behind; the loop goes on until each
@@ -124,7 +124,7 @@ def desk_env(
         "MAILSUPPORT_SMTP_SECURITY": "none",
         "MAILSUPPORT_SMTP_TIMEOUT": "10",
         # Every customer here writes from one domain, and every new ticket is to be
-        # acknowledged exactly once: no per-domain limit (tests/test_ack_safety.py has it).
+        # acknowledged exactly once: no per-domain limit (tests/e2e/test_ack_safety.py has it).
         "MAILSUPPORT_ACK_DOMAIN_LIMIT": "0",
     }
     env.update({f"MAILSUPPORT_{k.upper()}": str(v) for k, v in extra.items()})

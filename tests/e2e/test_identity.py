@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from mailsupport.cli import app
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, OutboxItem, Participant, Ticket
-from tests.imapservers import dovecot_server as dovecot_server
-from tests.mailfactory import BASE_TIME, make_message
-from tests.test_imap_poll import imap_env
+from tests.e2e.test_imap_poll import imap_env
+from tests.support.imapservers import dovecot_server as dovecot_server
+from tests.support.mailfactory import BASE_TIME, make_message
 
 ANNA = "anna@cust.example"
 BOB = "bob@other.example"

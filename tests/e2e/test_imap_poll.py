@@ -11,7 +11,6 @@ import sys
 import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -25,12 +24,11 @@ from mailsupport.pipeline import Pipeline
 from mailsupport.sources.imap import FolderPoller, connect
 from mailsupport.store.db import Store
 from mailsupport.store.models import ImapFolder, ImapPending, Message
-from tests.imapservers import DovecotServer, ImapServer
-from tests.imapservers import dovecot_server as dovecot_server
-from tests.imapservers import imap_server as imap_server
-from tests.mailfactory import make_message
-
-ROOT = Path(__file__).parent.parent
+from tests.support.imapservers import DovecotServer, ImapServer
+from tests.support.imapservers import dovecot_server as dovecot_server
+from tests.support.imapservers import imap_server as imap_server
+from tests.support.mailfactory import make_message
+from tests.support.paths import ROOT
 
 
 def imap_env(env: dict[str, str], server: ImapServer, **extra: str) -> dict[str, str]:

@@ -7,8 +7,8 @@ import json
 from typer.testing import CliRunner
 
 from mailsupport.cli import app
-from tests.imapservers import imap_server as imap_server
-from tests.test_imap_poll import imap_env, mail
+from tests.e2e.test_imap_poll import imap_env, mail
+from tests.support.imapservers import imap_server as imap_server
 
 
 def invoke(env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
@@ -96,7 +96,7 @@ def test_doctor_reports_a_broken_template(env_for_cli, store, tmp_path) -> None:
 
 
 def test_doctor_checks_smtp_when_configured(env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
-    from tests.smtpserver import SmtpServer
+    from tests.support.smtpserver import SmtpServer
 
     assert "skip  SMTP" in invoke(env_for_cli, "doctor").output
     server = SmtpServer()

@@ -41,9 +41,9 @@ from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem, TicketEvent
 from mailsupport.store.tickets import create_ticket
 from mailsupport.templating import Templates
-from tests.mailfactory import make_message
-from tests.smtpserver import SmtpServer, self_signed_cert
-from tests.smtpserver import smtp_server as smtp_server
+from tests.support.mailfactory import make_message
+from tests.support.smtpserver import SmtpServer, self_signed_cert
+from tests.support.smtpserver import smtp_server as smtp_server
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ANNA = "anna@customer.example.org"
@@ -583,8 +583,8 @@ def test_poll_sends_the_outbox_after_intake(
     from typer.testing import CliRunner
 
     from mailsupport.cli import app
-    from tests.imapservers import PymapServer
-    from tests.test_imap_poll import imap_env
+    from tests.e2e.test_imap_poll import imap_env
+    from tests.support.imapservers import PymapServer
 
     queue(store, new_ticket(store), "queued-1@example.com", when=datetime.now(UTC))
     waiting = CliRunner().invoke(app, ["status", "--offline", "--json"], env=env_for_cli)

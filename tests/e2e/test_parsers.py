@@ -30,10 +30,9 @@ from mailsupport.parsing import parse
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, QuarantineEntry
-from tests.conftest import FIXTURES
-from tests.mailfactory import make_message
+from tests.support.mailfactory import make_message
+from tests.support.paths import FIXTURES, ROOT
 
-ROOT = Path(__file__).parent.parent
 STALL = b"X-Test-Stall: yes"
 CRASH = b"X-Test-Crash: yes"
 
@@ -199,7 +198,7 @@ def test_workers_die_with_their_parent_even_in_the_middle_of_a_message() -> None
         """
         import os, signal, time
         from mailsupport import parsers
-        from tests.test_parsers import STALL, troublesome_parse, with_header
+        from tests.e2e.test_parsers import STALL, troublesome_parse, with_header
         parsers.parse = troublesome_parse
         pool = parsers.ParserPool(2, timeout=3600)
         raw = with_header(STALL, "s@x.example")

@@ -20,10 +20,10 @@ from mailsupport.errors import ConfigError
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Ticket, TicketEvent, TicketTag
-from tests.mailfactory import make_message
-from tests.smtpserver import SmtpServer
-from tests.smtpserver import smtp_server as smtp_server
-from tests.test_cli_outbox import smtp_env as smtp_env
+from tests.e2e.test_cli_outbox import smtp_env as smtp_env
+from tests.support.mailfactory import make_message
+from tests.support.smtpserver import SmtpServer
+from tests.support.smtpserver import smtp_server as smtp_server
 
 T0 = datetime(2026, 11, 20, 16, 0, tzinfo=UTC)  # a Friday, 19:00 in Moscow
 RULES = """

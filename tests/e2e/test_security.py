@@ -28,11 +28,11 @@ from mailsupport.errors import ConfigError
 from mailsupport.pipeline import Incoming, Outcome, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, Participant, Ticket, TicketEvent
-from tests.mailfactory import BASE_TIME, make_message
-from tests.smtpserver import SmtpServer
-from tests.smtpserver import smtp_server as smtp_server
+from tests.support.mailfactory import BASE_TIME, make_message
+from tests.support.paths import ROOT
+from tests.support.smtpserver import SmtpServer
+from tests.support.smtpserver import smtp_server as smtp_server
 
-ROOT = Path(__file__).parent.parent
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ANNA = "Anna Petrova <anna@customer.example.org>"
 BORIS = "Boris <boris@other.example.org>"
@@ -612,7 +612,7 @@ def test_every_command_logs_through_the_same_guard(env_for_cli: dict[str, str]) 
         "MAILSUPPORT_IMAP_PASSWORD": IMAP_PASSWORD,
         "MAILSUPPORT_SECRET": SECRET,
         "MAILSUPPORT_DATABASE_URL": "postgresql+psycopg://desk:db-Pa55word-1234@db.invalid/x",
-        "PYTHONPATH": str(Path(__file__).parent.parent),
+        "PYTHONPATH": str(ROOT),
     }
     args = [SMTP_PASSWORD, IMAP_PASSWORD, SECRET, "db-Pa55word-1234"]
     done = subprocess.run(

@@ -25,14 +25,14 @@ from sqlmodel import select
 
 from mailsupport.store.db import Store
 from mailsupport.store.models import ImapPending, Message, OutboxItem, Ticket
-from tests.imapservers import DovecotServer
-from tests.imapservers import dovecot_server as dovecot_server
-from tests.mailfactory import make_message
-from tests.smtpserver import SmtpServer
-from tests.smtpserver import smtp_server as smtp_server
-from tests.test_daemon import ROOT, WAIT, DaemonProcess, mid, wait_until
-from tests.test_daemon import daemons as daemons
-from tests.test_imap_poll import flags_by_uid, imap_env
+from tests.e2e.test_daemon import ROOT, WAIT, DaemonProcess, mid, wait_until
+from tests.e2e.test_daemon import daemons as daemons
+from tests.e2e.test_imap_poll import flags_by_uid, imap_env
+from tests.support.imapservers import DovecotServer
+from tests.support.imapservers import dovecot_server as dovecot_server
+from tests.support.mailfactory import make_message
+from tests.support.smtpserver import SmtpServer
+from tests.support.smtpserver import smtp_server as smtp_server
 
 POLL_SECONDS = 1
 # How late the takeover may be beyond one poll interval: the standby's PostgreSQL round trip

@@ -1,4 +1,4 @@
-"""Tools for fault-injection tests (tests/test_faults.py): killing runs, cutting connections.
+"""Tools for fault-injection tests (tests/e2e/test_faults.py): killing runs, cutting connections.
 
 - `Forkserver`: runs `mailsupport` commands as real processes and SIGKILLs them after a
   chosen delay. One helper process imports mailsupport once and forks a child per run, so a
@@ -36,8 +36,7 @@ from sqlmodel import select
 
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem
-
-ROOT = Path(__file__).parent.parent
+from tests.support.paths import ROOT
 
 # Everything `poll` and `outbox flush` import on the way, loaded once before any fork.
 PRELOAD = (

@@ -2,11 +2,11 @@
 them the way broken clients, hostile senders and cut-off transfers do.
 
 A case is a seed message (a fixture from tests/fixtures/mail, or one made by
-tests/mailfactory.py) given a Message-ID of its own, then a few `Mutation`s applied in
+tests/support/mailfactory.py) given a Message-ID of its own, then a few `Mutation`s applied in
 order. Every mutation works on bytes and never fails: where its target is missing (no
 boundary, no such header) it changes what it can, or nothing.
 
-A case prints as the Python that makes it again: after `from tests.hostile import *`,
+A case prints as the Python that makes it again: after `from tests.support.hostile import *`,
 paste a failing example and call its `build(message_id)`.
 """
 
@@ -16,13 +16,11 @@ import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from hypothesis import strategies as st
 
-from tests.mailfactory import make_message
-
-MAIL = Path(__file__).parent / "fixtures" / "mail"
+from tests.support.mailfactory import make_message
+from tests.support.paths import MAIL
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ speaking plain IMAP (no TLS), with one user whose INBOX starts empty.
 Fixtures (deliberately not in conftest.py; import the ones a module needs, by name, with the
 `as` re-export form so ruff sees them as used and the test arguments don't trip F811):
 
-    from tests.imapservers import ImapServer
-    from tests.imapservers import imap_server as imap_server
+    from tests.support.imapservers import ImapServer
+    from tests.support.imapservers import imap_server as imap_server
 
     def test_poll(imap_server: ImapServer) -> None:  # runs once on pymap, once on Dovecot
         uid = imap_server.append(b"Subject: hi\r\n\r\nbody\r\n")

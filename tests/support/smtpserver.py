@@ -1,7 +1,7 @@
 """A real SMTP server on loopback for the tests: aiosmtpd's Controller in a thread.
 
-    from tests.smtpserver import SmtpServer
-    from tests.smtpserver import smtp_server as smtp_server
+    from tests.support.smtpserver import SmtpServer
+    from tests.support.smtpserver import smtp_server as smtp_server
 
     def test_send(smtp_server: SmtpServer) -> None:
         smtp_server.refuse_rcpt("550 5.1.1 no such user", only=["bob@example.org"])

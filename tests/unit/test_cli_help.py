@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from mailsupport.cli import app
 from mailsupport.cli.app import split_examples
-from tests.mailfactory import make_message
+from tests.support.mailfactory import make_message
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).parent.parent
 # What typer prints for a parameter when nobody chose how it reads: <bool>, <str>,
 # <int range>, <list[str]>, {N}; and rich's boxes.
 UNCHOSEN = re.compile(r"<[a-z][a-z_\[\] ]*>|\{[A-Za-z_]+\}|[╭╰│]")

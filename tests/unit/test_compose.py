@@ -34,7 +34,7 @@ from mailsupport.errors import ConfigError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsing import parse
 from mailsupport.templating import TemplateError, Templates
-from tests.mailfactory import make_message
+from tests.support.mailfactory import make_message
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
@@ -214,7 +214,7 @@ def test_long_message_ids_are_folded_between_ids_and_never_encoded() -> None:
         "DB9PR01MB1234567890ABCDEF1234567890ABCDEF1234@DB9PR01MB1234.eurprd01.prod.outlook.com",
         "CAHx9Q-very-long-gmail-style-identifier-0123456789abcdefghij@mail.gmail.com",
     ]
-    # Built directly: the stdlib (and so tests/mailfactory.py) would encode these IDs.
+    # Built directly: the stdlib (and so tests/support/mailfactory.py) would encode these IDs.
     parent = replace(
         ThreadParent.from_inbound(customer_message()),
         message_id=long_ids[1],

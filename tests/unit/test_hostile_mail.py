@@ -1,9 +1,10 @@
 """Hostile and broken mail through the whole pipeline (issue 7, item 3).
 
-Real-world-shaped messages (the fixtures, tests/mailfactory.py) damaged by tests/hostile.py:
-headers duplicated, folded weirdly, with control and 8-bit bytes and broken encoded words;
-MIME boundaries missing, repeated and prefixes of each other; bogus charsets and transfer
-encodings; nesting thousands deep; megabyte header lines; truncation. Whatever arrives:
+Real-world-shaped messages (the fixtures, tests/support/mailfactory.py) damaged by
+tests/support/hostile.py: headers duplicated, folded weirdly, with control and 8-bit bytes
+and broken encoded words; MIME boundaries missing, repeated and prefixes of each other;
+bogus charsets and transfer encodings; nesting thousands deep; megabyte header lines;
+truncation. Whatever arrives:
 
 - intake never raises (a TemporaryError would mean real database trouble: none here);
 - every input ends either as a stored ticket message or in the quarantine, never both,
@@ -19,7 +20,7 @@ These bounds hold for the sizes made here (up to about 1 MB), parsing in this pr
 that its CPU time is measured. Parsing is linear in the size beyond that, but the stdlib
 parser's constant on adversarial line structure is about 1-5 s per MB, so a 25 MB message
 could still take tens of seconds: in production the parse workers' time limit
-(MAILSUPPORT_PARSE_TIMEOUT, tests/test_parsers.py) stops such a message and quarantines it.
+(MAILSUPPORT_PARSE_TIMEOUT, tests/e2e/test_parsers.py) stops such a message and quarantines it.
 
 Examples are derandomized (the same ones on every run, no example database); raise
 HOSTILE_MAIL_EXAMPLES to search longer locally.
@@ -52,8 +53,8 @@ from mailsupport.parsing import (
 from mailsupport.pipeline import DUPLICATE, NEW, QUARANTINED, REPLY, Incoming, Outcome, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, QuarantineEntry, RawMessage, Ticket
-from tests.hostile import Case, cases
-from tests.mailfactory import make_message
+from tests.support.hostile import Case, cases
+from tests.support.mailfactory import make_message
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 # Intake's own work per message (CPU time: steady on a busy CI machine), and the wall clock

@@ -27,8 +27,7 @@ from mailsupport.kb import (
     suggest,
     suggestions_for,
 )
-
-ROOT = Path(__file__).parent.parent
+from tests.support.paths import ROOT
 
 INVOICES_RU = """\
 ---

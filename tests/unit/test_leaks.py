@@ -38,7 +38,7 @@ from mailsupport.store.queries import (
     ticket_by_number,
     ticket_detail,
 )
-from tests.mailfactory import make_message
+from tests.support.mailfactory import make_message
 
 Run = Callable[..., Result]
 # Whatever a terminal could act on: C0 but newline and tab, DEL, C1 (U+0080-U+009F).

@@ -25,8 +25,7 @@ from mailsupport.parsing import (
     parse_msgid_list,
     safe_filename,
 )
-
-MAIL = Path(__file__).parent / "fixtures" / "mail"
+from tests.support.paths import MAIL
 
 # sha256 of the payloads tests/fixtures/make_fixtures.py embeds.
 PDF_SHA = "55d08a309d2991e3a86515149149512b1dd01bc2f0a4371f0a2fcf07f5b62c63"

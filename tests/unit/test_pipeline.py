@@ -21,7 +21,7 @@ from mailsupport.store.models import (
     RawMessage,
     Ticket,
 )
-from tests.mailfactory import BASE_TIME, mailing_list_archive, make_message
+from tests.support.mailfactory import BASE_TIME, mailing_list_archive, make_message
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 

@@ -37,8 +37,8 @@ from mailsupport.report import (
 )
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, RawMessage, Ticket, TicketEvent
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).parent.parent
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 SINCE, UNTIL = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC)
 REPORT_FIELDS = {
@@ -866,10 +866,10 @@ def write_example_page() -> None:
 
 
 def test_example_page_in_docs_is_current() -> None:
-    """docs/report-example.html is this report; regenerate: python -m tests.test_report"""
+    """docs/report-example.html is this report; regenerate: python -m tests.unit.test_report"""
     page = render_html(example_report())
     check_self_contained(page)
-    assert EXAMPLE_PAGE.read_text(encoding="utf-8") == page, "python -m tests.test_report"
+    assert EXAMPLE_PAGE.read_text(encoding="utf-8") == page, "python -m tests.unit.test_report"
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ import pytest
 from mailsupport.errors import ConfigError
 from mailsupport.parsing import parse
 from mailsupport.routing import classify, load_rules, parse_rules
-from tests.mailfactory import make_message
-
-MAIL = Path(__file__).parent / "fixtures" / "mail"
+from tests.support.mailfactory import make_message
+from tests.support.paths import MAIL
 
 RULES = """
 # Invoices go to billing, whatever the language.

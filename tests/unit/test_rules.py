@@ -26,8 +26,8 @@ from mailsupport.rules import (
     is_loop,
     is_noreply_address,
 )
+from tests.support.paths import MAIL
 
-MAIL = Path(__file__).parent / "fixtures" / "mail"
 AUTO = MAIL / "auto"
 OURS = frozenset({"support@example.com", "help@example.com"})
 
@@ -134,7 +134,7 @@ def test_every_rule_fires_somewhere_in_these_tests() -> None:
         "no-address",
         "reply-to-ticket",
         "ack-limit",
-        # Tested in tests/test_ack_safety.py, with the store behind the context.
+        # Tested in tests/e2e/test_ack_safety.py, with the store behind the context.
         "reply-to-other-domain",
         "sender-limit",
         "domain-limit",

@@ -19,8 +19,8 @@ from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.search import Hit, parse_query, search
 from mailsupport.store.db import Store, alembic_config
 from mailsupport.store.models import Message, Ticket
-from tests.conftest import FIXTURES
-from tests.mailfactory import BASE_TIME, make_message
+from tests.support.mailfactory import BASE_TIME, make_message
+from tests.support.paths import FIXTURES
 
 MAIL = FIXTURES / "mail"
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

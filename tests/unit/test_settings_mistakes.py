@@ -27,8 +27,8 @@ from mailsupport.errors import ConfigError
 from mailsupport.logs import secrets_of
 from mailsupport.store import SCHEMA_REVISION
 from mailsupport.store.db import create_db_engine
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).parent.parent
 PASSWORD = "hunter2secret"
 
 

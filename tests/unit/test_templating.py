@@ -23,8 +23,8 @@ from mailsupport.templating import (
     detect_language,
     sample_contexts,
 )
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "templates"
 PACKAGED = importlib.resources.files("mailsupport").joinpath("templates")
 
