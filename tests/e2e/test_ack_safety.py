@@ -33,13 +33,12 @@ from mailsupport.rules import AckContext, ack_decision, person_name
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, Ticket
 from tests.conftest import cli_env
-from tests.e2e.test_acks import T0, acks_in, desk_settings, incoming, parsed, send, take
-from tests.e2e.test_imap_poll import imap_env, poll
+from tests.support.acks import T0, acks_in, desk_settings, incoming, ingest_at, send
+from tests.support.desk import parsed
 from tests.support.imapservers import DovecotServer
-from tests.support.imapservers import dovecot_server as dovecot_server
+from tests.support.mailboxes import imap_env, poll
 from tests.support.mailfactory import make_message
 from tests.support.smtpserver import SmtpServer
-from tests.support.smtpserver import smtp_server as smtp_server
 
 LATER = T0 + timedelta(hours=1)  # when the outbox runs: after every message here was taken
 EVE = "eve@prize.example"
@@ -168,7 +167,7 @@ def test_five_victims_in_other_domains_get_nothing_from_an_unknown_sender(
 ) -> None:
     pipeline = Pipeline(desk, store)
     for i, victim in enumerate(VICTIMS):
-        outcome = take(pipeline, attack(i, victim), T0 + timedelta(minutes=i))
+        outcome = ingest_at(pipeline, attack(i, victim), T0 + timedelta(minutes=i))
         assert outcome.kind == NEW  # the mail is filed all the same, for an agent to see
         assert outcome.ack == other_domain(victim[1])
     assert decisions(store) == [other_domain(v[1]) for v in VICTIMS]
@@ -186,7 +185,7 @@ def test_five_victims_in_the_senders_own_domain_get_at_most_ack_limit(
     colleagues = [(name, f"user{i}@corp.example.com") for i, (name, _) in enumerate(VICTIMS)]
     pipeline = Pipeline(desk, store)
     acks = [
-        take(pipeline, attack(i, colleague, forged), T0 + timedelta(minutes=i)).ack
+        ingest_at(pipeline, attack(i, colleague, forged), T0 + timedelta(minutes=i)).ack
         for i, colleague in enumerate(colleagues)
     ]
     assert [a.split(" ", 1)[0] for a in acks] == ["acknowledged"] * 3 + ["no"] * 2
@@ -219,7 +218,7 @@ def test_five_victims_in_the_senders_own_domain_get_at_most_ack_limit(
     assert plain_text(smtp_server.arrivals[1].data).startswith("Здравствуйте!\n")
 
     # After the window, the sender may be acknowledged again: one more, not a new volley.
-    later = take(pipeline, attack(9, colleagues[4], forged), T0 + timedelta(hours=25))
+    later = ingest_at(pipeline, attack(9, colleagues[4], forged), T0 + timedelta(hours=25))
     assert later.ack.startswith("acknowledged to user4@corp.example.com")
 
 
@@ -231,10 +230,10 @@ def test_a_known_sender_aiming_at_five_victims_gets_at_most_ack_limit_in_total(
     pipeline = Pipeline(desk, store)
     customer = ("Олег Иванов", "oleg@shop.example.net")
     first = bat_mail("o1@shop.example.net", sender=customer, subject="Не приходит счёт")
-    assert take(pipeline, first).ack.startswith("acknowledged to oleg@shop.example.net")
+    assert ingest_at(pipeline, first).ack.startswith("acknowledged to oleg@shop.example.net")
     agent_answers(agent_env, 1)
     acks = [
-        take(pipeline, attack(i, victim, customer), T0 + timedelta(minutes=1 + i)).ack
+        ingest_at(pipeline, attack(i, victim, customer), T0 + timedelta(minutes=1 + i)).ack
         for i, victim in enumerate(VICTIMS)
     ]
     assert [a.split(" ", 1)[0] for a in acks] == ["acknowledged"] * 2 + ["no"] * 3
@@ -297,7 +296,7 @@ def test_forged_senders_of_one_domain_get_at_most_the_domain_limit(
     desk = desk_settings(settings, smtp_server, ack_domain_limit=4)
     pipeline = Pipeline(desk, store)
     acks = [
-        take(pipeline, colleague_mail(i, "corp.example.com"), T0 + timedelta(minutes=i)).ack
+        ingest_at(pipeline, colleague_mail(i, "corp.example.com"), T0 + timedelta(minutes=i)).ack
         for i in range(6)
     ]
     assert [a.split(" ", 1)[0] for a in acks] == ["acknowledged"] * 4 + ["no"] * 2
@@ -306,16 +305,16 @@ def test_forged_senders_of_one_domain_get_at_most_the_domain_limit(
         "the window (domain limit 4) (domain-limit)"
     )
     # Another organisation is not held back; a shared provider has no domain limit.
-    other = take(pipeline, colleague_mail(0, "other.example.org"), T0 + timedelta(minutes=7))
+    other = ingest_at(pipeline, colleague_mail(0, "other.example.org"), T0 + timedelta(minutes=7))
     assert other.ack.startswith("acknowledged")
     gmail = [
-        take(pipeline, colleague_mail(i, "gmail.com"), T0 + timedelta(minutes=10 + i)).ack
+        ingest_at(pipeline, colleague_mail(i, "gmail.com"), T0 + timedelta(minutes=10 + i)).ack
         for i in range(6)
     ]
     assert all(a.startswith("acknowledged to employee") for a in gmail), gmail
     assert send(store, desk, LATER) == {"sent": 4 + 1 + 6}
     # The window passes: the domain is acknowledged again.
-    later = take(pipeline, colleague_mail(7, "corp.example.com"), T0 + timedelta(hours=25))
+    later = ingest_at(pipeline, colleague_mail(7, "corp.example.com"), T0 + timedelta(hours=25))
     assert later.ack.startswith("acknowledged")
 
 
@@ -334,7 +333,7 @@ def test_domain_limit_settings(
     desk = desk_settings(settings, smtp_server, **extra)
     pipeline = Pipeline(desk, store)
     for i in range(6):
-        take(pipeline, colleague_mail(i, "corp.example.com"), T0 + timedelta(minutes=i))
+        ingest_at(pipeline, colleague_mail(i, "corp.example.com"), T0 + timedelta(minutes=i))
     assert len(acks_in(store)) == sent
 
 
@@ -352,7 +351,7 @@ def test_reply_to_in_another_domain_waits_until_an_agent_has_answered_the_sender
 
     def new_mail(i: int, minutes: int, **kwargs: Any) -> str:
         raw = make_message(f"a{i}@customer.example.org", subject=f"Question {i}", **kwargs)
-        return take(pipeline, raw, T0 + timedelta(minutes=minutes)).ack
+        return ingest_at(pipeline, raw, T0 + timedelta(minutes=minutes)).ack
 
     # A stranger to the desk: no acknowledgement, and the reason is on the message.
     unknown = other_domain("anna.petrova@gmail.com", "anna@customer.example.org")
@@ -381,7 +380,7 @@ def test_a_reply_to_limit_holds_across_senders(
     pipeline = Pipeline(desk, store)
     victim = {"Reply-To": "Olga <olga@corp.example.com>"}
     acks = [
-        take(
+        ingest_at(
             pipeline,
             make_message(
                 f"r{i}@corp.example.com",
@@ -486,7 +485,7 @@ def test_display_names_in_the_acknowledgement_in_both_languages(
     ]
     for i, (sender, subject, body, _, _) in enumerate(cases):
         raw = bat_mail(f"n{i}@example.org", sender=sender, subject=subject, body=body)
-        assert take(pipeline, raw, T0 + timedelta(minutes=i)).ack.startswith("acknowledged")
+        assert ingest_at(pipeline, raw, T0 + timedelta(minutes=i)).ack.startswith("acknowledged")
     send(store, desk, LATER)
     assert len(smtp_server.arrivals) == len(cases)
     for arrival, (_, _, _, greeting, to) in zip(smtp_server.arrivals, cases, strict=True):
@@ -511,7 +510,7 @@ def test_the_subject_is_repeated_cleaned_and_bounded(
     raw = make_message(
         "long@customer.example.org", subject="placeholder", body="Подробности в теме."
     ).replace(b"Subject: placeholder", f"Subject: {encoded}".encode())
-    outcome = take(Pipeline(desk, store), raw)
+    outcome = ingest_at(Pipeline(desk, store), raw)
     assert outcome.ack.startswith("acknowledged")
     send(store, desk, LATER)
     [arrival] = smtp_server.arrivals

@@ -4,8 +4,6 @@ customer's mail client (or another desk) would."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import signal
 import subprocess
@@ -18,60 +16,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import col, select
+from sqlmodel import select
 from typer.testing import CliRunner
 
 from mailsupport.cli import app
 from mailsupport.compose import is_our_message_id, load_or_create_secret
-from mailsupport.config import Settings, load_settings
+from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.outbox import deliver_due
-from mailsupport.pipeline import NEW, REPLY, Incoming, Outcome, Pipeline
+from mailsupport.pipeline import NEW, REPLY, Pipeline
 from mailsupport.store.db import Store
-from mailsupport.store.models import Message, OutboxItem, Participant, Ticket, TicketEvent
+from mailsupport.store.models import Participant, Ticket, TicketEvent
+from tests.support.acks import T0, acks_in, desk_settings, incoming, ingest_at, send
+from tests.support.desk import parsed
 from tests.support.mailfactory import make_message
 from tests.support.paths import MAIL, ROOT
 from tests.support.smtpserver import SmtpServer
-from tests.support.smtpserver import smtp_server as smtp_server
 
-T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ANNA = "anna@customer.example.org"
-
-
-def desk_settings(base: Settings, server: SmtpServer, **extra: Any) -> Settings:
-    """The test settings with outgoing mail through `server` (fresh, so that derived
-    values such as our addresses follow the overrides)."""
-    values: dict[str, Any] = {
-        "data_dir": base.data_dir,
-        "database_url": base.database_url,
-        "support_address": base.support_address,
-        "support_name": base.support_name,
-        "smtp_host": server.host,
-        "smtp_port": server.port,
-        "smtp_security": "none",
-        "smtp_timeout": 5,
-    }
-    values.update(extra)
-    return load_settings(**values)
 
 
 @pytest.fixture
 def desk(settings: Settings, smtp_server: SmtpServer) -> Settings:
     return desk_settings(settings, smtp_server)
-
-
-def take(pipeline: Pipeline, raw: bytes, now: datetime = T0, **kwargs: Any) -> Outcome:
-    return pipeline.ingest(Incoming(raw, "test", now, **kwargs), now)
-
-
-def send(store: Store, settings: Settings, now: datetime = T0) -> Counter[str]:
-    return deliver_due(store, settings, lambda: now)
-
-
-def parsed(data: bytes) -> EmailMessage:
-    message = email.message_from_bytes(data, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 def brackets_off(value: str) -> str:
@@ -91,16 +58,6 @@ def reply_to(ack: EmailMessage, *, body: str = "Thanks, here are the details.", 
     )
 
 
-def acks_in(store: Store) -> list[OutboxItem]:
-    with store.read() as session:
-        return list(session.exec(select(OutboxItem).order_by(col(OutboxItem.id))).all())
-
-
-def incoming(store: Store, message_id: str) -> Message:
-    with store.read() as session:
-        return session.exec(select(Message).where(Message.message_id == message_id)).one()
-
-
 # ------------------------------------------------------------------------------------------
 # One message, one acknowledgement
 # ------------------------------------------------------------------------------------------
@@ -110,7 +67,7 @@ def test_a_new_message_gets_exactly_one_acknowledgement(
     desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
     pipeline = Pipeline(desk, store)
-    outcome = take(pipeline, make_message(subject="Cannot log in"))
+    outcome = ingest_at(pipeline, make_message(subject="Cannot log in"))
     assert outcome.kind == NEW and outcome.ack.startswith("acknowledged to " + ANNA)
     assert send(store, desk) == Counter(sent=1)
     assert send(store, desk) == Counter()  # nothing twice
@@ -142,7 +99,7 @@ def test_a_new_message_gets_exactly_one_acknowledgement(
     assert "[#1]" in ours.text
 
     # The same message again (a second poll, a re-import) is a duplicate: no second ack.
-    assert take(pipeline, make_message(subject="Cannot log in")).kind == "duplicate"
+    assert ingest_at(pipeline, make_message(subject="Cannot log in")).kind == "duplicate"
     assert len(acks_in(store)) == 1
 
 
@@ -150,12 +107,14 @@ def test_the_reply_to_the_acknowledgement_joins_the_ticket_and_gets_none(
     desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
     pipeline = Pipeline(desk, store)
-    first = take(pipeline, make_message())
+    first = ingest_at(pipeline, make_message())
     send(store, desk)
     ack = parsed(smtp_server.arrivals[0].data)
 
     # The customer's client drops the tag from the subject: In-Reply-To alone threads it.
-    answer = take(pipeline, reply_to(ack, subject="Re: Cannot log in"), T0 + timedelta(hours=1))
+    answer = ingest_at(
+        pipeline, reply_to(ack, subject="Re: Cannot log in"), T0 + timedelta(hours=1)
+    )
     assert answer.kind == REPLY and answer.ticket_number == first.ticket_number
     assert answer.ack == "no acknowledgement: reply to an existing ticket (reply-to-ticket)"
     assert send(store, desk, T0 + timedelta(hours=1)) == Counter()
@@ -167,7 +126,7 @@ def test_russian_mail_is_acknowledged_in_russian_and_encoded_properly(
     desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
     raw = (MAIL / "koi8r.eml").read_bytes()
-    outcome = take(Pipeline(desk, store), raw)
+    outcome = ingest_at(Pipeline(desk, store), raw)
     assert outcome.kind == NEW and outcome.ack.startswith("acknowledged")
     send(store, desk)
     [arrival] = smtp_server.arrivals
@@ -183,7 +142,7 @@ def test_language_setting_overrides_detection(
     settings: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
     desk = desk_settings(settings, smtp_server, language="en")
-    take(Pipeline(desk, store), (MAIL / "koi8r.eml").read_bytes())
+    ingest_at(Pipeline(desk, store), (MAIL / "koi8r.eml").read_bytes())
     send(store, desk)
     text = parsed(smtp_server.arrivals[0].data).get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "Thank you for contacting us" in text
@@ -196,7 +155,7 @@ def test_reply_to_header_is_where_the_acknowledgement_goes(
         sender="Shop Bot <orders@shop.example.net>",
         extra_headers={"Reply-To": "Boris <boris@shop.example.net>"},
     )
-    assert take(Pipeline(desk, store), raw).ack.startswith("acknowledged to boris@")
+    assert ingest_at(Pipeline(desk, store), raw).ack.startswith("acknowledged to boris@")
     send(store, desk)
     assert smtp_server.arrivals[0].rcpt_tos == ("boris@shop.example.net",)
 
@@ -215,7 +174,7 @@ PEOPLE = sorted(p.name for p in (MAIL / "auto").glob("customer_*.eml"))
 def test_automatic_mail_gets_no_acknowledgement(
     name: str, desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
-    outcome = take(Pipeline(desk, store), (MAIL / "auto" / name).read_bytes())
+    outcome = ingest_at(Pipeline(desk, store), (MAIL / "auto" / name).read_bytes())
     assert outcome.kind in (NEW, REPLY)
     stored = incoming(store, outcome.message_id or "")
     if stored.direction == "out":  # From our own address: our mail, never answered
@@ -232,7 +191,7 @@ def test_automatic_mail_gets_no_acknowledgement(
 def test_people_writing_like_machines_still_get_one(
     name: str, desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
-    outcome = take(Pipeline(desk, store), (MAIL / "auto" / name).read_bytes())
+    outcome = ingest_at(Pipeline(desk, store), (MAIL / "auto" / name).read_bytes())
     assert outcome.ack.startswith("acknowledged to "), outcome.ack
     assert send(store, desk) == Counter(sent=1)
 
@@ -243,7 +202,7 @@ def test_at_most_ack_limit_per_sender_within_the_window(
     desk = desk_settings(settings, smtp_server, ack_limit=2, ack_window="1h")
     pipeline = Pipeline(desk, store)
     decisions = [
-        take(pipeline, make_message(f"q{i}@customer.example.org", subject=f"Question {i}"),
+        ingest_at(pipeline, make_message(f"q{i}@customer.example.org", subject=f"Question {i}"),
              T0 + timedelta(minutes=i)).ack
         for i in range(3)
     ]  # fmt: skip
@@ -251,10 +210,10 @@ def test_at_most_ack_limit_per_sender_within_the_window(
     assert decisions[2].endswith("(ack-limit)")
     # Another sender is not held back by Anna's count.
     other = make_message("b1@other.example.org", sender="Boris <boris@other.example.org>")
-    assert take(pipeline, other, T0 + timedelta(minutes=5)).ack.startswith("acknowledged")
+    assert ingest_at(pipeline, other, T0 + timedelta(minutes=5)).ack.startswith("acknowledged")
     # Once the window has passed, Anna is acknowledged again.
     later = make_message("q9@customer.example.org", subject="Question 9")
-    assert take(pipeline, later, T0 + timedelta(hours=2)).ack.startswith("acknowledged")
+    assert ingest_at(pipeline, later, T0 + timedelta(hours=2)).ack.startswith("acknowledged")
 
 
 def test_two_desks_answering_each_other_stop_after_one_message_each_way(
@@ -280,7 +239,7 @@ def test_two_desks_answering_each_other_stop_after_one_message_each_way(
             "start@b.example", sender="Desk B <support@b.example>", to="support@a.example"
         )
         _, _, pipeline_a = desks["support@a.example"]
-        take(pipeline_a, first)
+        ingest_at(pipeline_a, first)
         routed = 0
         for _ in range(6):  # far more rounds than a stopping exchange needs
             for s, store, _ in desks.values():
@@ -290,7 +249,7 @@ def test_two_desks_answering_each_other_stop_after_one_message_each_way(
             for arrival in new:
                 for rcpt in arrival.rcpt_tos:
                     _, _, pipeline = desks[rcpt]
-                    take(pipeline, arrival.data, T0 + timedelta(minutes=1))
+                    ingest_at(pipeline, arrival.data, T0 + timedelta(minutes=1))
         directions = Counter(f"{a.mail_from}->{a.rcpt_tos[0]}" for a in smtp_server.arrivals)
         assert all(n <= 1 for n in directions.values()), directions
         assert sum(directions.values()) <= 2
@@ -316,13 +275,13 @@ def test_settings_that_turn_acknowledgements_off(
     extra: dict[str, Any], reason: str, settings: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
     desk = desk_settings(settings, smtp_server, **extra)
-    outcome = take(Pipeline(desk, store), make_message())
+    outcome = ingest_at(Pipeline(desk, store), make_message())
     assert outcome.kind == NEW and outcome.ack == f"no acknowledgement: {reason}"
     assert acks_in(store) == []
 
 
 def test_a_source_can_forbid_acknowledgements(desk: Settings, store: Store) -> None:
-    outcome = take(Pipeline(desk, store), make_message(), no_ack_reason="imported from files")
+    outcome = ingest_at(Pipeline(desk, store), make_message(), no_ack_reason="imported from files")
     assert outcome.ack == "no acknowledgement: imported from files"
     assert acks_in(store) == []
 
@@ -337,7 +296,7 @@ def test_a_broken_template_files_the_mail_and_says_why(
     pipeline = Pipeline(desk, store)
     with pytest.raises(ConfigError, match=r"ack\.en\.txt.*acknowledgements need working"):
         pipeline.acks.check()
-    outcome = take(pipeline, make_message())
+    outcome = ingest_at(pipeline, make_message())
     assert outcome.kind == NEW
     assert outcome.ack.startswith("no acknowledgement: could not compose it: template ")
     assert acks_in(store) == [] and smtp_server.arrivals == []
@@ -364,11 +323,11 @@ def test_a_bounce_of_our_acknowledgement_marks_it_failed_on_its_ticket(
     desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
     pipeline = Pipeline(desk, store)
-    first = take(pipeline, make_message(sender="Gone <gone@customer.example.org>"))
+    first = ingest_at(pipeline, make_message(sender="Gone <gone@customer.example.org>"))
     send(store, desk)
     ack_id = brackets_off(parsed(smtp_server.arrivals[0].data)["Message-ID"])
 
-    bounce = take(pipeline, bounce_for(ack_id, "gone@customer.example.org"), T0 + timedelta(1))
+    bounce = ingest_at(pipeline, bounce_for(ack_id, "gone@customer.example.org"), T0 + timedelta(1))
     assert bounce.kind == REPLY and bounce.ticket_number == first.ticket_number
     assert bounce.detail == f"delivery report on our <{ack_id}>"
     assert bounce.ack.startswith("no acknowledgement: ")
@@ -399,11 +358,11 @@ def test_a_delay_report_only_notes_the_delay(
     desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
     pipeline = Pipeline(desk, store)
-    take(pipeline, make_message(sender="slow@slowshop.example.net"))
+    ingest_at(pipeline, make_message(sender="slow@slowshop.example.net"))
     send(store, desk)
     ack_id = brackets_off(parsed(smtp_server.arrivals[0].data)["Message-ID"])
     delayed = bounce_for(ack_id, "slow@slowshop.example.net", "bounce_postfix_delayed.eml")
-    assert take(pipeline, delayed).ticket_number == 1
+    assert ingest_at(pipeline, delayed).ticket_number == 1
     [item] = acks_in(store)
     assert item.status == "sent"
     with store.read() as session:
@@ -415,7 +374,7 @@ def test_an_out_of_office_answer_does_not_reopen_a_closed_ticket(
     desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
     pipeline = Pipeline(desk, store)
-    take(pipeline, make_message())
+    ingest_at(pipeline, make_message())
     send(store, desk)
     ack = parsed(smtp_server.arrivals[0].data)
     with store.write() as session:
@@ -429,11 +388,11 @@ def test_an_out_of_office_answer_does_not_reopen_a_closed_ticket(
         extra_headers={"Auto-Submitted": "auto-replied"},
         body="I am out of the office until Monday.",
     )
-    assert take(pipeline, oof, T0 + timedelta(hours=1)).kind == REPLY
+    assert ingest_at(pipeline, oof, T0 + timedelta(hours=1)).kind == REPLY
     with store.read() as session:
         assert session.exec(select(Ticket.status)).one() == "closed"
     # A person writing again does reopen it.
-    take(pipeline, reply_to(ack, message_id="again@customer.example.org"), T0 + timedelta(2))
+    ingest_at(pipeline, reply_to(ack, message_id="again@customer.example.org"), T0 + timedelta(2))
     with store.read() as session:
         assert session.exec(select(Ticket.status)).one() == "open"
 
@@ -462,7 +421,7 @@ def test_kill_9_during_delivery_then_restart_delivers_everything(
     now = datetime.now(UTC)
     for i, who in enumerate(["one", "two", "three"]):
         raw = make_message(f"k{i}@customer.example.org", sender=f"{who}@customer.example.org")
-        take(pipeline, raw, now)
+        ingest_at(pipeline, raw, now)
     smtp_server.hold_data(only=["two@customer.example.org"], accepted=accepted)
     env = {
         **os.environ,
@@ -504,7 +463,7 @@ def test_smtp_down_for_several_poll_cycles_loses_nothing(
     smtp_server.stop()
     for i in range(3):
         raw = make_message(f"d{i}@customer.example.org", sender=f"p{i}@customer.example.org")
-        take(pipeline, raw, T0 + timedelta(minutes=i))
+        ingest_at(pipeline, raw, T0 + timedelta(minutes=i))
     clock = T0 + timedelta(minutes=5)
     for _ in range(5):  # five poll cycles, each after the retry time has come
         assert send(store, desk, clock) == Counter(retry=3)
@@ -536,13 +495,13 @@ def test_the_acknowledgement_suggests_matching_articles_in_the_customers_languag
         body="Добрый день! Счета за март так и не пришли на почту бухгалтерии. Пришлите, "
         "пожалуйста.",
     )
-    outcome = take(pipeline, raw)
+    outcome = ingest_at(pipeline, raw)
     assert outcome.ack.endswith(" with articles invoices-ru")
     unrelated = make_message(
         "weather@other.example.org", sender="Boris <boris@other.example.org>",
         subject="Поздравляем с праздником", body="Желаем хорошей погоды и отличного настроения!",
     )  # fmt: skip
-    plain = take(pipeline, unrelated)
+    plain = ingest_at(pipeline, unrelated)
     assert plain.ack.startswith("acknowledged") and "articles" not in plain.ack
     send(store, desk)
     first, second = (parsed(a.data) for a in smtp_server.arrivals)

@@ -21,25 +21,18 @@ from mailsupport.daemon import Daemon
 from mailsupport.errors import ConfigError
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, OutboxItem
-from tests.e2e.test_acks import desk_settings
-from tests.e2e.test_cli_outbox import smtp_env as smtp_env
-from tests.e2e.test_daemon import DaemonThread, _ledger, wait_until
-from tests.e2e.test_imap_poll import imap_env, imap_settings, mail, poll
+from tests.support.acks import desk_settings
+from tests.support.cli import cli
+from tests.support.daemons import DaemonThread, wait_until
 from tests.support.imapservers import DovecotServer, ImapServer
-from tests.support.imapservers import dovecot_server as dovecot_server
-from tests.support.imapservers import pymap_server as pymap_server
+from tests.support.mailboxes import folder_ledger, imap_env, imap_settings, mail, poll
 from tests.support.mailfactory import make_message
 from tests.support.smtpserver import SmtpServer
-from tests.support.smtpserver import smtp_server as smtp_server
 
 
 @pytest.fixture
 def env(smtp_env: dict[str, str]) -> dict[str, str]:
     return smtp_env
-
-
-def cli(env: dict[str, str], *args: str) -> Any:
-    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
 
 
 def decisions(store: Store) -> dict[str, str]:
@@ -171,7 +164,7 @@ def test_the_daemon_acknowledges_new_mail_at_once_not_at_the_next_outbox_tick(
     daemon = Daemon(desk, store, lambda: datetime.now(UTC))  # the real outbox task, every 30 s
     with DaemonThread(daemon):
         # Mail that is there before the first pass is history (IMAP_START=new): wait for it.
-        wait_until(lambda: _ledger(store), "the daemon's first pass over the folder")
+        wait_until(lambda: folder_ledger(store), "the daemon's first pass over the folder")
         dovecot_server.append(mail(1, sender="Boris <boris@other.example.org>"))
         wait_until(lambda: smtp_server.arrivals, "the acknowledgement arrived", timeout=10)
     [arrival] = smtp_server.arrivals

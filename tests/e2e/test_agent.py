@@ -4,8 +4,6 @@ or the IMAP poller."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import os
 import subprocess
@@ -14,7 +12,6 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlmodel import col, select
@@ -22,17 +19,15 @@ from typer.testing import CliRunner
 
 from mailsupport.cli import app
 from mailsupport.config import Settings
-from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, OutboxItem, Ticket, TicketEvent, TicketTag
-from tests.e2e.test_cli_outbox import smtp_env as smtp_env
-from tests.e2e.test_imap_poll import imap_env, poll
+from tests.support.cli import cli
+from tests.support.desk import parsed, take
 from tests.support.imapservers import ImapServer
-from tests.support.imapservers import pymap_server as pymap_server
+from tests.support.mailboxes import imap_env, poll
 from tests.support.mailfactory import make_message
 from tests.support.paths import ROOT
 from tests.support.smtpserver import SmtpServer
-from tests.support.smtpserver import smtp_server as smtp_server
 
 ANNA = "anna@customer.example.org"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -41,18 +36,6 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 @pytest.fixture
 def env(smtp_env: dict[str, str]) -> dict[str, str]:
     return {**smtp_env, "MAILSUPPORT_AGENT": "Maria", "MAILSUPPORT_ACK_LIMIT": "0"}
-
-
-def cli(env: dict[str, str], *args: str, input: str | None = None) -> Any:
-    return CliRunner().invoke(app, list(args), env=env, input=input, catch_exceptions=False)
-
-
-def take(settings: Settings, store: Store, raw: bytes, when: datetime | None = None) -> int:
-    """Feed a message through the pipeline; returns its ticket number."""
-    now = when or datetime.now(UTC)
-    outcome = Pipeline(settings, store).ingest(Incoming(raw, "test", now), now)
-    assert outcome.ticket_number is not None
-    return outcome.ticket_number
 
 
 def customer_ticket(settings: Settings, store: Store) -> int:
@@ -66,12 +49,6 @@ def customer_ticket(settings: Settings, store: Store) -> int:
             body="Здравствуйте! Счёт за март не пришёл.",
         ),
     )
-
-
-def parsed(data: bytes) -> EmailMessage:
-    message = email.message_from_bytes(data, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 def body(message: EmailMessage) -> str:

@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import json
 import mailbox
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from mailsupport.cli import app
 from tests.support.mailfactory import BASE_TIME, mailing_list_archive, make_message
 from tests.support.paths import ROOT
-
-
-@pytest.fixture
-def run(env_for_cli: dict[str, str]):  # type: ignore[no-untyped-def]
-    runner = CliRunner()
-
-    def invoke(*args: str, input: bytes | None = None):  # type: ignore[no-untyped-def]
-        return runner.invoke(app, list(args), env=env_for_cli, input=input, catch_exceptions=False)
-
-    return invoke
+from tests.support.processes import mailsupport_process
 
 
 def write_mbox(path: Path, messages: list[bytes]) -> Path:
@@ -212,30 +199,18 @@ def test_every_command_has_help(run) -> None:  # type: ignore[no-untyped-def]
 # -- real subprocesses: the console entry point, stdin, exit codes ------------------------------
 
 
-def cli(env: dict[str, str], *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    full_env = {**os.environ, **env}
-    return subprocess.run(
-        [sys.executable, "-m", "mailsupport", *args],
-        input=stdin,
-        capture_output=True,
-        env=full_env,
-        cwd=ROOT,
-        timeout=60,
-    )
-
-
 def test_ingest_from_stdin_as_an_mta_pipe(env_for_cli) -> None:  # type: ignore[no-untyped-def]
-    first = cli(env_for_cli, "ingest", stdin=make_message("pipe1@x.example.org"))
+    first = mailsupport_process(env_for_cli, "ingest", stdin=make_message("pipe1@x.example.org"))
     assert first.returncode == 0, first.stderr
     assert first.stdout.decode().startswith("ticket #1")
     reply = make_message("pipe2@x.example.org", in_reply_to="<pipe1@x.example.org>", date=BASE_TIME)
-    second = cli(env_for_cli, "ingest", stdin=reply)
+    second = mailsupport_process(env_for_cli, "ingest", stdin=reply)
     assert second.returncode == 0 and second.stdout.decode().startswith("ticket #1")
-    again = cli(env_for_cli, "ingest", stdin=reply)
+    again = mailsupport_process(env_for_cli, "ingest", stdin=reply)
     assert again.returncode == 0 and b"duplicate" in again.stdout
-    garbage = cli(env_for_cli, "ingest", stdin=b"\x00\x00 not mail")
+    garbage = mailsupport_process(env_for_cli, "ingest", stdin=b"\x00\x00 not mail")
     assert garbage.returncode == 0 and garbage.stdout.startswith(b"quarantined")
-    empty = cli(env_for_cli, "ingest", stdin=b"")
+    empty = mailsupport_process(env_for_cli, "ingest", stdin=b"")
     assert empty.returncode == 2 and b"no message on standard input" in empty.stderr
 
 
@@ -244,14 +219,14 @@ def test_ingest_exits_75_when_the_database_is_unreachable(env_for_cli) -> None: 
         **env_for_cli,
         "MAILSUPPORT_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
     }
-    result = cli(env, "ingest", stdin=make_message())
+    result = mailsupport_process(env, "ingest", stdin=make_message())
     assert result.returncode == 75
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mailsupport: database unavailable")
 
 
 def test_console_help_lists_agent_and_operator_commands() -> None:
-    result = cli({}, "--help")
+    result = mailsupport_process({}, "--help")
     assert result.returncode == 0
     out = result.stdout.decode()
     for name in ("list", "show", "export", "import", "ingest", "quarantine", "db"):

@@ -4,22 +4,20 @@ on loopback and a real database."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from mailsupport import outbox
-from mailsupport.cli import app
 from mailsupport.mail import Address
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem
 from mailsupport.store.tickets import create_ticket
+from tests.support.cli import Run, cli
 from tests.support.smtpserver import SmtpServer
-from tests.support.smtpserver import smtp_server as smtp_server
 
 ANNA = "anna@customer.example.org"
 BOB = "bob@customer.example.org"
@@ -29,27 +27,13 @@ JSON_FIELDS = {
     "attempts", "next_attempt_at", "last_error", "created_at", "sent_at",
 }  # fmt: skip
 
-Run = Callable[..., Result]
-
-
-@pytest.fixture
-def smtp_env(env_for_cli: dict[str, str], smtp_server: SmtpServer) -> dict[str, str]:
-    return {
-        **env_for_cli,
-        "MAILSUPPORT_SMTP_HOST": smtp_server.host,
-        "MAILSUPPORT_SMTP_PORT": str(smtp_server.port),
-        "MAILSUPPORT_SMTP_SECURITY": "none",
-        "MAILSUPPORT_SMTP_TIMEOUT": "5",
-        "COLUMNS": "200",  # `outbox list` clips its lines to the terminal's width
-    }
-
 
 @pytest.fixture
 def run(smtp_env: dict[str, str]) -> Run:
-    runner = CliRunner()
+    """`mailsupport outbox ARGS`, by default with mail going to the test SMTP server."""
 
     def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-        return runner.invoke(app, ["outbox", *args], env=env or smtp_env, catch_exceptions=False)
+        return cli(env or smtp_env, "outbox", *args)
 
     return invoke
 

@@ -22,7 +22,6 @@ from mailsupport.cli import app
 from mailsupport.cli.app import use_colour
 from mailsupport.cli.render import ticket_text
 from mailsupport.config import Settings
-from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.quoting import Folded, fold
 from mailsupport.store.db import Store
 from mailsupport.store.models import (
@@ -33,8 +32,10 @@ from mailsupport.store.models import (
     TicketEvent,
     TicketTag,
 )
+from tests.support.desk import take
 from tests.support.mailfactory import make_message
 from tests.support.paths import ROOT
+from tests.support.processes import mailsupport_process, python_process
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LIST_FIELDS = {
@@ -45,12 +46,6 @@ LIST_FIELDS = {
     "assignee", "queue", "tags", "follows", "type", "line", "first_response_at",
     "first_response_due", "resolution_due",
 }  # fmt: skip
-
-
-def take(settings: Settings, store: Store, raw: bytes, when: datetime) -> int:
-    outcome = Pipeline(settings, store).ingest(Incoming(raw, "test", when), when)
-    assert outcome.ticket_number is not None
-    return outcome.ticket_number
 
 
 def change(store: Store, number: int, **fields: Any) -> None:
@@ -64,16 +59,6 @@ def change(store: Store, number: int, **fields: Any) -> None:
             else:
                 setattr(ticket, key, value)
         session.add(ticket)
-
-
-@pytest.fixture
-def run(env_for_cli: dict[str, str]):  # type: ignore[no-untyped-def]
-    def invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-        return CliRunner().invoke(
-            app, list(args), env={**env_for_cli, **(env or {})}, catch_exceptions=False
-        )
-
-    return invoke
 
 
 @pytest.fixture
@@ -544,7 +529,7 @@ def test_list_and_show_on_sqlite_load_neither_sqlalchemy_nor_the_models(
         "if m in sys.modules]\nassert not heavy, heavy"
     )
     for args in (["list"], ["show", str(conversation)], ["show", str(conversation), "--raw", "1"]):
-        done = cli(env_for_cli, "-c", code.replace("ARGS", repr(args)), module=False)
+        done = python_process(env_for_cli, "-c", code.replace("ARGS", repr(args)))
         assert done.returncode == 0, done.stderr
 
 
@@ -568,40 +553,33 @@ def test_a_read_process_collects_garbage_once_started(env_for_cli: dict[str, str
         "others -= {'mailsupport.cli.app', 'mailsupport.cli.tickets', 'mailsupport.cli.render'}\n"
         "assert not others, others"
     )
-    done = cli(env_for_cli, "-c", code, module=False)
+    done = python_process(env_for_cli, "-c", code)
     assert done.returncode == 0, done.stderr
 
 
 # -- real processes --------------------------------------------------------------------------
 
 
-def cli(env: dict[str, str], *args: str, module: bool = True) -> subprocess.CompletedProcess[bytes]:
-    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    full_env.pop("NO_COLOR", None)
-    command = [sys.executable, *(["-m", "mailsupport"] if module else []), *args]
-    return subprocess.run(command, capture_output=True, env=full_env, cwd=ROOT, timeout=60)
-
-
 def test_list_and_show_as_real_processes(env_for_cli: dict[str, str], conversation: int) -> None:
-    listed = cli(env_for_cli, "list")
+    listed = mailsupport_process(env_for_cli, "list")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.decode().splitlines()
     assert lines[0].split()[:3] == ["#", "STATUS", "UPDATED"]
     assert lines[1].split()[0] == str(conversation) and lines[1].endswith("Invoice")
     assert b"\x1b" not in listed.stdout  # a pipe is not a terminal
-    shown = cli(env_for_cli, "show", str(conversation))
+    shown = mailsupport_process(env_for_cli, "show", str(conversation))
     assert shown.returncode == 0, shown.stderr
     assert "[… 13 quoted lines hidden]" in shown.stdout.decode()
-    as_json = cli(env_for_cli, "list", "--json", "--mine", "--as", "boris")
+    as_json = mailsupport_process(env_for_cli, "list", "--json", "--mine", "--as", "boris")
     assert [t["number"] for t in json.loads(as_json.stdout)] == [conversation]
-    missing = cli(env_for_cli, "show", "999")
+    missing = mailsupport_process(env_for_cli, "show", "999")
     assert missing.returncode == 1
     assert missing.stderr.decode() == "mailsupport: no ticket #999 (see `mailsupport list`)\n"
 
 
 def test_a_brand_new_database_is_created_by_list(env_for_cli: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = {**env_for_cli, "MAILSUPPORT_DATABASE_URL": f"sqlite:///{tmp_path / 'new' / 'm.db'}"}
-    done = cli(env, "list")
+    done = mailsupport_process(env, "list")
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"no tickets\n"
     assert (tmp_path / "new" / "m.db").exists()

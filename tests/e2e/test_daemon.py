@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,92 +22,27 @@ from mailsupport.logs import RedactingFormatter
 from mailsupport.pipeline import Pipeline
 from mailsupport.sources.imap import FolderPoller, connect
 from mailsupport.store.db import Store
-from mailsupport.store.models import ImapFolder, ImapPending, Message
-from tests.e2e.test_imap_poll import flags_by_uid, imap_env, imap_settings, mail, poll, stored_ids
+from mailsupport.store.models import ImapPending, Message
+from tests.support.daemons import WAIT, DaemonThread, wait_until
 from tests.support.imapservers import DovecotServer, ImapServer
-from tests.support.imapservers import dovecot_server as dovecot_server
-from tests.support.imapservers import imap_server as imap_server
-from tests.support.paths import ROOT
-
-WAIT = 10.0  # the longest any single expectation may take
+from tests.support.mailboxes import (
+    flags_by_uid,
+    folder_ledger,
+    imap_env,
+    imap_settings,
+    mail,
+    mid,
+    poll,
+    stored_ids,
+)
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
-
-
-class DaemonProcess:
-    """`python -m mailsupport daemon` with its stderr in a file."""
-
-    def __init__(self, env: dict[str, str], cwd: Path, name: str) -> None:
-        self.log_path = cwd / f"{name}.log"
-        with open(self.log_path, "wb") as output:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailsupport", "daemon"],
-                # The checkout under test, not whatever copy is installed.
-                env={**os.environ, "PYTHONPATH": str(ROOT), **env}, cwd=cwd,
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, text: str, count: int = 1, timeout: float = WAIT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.log.count(text) >= count:
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(
-            f"daemon did not log {text!r} (x{count}) within {timeout:.0f} s "
-            f"(exit {self.proc.poll()}); its log:\n{self.log}"
-        )
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=WAIT)
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], DaemonProcess]]:
-    """Starts daemons; every one is killed when the test ends, whatever happened."""
-    started: list[DaemonProcess] = []
-
-    def start(env: dict[str, str]) -> DaemonProcess:
-        started.append(DaemonProcess(env, tmp_path, f"daemon{len(started) + 1}"))
-        return started[-1]
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.kill()
-
-
 def wait_stored(store: Store, ids: list[str], timeout: float = WAIT) -> None:
     wait_until(lambda: set(ids) <= set(stored_ids(store)), f"{ids} stored", timeout)
-
-
-def mid(i: int) -> str:
-    return f"m{i}@customer.example.org"
 
 
 # -- as a process ---------------------------------------------------------------------------
@@ -264,32 +194,6 @@ def test_a_lost_advisory_lock_is_noticed_and_taken_again(
 # -- in process: the parts a subprocess cannot show -----------------------------------------
 
 
-class DaemonThread:
-    """A Daemon running in a thread; stopped (and joined) by the `with` block's end."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.daemon.run()
-        except BaseException as error:  # reported by __exit__
-            self.error = error
-
-    def __enter__(self) -> DaemonThread:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.daemon.request_stop("test over")
-        self.thread.join(timeout=WAIT)
-        assert not self.thread.is_alive(), "the daemon did not stop"
-        if self.error is not None and exc[0] is None:
-            raise self.error
-
-
 def counting_connector(hide_idle: bool, calls: dict[str, int]) -> Callable[[Settings], Any]:
     """connect(), counting IDLE commands; `hide_idle` makes a real server look like one
     without IDLE (its CAPABILITY answer loses the word, nothing else changes)."""
@@ -321,7 +225,7 @@ def test_without_idle_it_polls_every_interval(
         connector=counting_connector(True, calls),
     )  # fmt: skip
     with DaemonThread(daemon):
-        wait_until(lambda: _ledger(store), "the first pass")
+        wait_until(lambda: folder_ledger(store), "the first pass")
         dovecot_server.append(mail(1))
         wait_stored(store, [mid(1)], timeout=5)
     assert calls["idle"] == 0
@@ -370,7 +274,7 @@ def test_a_password_changed_while_running_is_logged_and_retried(
     )
     daemon = Daemon(configured, Store.open(configured.db_url), now)
     with DaemonThread(daemon) as running:
-        wait_until(lambda: _ledger(store), "the first pass")
+        wait_until(lambda: folder_ledger(store), "the first pass")
         # The password is changed on the server, and the connection drops.
         configured_password = dovecot_server.password
         dovecot_server.password = "changed-on-the-server"
@@ -413,7 +317,7 @@ def test_stopping_mid_batch_records_only_what_was_taken(
     finally:
         client.logout()
     assert sum(result.counts.values()) == 5 and result.waiting == 7
-    assert _ledger(store).last_uid == uids[4]
+    assert folder_ledger(store).last_uid == uids[4]
     assert stored_ids(store) == sorted(mid(i) for i in range(5))
     flags = flags_by_uid(imap_server)
     assert [b"\\Seen" in flags[uid] for uid in uids] == [True] * 5 + [False] * 7
@@ -446,8 +350,3 @@ def test_the_log_formatter_blanks_out_secrets() -> None:
     assert "hunter2-secret" not in text
     assert "sent ******** as pw" in text  # "pw" is too short: blanking it would garble words
     assert "ValueError: login failed for ********" in text  # tracebacks too
-
-
-def _ledger(store: Store) -> ImapFolder | None:
-    with store.read() as session:
-        return session.exec(select(ImapFolder)).first()

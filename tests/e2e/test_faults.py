@@ -70,7 +70,6 @@ from tests.support.faults import CutProxy, Forkserver, Pace, let_time_pass
 from tests.support.imapservers import DOVECOT_BINARY, DovecotServer, ImapServer, PymapServer
 from tests.support.mailfactory import make_message
 from tests.support.smtpserver import SmtpServer, _Behaviour
-from tests.support.smtpserver import smtp_server as smtp_server
 
 SEED = 20260310
 # Where a poll can be killed, as told by what it left behind; the loop goes on until each

@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from typer.testing import CliRunner
 
-from mailsupport.cli import app
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, OutboxItem, Participant, Ticket
-from tests.e2e.test_imap_poll import imap_env
-from tests.support.imapservers import dovecot_server as dovecot_server
+from tests.support.cli import cli
+from tests.support.desk import ticket_of
+from tests.support.mailboxes import imap_env
 from tests.support.mailfactory import BASE_TIME, make_message
 
 ANNA = "anna@cust.example"
@@ -34,10 +33,6 @@ def raw_mail(headers: list[tuple[str, str]], body: str = "Hello.\n") -> bytes:
     head = [("Date", format_datetime(BASE_TIME)), *headers]
     lines = [f"{name}: {value}" for name, value in head]
     return ("\r\n".join([*lines, "Content-Type: text/plain; charset=utf-8", "", body])).encode()
-
-
-def cli(env: dict[str, str], *args: str, input: bytes | None = None) -> Any:
-    return CliRunner().invoke(app, list(args), env=env, input=input, prog_name="mailsupport")
 
 
 @pytest.fixture(params=["ingest", "poll"])
@@ -66,12 +61,6 @@ def deliver(request: pytest.FixtureRequest, env_for_cli: dict[str, str]) -> Iter
 def agent(env_for_cli: dict[str, str]) -> Callable[..., Any]:
     env = {**env_for_cli, "MAILSUPPORT_AGENT": "maria"}
     return lambda *args: cli(env, *args)
-
-
-def ticket_of(store: Store, message_id: str) -> Ticket:
-    with store.read() as session:
-        row = session.exec(select(Message).where(Message.message_id == message_id)).one()
-        return session.exec(select(Ticket).where(Ticket.id == row.ticket_id)).one()
 
 
 def roles(store: Store, number: int) -> dict[str, str]:

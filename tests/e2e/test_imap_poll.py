@@ -24,59 +24,10 @@ from mailsupport.pipeline import Pipeline
 from mailsupport.sources.imap import FolderPoller, connect
 from mailsupport.store.db import Store
 from mailsupport.store.models import ImapFolder, ImapPending, Message
-from tests.support.imapservers import DovecotServer, ImapServer
-from tests.support.imapservers import dovecot_server as dovecot_server
-from tests.support.imapservers import imap_server as imap_server
+from tests.support.imapservers import DovecotServer
+from tests.support.mailboxes import flags_by_uid, imap_env, imap_settings, mail, poll, stored_ids
 from tests.support.mailfactory import make_message
 from tests.support.paths import ROOT
-
-
-def imap_env(env: dict[str, str], server: ImapServer, **extra: str) -> dict[str, str]:
-    return {
-        **env,
-        "MAILSUPPORT_IMAP_HOST": server.host,
-        "MAILSUPPORT_IMAP_PORT": str(server.port),
-        "MAILSUPPORT_IMAP_USER": server.user,
-        "MAILSUPPORT_IMAP_PASSWORD": server.password,
-        "MAILSUPPORT_IMAP_SECURITY": "none",
-        "MAILSUPPORT_IMAP_BATCH": "7",
-        **{f"MAILSUPPORT_{k.upper()}": v for k, v in extra.items()},
-    }
-
-
-def imap_settings(settings: Settings, server: ImapServer, **extra: object) -> Settings:
-    return settings.model_copy(
-        update={
-            "imap_host": server.host,
-            "imap_port": server.port,
-            "imap_user": server.user,
-            "imap_password": __import__("pydantic").SecretStr(server.password),
-            "imap_security": "none",
-            "imap_batch": 7,
-            **extra,
-        }
-    )
-
-
-def poll(env: dict[str, str]):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(app, ["poll"], env=env, catch_exceptions=False)
-
-
-def mail(i: int, **kwargs: object) -> bytes:
-    """A message with CRLF line ends, as IMAP servers store and return it."""
-    raw = make_message(f"m{i}@customer.example.org", subject=f"Question {i}", **kwargs)  # type: ignore[arg-type]
-    return raw.replace(b"\n", b"\r\n")
-
-
-def stored_ids(store: Store) -> list[str]:
-    with store.read() as session:
-        return sorted(session.exec(select(Message.message_id)).all())
-
-
-def flags_by_uid(server: ImapServer, folder: str = "INBOX") -> dict[int, set[bytes]]:
-    with server.client() as client:
-        client.select_folder(folder, readonly=True)
-        return {uid: set(f) for uid, f in client.get_flags(client.search(["ALL"])).items()}
 
 
 def test_first_poll_takes_only_new_mail_by_default(imap_server, env_for_cli, store) -> None:  # type: ignore[no-untyped-def]

@@ -20,9 +20,6 @@ from tests.support.imapservers import (
 )
 
 # Fixtures are imported by name; `as` marks them as deliberate re-exports for the linter.
-from tests.support.imapservers import dovecot_server as dovecot_server
-from tests.support.imapservers import imap_server as imap_server
-from tests.support.imapservers import pymap_server as pymap_server
 
 # What a dead server looks like to imapclient: the socket fails, or imaplib sees EOF (abort).
 CONNECTION_LOST = (OSError, imaplib.IMAP4.error)

@@ -7,8 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from mailsupport.cli import app
-from tests.e2e.test_imap_poll import imap_env, mail
-from tests.support.imapservers import imap_server as imap_server
+from tests.support.mailboxes import imap_env, mail
 
 
 def invoke(env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]

@@ -43,7 +43,6 @@ from mailsupport.store.tickets import create_ticket
 from mailsupport.templating import Templates
 from tests.support.mailfactory import make_message
 from tests.support.smtpserver import SmtpServer, self_signed_cert
-from tests.support.smtpserver import smtp_server as smtp_server
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ANNA = "anna@customer.example.org"
@@ -56,14 +55,6 @@ def at(moment: datetime) -> Callable[[], datetime]:
 
 def half(_: Any = None) -> float:
     return 0.5
-
-
-@pytest.fixture
-def smtp_settings(settings: Settings, smtp_server: SmtpServer) -> Settings:
-    return settings.model_copy(
-        update={"smtp_host": smtp_server.host, "smtp_port": smtp_server.port,
-                "smtp_security": "none", "smtp_timeout": 5}
-    )  # fmt: skip
 
 
 def new_ticket(store: Store) -> int:
@@ -583,8 +574,8 @@ def test_poll_sends_the_outbox_after_intake(
     from typer.testing import CliRunner
 
     from mailsupport.cli import app
-    from tests.e2e.test_imap_poll import imap_env
     from tests.support.imapservers import PymapServer
+    from tests.support.mailboxes import imap_env
 
     queue(store, new_ticket(store), "queued-1@example.com", when=datetime.now(UTC))
     waiting = CliRunner().invoke(app, ["status", "--offline", "--json"], env=env_for_cli)

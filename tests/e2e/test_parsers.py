@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -31,7 +29,8 @@ from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, QuarantineEntry
 from tests.support.mailfactory import make_message
-from tests.support.paths import FIXTURES, ROOT
+from tests.support.paths import FIXTURES
+from tests.support.processes import python_process
 
 STALL = b"X-Test-Stall: yes"
 CRASH = b"X-Test-Crash: yes"
@@ -209,9 +208,8 @@ def test_workers_die_with_their_parent_even_in_the_middle_of_a_message() -> None
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=60
-    )  # returns only when no process holds its stdout: the workers are gone too
+    # Returns only when no process holds its stdout: the workers are gone too.
+    done = python_process({}, "-c", script)
     pids = [int(p) for p in done.stdout.split()]
     assert done.returncode == -signal.SIGKILL and len(pids) == 2, done.stderr
     deadline = time.monotonic() + 5  # (they may still be on their way out)

@@ -12,18 +12,16 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from typer.testing import CliRunner
 
-from mailsupport.cli import app
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Ticket, TicketEvent, TicketTag
-from tests.e2e.test_cli_outbox import smtp_env as smtp_env
+from tests.support.cli import cli
+from tests.support.desk import take
 from tests.support.mailfactory import make_message
 from tests.support.smtpserver import SmtpServer
-from tests.support.smtpserver import smtp_server as smtp_server
 
 T0 = datetime(2026, 11, 20, 16, 0, tzinfo=UTC)  # a Friday, 19:00 in Moscow
 RULES = """
@@ -54,26 +52,16 @@ def desk(settings: Settings, **extra: Any) -> Settings:
     return settings.model_copy(update=extra)
 
 
-def take(settings: Settings, store: Store, raw: bytes, now: datetime = T0) -> int:
-    outcome = Pipeline(settings, store).ingest(Incoming(raw, "test", now), now)
-    assert outcome.ticket_number is not None
-    return outcome.ticket_number
-
-
 def ticket(store: Store, number: int) -> Ticket:
     with store.read() as session:
         return session.exec(select(Ticket).where(Ticket.number == number)).one()
-
-
-def cli(env: dict[str, str], *args: str) -> Any:
-    return CliRunner().invoke(app, list(args), env=env)
 
 
 def test_rules_classify_new_tickets_and_say_why(
     settings: Settings, store: Store, rules_file: Path
 ) -> None:
     configured = desk(settings, rules_file=str(rules_file))
-    number = take(configured, store, make_message("a@c.example", subject="Где мой счёт?"))
+    number = take(configured, store, make_message("a@c.example", subject="Где мой счёт?"), T0)
     t = ticket(store, number)
     assert (t.queue, t.type, t.priority, t.line) == ("billing", "billing", "normal", 1)
     with store.read() as session:
@@ -82,7 +70,7 @@ def test_rules_classify_new_tickets_and_say_why(
     assert event.actor == "rules"
     assert event.detail == "queue billing, type billing, tags invoice (rules: invoices)"
 
-    down = take(configured, store, make_message("b@c.example", subject="Сайт не работает"))
+    down = take(configured, store, make_message("b@c.example", subject="Сайт не работает"), T0)
     t = ticket(store, down)
     assert (t.priority, t.type, t.line) == ("urgent", "incident", 2)
 
@@ -91,7 +79,7 @@ def test_rules_classify_new_tickets_and_say_why(
         "a2@c.example", subject="Re: Где мой счёт?", in_reply_to="<a@c.example>",
         body="Сайт не работает тоже",
     )  # fmt: skip
-    assert take(configured, store, reply) == number
+    assert take(configured, store, reply, T0) == number
     assert ticket(store, number).priority == "normal"
 
 
@@ -143,13 +131,13 @@ def test_sla_due_times_follow_priority_and_business_hours(
         business_hours="mon-fri 09:00-18:00",
     )
     # Friday 19:00 Moscow, urgent (1h first response, 1d resolution): Monday 10:00 Moscow.
-    urgent = take(configured, store, make_message("u@c.example", subject="API down", date=T0))
+    urgent = take(configured, store, make_message("u@c.example", subject="API down", date=T0), T0)
     t = ticket(store, urgent)
     assert t.first_response_due == datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
     # 1d = 24 working hours of 9-hour days: Wednesday 15:00 Moscow.
     assert t.resolution_due == datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
-    normal = take(desk(settings), store, make_message("n@c.example", date=T0))
+    normal = take(desk(settings), store, make_message("n@c.example", date=T0), T0)
     t = ticket(store, normal)
     assert t.first_response_due == T0 + timedelta(days=1)  # round the clock by default
     env = {**env_for_cli, "MAILSUPPORT_SLA_FIRST_RESPONSE": "high=2h"}
@@ -174,7 +162,7 @@ def test_the_first_reply_is_the_first_response(
 def test_escalate_moves_the_line_and_tells_the_team(
     settings: Settings, store: Store, smtp_env: dict[str, str], smtp_server: SmtpServer
 ) -> None:
-    number = take(settings, store, make_message("e@c.example", subject="Ошибка 500"))
+    number = take(settings, store, make_message("e@c.example", subject="Ошибка 500"), T0)
     env = {
         **smtp_env,
         "MAILSUPPORT_AGENT": "Maria",

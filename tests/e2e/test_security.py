@@ -10,16 +10,14 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from sqlmodel import select
-from typer.testing import CliRunner, Result
 
-from mailsupport.cli import app
 from mailsupport.cli.attachcmd import MAX_NAME_BYTES, save_name
 from mailsupport.compose import is_our_message_id, load_or_create_secret
 from mailsupport.config import Settings, load_settings
@@ -28,17 +26,17 @@ from mailsupport.errors import ConfigError
 from mailsupport.pipeline import Incoming, Outcome, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, Participant, Ticket, TicketEvent
+from tests.support.cli import Run
+from tests.support.desk import ticket_of
 from tests.support.mailfactory import BASE_TIME, make_message
 from tests.support.paths import ROOT
+from tests.support.processes import mailsupport_process
 from tests.support.smtpserver import SmtpServer
-from tests.support.smtpserver import smtp_server as smtp_server
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ANNA = "Anna Petrova <anna@customer.example.org>"
 BORIS = "Boris <boris@other.example.org>"
 MALLORY = "Mallory <mallory@evil.example.net>"
-
-Run = Callable[..., Result]
 
 
 @pytest.fixture
@@ -53,12 +51,6 @@ def feed(pipeline: Pipeline, *raws: bytes) -> list[Outcome]:
     return outcomes
 
 
-def ticket_of(store: Store, message_id: str) -> Ticket:
-    with store.read() as session:
-        row = session.exec(select(Message).where(Message.message_id == message_id)).one()
-        return session.exec(select(Ticket).where(Ticket.id == row.ticket_id)).one()
-
-
 def participants(store: Store, ticket: Ticket) -> set[str]:
     with store.read() as session:
         rows = session.exec(select(Participant).where(Participant.ticket_id == ticket.id))
@@ -69,19 +61,6 @@ def events(store: Store, ticket: Ticket) -> list[tuple[str, str]]:
     with store.read() as session:
         rows = session.exec(select(TicketEvent).where(TicketEvent.ticket_id == ticket.id))
         return [(e.action, e.detail) for e in rows]
-
-
-@pytest.fixture
-def run(env_for_cli: dict[str, str]) -> Run:
-    runner = CliRunner()
-
-    def invoke(*args: str, input: bytes | None = None, env: dict[str, str] | None = None) -> Result:
-        return runner.invoke(
-            app, list(args), env={**env_for_cli, **(env or {})}, input=input,
-            catch_exceptions=False,
-        )  # fmt: skip
-
-    return invoke
 
 
 # -- threading: who may add to a ticket ------------------------------------------------------
@@ -508,14 +487,6 @@ IMAP_PASSWORD = "imap-Pa55word-0815"
 SECRET = "message-id-key-0042"
 
 
-def cli(env: dict[str, str], *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailsupport", *args],
-        input=stdin.decode("utf-8", "surrogateescape"),
-        capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT, timeout=60,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def debug_env(env_for_cli: dict[str, str], smtp_server: SmtpServer) -> Iterator[dict[str, str]]:
     smtp_server.stop()
@@ -546,24 +517,26 @@ def test_no_smtp_password_in_the_log_even_at_debug(
     debug_env: dict[str, str], smtp_server: SmtpServer
 ) -> None:
     marker = "the-body-text-of-a-private-message"
-    ingest = cli(debug_env, "ingest", stdin=make_message("pw@customer.example.org", body=marker))
+    raw = make_message("pw@customer.example.org", body=marker)
+    ingest = mailsupport_process(debug_env, "ingest", stdin=raw)
     assert ingest.returncode == 0, ingest.stderr
-    assert "INFO mailsupport.pipeline: ticket #1" in ingest.stderr  # the log was on
-    flush = cli(debug_env, "outbox", "flush")
+    assert b"INFO mailsupport.pipeline: ticket #1" in ingest.stderr  # the log was on
+    flush = mailsupport_process(debug_env, "outbox", "flush")
     assert flush.returncode == 0, flush.stderr
-    assert "DEBUG " in flush.stderr  # at DEBUG
+    assert b"DEBUG " in flush.stderr  # at DEBUG
     assert len(smtp_server.arrivals) == 1  # the acknowledgement, sent after logging in
     for output in (ingest.stdout, ingest.stderr, flush.stdout, flush.stderr):
-        assert secrets_in(output) == []
-        assert marker not in output
+        assert secrets_in(output.decode()) == []
+        assert marker not in output.decode()
 
     # A refused login says which setting to fix, and still not the password.
     wrong = {**debug_env, "MAILSUPPORT_SMTP_PASSWORD": "wrong-" + SMTP_PASSWORD}
-    cli(wrong, "ingest", stdin=make_message("pw2@customer.example.org", sender="b@x.example.org"))
-    refused = cli(wrong, "outbox", "flush")
+    raw = make_message("pw2@customer.example.org", sender="b@x.example.org")
+    mailsupport_process(wrong, "ingest", stdin=raw)
+    refused = mailsupport_process(wrong, "outbox", "flush")
     assert refused.returncode == 2
-    assert "MAILSUPPORT_SMTP_PASSWORD" in refused.stderr
-    assert secrets_in(refused.stdout + refused.stderr) == []
+    assert b"MAILSUPPORT_SMTP_PASSWORD" in refused.stderr
+    assert secrets_in((refused.stdout + refused.stderr).decode()) == []
 
 
 def test_the_daemon_log_blanks_every_password_and_the_secret(settings: Settings) -> None:

@@ -24,12 +24,8 @@ from mailsupport.config import Settings
 from mailsupport.outbox import deliver_due, retry
 from mailsupport.store.db import Store
 from tests.e2e.test_outbox import ANNA, T0, at, get, new_ticket, queue
-from tests.e2e.test_outbox import smtp_settings as smtp_settings
 from tests.support.imapservers import ImapServer
-from tests.support.imapservers import imap_server as imap_server
-from tests.support.imapservers import pymap_server as pymap_server
 from tests.support.smtpserver import SmtpServer, free_port
-from tests.support.smtpserver import smtp_server as smtp_server
 
 SENT = "Sent"
 

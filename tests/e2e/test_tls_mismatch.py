@@ -32,13 +32,10 @@ from mailsupport.errors import ConfigError, TemporaryError
 from mailsupport.outbox import check_smtp, deliver_due
 from mailsupport.sources.imap import connect
 from mailsupport.store.db import Store
-from tests.e2e.test_imap_poll import imap_env, imap_settings
 from tests.e2e.test_outbox import T0, at, get, new_ticket, queue
 from tests.support.imapservers import ImapServer
-from tests.support.imapservers import imap_server as imap_server
-from tests.support.imapservers import pymap_server as pymap_server
+from tests.support.mailboxes import imap_env, imap_settings
 from tests.support.smtpserver import SmtpServer, free_port, self_signed_cert
-from tests.support.smtpserver import smtp_server as smtp_server
 
 PLAIN_IMAP = "the server speaks plain IMAP on this port: use starttls or none"
 PLAIN_SMTP = "the server speaks plain SMTP on this port: use starttls or none"

@@ -25,14 +25,12 @@ from sqlmodel import select
 
 from mailsupport.store.db import Store
 from mailsupport.store.models import ImapPending, Message, OutboxItem, Ticket
-from tests.e2e.test_daemon import ROOT, WAIT, DaemonProcess, mid, wait_until
-from tests.e2e.test_daemon import daemons as daemons
-from tests.e2e.test_imap_poll import flags_by_uid, imap_env
+from tests.support.daemons import WAIT, DaemonProcess, wait_until
 from tests.support.imapservers import DovecotServer
-from tests.support.imapservers import dovecot_server as dovecot_server
+from tests.support.mailboxes import flags_by_uid, imap_env, mid
 from tests.support.mailfactory import make_message
+from tests.support.paths import ROOT
 from tests.support.smtpserver import SmtpServer
-from tests.support.smtpserver import smtp_server as smtp_server
 
 POLL_SECONDS = 1
 # How late the takeover may be beyond one poll interval: the standby's PostgreSQL round trip

@@ -16,11 +16,9 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +35,7 @@ from sqlmodel import select
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem
 from tests.support.paths import ROOT
+from tests.support.processes import DIE_WITH_PARENT
 
 # Everything `poll` and `outbox flush` import on the way, loaded once before any fork.
 PRELOAD = (
@@ -148,25 +147,6 @@ class Run:
         return f"{fate} after {self.seconds:.3f} s"
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux/glibc: no parent-death signal
-        return None
-
-
-# Looked up here, in the parent: between fork and exec the child only makes the one call.
-_PRCTL = _load_prctl() if sys.platform == "linux" else None
-
-
-def _die_with_parent() -> None:
-    """In the helper before exec: if pytest is SIGKILLed, the helper goes with it."""
-    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class Forkserver:
     """Runs `mailsupport ARGS` in forked children of one preloaded helper process."""
 
@@ -180,7 +160,7 @@ class Forkserver:
         self._proc = subprocess.Popen(
             [sys.executable, "-c", _FORKSERVER, json.dumps(PRELOAD)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=self.workdir, text=True,
-            preexec_fn=_die_with_parent if _PRCTL is not None else None,
+            preexec_fn=DIE_WITH_PARENT,
         )  # fmt: skip
         assert json.loads(self._reply()) == {"ready": True}
         return self

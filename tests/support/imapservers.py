@@ -3,11 +3,9 @@
 Each server is a subprocess in its own process group, listening on 127.0.0.1 on a free port,
 speaking plain IMAP (no TLS), with one user whose INBOX starts empty.
 
-Fixtures (deliberately not in conftest.py; import the ones a module needs, by name, with the
-`as` re-export form so ruff sees them as used and the test arguments don't trip F811):
+Fixtures (registered for every test by conftest.py's pytest_plugins; import only the types):
 
     from tests.support.imapservers import ImapServer
-    from tests.support.imapservers import imap_server as imap_server
 
     def test_poll(imap_server: ImapServer) -> None:  # runs once on pymap, once on Dovecot
         uid = imap_server.append(b"Subject: hi\r\n\r\nbody\r\n")
@@ -40,7 +38,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import grp
 import imaplib
 import os
@@ -62,6 +59,8 @@ from typing import Any, Protocol, Self
 
 import imapclient
 import pytest
+
+from tests.support.processes import DIE_WITH_PARENT
 
 __all__ = [
     "DOVECOT_BINARY",
@@ -162,25 +161,6 @@ def _live_group_members(pgid: int) -> list[int]:
         if int(pgrp) == pgid and state not in ("Z", "X"):
             members.append(int(entry.name))
     return members
-
-
-def _load_prctl() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux/glibc: no parent-death signal
-        return None
-
-
-_PRCTL = _load_prctl() if sys.platform == "linux" else None
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: if pytest itself is SIGKILLed, take the server with it.
-
-    prctl was looked up in the parent, so the forked child only makes the one call.
-    """
-    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class _ManagedServer:
@@ -303,7 +283,7 @@ class _ManagedServer:
                 env=self._env(),
                 cwd=self.dir,
                 start_new_session=True,  # own process group: kill() reaches every child
-                preexec_fn=_die_with_parent if _PRCTL is not None else None,
+                preexec_fn=DIE_WITH_PARENT,
             )
         _LIVE.add(self)
         try:

@@ -1,7 +1,6 @@
 """A real SMTP server on loopback for the tests: aiosmtpd's Controller in a thread.
 
-    from tests.support.smtpserver import SmtpServer
-    from tests.support.smtpserver import smtp_server as smtp_server
+    from tests.support.smtpserver import SmtpServer  # the fixture is registered by conftest.py
 
     def test_send(smtp_server: SmtpServer) -> None:
         smtp_server.refuse_rcpt("550 5.1.1 no such user", only=["bob@example.org"])

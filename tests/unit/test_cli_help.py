@@ -5,11 +5,8 @@ example accepted by the parser, usage errors in one line, and ticket numbers as 
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import re
 import shlex
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from typer.testing import CliRunner
 from mailsupport.cli import app
 from mailsupport.cli.app import split_examples
 from tests.support.mailfactory import make_message
-from tests.support.paths import ROOT
+from tests.support.processes import mailsupport_process
 
 # What typer prints for a parameter when nobody chose how it reads: <bool>, <str>,
 # <int range>, <list[str]>, {N}; and rich's boxes.
@@ -115,13 +112,8 @@ def test_flags_show_no_metavar_and_options_a_meaningful_one() -> None:
 def help_in_a_terminal(*args: str, columns: int) -> str:
     """Help as a real process prints it for a terminal COLUMNS wide (typer's CliRunner
     always formats for 80)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "mailsupport", *args, "--help"],
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": str(columns)},
-        cwd=ROOT,
-        check=True,
-    )
+    done = mailsupport_process({"COLUMNS": str(columns)}, *args, "--help")
+    assert done.returncode == 0, done.stderr
     return done.stdout.decode()
 
 
@@ -179,12 +171,7 @@ def test_usage_errors_are_one_line_on_stderr(args: list[str], message: str) -> N
 
 
 def test_usage_errors_in_a_real_process_have_no_panels() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "mailsupport", "merge", "1"],
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-    )
+    done = mailsupport_process({}, "merge", "1")
     assert done.returncode == 2
     assert done.stdout == b""
     assert done.stderr.decode().splitlines() == [

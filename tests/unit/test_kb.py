@@ -10,9 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from mailsupport.cli import app
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, NotFoundError
 from mailsupport.kb import (
@@ -27,6 +25,7 @@ from mailsupport.kb import (
     suggest,
     suggestions_for,
 )
+from tests.support.cli import cli
 from tests.support.paths import ROOT
 
 INVOICES_RU = """\
@@ -447,8 +446,7 @@ needs_setting = pytest.mark.skipif(
 @pytest.fixture
 def run(kb_dir: Path):  # type: ignore[no-untyped-def]
     def invoke(*args: str, kb: Path | None = kb_dir):  # type: ignore[no-untyped-def]
-        env = {"MAILSUPPORT_KB_DIR": str(kb)} if kb else {}
-        return CliRunner().invoke(app, ["kb", *args], env=env, catch_exceptions=False)
+        return cli({"MAILSUPPORT_KB_DIR": str(kb)} if kb else {}, "kb", *args)
 
     return invoke
 

@@ -10,7 +10,7 @@ import os
 import re
 import sqlite3
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,10 +20,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlmodel import select
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 import mailsupport.search
-from mailsupport.cli import app
 from mailsupport.cli.render import terminal_text, ticket_table, ticket_text
 from mailsupport.compose import load_or_create_secret
 from mailsupport.config import Settings
@@ -38,9 +37,9 @@ from mailsupport.store.queries import (
     ticket_by_number,
     ticket_detail,
 )
+from tests.support.cli import Run
 from tests.support.mailfactory import make_message
 
-Run = Callable[..., Result]
 # Whatever a terminal could act on: C0 but newline and tab, DEL, C1 (U+0080-U+009F).
 CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # One of each: CSI as ESC [ and as U+009B, OSC with BEL and with ST, a lone ESC, DEL, NUL.
@@ -57,16 +56,6 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
         yield request.param
     finally:
         os.umask(old)
-
-
-@pytest.fixture
-def run(env_for_cli: dict[str, str]) -> Run:
-    def invoke(*args: str, input: bytes | None = None, env: dict[str, str] | None = None) -> Result:
-        return CliRunner().invoke(
-            app, list(args), input=input, env={**env_for_cli, **(env or {})}, catch_exceptions=False
-        )
-
-    return invoke
 
 
 def current_umask() -> int:

@@ -9,8 +9,6 @@ MAILSUPPORT_TEST_DATABASE_URL is set), read back by `reportdata.load_tickets` an
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,7 +16,6 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from typer.testing import CliRunner
 
 from mailsupport.errors import UsageError
 from mailsupport.report import (
@@ -37,7 +34,9 @@ from mailsupport.report import (
 )
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, RawMessage, Ticket, TicketEvent
+from tests.support.cli import Run
 from tests.support.paths import ROOT
+from tests.support.processes import python_process
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 SINCE, UNTIL = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC)
@@ -639,15 +638,12 @@ def test_terminal_tables(week: Store) -> None:
 
 
 @pytest.fixture
-def run(env_for_cli: dict[str, str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    from mailsupport.cli import app, reportcmd
+def run(run: Run, monkeypatch: pytest.MonkeyPatch) -> Run:
+    """conftest's `run`, with the report's clock stopped at NOW."""
+    from mailsupport.cli import reportcmd
 
     monkeypatch.setattr(reportcmd, "utcnow", lambda: NOW)
-
-    def invoke(*args: str):  # type: ignore[no-untyped-def]
-        return CliRunner().invoke(app, list(args), env=env_for_cli, catch_exceptions=False)
-
-    return invoke
+    return run
 
 
 RANGE = ("--since", "2026-03-01", "--until", "2026-03-08")
@@ -734,10 +730,9 @@ def test_report_module_needs_no_database_or_stemmer_at_import() -> None:
         "import sys, mailsupport.report;"
         "print([m for m in ('sqlalchemy', 'sqlmodel', 'snowballstemmer') if m in sys.modules])"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    assert out.stdout.strip() == "[]"  # pure: the adapter and the stemmer load when used
+    out = python_process({}, "-c", code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == b"[]"  # pure: the adapter and the stemmer load when used
 
 
 # ------------------------------------------------------------------------------------------

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlmodel import select
-from typer.testing import CliRunner
 
 from mailsupport import agent
-from mailsupport.cli import app
 from mailsupport.config import Settings
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.search import Hit, parse_query, search
@@ -357,16 +355,6 @@ def test_postgresql_uses_the_index(store: Store, ingest: Ingest) -> None:
 
 
 # -- the command --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def run(env_for_cli: dict[str, str]):  # type: ignore[no-untyped-def]
-    runner = CliRunner()
-
-    def invoke(*args: str):  # type: ignore[no-untyped-def]
-        return runner.invoke(app, list(args), env=env_for_cli, catch_exceptions=False)
-
-    return invoke
 
 
 def test_the_command_lists_tickets_with_snippets(run, ingest: Ingest) -> None:  # type: ignore[no-untyped-def]

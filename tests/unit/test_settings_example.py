@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from mailsupport.config import ENV_PREFIX, Settings, load_settings
+from tests.support.paths import ROOT
 
-EXAMPLE = Path(__file__).parent.parent / "settings.example.env"
+EXAMPLE = ROOT / "settings.example.env"
 
 
 def documented_keys() -> dict[str, str]:

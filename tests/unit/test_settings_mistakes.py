@@ -4,10 +4,7 @@ database URL that cannot work (its password never shown), and no Alembic chatter
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
@@ -28,6 +25,7 @@ from mailsupport.logs import secrets_of
 from mailsupport.store import SCHEMA_REVISION
 from mailsupport.store.db import create_db_engine
 from tests.support.paths import ROOT
+from tests.support.processes import mailsupport_process
 
 PASSWORD = "hunter2secret"
 
@@ -160,7 +158,7 @@ def test_every_name_the_project_uses_is_known() -> None:
     for folder in ("mailsupport", "bench", "contrib", "docs"):
         places += [p for p in (ROOT / folder).rglob("*") if p.is_file()]
     # The tests' helpers and fixtures; the tests themselves spell mistakes on purpose.
-    places += [p for p in (ROOT / "tests").glob("*.py") if not p.name.startswith("test_")]
+    places += [ROOT / "tests" / "conftest.py", *(ROOT / "tests" / "support").glob("*.py")]
     found = set()
     for place in places:
         if place.suffix in {".py", ".md", ".env", ".service", ""}:
@@ -308,17 +306,9 @@ def test_alembic_warnings_stay_visible(
 
 def test_verbose_stderr_of_a_real_process(tmp_path: Path) -> None:
     """The whole of stderr as a user sees it: our one line, none of Alembic's."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
-    env.update(PYTHONPATH=str(ROOT), MAILSUPPORT_DATA_DIR=str(tmp_path / "data"))
-    done = subprocess.run(
-        [sys.executable, "-m", "mailsupport", "-v", "list"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert (done.returncode, done.stdout) == (0, "no tickets\n")
-    assert done.stderr == (
+    # conftest.clean_env took every MAILSUPPORT_* setting away, and made tmp_path the cwd.
+    done = mailsupport_process({"MAILSUPPORT_DATA_DIR": str(tmp_path / "data")}, "-v", "list")
+    assert (done.returncode, done.stdout) == (0, b"no tickets\n")
+    assert done.stderr.decode() == (
         f"INFO mailsupport.store.db: created the database schema (revision {SCHEMA_REVISION})\n"
     )
