@@ -14,9 +14,9 @@ from typer.testing import Result
 from mailsupport import outbox
 from mailsupport.mail import Address
 from mailsupport.store.db import Store
-from mailsupport.store.models import OutboxItem
 from mailsupport.store.tickets import create_ticket
 from tests.support.cli import Run, cli
+from tests.support.outbox import get
 from tests.support.smtpserver import SmtpServer
 
 ANNA = "anna@customer.example.org"
@@ -66,13 +66,6 @@ def listed(run: Run, *args: str) -> list[dict[str, Any]]:
     items = json.loads(result.stdout)
     assert isinstance(items, list)
     return items
-
-
-def get(store: Store, item_id: int) -> OutboxItem:
-    with store.read() as session:
-        item = session.get(OutboxItem, item_id)
-        assert item is not None
-        return item
 
 
 def one_error_line(result: Result) -> str:

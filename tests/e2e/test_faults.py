@@ -36,25 +36,21 @@ import email
 import email.policy
 import hashlib
 import random
-import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from sqlmodel import col, select
 
 from mailsupport.config import Settings, load_settings
 from mailsupport.outbox import deliver_due
 from mailsupport.pipeline import Incoming, Pipeline
-from mailsupport.store.db import WRITE_LOCK_KEY, Store
+from mailsupport.store.db import Store
 from mailsupport.store.models import (
     Attachment,
     ImapFolder,
@@ -66,7 +62,14 @@ from mailsupport.store.models import (
     Ticket,
     TicketEvent,
 )
-from tests.support.faults import CutProxy, Forkserver, Pace, let_time_pass
+from tests.support.faults import (
+    CutProxy,
+    Forkserver,
+    Pace,
+    impatient,
+    let_time_pass,
+    write_lock_held,
+)
 from tests.support.imapservers import DOVECOT_BINARY, DovecotServer, ImapServer, PymapServer
 from tests.support.mailfactory import make_message
 from tests.support.smtpserver import SmtpServer, _Behaviour
@@ -841,42 +844,6 @@ def test_smtp_4xx_5xx_and_timeouts_never_hold_up_intake(
 # ------------------------------------------------------------------------------------------
 # The database locked by another writer
 # ------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def write_lock_held(store: Store) -> Iterator[None]:
-    """Another writer in the middle of its transaction: on SQLite it holds the write lock
-    (BEGIN IMMEDIATE), on PostgreSQL the writers' advisory lock that stands in for it."""
-    if store.engine.dialect.name == "sqlite":
-        assert store.engine.url.database
-        conn = sqlite3.connect(store.engine.url.database, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-        return
-    with store.engine.connect() as pg:
-        pg.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
-        try:
-            yield
-        finally:
-            pg.rollback()
-
-
-def impatient(
-    store: Store, env: dict[str, str], seconds: float
-) -> tuple[dict[str, str], dict[str, Any]]:
-    """The environment and patches that make a process give up waiting for the write lock
-    after `seconds` (SQLite's busy timeout is 30 s; PostgreSQL waits as long as it takes
-    unless told otherwise with lock_timeout)."""
-    if store.engine.dialect.name == "sqlite":
-        return env, {"mailsupport.store.db.SQLITE_BUSY_SECONDS": seconds}
-    url = sa.engine.make_url(env["MAILSUPPORT_DATABASE_URL"])
-    options = f"{url.query.get('options', '')} -clock_timeout={int(seconds * 1000)}".strip()
-    url = url.update_query_dict({"options": options})
-    return {**env, "MAILSUPPORT_DATABASE_URL": url.render_as_string(hide_password=False)}, {}
 
 
 def test_a_locked_database_exits_75_and_the_mail_waits_on_the_server(

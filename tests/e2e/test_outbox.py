@@ -12,9 +12,7 @@ import json
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -38,61 +36,15 @@ from mailsupport.outbox import (
 )
 from mailsupport.parsing import parse
 from mailsupport.store.db import Store
-from mailsupport.store.models import OutboxItem, TicketEvent
-from mailsupport.store.tickets import create_ticket
+from mailsupport.store.models import TicketEvent
 from mailsupport.templating import Templates
 from tests.support.mailfactory import make_message
+from tests.support.outbox import ANNA, SUPPORT, T0, at, get, new_ticket, plain_message, queue
 from tests.support.smtpserver import SmtpServer, self_signed_cert
-
-T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-ANNA = "anna@customer.example.org"
-SUPPORT = "support@example.com"
-
-
-def at(moment: datetime) -> Callable[[], datetime]:
-    return lambda: moment
 
 
 def half(_: Any = None) -> float:
     return 0.5
-
-
-def new_ticket(store: Store) -> int:
-    with store.write() as session:
-        ticket = create_ticket(session, "Cannot log in", Address("Anna", ANNA), T0)
-        assert ticket.id is not None
-        return ticket.id
-
-
-def plain_message(
-    message_id: str, to: str = ANNA, subject: str = "Re: Cannot log in"
-) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = f"Example Support <{SUPPORT}>"
-    message["To"] = to
-    message["Subject"] = subject
-    message["Message-ID"] = f"<{message_id}>"
-    message.set_content("We are on it.\n.\nA line with a lone dot above.\n")
-    return message
-
-
-def queue(
-    store: Store, ticket_id: int, message_id: str, recipients: list[str] | None = None,
-    when: datetime = T0,
-) -> int:  # fmt: skip
-    recipients = recipients or [ANNA]
-    with store.write() as session:
-        return outbox.queue(
-            session, ticket_id=ticket_id, kind="reply", message=plain_message(message_id),
-            message_id=message_id, mail_from=SUPPORT, recipients=recipients, now=when,
-        )  # fmt: skip
-
-
-def get(store: Store, item_id: int) -> OutboxItem:
-    with store.read() as session:
-        item = session.get(OutboxItem, item_id)
-        assert item is not None
-        return item
 
 
 def events(store: Store, ticket_id: int) -> list[TicketEvent]:

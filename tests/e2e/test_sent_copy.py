@@ -23,8 +23,8 @@ import mailsupport.sources.imap as imap_source
 from mailsupport.config import Settings
 from mailsupport.outbox import deliver_due, retry
 from mailsupport.store.db import Store
-from tests.e2e.test_outbox import ANNA, T0, at, get, new_ticket, queue
 from tests.support.imapservers import ImapServer
+from tests.support.outbox import ANNA, T0, at, get, new_ticket, queue
 from tests.support.smtpserver import SmtpServer, free_port
 
 SENT = "Sent"

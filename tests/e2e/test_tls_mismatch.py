@@ -32,9 +32,9 @@ from mailsupport.errors import ConfigError, TemporaryError
 from mailsupport.outbox import check_smtp, deliver_due
 from mailsupport.sources.imap import connect
 from mailsupport.store.db import Store
-from tests.e2e.test_outbox import T0, at, get, new_ticket, queue
 from tests.support.imapservers import ImapServer
 from tests.support.mailboxes import imap_env, imap_settings
+from tests.support.outbox import T0, at, get, new_ticket, queue
 from tests.support.smtpserver import SmtpServer, free_port, self_signed_cert
 
 PLAIN_IMAP = "the server speaks plain IMAP on this port: use starttls or none"

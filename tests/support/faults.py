@@ -20,19 +20,21 @@ import json
 import os
 import random
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+import sqlalchemy as sa
 from sqlmodel import select
 
-from mailsupport.store.db import Store
+from mailsupport.store.db import WRITE_LOCK_KEY, Store
 from mailsupport.store.models import OutboxItem
 from tests.support.paths import ROOT
 from tests.support.processes import DIE_WITH_PARENT
@@ -431,3 +433,39 @@ def let_time_pass(store: Store, by: timedelta = timedelta(days=1)) -> None:
             if item.claimed_until is not None:
                 item.claimed_until -= by
             session.add(item)
+
+
+@contextlib.contextmanager
+def write_lock_held(store: Store) -> Iterator[None]:
+    """Another writer in the middle of its transaction: on SQLite it holds the write lock
+    (BEGIN IMMEDIATE), on PostgreSQL the writers' advisory lock that stands in for it."""
+    if store.engine.dialect.name == "sqlite":
+        assert store.engine.url.database
+        conn = sqlite3.connect(store.engine.url.database, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        return
+    with store.engine.connect() as pg:
+        pg.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+        try:
+            yield
+        finally:
+            pg.rollback()
+
+
+def impatient(
+    store: Store, env: dict[str, str], seconds: float
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The environment and patches that make a process give up waiting for the write lock
+    after `seconds` (SQLite's busy timeout is 30 s; PostgreSQL waits as long as it takes
+    unless told otherwise with lock_timeout)."""
+    if store.engine.dialect.name == "sqlite":
+        return env, {"mailsupport.store.db.SQLITE_BUSY_SECONDS": seconds}
+    url = sa.engine.make_url(env["MAILSUPPORT_DATABASE_URL"])
+    options = f"{url.query.get('options', '')} -clock_timeout={int(seconds * 1000)}".strip()
+    url = url.update_query_dict({"options": options})
+    return {**env, "MAILSUPPORT_DATABASE_URL": url.render_as_string(hide_password=False)}, {}

@@ -20,7 +20,7 @@ from mailsupport.errors import SchemaError, TemporaryError
 from mailsupport.search import include_name
 from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config, translate_db_error
 from mailsupport.store.models import Ticket
-from tests.e2e.test_faults import impatient, write_lock_held
+from tests.support.faults import impatient, write_lock_held
 
 
 def test_schema_revision_constant_is_the_migration_head() -> None:
