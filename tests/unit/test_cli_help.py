@@ -117,6 +117,7 @@ def help_in_a_terminal(*args: str, columns: int) -> str:
     return done.stdout.decode()
 
 
+@pytest.mark.slow
 def test_paragraphs_reflow_to_the_terminal() -> None:
     sentence = (
         "Quoted history in the messages is folded away (--full shows it); --history adds "

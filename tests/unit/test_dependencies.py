@@ -75,6 +75,7 @@ def undeclared(folder: str, allowed: set[str]) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("folder", "allowed"), [("mailsupport", PRODUCT), ("tests", TESTS), ("bench", TESTS)]
 )

@@ -130,6 +130,7 @@ def assert_no_input_is_both(store: Store) -> None:
 # -- mutated real-world mail, one message at a time -----------------------------------------
 
 
+@pytest.mark.slow
 @hypothesis_settings(
     max_examples=EXAMPLES,
     deadline=None,  # ingest_in_time() checks each message against the time limits
@@ -152,6 +153,7 @@ def test_hostile_mail_ends_as_a_ticket_message_or_quarantined(
 # -- a batch: a bad message never holds up the ones behind it -------------------------------
 
 
+@pytest.mark.slow
 @hypothesis_settings(
     max_examples=max(EXAMPLES // 10, 10),
     deadline=None,
@@ -365,6 +367,7 @@ PATHOLOGICAL: dict[str, tuple[Callable[[], bytes], str]] = {
 }
 
 
+@pytest.mark.slow
 def test_pathological_mail_is_taken_or_set_aside_in_time(pipeline: Pipeline, store: Store) -> None:
     # One test over all cases: one database, not one per case (PostgreSQL schemas are slow).
     problems = []

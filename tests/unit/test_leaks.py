@@ -252,6 +252,7 @@ def hostile_desk(run: Run, store: Store) -> None:
         )
 
 
+@pytest.mark.slow
 def test_no_command_prints_controls_or_escapes_from_mail(run: Run, store: Store) -> None:
     hostile_desk(run, store)
     outputs = {

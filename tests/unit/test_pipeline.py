@@ -145,6 +145,7 @@ def test_the_parent_arriving_after_its_reply_joins_the_replys_ticket(
     assert ticket.created_at == BASE_TIME
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_shuffled_mailing_list_archive_gives_one_ticket_per_conversation(
     settings: Settings, store: Store, seed: int

@@ -389,6 +389,7 @@ def test_the_command_as_json(run, ingest: Ingest) -> None:  # type: ignore[no-un
     assert hit["snippet"] == "Hello, I cannot log in since [yesterday]."
 
 
+@pytest.mark.slow
 def test_the_command_exit_codes(run, ingest: Ingest) -> None:  # type: ignore[no-untyped-def]
     ingest(make_message(body="Paper jam."))
     assert run("search", "jam").exit_code == 0

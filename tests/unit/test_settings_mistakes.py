@@ -275,6 +275,7 @@ def test_logs_blank_the_whole_database_password() -> None:
 # -- Alembic stays quiet -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_verbose_on_a_fresh_database_shows_no_alembic_chatter(
     env_for_cli: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -304,6 +305,7 @@ def test_alembic_warnings_stay_visible(
     assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == ["a warning"]
 
 
+@pytest.mark.slow
 def test_verbose_stderr_of_a_real_process(tmp_path: Path) -> None:
     """The whole of stderr as a user sees it: our one line, none of Alembic's."""
     # conftest.clean_env took every MAILSUPPORT_* setting away, and made tmp_path the cwd.

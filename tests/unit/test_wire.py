@@ -143,6 +143,7 @@ def _decoded(value: str) -> str:
     return str(make_header(decode_header(value)))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drafts())
 def test_written_mail_says_exactly_what_the_draft_says(draft: Draft) -> None:
