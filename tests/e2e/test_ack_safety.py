@@ -176,6 +176,7 @@ def test_five_victims_in_other_domains_get_nothing_from_an_unknown_sender(
     assert smtp_server.arrivals == []
 
 
+@pytest.mark.slow
 def test_five_victims_in_the_senders_own_domain_get_at_most_ack_limit(
     desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
@@ -250,6 +251,7 @@ def test_a_known_sender_aiming_at_five_victims_gets_at_most_ack_limit_in_total(
     assert sorted(ours) == sorted(["oleg@shop.example.net", VICTIMS[0][1], VICTIMS[1][1]])
 
 
+@pytest.mark.slow
 def test_the_attack_replayed_through_dovecot_and_poll(
     dovecot_server: DovecotServer,
     desk: Settings,
@@ -290,6 +292,7 @@ def colleague_mail(i: int, domain: str) -> bytes:
     )
 
 
+@pytest.mark.slow
 def test_forged_senders_of_one_domain_get_at_most_the_domain_limit(
     settings: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
@@ -373,6 +376,7 @@ def test_reply_to_in_another_domain_waits_until_an_agent_has_answered_the_sender
     assert same.startswith("acknowledged to boris@mail.other.example.org")
 
 
+@pytest.mark.slow
 def test_a_reply_to_limit_holds_across_senders(
     desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:

@@ -187,6 +187,7 @@ def test_automatic_mail_gets_no_acknowledgement(
     assert smtp_server.arrivals == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PEOPLE)
 def test_people_writing_like_machines_still_get_one(
     name: str, desk: Settings, store: Store, smtp_server: SmtpServer
@@ -196,6 +197,7 @@ def test_people_writing_like_machines_still_get_one(
     assert send(store, desk) == Counter(sent=1)
 
 
+@pytest.mark.slow
 def test_at_most_ack_limit_per_sender_within_the_window(
     settings: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
@@ -216,6 +218,7 @@ def test_at_most_ack_limit_per_sender_within_the_window(
     assert ingest_at(pipeline, later, T0 + timedelta(hours=2)).ack.startswith("acknowledged")
 
 
+@pytest.mark.slow
 def test_two_desks_answering_each_other_stop_after_one_message_each_way(
     tmp_path: Path, settings: Settings, smtp_server: SmtpServer
 ) -> None:
@@ -286,6 +289,7 @@ def test_a_source_can_forbid_acknowledgements(desk: Settings, store: Store) -> N
     assert acks_in(store) == []
 
 
+@pytest.mark.slow
 def test_a_broken_template_files_the_mail_and_says_why(
     settings: Settings, store: Store, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
@@ -354,6 +358,7 @@ def test_a_bounce_of_our_acknowledgement_marks_it_failed_on_its_ticket(
     assert "delivery-failed" in CliRunner().invoke(app, ["show", "1", "--json"], env=env).output
 
 
+@pytest.mark.slow
 def test_a_delay_report_only_notes_the_delay(
     desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
@@ -413,6 +418,7 @@ SENDER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accepted", [False, True], ids=["before-250", "after-accepting"])
 def test_kill_9_during_delivery_then_restart_delivers_everything(
     accepted: bool, desk: Settings, store: Store, smtp_server: SmtpServer
@@ -456,6 +462,7 @@ def test_kill_9_during_delivery_then_restart_delivers_everything(
     assert sum(arrived.values()) == (4 if accepted else 3)
 
 
+@pytest.mark.slow
 def test_smtp_down_for_several_poll_cycles_loses_nothing(
     desk: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:

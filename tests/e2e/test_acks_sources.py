@@ -57,6 +57,7 @@ def mbox_of(path: Path, *messages: bytes) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_import_acknowledges_only_with_ack(
     env: dict[str, str], store: Store, tmp_path: Path
 ) -> None:
@@ -94,6 +95,7 @@ def test_quarantine_retry_acknowledges_only_with_ack(
     assert outbox_recipients(store) == []
 
 
+@pytest.mark.slow
 def test_poll_acknowledges_new_mail_but_not_the_backlog_and_sends_it(
     pymap_server: ImapServer, env: dict[str, str], store: Store, smtp_server: SmtpServer
 ) -> None:
@@ -124,6 +126,7 @@ def broken_templates(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_poll_with_a_broken_template_exits_2_and_takes_no_mail(
     pymap_server: ImapServer, env: dict[str, str], store: Store, tmp_path: Path
 ) -> None:
@@ -156,6 +159,7 @@ def test_daemon_with_a_broken_template_stops_at_startup(
         daemon.run()
 
 
+@pytest.mark.slow
 def test_the_daemon_acknowledges_new_mail_at_once_not_at_the_next_outbox_tick(
     dovecot_server: DovecotServer, settings: Settings, smtp_server: SmtpServer
 ) -> None:

@@ -80,6 +80,7 @@ def outbox(store: Store) -> list[OutboxItem]:
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reply_goes_out_threaded_tagged_and_to_everyone_on_the_ticket(
     env: dict[str, str], settings: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
@@ -110,6 +111,7 @@ def test_reply_goes_out_threaded_tagged_and_to_everyone_on_the_ticket(
     assert ours.author == "Maria" and ours.message_id in mail["Message-ID"]
 
 
+@pytest.mark.slow
 def test_the_customers_answer_to_a_reply_comes_back_into_the_ticket_through_imap(
     env: dict[str, str],
     settings: Settings,
@@ -257,6 +259,7 @@ def test_reply_while_smtp_is_down_is_kept_in_the_outbox(
     assert smtp_server.count(item.message_id) == 1
 
 
+@pytest.mark.slow
 def test_reply_as_a_real_process(
     env: dict[str, str], settings: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
@@ -292,6 +295,7 @@ def test_a_note_is_kept_on_the_ticket_and_never_mailed(
     assert [m["direction"] for m in shown["messages"]] == ["in", "note"]
 
 
+@pytest.mark.slow
 def test_close_sends_the_notice_unless_silent_and_reopen_opens_again(
     env: dict[str, str], settings: Settings, store: Store, smtp_server: SmtpServer
 ) -> None:
@@ -330,6 +334,7 @@ def test_closed_notice_setting_off(
     assert outbox(store) == []
 
 
+@pytest.mark.slow
 def test_assign_priority_and_tags_are_recorded_with_who_did_it(
     env: dict[str, str], settings: Settings, store: Store
 ) -> None:
@@ -382,6 +387,7 @@ def test_no_agent_name_anywhere_is_a_usage_error(
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_merge_moves_everything_and_later_replies_to_either_land_in_the_survivor(
     env: dict[str, str], settings: Settings, store: Store
 ) -> None:
@@ -410,6 +416,7 @@ def test_merge_moves_everything_and_later_replies_to_either_land_in_the_survivor
     assert itself.exit_code == 1 and "into itself" in itself.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("closed_days_ago", "new_ticket"), [(3, False), (30, True)])
 def test_mail_to_a_ticket_closed_long_ago_opens_a_new_one_that_follows_it(
     closed_days_ago: int,
@@ -439,6 +446,7 @@ def test_mail_to_a_ticket_closed_long_ago_opens_a_new_one_that_follows_it(
         assert landed == number and ticket_row(store, number).status == "open"
 
 
+@pytest.mark.slow
 def test_reply_with_knowledge_base_articles(
     env: dict[str, str], settings: Settings, store: Store, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ import json
 import mailbox
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
@@ -23,6 +24,7 @@ def write_mbox(path: Path, messages: list[bytes]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_import_an_mbox_then_list_show_export(run, env_for_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # A mailing list's archive: anyone on the list may answer anyone (see README, Security).
     env_for_cli["MAILSUPPORT_STRANGER_REPLIES"] = "join"
@@ -99,6 +101,7 @@ def test_import_refuses_a_file_that_is_not_mail(run, tmp_path: Path) -> None:  #
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_quarantine_list_show_retry(run, tmp_path: Path, env_for_cli) -> None:  # type: ignore[no-untyped-def]
     big = make_message("big@x.example.org", body="y" * 5000)
     (tmp_path / "big.eml").write_bytes(big)
@@ -199,6 +202,7 @@ def test_every_command_has_help(run) -> None:  # type: ignore[no-untyped-def]
 # -- real subprocesses: the console entry point, stdin, exit codes ------------------------------
 
 
+@pytest.mark.slow
 def test_ingest_from_stdin_as_an_mta_pipe(env_for_cli) -> None:  # type: ignore[no-untyped-def]
     first = mailsupport_process(env_for_cli, "ingest", stdin=make_message("pipe1@x.example.org"))
     assert first.returncode == 0, first.stderr
@@ -214,6 +218,7 @@ def test_ingest_from_stdin_as_an_mta_pipe(env_for_cli) -> None:  # type: ignore[
     assert empty.returncode == 2 and b"no message on standard input" in empty.stderr
 
 
+@pytest.mark.slow
 def test_ingest_exits_75_when_the_database_is_unreachable(env_for_cli) -> None:  # type: ignore[no-untyped-def]
     env = {
         **env_for_cli,
@@ -233,6 +238,7 @@ def test_console_help_lists_agent_and_operator_commands() -> None:
         assert name in out
 
 
+@pytest.mark.slow
 def test_an_unparseable_database_url_is_a_configuration_error(env_for_cli) -> None:  # type: ignore[no-untyped-def]
     env = {**env_for_cli, "MAILSUPPORT_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:54x2/db"}
     result = CliRunner().invoke(app, ["list"], env=env)

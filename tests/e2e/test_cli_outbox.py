@@ -89,6 +89,7 @@ def _now() -> datetime:
 # -- list ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_list_text_json_and_status_filter(run: Run, store: Store) -> None:
     empty = run("list")
     assert empty.exit_code == 0 and empty.stdout.strip() == "outbox is empty"
@@ -244,6 +245,7 @@ def test_flush_works_in_rounds_and_stops(
     assert len(smtp_server.arrivals) == 5
 
 
+@pytest.mark.slow
 def test_flush_without_smtp_host_exits_2(
     run: Run, store: Store, env_for_cli: dict[str, str]
 ) -> None:
@@ -260,6 +262,7 @@ def test_flush_without_smtp_host_exits_2(
 # -- retry -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_retry_a_failed_item_then_flush_delivers_it(
     run: Run, store: Store, smtp_server: SmtpServer
 ) -> None:

@@ -101,6 +101,7 @@ def test_list_json_keeps_its_fields_and_adds_the_agent_work(run, desk) -> None: 
     assert export["assignee"] is None and export["tags"] == []
 
 
+@pytest.mark.slow
 def test_each_filter(run, desk) -> None:  # type: ignore[no-untyped-def]
     d = desk
     assert numbers_of(run, "--status", "open") == [d["crash"], d["invoice"]]
@@ -116,6 +117,7 @@ def test_each_filter(run, desk) -> None:  # type: ignore[no-untyped-def]
     assert numbers_of(run, "--queue", "billing", "--status", "closed") == [d["refund"]]
 
 
+@pytest.mark.slow
 def test_mine_is_the_agent_from_as_settings_or_login(run, desk, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     anna = [desk["crash"], desk["login"]]
     assert numbers_of(run, "--mine", "--as", "anna") == anna
@@ -125,6 +127,7 @@ def test_mine_is_the_agent_from_as_settings_or_login(run, desk, monkeypatch) -> 
     assert numbers_of(run, "--mine") == anna
 
 
+@pytest.mark.slow
 def test_list_refuses_what_it_cannot_do(run, desk) -> None:  # type: ignore[no-untyped-def]
     for args, message in [
         (["--priority", "asap"], "unknown priority 'asap'"),
@@ -138,6 +141,7 @@ def test_list_refuses_what_it_cannot_do(run, desk) -> None:  # type: ignore[no-u
         assert message in result.output
 
 
+@pytest.mark.slow
 def test_since_takes_a_duration_or_a_date(run, desk, store) -> None:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
     change(store, desk["crash"], updated_at=now - timedelta(hours=2))
@@ -152,6 +156,7 @@ def test_since_takes_a_duration_or_a_date(run, desk, store) -> None:  # type: ig
     assert numbers_of(run, "--since", "2099-01-01T00:00") == []
 
 
+@pytest.mark.slow
 def test_sorting_and_paging(run, desk) -> None:  # type: ignore[no-untyped-def]
     d = desk
     by_age = [d["export"], d["refund"], d["crash"], d["invoice"], d["login"]]
@@ -174,6 +179,7 @@ def test_sorting_and_paging(run, desk) -> None:  # type: ignore[no-untyped-def]
     assert run("list", "--offset", "3").output.splitlines()[-1] != "(more: --offset 5)"
 
 
+@pytest.mark.slow
 def test_list_table(run, desk) -> None:  # type: ignore[no-untyped-def]
     lines = run("list").output.splitlines()
     assert lines[0].split() == [
@@ -305,6 +311,7 @@ def test_show_folds_quoted_history(run, conversation) -> None:  # type: ignore[n
     assert "02.03.2026 11:00, Anna Petrova пишет:" in full
 
 
+@pytest.mark.slow
 def test_show_marks_notes_and_authors_and_the_ticket_header(run, conversation) -> None:  # type: ignore[no-untyped-def]
     text = run("show", str(conversation)).output
     lines = text.splitlines()
@@ -321,6 +328,7 @@ def test_show_marks_notes_and_authors_and_the_ticket_header(run, conversation) -
     assert "history" not in lines  # compact by default
 
 
+@pytest.mark.slow
 def test_show_history(run, conversation) -> None:  # type: ignore[no-untyped-def]
     lines = run("show", str(conversation), "--history").output.splitlines()
     start = lines.index("history")
@@ -347,6 +355,7 @@ def test_show_json_adds_agent_work_and_authors(run, conversation) -> None:  # ty
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_show_follows(run, conversation, desk, store) -> None:  # type: ignore[no-untyped-def]
     with store.write() as session:
         old = session.exec(select(Ticket).where(Ticket.number == desk["refund"])).one()
@@ -358,6 +367,7 @@ def test_show_follows(run, conversation, desk, store) -> None:  # type: ignore[n
     assert next(t for t in listed if t["number"] == conversation)["follows"] == desk["refund"]
 
 
+@pytest.mark.slow
 def test_raw_prints_the_original_bytes(run, conversation, store) -> None:  # type: ignore[no-untyped-def]
     with store.read() as session:
         from mailsupport.store.models import RawMessage
@@ -374,6 +384,7 @@ def test_raw_prints_the_original_bytes(run, conversation, store) -> None:  # typ
     assert ours.stdout_bytes == b"Message-ID: <r1@example.com>\r\n\r\nwe sent it again\r\n"
 
 
+@pytest.mark.slow
 def test_raw_of_a_message_without_bytes_or_not_there(run, conversation) -> None:  # type: ignore[no-untyped-def]
     note = run("show", str(conversation), "--raw", "5")
     assert note.exit_code == 1
@@ -386,6 +397,7 @@ def test_raw_of_a_message_without_bytes_or_not_there(run, conversation) -> None:
         assert missing.output.startswith(f"mailsupport: ticket #{conversation} has no message")
 
 
+@pytest.mark.slow
 def test_export_has_the_new_fields(run, conversation) -> None:  # type: ignore[no-untyped-def]
     [line] = run("export").output.splitlines()
     exported = json.loads(line)
@@ -414,6 +426,7 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch) -> None:  # typ
     assert use_colour(Tty()) is False
 
 
+@pytest.mark.slow
 def test_coloured_show_is_the_same_text(run, conversation) -> None:  # type: ignore[no-untyped-def]
     detail = json.loads(run("show", str(conversation), "--json").output)
     coloured = ticket_text(detail, conversation, colour=True)
@@ -470,6 +483,7 @@ def test_schema_revision_is_the_stores() -> None:
     assert schema_revision() == SCHEMA_REVISION
 
 
+@pytest.mark.slow
 def test_every_filter_uses_an_index(settings: Settings, store: Store, desk) -> None:  # type: ignore[no-untyped-def]
     from mailsupport.store.queries import Reader, TicketFilter, sqlite_file, ticket_query
 
@@ -513,6 +527,7 @@ def test_read_modules_do_not_import_sqlalchemy() -> None:
     assert done.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not hasattr(store_package, "SCHEMA_REVISION"),
     reason="SCHEMA_REVISION still lives in store.db, which imports SQLAlchemy",
@@ -544,6 +559,7 @@ def test_read_commands_register_only_their_own_module() -> None:
     assert {"list", "show", "assign"} <= {c.name for c in app.registered_commands}
 
 
+@pytest.mark.slow
 def test_a_read_process_collects_garbage_once_started(env_for_cli: dict[str, str]) -> None:
     code = (
         "import gc, sys\nfrom mailsupport.cli import main\nsys.argv[1:] = ['list']\n"
@@ -560,6 +576,7 @@ def test_a_read_process_collects_garbage_once_started(env_for_cli: dict[str, str
 # -- real processes --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_list_and_show_as_real_processes(env_for_cli: dict[str, str], conversation: int) -> None:
     listed = mailsupport_process(env_for_cli, "list")
     assert listed.returncode == 0, listed.stderr
@@ -577,6 +594,7 @@ def test_list_and_show_as_real_processes(env_for_cli: dict[str, str], conversati
     assert missing.stderr.decode() == "mailsupport: no ticket #999 (see `mailsupport list`)\n"
 
 
+@pytest.mark.slow
 def test_a_brand_new_database_is_created_by_list(env_for_cli: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = {**env_for_cli, "MAILSUPPORT_DATABASE_URL": f"sqlite:///{tmp_path / 'new' / 'm.db'}"}
     done = mailsupport_process(env, "list")

@@ -48,6 +48,7 @@ def wait_stored(store: Store, ids: list[str], timeout: float = WAIT) -> None:
 # -- as a process ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_new_mail_during_idle_is_taken_at_once(
     imap_server: ImapServer, env_for_cli: dict[str, str], store: Store, daemons: Any
 ) -> None:
@@ -73,6 +74,7 @@ def test_new_mail_during_idle_is_taken_at_once(
     assert all(b"\\Seen" in f for f in flags_by_uid(imap_server).values())
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_message_in_hand_and_exits_0(
     dovecot_server: DovecotServer, env_for_cli: dict[str, str], store: Store, daemons: Any
 ) -> None:
@@ -96,6 +98,7 @@ def test_sigterm_finishes_the_message_in_hand_and_exits_0(
     assert all(b"\\Seen" in f for f in flags_by_uid(dovecot_server).values())
 
 
+@pytest.mark.slow
 def test_reconnects_after_the_server_comes_back(
     dovecot_server: DovecotServer, env_for_cli: dict[str, str], store: Store, daemons: Any
 ) -> None:
@@ -112,6 +115,7 @@ def test_reconnects_after_the_server_comes_back(
     assert "WARNING IMAP server 127.0.0.1:" in process.log
 
 
+@pytest.mark.slow
 def test_a_second_daemon_stands_by_and_takes_over(
     dovecot_server: DovecotServer, env_for_cli: dict[str, str], store: Store, daemons: Any
 ) -> None:
@@ -133,6 +137,7 @@ def test_a_second_daemon_stands_by_and_takes_over(
     assert f"<{mid(2)}> new" in standby.log and f"<{mid(1)}>" not in standby.log
 
 
+@pytest.mark.slow
 def test_no_password_and_no_body_in_the_log_even_at_debug(
     dovecot_server: DovecotServer, env_for_cli: dict[str, str], store: Store, daemons: Any
 ) -> None:
@@ -150,6 +155,7 @@ def test_no_password_and_no_body_in_the_log_even_at_debug(
     assert f"ticket #1 <{mid(1)}> new" in log
 
 
+@pytest.mark.slow
 def test_a_wrong_password_at_startup_exits_2(
     dovecot_server: DovecotServer, env_for_cli: dict[str, str], daemons: Any
 ) -> None:
@@ -215,6 +221,7 @@ def counting_connector(hide_idle: bool, calls: dict[str, int]) -> Callable[[Sett
     return connector
 
 
+@pytest.mark.slow
 def test_without_idle_it_polls_every_interval(
     dovecot_server: DovecotServer, settings: Settings, store: Store
 ) -> None:
@@ -231,6 +238,7 @@ def test_without_idle_it_polls_every_interval(
     assert calls["idle"] == 0
 
 
+@pytest.mark.slow
 def test_idle_is_issued_again_after_the_reissue_interval(
     dovecot_server: DovecotServer,
     settings: Settings,
@@ -250,6 +258,7 @@ def test_idle_is_issued_again_after_the_reissue_interval(
         wait_stored(store, [mid(1)], timeout=5)
 
 
+@pytest.mark.slow
 def test_periodic_tasks_run_on_their_schedule_while_waiting(
     dovecot_server: DovecotServer, settings: Settings, store: Store
 ) -> None:
@@ -262,6 +271,7 @@ def test_periodic_tasks_run_on_their_schedule_while_waiting(
     assert all(b - a >= 0.45 for a, b in itertools.pairwise(runs))
 
 
+@pytest.mark.slow
 def test_a_password_changed_while_running_is_logged_and_retried(
     dovecot_server: DovecotServer,
     settings: Settings,
@@ -295,6 +305,7 @@ def test_a_password_changed_while_running_is_logged_and_retried(
         wait_stored(store, [mid(1)])
 
 
+@pytest.mark.slow
 def test_stopping_mid_batch_records_only_what_was_taken(
     imap_server: ImapServer, settings: Settings, store: Store
 ) -> None:

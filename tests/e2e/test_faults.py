@@ -432,6 +432,7 @@ def calibrate(
     )
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_during_poll(
     settings: Settings, store: Store, imap: ImapServer, smtp_server: SmtpServer,
     forks: Forkserver,
@@ -527,6 +528,7 @@ def test_kill_9_at_random_points_during_poll(
     )
 
 
+@pytest.mark.slow
 def test_kill_9_during_the_very_first_run(
     tmp_path: Path, imap: ImapServer, smtp_server: SmtpServer, forks: Forkserver
 ) -> None:
@@ -589,6 +591,7 @@ def test_kill_9_during_the_very_first_run(
     print(f"\nfirst runs killed at {fates}")
 
 
+@pytest.mark.slow
 def test_imap_start_all_files_the_history_without_acknowledging_it(
     settings: Settings, store: Store, imap: ImapServer, smtp_server: SmtpServer,
     forks: Forkserver,
@@ -615,6 +618,7 @@ def test_imap_start_all_files_the_history_without_acknowledging_it(
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_during_outbox_flush(
     settings: Settings, store: Store, smtp_server: SmtpServer, forks: Forkserver
 ) -> None:
@@ -720,6 +724,7 @@ def batch_bytes(server: ImapServer, store: Store, batch: int, size: int) -> int:
     return sum(int(data[b"RFC822.SIZE"]) for data in sizes.values())
 
 
+@pytest.mark.slow
 def test_imap_server_killed_mid_fetch_at_random_offsets(
     settings: Settings, store: Store, imap: ImapServer, smtp_server: SmtpServer,
     forks: Forkserver,
@@ -773,6 +778,7 @@ def test_imap_server_killed_mid_fetch_at_random_offsets(
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accepted", [False, True], ids=["no-answer", "accepted-no-answer"])
 def test_an_smtp_timeout_is_temporary_and_does_not_hold_up_the_rest(
     accepted: bool, settings: Settings, store: Store, smtp_server: SmtpServer
@@ -804,6 +810,7 @@ def test_an_smtp_timeout_is_temporary_and_does_not_hold_up_the_rest(
     assert sum(arrived.values()) == (4 if accepted else 3)
 
 
+@pytest.mark.slow
 def test_smtp_4xx_5xx_and_timeouts_never_hold_up_intake(
     settings: Settings, store: Store, imap: ImapServer, smtp_server: SmtpServer,
     forks: Forkserver,
@@ -846,6 +853,7 @@ def test_smtp_4xx_5xx_and_timeouts_never_hold_up_intake(
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_locked_database_exits_75_and_the_mail_waits_on_the_server(
     settings: Settings, store: Store, imap: ImapServer, smtp_server: SmtpServer,
     forks: Forkserver,
@@ -925,6 +933,7 @@ def files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if not p.is_dir()] if root.is_dir() else []
 
 
+@pytest.mark.slow
 def test_an_unwritable_attachment_store_leaves_the_message_on_the_server(
     settings: Settings, store: Store, imap: ImapServer, smtp_server: SmtpServer,
     forks: Forkserver,
@@ -962,6 +971,7 @@ def test_an_unwritable_attachment_store_leaves_the_message_on_the_server(
     assert len(check_delivery(store, smtp_server, "after the fix")) == 3
 
 
+@pytest.mark.slow
 def test_an_attachment_cut_off_midway_leaves_nothing_half_written(
     settings: Settings,
     store: Store,

@@ -94,6 +94,7 @@ def anna_asks(deliver: Deliver, message_id: str = "a1@cust.example", **extra: An
 # -- 1. A From of our own address proves nothing -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_forged_mail_from_our_address_is_a_strangers(
     deliver: Deliver, agent: Callable[..., Any], store: Store
 ) -> None:
@@ -138,6 +139,7 @@ AMBIGUOUS_FROMS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("froms", AMBIGUOUS_FROMS, ids=["outside", "name", "two", "headers"])
 def test_an_ambiguous_from_is_a_stranger(
     deliver: Deliver,
@@ -175,6 +177,7 @@ def test_an_ambiguous_from_is_a_stranger(
 # -- 3. Whom later mail brings in is shown, and mailed only once an agent adds them ---------------
 
 
+@pytest.mark.slow
 def test_cc_from_later_mail_is_not_mailed_until_an_agent_adds_it(
     deliver: Deliver, agent: Callable[..., Any], store: Store
 ) -> None:
@@ -210,6 +213,7 @@ def test_cc_from_later_mail_is_not_mailed_until_an_agent_adds_it(
     assert "not an email address: 'lawyer.cust.example' (write +addr or -addr)" in typo.stderr
 
 
+@pytest.mark.slow
 def test_one_message_adds_at_most_max_participants(
     deliver: Deliver, agent: Callable[..., Any], store: Store
 ) -> None:
@@ -228,6 +232,7 @@ def test_one_message_adds_at_most_max_participants(
 # -- 4. Merges never leak -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_merge_of_two_customers_never_mails_one_the_others_words(
     deliver: Deliver, agent: Callable[..., Any], store: Store
 ) -> None:
@@ -275,6 +280,7 @@ def test_automatic_merges_join_only_the_same_customers_tickets(
 # -- the legitimate cases keep working ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_customer_answering_from_a_second_address_through_our_signed_id(
     deliver: Deliver, agent: Callable[..., Any], store: Store
 ) -> None:

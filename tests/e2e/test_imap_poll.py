@@ -30,6 +30,7 @@ from tests.support.mailfactory import make_message
 from tests.support.paths import ROOT
 
 
+@pytest.mark.slow
 def test_first_poll_takes_only_new_mail_by_default(imap_server, env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
     for i in range(5):
         imap_server.append(mail(i))
@@ -52,6 +53,7 @@ def test_first_poll_takes_only_new_mail_by_default(imap_server, env_for_cli, sto
     assert "read 0," in poll(env).output
 
 
+@pytest.mark.slow
 def test_start_unseen_takes_unread_history(imap_server, env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
     imap_server.append(mail(1), flags=[b"\\Seen"])
     imap_server.append(mail(2))
@@ -70,6 +72,7 @@ def test_start_since_a_date(imap_server, env_for_cli, store) -> None:  # type: i
     assert stored_ids(store) == ["m2@customer.example.org"]
 
 
+@pytest.mark.slow
 def test_start_all_takes_everything_in_one_run_and_nothing_twice(
     imap_server, env_for_cli, store
 ) -> None:  # type: ignore[no-untyped-def]
@@ -82,6 +85,7 @@ def test_start_all_takes_everything_in_one_run_and_nothing_twice(
     assert all(b"\\Seen" in f for f in flags_by_uid(imap_server).values())
 
 
+@pytest.mark.slow
 def test_a_thousand_old_messages_on_first_run_are_left_alone(
     dovecot_server, env_for_cli, store
 ) -> None:  # type: ignore[no-untyped-def]
@@ -97,6 +101,7 @@ def test_a_thousand_old_messages_on_first_run_are_left_alone(
     assert "read 1, new tickets 1" in poll(env).output
 
 
+@pytest.mark.slow
 def test_processed_and_quarantine_folders(imap_server, env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
     env = imap_env(
         env_for_cli, imap_server,
@@ -114,6 +119,7 @@ def test_processed_and_quarantine_folders(imap_server, env_for_cli, store) -> No
     assert entry["origin"].startswith("imap:")
 
 
+@pytest.mark.slow
 def test_a_20_mb_attachment(imap_server, env_for_cli, store, settings) -> None:  # type: ignore[no-untyped-def]
     blob = os.urandom(20 * 1024 * 1024)
     raw = mail(1, attachments=[("dump.bin", "application/octet-stream", blob)])
@@ -131,6 +137,7 @@ def test_a_20_mb_attachment(imap_server, env_for_cli, store, settings) -> None: 
     assert (settings.data_dir / "attachments" / digest[:2] / digest).stat().st_size == len(blob)
 
 
+@pytest.mark.slow
 def test_uidvalidity_change_never_retickets_old_mail(imap_server, env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
     imap_server.create_folder("Support")
     env = imap_env(env_for_cli, imap_server, imap_folder="Support", imap_start="all")
@@ -154,6 +161,7 @@ def test_uidvalidity_change_never_retickets_old_mail(imap_server, env_for_cli, s
     assert len(stored_ids(store)) == 4
 
 
+@pytest.mark.slow
 def test_a_bad_message_among_good_ones(imap_server, env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
     env = imap_env(env_for_cli, imap_server, imap_start="all", max_message_bytes="3000")
     imap_server.append(mail(1))
@@ -177,6 +185,7 @@ def test_a_second_poller_on_the_same_folder_exits_at_once(
     assert "another poll of" in result.output and "is running" in result.output
 
 
+@pytest.mark.slow
 def test_exit_codes_for_a_wrong_password_and_an_absent_server(imap_server, env_for_cli) -> None:  # type: ignore[no-untyped-def]
     env = imap_env(env_for_cli, imap_server)
     wrong = poll({**env, "MAILSUPPORT_IMAP_PASSWORD": "not-the-password"})
@@ -228,6 +237,7 @@ def run_poll_killed_at(env: dict[str, str], target: str, after_calls: int) -> in
     return proc.returncode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "after_calls"),
     [
@@ -295,6 +305,7 @@ def test_server_dropping_the_connection_mid_fetch(
     assert stored_ids(store) == sorted(f"m{i}@customer.example.org" for i in range(12))
 
 
+@pytest.mark.slow
 def test_two_pollers_started_at_once_store_each_message_once(
     imap_server, env_for_cli, store
 ) -> None:  # type: ignore[no-untyped-def]
@@ -320,6 +331,7 @@ def test_two_pollers_started_at_once_store_each_message_once(
     assert len(stored_ids(store)) == 30
 
 
+@pytest.mark.slow
 def test_pollers_of_different_folders_run_side_by_side(
     imap_server, env_for_cli, store, settings
 ) -> None:  # type: ignore[no-untyped-def]
@@ -359,6 +371,7 @@ def test_servers_without_move_get_copy_delete_and_uid_expunge(imap_server, setti
     assert len(flags_by_uid(imap_server, "Done")) == 3
 
 
+@pytest.mark.slow
 def test_a_thousand_messages_in_one_run_and_a_second_run_does_nothing(
     dovecot_server, env_for_cli, store
 ) -> None:  # type: ignore[no-untyped-def]
@@ -372,6 +385,7 @@ def test_a_thousand_messages_in_one_run_and_a_second_run_does_nothing(
     assert all(b"\\Seen" in f for f in flags_by_uid(dovecot_server).values())
 
 
+@pytest.mark.slow
 def test_a_refused_processed_folder_never_stops_new_mail(
     dovecot_server, env_for_cli, store
 ) -> None:  # type: ignore[no-untyped-def]

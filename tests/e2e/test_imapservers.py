@@ -157,6 +157,7 @@ def test_kill_breaks_clients_and_restart_brings_it_back(imap_server: ImapServer)
         assert selected[b"EXISTS"] == 0
 
 
+@pytest.mark.slow
 def test_graceful_stop_and_restart(imap_server: ImapServer) -> None:
     uid = imap_server.append(make_raw(1))
     imap_server.stop()

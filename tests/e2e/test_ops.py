@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from mailsupport.cli import app
@@ -14,6 +15,7 @@ def invoke(env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_status_reports_polls_waiting_mail_quarantine_and_tickets(
     imap_server, env_for_cli, store
 ) -> None:  # type: ignore[no-untyped-def]
@@ -62,6 +64,7 @@ def test_doctor_passes_on_a_working_setup(imap_server, env_for_cli, store) -> No
     assert result.output.strip().endswith("all checks passed")
 
 
+@pytest.mark.slow
 def test_doctor_names_each_problem(imap_server, env_for_cli, store) -> None:  # type: ignore[no-untyped-def]
     env = imap_env(env_for_cli, imap_server, imap_folder="Missing")
     result = invoke(env, "doctor")

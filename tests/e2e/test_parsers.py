@@ -82,6 +82,7 @@ def test_items_without_bytes_are_passed_through_unparsed(pool: ParserPool) -> No
     assert isinstance(results[2][1], Inbound) and results[2][1].message_id == "b@x.example"
 
 
+@pytest.mark.slow
 def test_a_stalling_message_is_stopped_at_the_limit_and_the_rest_goes_on(
     trouble: None, pool: ParserPool
 ) -> None:
@@ -143,6 +144,7 @@ def test_zero_workers_parse_in_this_process(trouble: None) -> None:
         assert pool._workers == []
 
 
+@pytest.mark.slow
 def test_the_pipeline_quarantines_a_stalling_message_and_files_the_rest(
     trouble: None, settings: Settings, store: Store
 ) -> None:
@@ -163,6 +165,7 @@ def test_the_pipeline_quarantines_a_stalling_message_and_files_the_rest(
     assert "longer than 1 s" in entries[0].error
 
 
+@pytest.mark.slow
 def test_import_and_retry_honour_the_time_limit(
     trouble: None,
     env_for_cli: dict[str, str],
@@ -191,6 +194,7 @@ def test_import_and_retry_honour_the_time_limit(
         assert "stall@customer.example.org" in set(session.exec(select(Message.message_id)))
 
 
+@pytest.mark.slow
 def test_workers_die_with_their_parent_even_in_the_middle_of_a_message() -> None:
     """A poll killed with SIGKILL must not leave a parser stalling on forever."""
     script = textwrap.dedent(

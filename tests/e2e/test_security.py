@@ -513,6 +513,7 @@ def secrets_in(text: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_smtp_password_in_the_log_even_at_debug(
     debug_env: dict[str, str], smtp_server: SmtpServer
 ) -> None:

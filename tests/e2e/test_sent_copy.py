@@ -188,6 +188,7 @@ def silent_server() -> Iterator[tuple[str, int]]:
         yield "127.0.0.1", sock.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trouble", ["refused", "silent", "bad-login"])
 def test_imap_trouble_warns_once_and_delivery_counts_stand(
     trouble: str,

@@ -231,6 +231,7 @@ def test_imap_matching_modes_connect_without_a_probe(
     assert plain.accepted == 1
 
 
+@pytest.mark.slow
 def test_a_slow_imap_greeting_is_probed_and_still_waited_for(
     pymap_server: ImapServer, settings: Settings, patient: None
 ) -> None:
@@ -281,6 +282,7 @@ def test_smtp_plain_modes_on_a_tls_port(
     assert took < QUICK
 
 
+@pytest.mark.slow
 def test_a_tls_port_that_hangs_up_on_a_silent_client(
     pymap_server: ImapServer,
     smtp_server: SmtpServer,
@@ -305,6 +307,7 @@ def test_smtp_matching_modes_still_connect(
     assert check_smtp(smtp_at(settings, smtp_server.port, "none")).startswith("connected to")
 
 
+@pytest.mark.slow
 def test_a_slow_smtp_greeting_is_probed_and_still_waited_for(
     smtp_server: SmtpServer, settings: Settings, patient: None
 ) -> None:
@@ -313,6 +316,7 @@ def test_a_slow_smtp_greeting_is_probed_and_still_waited_for(
         assert slow.accepted == 2  # ours, and one probe
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("security", ["ssl", "none"])
 def test_a_dead_or_silent_server_is_still_temporary(settings: Settings, security: str) -> None:
     # Nothing listens, or a server accepts and never says a word (neither plain nor TLS):
@@ -361,6 +365,7 @@ def keep_logging() -> Iterator[None]:
         root.setLevel(level)
 
 
+@pytest.mark.slow
 def test_daemon_stops_at_startup_with_exit_2(
     imap_server: ImapServer, imaps: Relay, env_for_cli: dict[str, str], keep_logging: None
 ) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from sqlmodel import select
 
 from mailsupport.store.db import Store
@@ -264,6 +265,7 @@ def kill_mid_batch_and_check(
     assert all(n == 1 for n in sent.values()), sent
 
 
+@pytest.mark.slow
 def test_the_standby_takes_over_a_batch_killed_mid_way(
     dovecot_server: DovecotServer,
     smtp_server: SmtpServer,
@@ -281,6 +283,7 @@ def test_the_standby_takes_over_a_batch_killed_mid_way(
     kill_mid_batch_and_check(active, standby, store, dovecot_server, smtp_server, marker)
 
 
+@pytest.mark.slow
 def test_two_daemons_started_at_once_one_works(
     dovecot_server: DovecotServer,
     smtp_server: SmtpServer,
@@ -295,6 +298,7 @@ def test_two_daemons_started_at_once_one_works(
     kill_mid_batch_and_check(active, standby, store, dovecot_server, smtp_server, marker)
 
 
+@pytest.mark.slow
 def test_a_hung_daemon_keeps_the_lock_and_the_standby_waits(
     dovecot_server: DovecotServer,
     smtp_server: SmtpServer,

@@ -53,6 +53,7 @@ def live_tickets(store: Store) -> list[Ticket]:
         return list(session.exec(select(Ticket).where(Ticket.merged_into_id == None)).all())  # noqa: E711
 
 
+@pytest.mark.slow
 def test_a_new_message_opens_a_ticket_and_a_reply_joins_it(
     pipeline: Pipeline, store: Store
 ) -> None:
@@ -243,6 +244,7 @@ def test_damaged_reference_headers_still_thread(pipeline: Pipeline, store: Store
     assert len({o.ticket_number for o in outcomes[:3]}) == 1
 
 
+@pytest.mark.slow
 def test_a_message_id_seen_before_is_stored_once(pipeline: Pipeline, store: Store) -> None:
     original = make_message("dup@x.example.org", body="first copy")
     resent = make_message("dup@x.example.org", body="second copy, other bytes")
@@ -412,6 +414,7 @@ def visible_messages(store: Store) -> set[str]:
     return {mid for mid, ticket in rows if ticket in live}
 
 
+@pytest.mark.slow
 def test_concurrent_same_bytes_is_a_duplicate(settings: Settings, store: Store) -> None:
     raw = make_message("same@x.example.org")
     first, second = race(settings, raw, raw)
@@ -419,6 +422,7 @@ def test_concurrent_same_bytes_is_a_duplicate(settings: Settings, store: Store) 
     assert isinstance(second, Outcome) and second.kind == "duplicate"
 
 
+@pytest.mark.slow
 def test_concurrent_replies_to_an_unknown_parent_end_in_one_ticket(
     pipeline: Pipeline, settings: Settings, store: Store
 ) -> None:
@@ -436,6 +440,7 @@ def test_concurrent_replies_to_an_unknown_parent_end_in_one_ticket(
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_merge_racing_a_reply_loses_nothing_from_view(
     pipeline: Pipeline, settings: Settings, store: Store
 ) -> None:

@@ -532,6 +532,7 @@ def test_every_figure_of_a_known_week(week: Store) -> None:
     assert report["topics"][1]["examples"][0] == {"number": 6, "subject": "Счёт не пришёл"}
 
 
+@pytest.mark.slow
 def test_top_lists_are_cut(week: Store) -> None:
     from mailsupport.reportdata import load_tickets
 
@@ -591,6 +592,7 @@ def check_self_contained(page: str) -> _Page:
     return parsed
 
 
+@pytest.mark.slow
 def test_html_page_is_self_contained_and_escaped(week: Store) -> None:
     page = render_html(week_report(week))
     parsed = check_self_contained(page)
@@ -603,6 +605,7 @@ def test_html_page_is_self_contained_and_escaped(week: Store) -> None:
     assert "не приходит счёт" in text and "2026-03-02: 2" in text  # a bar's tooltip
 
 
+@pytest.mark.slow
 def test_terminal_tables(week: Store) -> None:
     text = render_text(week_report(week))
     lines = text.splitlines()
@@ -649,6 +652,7 @@ def run(run: Run, monkeypatch: pytest.MonkeyPatch) -> Run:
 RANGE = ("--since", "2026-03-01", "--until", "2026-03-08")
 
 
+@pytest.mark.slow
 def test_cli_json(week: Store, run: Any) -> None:
     result = run("report", *RANGE, "--json")
     assert result.exit_code == 0, result.output
@@ -666,6 +670,7 @@ def test_cli_json(week: Store, run: Any) -> None:
     assert set(data["topics"][0]["examples"][0]) == {"number", "subject"}
 
 
+@pytest.mark.slow
 def test_cli_tables_default_range_and_top(week: Store, run: Any) -> None:
     result = run("report", *RANGE)
     assert result.exit_code == 0, result.output
@@ -679,6 +684,7 @@ def test_cli_tables_default_range_and_top(week: Store, run: Any) -> None:
     assert len(data["topics"]) == 1 and len(data["top_senders"]) == 1
 
 
+@pytest.mark.slow
 def test_cli_html(week: Store, run: Any, tmp_path: Path) -> None:
     target = tmp_path / "out" / "report.html"
     target.parent.mkdir()

@@ -113,6 +113,7 @@ def test_a_subject_match_ranks_above_one_word_in_a_long_body(store: Store, inges
     assert hits[0].rank > hits[1].rank
 
 
+@pytest.mark.slow
 def test_the_snippet_shows_the_match_in_its_context(store: Store, ingest: Ingest) -> None:
     body = f"{FILLER} Мой логин не подходит к личному кабинету. {FILLER}"
     ingest(make_message(subject="Вход", body=body))
@@ -164,6 +165,7 @@ HOSTILE = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", HOSTILE)
 def test_odd_input_never_errors(store: Store, ingest: Ingest, text: str) -> None:
     ingest(make_message(body='I cannot log in: "AND" (OR) NOT x-ray * subject: login^2'))
@@ -203,6 +205,7 @@ def test_phrases_prefixes_exclusions_and_or(store: Store, ingest: Ingest) -> Non
     assert numbers(store, "почты or password") == []  # lower-case "or" is a word
 
 
+@pytest.mark.slow
 def test_internal_notes_are_searched(store: Store, ingest: Ingest) -> None:
     number = ingest(make_message(body="Hello"))
     with store.write() as session:
@@ -237,6 +240,7 @@ def test_merged_tickets_are_found_as_the_ticket_they_live_on_in(
     assert numbers(store, "zebra", status="closed") == []
 
 
+@pytest.mark.slow
 def test_a_merge_by_threading_finds_the_survivor(store: Store, ingest: Ingest) -> None:
     first = ingest(make_message("a@x.example.org", subject="VPN drops", body="Since Monday."))
     ingest(
@@ -326,6 +330,7 @@ def test_an_upgrade_indexes_the_messages_already_stored(db_url: str, tmp_path: P
     store.engine.dispose()
 
 
+@pytest.mark.slow
 def test_the_search_migration_goes_down_and_up_again(store: Store, ingest: Ingest) -> None:
     from alembic import command
 
@@ -357,6 +362,7 @@ def test_postgresql_uses_the_index(store: Store, ingest: Ingest) -> None:
 # -- the command --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_command_lists_tickets_with_snippets(run, ingest: Ingest) -> None:  # type: ignore[no-untyped-def]
     invoice = ingest(mail("koi8r.eml"))
     ingest(mail("cp1251_qp.eml"))
