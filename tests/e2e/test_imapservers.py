@@ -16,10 +16,8 @@ from tests.support.imapservers import (
     ImapServer,
     PymapServer,
     ServerStartError,
-    _live_group_members,
 )
-
-# Fixtures are imported by name; `as` marks them as deliberate re-exports for the linter.
+from tests.support.processes import live_group_members
 
 # What a dead server looks like to imapclient: the socket fails, or imaplib sees EOF (abort).
 CONNECTION_LOST = (OSError, imaplib.IMAP4.error)
@@ -217,8 +215,8 @@ def test_close_leaves_no_process_or_files(server_class: type[PymapServer | Dovec
         client.select_folder("INBOX")  # make Dovecot fork its login and imap processes too
         pgid = server.pid
         assert pgid is not None
-        assert _live_group_members(pgid)
-    assert _live_group_members(pgid) == []
+        assert live_group_members(pgid)
+    assert live_group_members(pgid) == []
     assert not server.dir.exists()
     with pytest.raises(OSError), socket.create_connection((server.host, server.port), timeout=2):
         pass

@@ -60,7 +60,8 @@ from typing import Any, Protocol, Self
 import imapclient
 import pytest
 
-from tests.support.processes import DIE_WITH_PARENT
+from tests.support.dovecotconfig import DOVECOT_CONFIG, group_exists, user_exists
+from tests.support.processes import DIE_WITH_PARENT, live_group_members
 
 __all__ = [
     "DOVECOT_BINARY",
@@ -137,30 +138,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """Pids in process group `pgid` that are not zombies (Linux /proc; elsewhere: killpg probe)."""
-    proc_root = Path("/proc")
-    if not (proc_root / "self" / "stat").exists():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    members = []
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # exited while we looked
-            continue
-        # Fields after the parenthesised command name: state ppid pgrp ...
-        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
-        if int(pgrp) == pgid and state not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
 
 
 class _ManagedServer:
@@ -335,12 +312,12 @@ class _ManagedServer:
         # is alive, so a restart never races a dying imap-login still holding the port. Their
         # zombies are init's to reap (slowly, on some CI VMs), and hold no sockets or files.
         deadline = time.monotonic() + STOP_TIMEOUT
-        while (survivors := _live_group_members(pgid)) and time.monotonic() < deadline:
+        while (survivors := live_group_members(pgid)) and time.monotonic() < deadline:
             for pid in survivors:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
-        if proc.poll() is None or _live_group_members(pgid):
+        if proc.poll() is None or live_group_members(pgid):
             raise RuntimeError(f"{self.name} (process group {pgid}) survived SIGKILL")
 
     def log_tail(self, lines: int = 40) -> str:
@@ -516,9 +493,9 @@ class DovecotServer(_ManagedServer):
             # Dovecot refuses uid 0 for mail access, so mail is owned by nobody; its helper
             # processes run as the packaged dovenull/dovecot users, chrooted as usual.
             mail_uid, mail_gid = 65534, 65534
-            login_user = "dovenull" if _user_exists("dovenull") else "nobody"
-            internal_user = "dovecot" if _user_exists("dovecot") else "nobody"
-            internal_group = "dovecot" if _group_exists("dovecot") else "nogroup"
+            login_user = "dovenull" if user_exists("dovenull") else "nobody"
+            internal_user = "dovecot" if user_exists("dovecot") else "nobody"
+            internal_group = "dovecot" if group_exists("dovecot") else "nogroup"
             os.chown(home, mail_uid, mail_gid)
             chroot = ""
         else:
@@ -528,7 +505,7 @@ class DovecotServer(_ManagedServer):
             internal_group = grp.getgrgid(mail_gid).gr_name  # unix sockets get chgrp'ed to it
             chroot = "  chroot =\n"
         self.config_path.write_text(
-            _DOVECOT_CONFIG.format(
+            DOVECOT_CONFIG.format(
                 dir=self.dir,
                 host=self.host,
                 port=self.port,
@@ -546,65 +523,6 @@ class DovecotServer(_ManagedServer):
 
     def _command(self) -> list[str]:
         return [self.binary, "-F", "-c", str(self.config_path)]
-
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-# Only this file is read (-c), never /etc/dovecot. Every path lives in the temp dir.
-_DOVECOT_CONFIG = """\
-protocols = imap
-listen = {host}
-instance_name = mailsupport-test-{port}
-base_dir = {dir}/run
-state_dir = {dir}/state
-log_path = {dir}/dovecot.log
-auth_verbose = yes
-default_login_user = {login_user}
-default_internal_user = {internal_user}
-default_internal_group = {internal_group}
-first_valid_uid = 1
-first_valid_gid = 1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-mail_location = maildir:~/Maildir
-# IDLE: inotify normally wakes Dovecot at once; this is the fallback poll.
-mailbox_idle_check_interval = 1 secs
-mail_max_userip_connections = 100
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {dir}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={mail_uid} gid={mail_gid} home={dir}/home
-}}
-service imap-login {{
-{chroot}  inet_listener imap {{
-    address = {host}
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service anvil {{
-{chroot}}}
-"""
 
 
 SERVER_KINDS: dict[str, type[_ManagedServer]] = {"pymap": PymapServer, "dovecot": DovecotServer}

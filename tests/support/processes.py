@@ -1,5 +1,5 @@
-"""Child processes for the tests: `mailsupport` run as a user runs it, and helpers that die
-with pytest."""
+"""Child processes for the tests: `mailsupport` run as a user runs it, helpers that die with
+pytest, and which members of a process group are still alive."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from tests.support.paths import ROOT
@@ -55,3 +56,27 @@ def mailsupport_process(
 ) -> subprocess.CompletedProcess[bytes]:
     """`python -m mailsupport ARGS`, as a user at a terminal or an MTA pipe runs it."""
     return python_process(env, "-m", "mailsupport", *args, stdin=stdin)
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids in process group `pgid` that are not zombies (Linux /proc; elsewhere: killpg probe)."""
+    proc_root = Path("/proc")
+    if not (proc_root / "self" / "stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited while we looked
+            continue
+        # Fields after the parenthesised command name: state ppid pgrp ...
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
