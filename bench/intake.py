@@ -35,7 +35,7 @@ SMTP_REFUSED = 9  # the discard port, closed on the benchmark machine
 def dovecot() -> Any:
     # The test suite's Dovecot launcher (config in a temp dir, one user): reused here
     # rather than writing a second one.
-    from tests.imapservers import DovecotServer
+    from tests.support.imapservers import DovecotServer
 
     return DovecotServer()
 

@@ -22,7 +22,7 @@ EXAMPLE_FILE = "settings.example.env"
 CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
 # Reserved for the test suite and CI, never read by mailsupport: .ci/run exports
 # MAILSUPPORT_TEST_DATABASE_URL for the whole run, and a developer's shell may keep it. No
-# setting may start with TEST_ (tests/test_settings_mistakes.py checks).
+# setting may start with TEST_ (tests/unit/test_settings_mistakes.py checks).
 RESERVED_ENV_PREFIX = ENV_PREFIX + "TEST_"
 # name[+driver]:// at the start of a database URL.
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:\+(\w+))?://")

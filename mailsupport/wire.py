@@ -4,7 +4,7 @@ Building an `EmailMessage` and serializing it parses every header we set into a 
 object and folds it again on output: about 5 ms of the 8 ms an acknowledgement cost, most
 of intake's time. The mail we compose has one known shape (a few headers, a text body and
 perhaps its HTML alternative), so it is written here with the standard library's encoders
-(`email.header.Header` for RFC 2047 words, `binascii` for the bodies). `tests/test_wire.py`
+(`email.header.Header` for RFC 2047 words, `binascii` for the bodies). `tests/unit/test_wire.py`
 parses generated mail back and checks that it says exactly what was written.
 
 Lines end in CRLF, as they are stored and sent; every header and body is 7-bit.

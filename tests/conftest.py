@@ -1,4 +1,9 @@
-"""Shared fixtures: a clean environment, and a store on SQLite and (when configured) PostgreSQL."""
+"""Fixtures for every test: a clean environment, a store on SQLite and (when configured)
+PostgreSQL, the CLI pointed at it, and the servers of tests/support registered as plugins.
+
+Layout: tests/unit/ needs no server, subprocess or network; tests/e2e/ starts servers, runs
+`mailsupport` as a process or runs daemons; tests/support/ holds what both share.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,22 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 
 from mailsupport.config import Settings, load_settings
 from mailsupport.store.db import Store
+from tests.support.cli import Run, cli, cli_env
 
-FIXTURES = Path(__file__).parent / "fixtures"
+if TYPE_CHECKING:  # imported by pytest as a plugin, so that its asserts are rewritten
+    from tests.support.smtpserver import SmtpServer
+
+# The server fixtures (imap_server, pymap_server, dovecot_server, smtp_server), the daemons
+# fixture, all defined beside the servers they start.
+pytest_plugins = ["tests.support.imapservers", "tests.support.smtpserver", "tests.support.daemons"]
+
 PG_URL = os.environ.get("MAILSUPPORT_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 
@@ -22,7 +35,7 @@ BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No MAILSUPPORT_* from the developer's shell, and no ./settings.env from the checkout."""
     for key in list(os.environ):
-        if key.startswith("MAILSUPPORT_"):
+        if key.upper().startswith("MAILSUPPORT_"):  # pydantic-settings ignores case
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
 
@@ -69,11 +82,34 @@ def env_for_cli(settings: Settings) -> dict[str, str]:
     return cli_env(settings)
 
 
-def cli_env(settings: Settings) -> dict[str, str]:
-    """Environment that points the CLI at the store and desk of `settings`."""
+@pytest.fixture
+def run(env_for_cli: dict[str, str]) -> Run:
+    """`mailsupport ARGS` in this process against the test store: run("list", env={...}),
+    `env` adding to or overriding the store's environment; `input` is its stdin."""
+
+    def invoke(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        return cli({**env_for_cli, **(env or {})}, *args, input=input)
+
+    return invoke
+
+
+@pytest.fixture
+def smtp_env(env_for_cli: dict[str, str], smtp_server: SmtpServer) -> dict[str, str]:
+    """The CLI's environment with outgoing mail through the test SMTP server."""
     return {
-        "MAILSUPPORT_DATA_DIR": str(settings.data_dir),
-        "MAILSUPPORT_DATABASE_URL": settings.db_url,
-        "MAILSUPPORT_SUPPORT_ADDRESS": settings.support_address,
-        "MAILSUPPORT_SUPPORT_NAME": settings.support_name,
+        **env_for_cli,
+        "MAILSUPPORT_SMTP_HOST": smtp_server.host,
+        "MAILSUPPORT_SMTP_PORT": str(smtp_server.port),
+        "MAILSUPPORT_SMTP_SECURITY": "none",
+        "MAILSUPPORT_SMTP_TIMEOUT": "5",
+        "COLUMNS": "200",  # `outbox list` clips its lines to the terminal's width
     }
+
+
+@pytest.fixture
+def smtp_settings(settings: Settings, smtp_server: SmtpServer) -> Settings:
+    """The test settings with outgoing mail through the test SMTP server."""
+    return settings.model_copy(
+        update={"smtp_host": smtp_server.host, "smtp_port": smtp_server.port,
+                "smtp_security": "none", "smtp_timeout": 5}
+    )  # fmt: skip

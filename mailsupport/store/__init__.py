@@ -6,7 +6,7 @@ fast read path of `list` and `show` do not pay for loading it.
 
 import re
 
-# The Alembic revision this code expects. tests/test_store.py checks it is the head.
+# The Alembic revision this code expects. tests/unit/test_store.py checks it is the head.
 SCHEMA_REVISION = "0008"
 
 TICKET_STATUSES = ("new", "open", "pending", "closed")

@@ -1,0 +1,1 @@
+"""Tests that start mail servers, run `mailsupport` as a process, or run daemons."""

@@ -1,0 +1,242 @@
+"""Parsing in worker processes: the same results as parsing in place, in order, and a time
+limit that quarantines a stalling message while the mail behind it goes on.
+
+A stalling or crashing parse is made by replacing `mailsupport.parsing.workers.parse`
+before the workers start: they are forked, so they run the replacement.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from mailsupport.cli import app
+from mailsupport.config import Settings
+from mailsupport.mail import Inbound
+from mailsupport.parsing import parse
+from mailsupport.parsing import workers as parsers
+from mailsupport.parsing.workers import ParseFailure, ParserPool, parse_safely
+from mailsupport.pipeline import Incoming, Pipeline
+from mailsupport.store.db import Store
+from mailsupport.store.models import Message, QuarantineEntry
+from tests.support.mailfactory import make_message
+from tests.support.paths import FIXTURES
+from tests.support.processes import python_process
+
+STALL = b"X-Test-Stall: yes"
+CRASH = b"X-Test-Crash: yes"
+
+
+def fixtures() -> list[bytes]:
+    return [path.read_bytes() for path in sorted((FIXTURES / "mail").rglob("*.eml"))]
+
+
+def troublesome_parse(raw: bytes) -> Inbound:
+    """parse(), except that it hangs on STALL and kills its process on CRASH."""
+    if STALL in raw:
+        time.sleep(3600)
+    if CRASH in raw:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return parse(raw)
+
+
+@pytest.fixture
+def trouble(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parsers, "parse", troublesome_parse)
+
+
+@pytest.fixture
+def pool() -> Iterator[ParserPool]:
+    with ParserPool(2, timeout=1.0) as pool:
+        yield pool
+
+
+def with_header(header: bytes, message_id: str) -> bytes:
+    return header + b"\r\n" + make_message(message_id)
+
+
+def test_workers_give_the_same_results_as_parsing_here_in_the_same_order(
+    pool: ParserPool,
+) -> None:
+    raws = fixtures() * 3
+    results = list(pool.parse_all(enumerate(raws), lambda pair: pair[1]))
+    assert [i for (i, _), _ in results] == list(range(len(raws)))
+    assert [parsed for _, parsed in results] == [parse_safely(raw) for raw in raws]
+    assert len(pool._workers) == 2
+
+
+def test_items_without_bytes_are_passed_through_unparsed(pool: ParserPool) -> None:
+    raws = [make_message("a@x.example"), b"", make_message("b@x.example")]
+    results = list(pool.parse_all(raws, lambda raw: raw or None))
+    assert results[1] == (b"", None)
+    assert isinstance(results[0][1], Inbound) and results[0][1].message_id == "a@x.example"
+    assert isinstance(results[2][1], Inbound) and results[2][1].message_id == "b@x.example"
+
+
+@pytest.mark.slow
+def test_a_stalling_message_is_stopped_at_the_limit_and_the_rest_goes_on(
+    trouble: None, pool: ParserPool
+) -> None:
+    raws = [
+        make_message("before@x.example"),
+        with_header(STALL, "stall@x.example"),
+        *(make_message(f"after{i}@x.example") for i in range(5)),
+    ]
+    started = time.monotonic()
+    results = [parsed for _, parsed in pool.parse_all(raws, lambda raw: raw)]
+    assert time.monotonic() - started < 20  # the limit is 1 s; the stall would be an hour
+    assert isinstance(results[1], ParseFailure)
+    assert "longer than 1 s" in results[1].detail
+    assert "MAILSUPPORT_PARSE_TIMEOUT" in results[1].detail
+    ids = [r.message_id for r in results if isinstance(r, Inbound)]
+    assert ids == ["before@x.example", *(f"after{i}@x.example" for i in range(5))]
+    # The stalled worker was replaced: the pool still works at full size.
+    again = list(pool.parse_all([make_message("later@x.example")], lambda raw: raw))
+    assert isinstance(again[0][1], Inbound)
+    assert all(worker.process.is_alive() for worker in pool._workers)
+
+
+def test_a_parser_process_that_dies_costs_only_its_message(trouble: None, pool: ParserPool) -> None:
+    raws = [make_message("one@x.example"), with_header(CRASH, "crash@x.example")]
+    raws.append(make_message("two@x.example"))
+    results = [parsed for _, parsed in pool.parse_all(raws, lambda raw: raw)]
+    assert isinstance(results[1], ParseFailure)
+    assert "parser process died" in results[1].detail and "SIGKILL" in results[1].detail
+    assert [isinstance(r, Inbound) for r in results] == [True, False, True]
+
+
+def test_a_caller_that_stops_early_leaves_the_pool_usable(pool: ParserPool) -> None:
+    raws = [make_message(f"m{i}@x.example") for i in range(10)]
+    results = pool.parse_all(raws, lambda raw: raw)
+    next(results)
+    results.close()  # two or so still in flight
+    assert all(worker.job is None for worker in pool._workers)
+    again = [p for _, p in pool.parse_all(raws[:3], lambda raw: raw)]
+    assert [p.message_id for p in again if isinstance(p, Inbound)] == [
+        "m0@x.example",
+        "m1@x.example",
+        "m2@x.example",
+    ]
+
+
+def test_closing_the_pool_ends_its_processes() -> None:
+    pool = ParserPool(2, timeout=5)
+    list(pool.parse_all(fixtures()[:4], lambda raw: raw))
+    processes = [worker.process for worker in pool._workers]
+    assert len(processes) == 2 and all(p.is_alive() for p in processes)
+    pool.close()
+    assert not any(p.is_alive() for p in processes)
+
+
+def test_zero_workers_parse_in_this_process(trouble: None) -> None:
+    with ParserPool(0, timeout=1) as pool:
+        results = list(pool.parse_all([make_message("here@x.example")], lambda raw: raw))
+        assert isinstance(results[0][1], Inbound)
+        assert pool._workers == []
+
+
+@pytest.mark.slow
+def test_the_pipeline_quarantines_a_stalling_message_and_files_the_rest(
+    trouble: None, settings: Settings, store: Store
+) -> None:
+    limited = settings.model_copy(update={"parse_timeout": 1.0, "parse_workers": 2})
+    items = [
+        Incoming(make_message("q1@customer.example.org"), "test#1"),
+        Incoming(with_header(STALL, "stall@customer.example.org"), "test#2"),
+        Incoming(make_message("q3@customer.example.org"), "test#3"),
+    ]
+    with Pipeline(limited, store) as pipeline:
+        counts = pipeline.run(items, lambda: datetime.now(UTC))
+    assert counts["new"] == 2 and counts["quarantined"] == 1
+    with store.read() as session:
+        stored = set(session.exec(select(Message.message_id)).all())
+        entries = session.exec(select(QuarantineEntry)).all()
+    assert stored == {"q1@customer.example.org", "q3@customer.example.org"}
+    assert [e.origin for e in entries] == ["test#2"]
+    assert "longer than 1 s" in entries[0].error
+
+
+@pytest.mark.slow
+def test_import_and_retry_honour_the_time_limit(
+    trouble: None,
+    env_for_cli: dict[str, str],
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    (folder / "1.eml").write_bytes(make_message("first@customer.example.org"))
+    (folder / "2.eml").write_bytes(with_header(STALL, "stall@customer.example.org"))
+    (folder / "3.eml").write_bytes(make_message("third@customer.example.org"))
+    env = {**env_for_cli, "MAILSUPPORT_PARSE_TIMEOUT": "1"}
+    runner = CliRunner()
+    result = runner.invoke(app, ["import", str(folder)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "new tickets 2" in result.output and "quarantined 1" in result.output
+    # Retrying under the same limit quarantines it again (and says why) ...
+    result = runner.invoke(app, ["quarantine", "retry", "--all"], env=env)
+    assert result.exit_code == 1 and "longer than 1 s" in result.output
+    # ... and once parsing is quick again, the retry files it.
+    monkeypatch.setattr(parsers, "parse", parse)
+    result = runner.invoke(app, ["quarantine", "retry", "--all"], env=env)
+    assert result.exit_code == 0, result.output
+    with store.read() as session:
+        assert "stall@customer.example.org" in set(session.exec(select(Message.message_id)))
+
+
+@pytest.mark.slow
+def test_workers_die_with_their_parent_even_in_the_middle_of_a_message() -> None:
+    """A poll killed with SIGKILL must not leave a parser stalling on forever."""
+    script = textwrap.dedent(
+        """
+        import os, signal, time
+        from mailsupport.parsing import workers as parsers
+        from tests.e2e.test_parsers import STALL, troublesome_parse, with_header
+        parsers.parse = troublesome_parse
+        pool = parsers.ParserPool(2, timeout=3600)
+        raw = with_header(STALL, "s@x.example")
+        for _ in range(2):  # each worker gets a message it will stall on
+            pool._hand_over(pool._idle(), parsers._Job(raw), raw)  # (starts one)
+        print(*[w.process.pid for w in pool._workers], flush=True)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    # Returns only when no process holds its stdout: the workers are gone too.
+    done = python_process({}, "-c", script)
+    pids = [int(p) for p in done.stdout.split()]
+    assert done.returncode == -signal.SIGKILL and len(pids) == 2, done.stderr
+    deadline = time.monotonic() + 5  # (they may still be on their way out)
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_workers_keep_none_of_the_parents_files(pool: ParserPool, tmp_path: Path) -> None:
+    """A lock file or database connection held by a worker would outlive a dead parent."""
+    with open(tmp_path / "folder.lock", "w") as lock:
+        list(pool.parse_all([make_message("m@x.example")], lambda raw: raw))
+        for worker in pool._workers:
+            fds = Path(f"/proc/{worker.process.pid}/fd")
+            targets = {os.readlink(fd) for fd in fds.iterdir() if int(fd.name) > 2}
+            assert lock.name not in targets
+            assert len(targets) == 1  # its end of the pipe
+    assert len(pool._workers) == 1  # one message: the second worker was never needed

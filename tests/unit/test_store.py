@@ -1,0 +1,156 @@
+"""The database layer: migrations match the models, schema checks, SQLite settings, times."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from psycopg.errors import DeadlockDetected, SerializationFailure
+from sqlalchemy import exc
+from sqlmodel import SQLModel
+
+from mailsupport.config import Settings
+from mailsupport.errors import SchemaError, TemporaryError
+from mailsupport.search import include_name
+from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config, translate_db_error
+from mailsupport.store.models import Ticket
+from tests.support.faults import impatient, write_lock_held
+
+
+def test_schema_revision_constant_is_the_migration_head() -> None:
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_REVISION
+
+
+def test_migrations_create_exactly_the_models(store: Store) -> None:
+    with store.engine.connect() as conn:
+        # The same filter as migrations/env.py: the search index is SQL the models do not describe.
+        opts = {"compare_type": True, "include_name": include_name}
+        context = MigrationContext.configure(conn, opts=opts)
+        assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_a_schema_that_is_behind_is_refused(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+    with pytest.raises(SchemaError, match="mailsupport db upgrade"):
+        store.ensure_schema()
+
+
+def test_foreign_tables_are_refused(db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE something_else (id INTEGER)"))
+    engine.dispose()
+    with pytest.raises(SchemaError, match="not a mailsupport database"):
+        Store.open(db_url)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.open(f"sqlite:///{tmp_path / 'lite.db'}")
+    yield store
+    store.engine.dispose()
+
+
+def test_sqlite_runs_in_wal_mode(sqlite_store: Store) -> None:
+    store = sqlite_store
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_times_come_back_aware_utc(store: Store) -> None:
+    moscow = timezone(timedelta(hours=3))
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=moscow)
+    with store.write() as session:
+        ticket = Ticket(subject="x", created_at=at, updated_at=at)
+        session.add(ticket)
+        session.flush()
+        ticket_id = ticket.id
+    with store.read() as session:
+        loaded = session.get(Ticket, ticket_id)
+        assert loaded is not None
+        assert loaded.created_at == at
+        assert loaded.created_at.tzinfo is not None
+        assert loaded.created_at.utcoffset() == timedelta(0)
+        assert loaded.created_at.astimezone(UTC).hour == 9
+
+
+def test_a_locked_sqlite_database_is_a_temporary_error(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mailsupport.store.db.SQLITE_BUSY_SECONDS", 0)
+    url = sqlite_store.engine.url.render_as_string()
+    impatient = Store.open(url)
+    blocker = sa.create_engine(url, connect_args={"isolation_level": None})
+    now = datetime.now(UTC)
+    with blocker.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        with pytest.raises(TemporaryError, match="locked"), impatient.write() as session:
+            session.add(Ticket(subject="y", created_at=now, updated_at=now))
+        conn.exec_driver_sql("ROLLBACK")
+    blocker.dispose()
+    impatient.engine.dispose()
+
+
+def test_lock_timeout_deadlock_and_conflict_on_postgresql_are_temporary_errors(
+    store: Store, settings: Settings
+) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's locked database is the test above")
+    # As an operator would: lock_timeout in the URL's options; another writer holds the lock.
+    env, _ = impatient(store, {"MAILSUPPORT_DATABASE_URL": settings.db_url}, 0.2)
+    waiting = Store.open(env["MAILSUPPORT_DATABASE_URL"])
+    now = datetime.now(UTC)
+    try:
+        with (
+            write_lock_held(store),
+            pytest.raises(TemporaryError) as caught,
+            waiting.write() as session,
+        ):
+            session.add(Ticket(subject="y", created_at=now, updated_at=now))
+    finally:
+        waiting.engine.dispose()
+    assert str(caught.value) == (
+        "database is locked by another process (canceling statement due to lock timeout); try again"
+    )
+    assert caught.value.exit_code == 75
+    with store.read() as session:
+        assert session.exec(sa.select(Ticket)).all() == []  # rolled back, nothing half-done
+    # Deadlocks and serialization failures come back from the server the same way.
+    for error, expected in [
+        (DeadlockDetected("deadlock detected\nDETAIL: ..."), "database deadlock with another"),
+        (SerializationFailure("could not serialize access"), "database conflict with another"),
+    ]:
+        mapped = translate_db_error(exc.OperationalError("UPDATE ...", {}, error))
+        assert isinstance(mapped, TemporaryError), error
+        assert str(mapped).startswith(expected) and str(mapped).endswith("; try again")
+        assert "\n" not in str(mapped)
+
+
+def test_upgrade_from_the_first_schema_keeps_data(db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    store = Store.open(db_url, check_schema=False)
+    store.upgrade("0001")
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO tickets (subject, status, priority, requester, requester_name,"
+                " created_at, updated_at) VALUES ('kept', 'new', 'normal', '', '', :t, :t)"
+            ),
+            {"t": now.replace(tzinfo=None)},
+        )
+    with pytest.raises(SchemaError, match="mailsupport db upgrade"):
+        store.ensure_schema()
+    store.upgrade()
+    store.ensure_schema()
+    with store.read() as session:
+        assert [t.subject for t in session.exec(sa.select(Ticket)).scalars()] == ["kept"]
+    store.engine.dispose()
