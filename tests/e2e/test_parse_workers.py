@@ -201,7 +201,7 @@ def test_workers_die_with_their_parent_even_in_the_middle_of_a_message() -> None
         """
         import os, signal, time
         from mailsupport.parsing import workers as parsers
-        from tests.e2e.test_parsers import STALL, troublesome_parse, with_header
+        from tests.e2e.test_parse_workers import STALL, troublesome_parse, with_header
         parsers.parse = troublesome_parse
         pool = parsers.ParserPool(2, timeout=3600)
         raw = with_header(STALL, "s@x.example")
