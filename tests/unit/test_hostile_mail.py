@@ -20,7 +20,8 @@ These bounds hold for the sizes made here (up to about 1 MB), parsing in this pr
 that its CPU time is measured. Parsing is linear in the size beyond that, but the stdlib
 parser's constant on adversarial line structure is about 1-5 s per MB, so a 25 MB message
 could still take tens of seconds: in production the parse workers' time limit
-(MAILSUPPORT_PARSE_TIMEOUT, tests/e2e/test_parse_workers.py) stops such a message and quarantines it.
+(MAILSUPPORT_PARSE_TIMEOUT, tests/e2e/test_parse_workers.py) stops such a message and
+quarantines it.
 
 Examples are derandomized (the same ones on every run, no example database); raise
 HOSTILE_MAIL_EXAMPLES to search longer locally.
