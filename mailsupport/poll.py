@@ -111,11 +111,10 @@ class FolderPoller:
         for batch in self.source.batches(todo):
             if should_stop():
                 break
-            self._take(ledger, batch, now, result, on_each, should_stop)
+            self._take(ledger, batch, now, result.counts, on_each, should_stop)
             self._flag_pending(ledger, result)
         result.waiting = len([u for u in todo if u > ledger.last_uid])
         if history and not result.waiting:
-            result.history = Counter()
             self._take_history(ledger, history, now, result, on_each)
         ledgers.finish_pass(self.store, ledger, now(), result.waiting)
         return result
@@ -133,22 +132,19 @@ class FolderPoller:
         rest to the next `poll --all`; what was stored then is a duplicate by Message-ID."""
         criteria = history_search(ledger.backlog_until, ledger.backlog_search, wanted)
         uids = sorted(self.source.search(criteria)) if criteria else []
-        counts = result.counts.copy()
-        batches = list(self.source.batches(uids)) or [[]]
+        result.history = Counter()
+        batches = list(self.source.batches(uids)) or [[]]  # an empty one records it too
         for number, batch in enumerate(batches, 1):
             taken = widest(ledger.backlog_search, wanted) if number == len(batches) else ""
-            self._take(ledger, batch, now, result, on_each, history=taken)
+            self._take(ledger, batch, now, result.history, on_each, history=taken)
             self._flag_pending(ledger, result)
-        assert result.history is not None
-        result.history.update(result.counts - counts)
-        result.counts = counts
 
     def _take(
         self,
         ledger: ImapFolder,
         uids: list[int],
         now: Callable[[], datetime],
-        result: PollResult,
+        counts: Counter[str],
         on_each: Callable[[Outcome], None] | None,
         should_stop: Callable[[], bool] = lambda: False,
         history: str = "",
@@ -180,7 +176,7 @@ class FolderPoller:
         if history:
             ledger.backlog_search = history
             ledger.last_uid = max(ledger.last_uid, ledger.backlog_until)
-        result.counts.update(o.kind for o in outcomes)
+        counts.update(o.kind for o in outcomes)
         if on_each is not None:
             for outcome in outcomes:
                 on_each(outcome)
