@@ -6,6 +6,10 @@ one database transaction; only after that commit is it flagged \\Seen (or moved)
 server. A crash before the commit leaves the message to be fetched again; a crash after it
 leaves a pending row, and the next pass flags the message without storing it again.
 
+Mail that was in the folder before the first poll is history: what IMAP_START takes of it,
+and what `poll --all` or `--since` takes over later, is filed like `import` files it: dated
+by its own Date, with no due times and no acknowledgement.
+
 `poll` and the daemon make their passes with FolderPoller; `poll_once` is the whole of
 `mailsupport poll`'s intake (lock, connect, one pass, disconnect).
 """
@@ -28,15 +32,15 @@ from mailsupport.imapconn import connect, disconnect, server_errors
 from mailsupport.locks import exclusive, folder_lock
 from mailsupport.pipeline import QUARANTINED, Incoming, Outcome, Pipeline
 from mailsupport.sources.imap import Fetched, ImapFolderSource
-from mailsupport.sources.uids import start_from
+from mailsupport.sources.uids import history_search, start_from, widest
 from mailsupport.store import ledger as ledgers
 from mailsupport.store.db import Store
 from mailsupport.store.models import ImapFolder
 
 log = logging.getLogger(__name__)
 
-# Mail that sat in the folder before polling started (IMAP_START unseen, all, since:) may
-# have been answered by hand already: it is filed, not acknowledged.
+# Mail that sat in the folder before polling started (IMAP_START unseen, all, since:, or
+# taken over later) may have been answered by hand already: it is filed, not acknowledged.
 BACKLOG_NO_ACK = "it was in the mailbox before mailsupport started reading it (IMAP_START)"
 
 
@@ -47,6 +51,10 @@ class PollResult:
     waiting: int = 0  # left on the server for the next pass (only when stopped early)
     uidvalidity_changed: bool = False
     flag_error: str = ""  # the server refused to flag or move taken mail (retried next pass)
+    # The first pass: how many older messages it left on the server (None on later passes).
+    history_left: int | None = None
+    # `poll --all` / `--since`: what the takeover of the older mail took (None: not asked).
+    history: Counter[str] | None = None
 
 
 class FolderPoller:
@@ -64,20 +72,24 @@ class FolderPoller:
         now: Callable[[], datetime],
         should_stop: Callable[[], bool] = lambda: False,
         on_each: Callable[[Outcome], None] | None = None,
+        history: str = "",
     ) -> PollResult:
+        """One pass; then, when `history` is "ALL" or "since:YYYY-MM-DD", the takeover of
+        the older mail the first pass left that it asks for."""
         with server_errors(self.settings):
-            return self._poll(now, should_stop, on_each)
+            return self._poll(now, should_stop, on_each, history)
 
     def _poll(
         self,
         now: Callable[[], datetime],
         should_stop: Callable[[], bool],
         on_each: Callable[[Outcome], None] | None,
+        history: str,
     ) -> PollResult:
         result = PollResult(self.folder)
         uidvalidity, uidnext = self.source.open()
         start = self.settings.imap_start
-        ledger, result.uidvalidity_changed = ledgers.open_ledger(
+        ledger, created, result.uidvalidity_changed = ledgers.open_ledger(
             self.store,
             self.settings.imap_account,
             self.folder,
@@ -86,28 +98,62 @@ class FolderPoller:
             start_from("unseen", uidnext),
             start,
         )
+        if created or result.uidvalidity_changed:  # counted before the backlog is flagged
+            left = history_search(ledger.backlog_until, ledger.backlog_search, "ALL")
+            result.history_left = len(self.source.search(left)) if left else 0
+            if result.history_left:
+                log.info(
+                    "%s: %s older messages left on the server", self.folder, result.history_left
+                )
         self._flag_pending(ledger, result)
 
         todo = self.source.find(ledger.last_uid, ledger.backlog_until, ledger.backlog_search)
         for batch in self.source.batches(todo):
             if should_stop():
                 break
-            self._take(ledger, batch, now, result, on_each, should_stop)
+            self._take(ledger, batch, now, result.counts, on_each, should_stop)
             self._flag_pending(ledger, result)
         result.waiting = len([u for u in todo if u > ledger.last_uid])
+        if history and not result.waiting:
+            self._take_history(ledger, history, now, result, on_each)
         ledgers.finish_pass(self.store, ledger, now(), result.waiting)
         return result
+
+    def _take_history(
+        self,
+        ledger: ImapFolder,
+        wanted: str,
+        now: Callable[[], datetime],
+        result: PollResult,
+        on_each: Callable[[Outcome], None] | None,
+    ) -> None:
+        """Take the older mail `wanted` asks for that the ledger has not taken, once: the
+        ledger records what was taken with the last batch. A crash before that leaves the
+        rest to the next `poll --all`; what was stored then is a duplicate by Message-ID."""
+        criteria = history_search(ledger.backlog_until, ledger.backlog_search, wanted)
+        uids = sorted(self.source.search(criteria)) if criteria else []
+        result.history = Counter()
+        batches = list(self.source.batches(uids)) or [[]]  # an empty one records it too
+        for number, batch in enumerate(batches, 1):
+            taken = widest(ledger.backlog_search, wanted) if number == len(batches) else ""
+            self._take(ledger, batch, now, result.history, on_each, history=taken)
+            self._flag_pending(ledger, result)
 
     def _take(
         self,
         ledger: ImapFolder,
         uids: list[int],
         now: Callable[[], datetime],
-        result: PollResult,
+        counts: Counter[str],
         on_each: Callable[[Outcome], None] | None,
         should_stop: Callable[[], bool] = lambda: False,
+        history: str = "",
     ) -> None:
-        items = [(uid, self._incoming(ledger, m)) for uid, m in self.source.fetch(uids)]
+        """Store the messages `uids`, in one transaction with the ledger's record of them.
+        `history`: this batch ends a takeover of the older mail, which is recorded with it."""
+        items = (
+            [(uid, self._incoming(ledger, m)) for uid, m in self.source.fetch(uids)] if uids else []
+        )
         # The worker processes parse ahead while this one stores.
         parsed = self.pipeline.parse_all(item for _, item in items if item is not None)
         outcomes = []
@@ -124,8 +170,13 @@ class FolderPoller:
                 outcomes.append(outcome)
                 ledgers.record_taken(session, ledger, uid, outcome.kind == QUARANTINED)
             ledgers.advance(session, ledger, taken)
+            if history:
+                ledgers.record_history(session, ledger, history)
         ledger.last_uid = max(ledger.last_uid, taken)  # committed
-        result.counts.update(o.kind for o in outcomes)
+        if history:
+            ledger.backlog_search = history
+            ledger.last_uid = max(ledger.last_uid, ledger.backlog_until)
+        counts.update(o.kind for o in outcomes)
         if on_each is not None:
             for outcome in outcomes:
                 on_each(outcome)
@@ -134,11 +185,12 @@ class FolderPoller:
         """The message as the pipeline takes it; None when it is gone."""
         if message is None:
             return None
+        origin = self.source.origin(message.uid)
+        if message.uid > ledger.backlog_until:
+            return Incoming(message.raw, origin, message.internal_date)
+        # History, as `import` files it: its own date, no due times, no acknowledgement.
         return Incoming(
-            message.raw,
-            self.source.origin(message.uid),
-            message.internal_date,
-            no_ack_reason=BACKLOG_NO_ACK if message.uid <= ledger.backlog_until else "",
+            message.raw, origin, message.written_at(), no_ack_reason=BACKLOG_NO_ACK, live=False
         )
 
     def _flag_pending(self, ledger: ImapFolder, result: PollResult) -> None:

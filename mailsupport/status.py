@@ -68,8 +68,10 @@ def desk_status(store: Store, settings: Settings, *, ask_server: bool = True) ->
 
 def waiting_on_server(settings: Settings, folders: Sequence[ImapFolder]) -> dict[str, Any]:
     """How many messages in the configured folder are newer than the ledger's last UID:
-    {"waiting": N}, with a "note" when the folder was never polled, or {"error": ...}."""
+    {"waiting": N}, with a "note" when the folder was never polled, or {"error": ...}; and
+    "history_left": the older mail the first poll left that `poll --all` would take."""
     from mailsupport.imapconn import connect
+    from mailsupport.sources.uids import history_search
 
     mine = next(
         (
@@ -88,7 +90,11 @@ def waiting_on_server(settings: Settings, folders: Sequence[ImapFolder]) -> dict
         if mine is None or int(selected[b"UIDVALIDITY"]) != mine.uidvalidity:
             return {"waiting": int(selected[b"EXISTS"]), "note": "folder not polled yet"}
         uids = client.search([b"UID", f"{mine.last_uid + 1}:*".encode()])
-        return {"waiting": len([u for u in uids if u > mine.last_uid])}
+        found: dict[str, Any] = {"waiting": len([u for u in uids if u > mine.last_uid])}
+        if mine.backlog_search != "UNSEEN":  # unread mail taken is \Seen now: not countable
+            older = history_search(mine.backlog_until, mine.backlog_search, "ALL")
+            found["history_left"] = len(client.search(older)) if older else 0
+        return found
     except Exception as error:  # a status report must not fail on a flaky server
         return {"error": f"{type(error).__name__}: {error}"}
     finally:

@@ -60,6 +60,11 @@ def status(
             )
         else:
             typer.echo(f"waiting on the server: {server['waiting']} messages")
+        if server.get("history_left"):
+            typer.echo(
+                f"older mail left on the server: {server['history_left']} messages "
+                "(`mailsupport poll --all` or `--since DATE` takes them)"
+            )
     o = report["outbox"]
     typer.echo(f"outbox: {o['queued']} waiting to be sent, {o['failed']} failed")
     q = report["quarantine"]

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from typing import Any
 
 from imapclient import IMAPClient
@@ -20,11 +22,13 @@ from imapclient.exceptions import IMAPClientError
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.imapconn import ensure_folder, reason, server_errors
+from mailsupport.parsing.dates import parse_date
 from mailsupport.sources import uids as choose
 
 log = logging.getLogger(__name__)
 
 BATCH_BYTES = 16 * 1024 * 1024
+HEADER_BYTES = 256 * 1024  # enough for any real header block
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,15 @@ class Fetched:
     uid: int
     raw: bytes
     internal_date: datetime | None
+
+    def written_at(self) -> datetime | None:
+        """When the message was written: its Date, or INTERNALDATE when that is earlier (a
+        sender's clock ahead) or there is no readable Date. For history: a mailbox copied
+        to the server by APPEND often has INTERNALDATE = the day it was copied."""
+        written = _date_header(self.raw)
+        if written is None or self.internal_date is None:
+            return written or self.internal_date
+        return min(written, self.internal_date)
 
 
 class ImapFolderSource:
@@ -75,6 +88,9 @@ class ImapFolderSource:
         for criteria in choose.searches(last_uid, backlog_until, backlog_search):
             found.update(self.client.search(criteria))
         return choose.to_take(last_uid, found)
+
+    def search(self, criteria: list[Any]) -> list[int]:
+        return list(self.client.search(criteria))
 
     def batches(self, uids: list[int]) -> Iterator[list[int]]:
         """`uids` in batches of at most IMAP_BATCH messages and about BATCH_BYTES."""
@@ -151,6 +167,14 @@ class ImapFolderSource:
             return
         ensure_folder(self.client, name)
         self._known_folders.add(name)
+
+
+def _date_header(raw: bytes) -> datetime | None:
+    """The Date header of `raw`, read from the header block alone; None if unreadable."""
+    end = raw.find(b"\r\n\r\n")
+    head = raw[: end if 0 <= end < HEADER_BYTES else HEADER_BYTES]
+    value = BytesHeaderParser(policy=compat32).parsebytes(head).get("Date")
+    return parse_date(str(value), None, []) if value is not None else None
 
 
 def _aware(value: Any) -> datetime | None:

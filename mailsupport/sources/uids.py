@@ -1,8 +1,9 @@
 """Which UIDs of an IMAP folder to take, and in what batches: pure decisions, no server.
 
 The folder's ledger remembers the last UID taken and, for mail that was there before the
-first poll (MAILSUPPORT_IMAP_START), up to which UID that backlog reaches and which of it
-to take. The IMAP source asks the server what these functions say, and nothing else.
+first poll (MAILSUPPORT_IMAP_START), up to which UID that history reaches and which of it
+was taken (the backlog). `poll --all` or `--since` takes more of that history later, once.
+The IMAP source asks the server what these functions say, and nothing else.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ FETCH_CHUNK = 500  # UIDs per FETCH of sizes
 
 
 class Start(NamedTuple):
-    """Where a folder's ledger starts: UIDs up to `last_uid` are history, never taken;
-    UIDs up to `backlog_until` are backlog, taken when they match `backlog_search`."""
+    """Where a folder's ledger starts: UIDs up to `backlog_until` are history (there before
+    the first poll), taken when they match `backlog_search`; UIDs up to `last_uid` are
+    never taken by a pass (only by a takeover, see history_search)."""
 
     last_uid: int
     backlog_until: int
@@ -28,7 +30,7 @@ def start_from(start: str, uidnext: int) -> Start:
     folder whose next UID is `uidnext`."""
     existing = uidnext - 1
     if start == "new":
-        return Start(existing, 0, "")  # what is there now is history, not news
+        return Start(existing, existing, "")  # what is there now is history, not news
     if start == "unseen":
         return Start(0, existing, "UNSEEN")
     if start == "all":  # every message there now, as backlog: filed, not acknowledged
@@ -47,11 +49,42 @@ def searches(last_uid: int, backlog_until: int, backlog_search: str) -> list[lis
         if backlog_search == "UNSEEN":
             criteria.append(b"UNSEEN")
         elif backlog_search.startswith("since:"):
-            criteria += [b"SINCE", date.fromisoformat(backlog_search.removeprefix("since:"))]
+            criteria += [b"SINCE", _day(backlog_search)]
         found.append(criteria)
         start = backlog_until + 1
     found.append([b"UID", f"{start}:*".encode()])
     return found
+
+
+def history_search(until: int, taken: str, wanted: str) -> list[Any] | None:
+    """The UID SEARCH criteria for the history (UIDs 1 to `until`) that `wanted` ("ALL" or
+    "since:YYYY-MM-DD") asks for and `taken` (the ledger's backlog_search) did not take
+    already; None when there is nothing to ask for. Unread mail taken (UNSEEN) is \\Seen now,
+    so after `unseen` the seen history is asked for: what was taken is among it, and is a
+    duplicate by its Message-ID."""
+    if until < 1 or taken == "ALL" or widest(taken, wanted) == taken:
+        return None  # nothing wanted that was not taken
+    criteria: list[Any] = [b"UID", f"1:{until}".encode()]
+    if wanted.startswith("since:"):
+        criteria += [b"SINCE", _day(wanted)]
+    if taken == "UNSEEN":
+        criteria.append(b"SEEN")
+    elif taken.startswith("since:"):
+        criteria += [b"BEFORE", _day(taken)]
+    return criteria
+
+
+def widest(taken: str, wanted: str) -> str:
+    """The ledger's backlog_search once `wanted` is taken after `taken`: what both cover."""
+    if "ALL" in (taken, wanted):
+        return "ALL"
+    if taken.startswith("since:") and wanted.startswith("since:"):
+        return min(taken, wanted, key=_day)
+    return wanted
+
+
+def _day(search: str) -> date:
+    return date.fromisoformat(search.removeprefix("since:"))
 
 
 def to_take(last_uid: int, found: Iterable[int]) -> list[int]:

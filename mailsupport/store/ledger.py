@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlmodel import Session, col, select
 
@@ -19,6 +20,12 @@ log = logging.getLogger(__name__)
 Start = tuple[int, int, str]
 
 
+class Opened(NamedTuple):
+    ledger: ImapFolder  # detached
+    created: bool  # the first poll of this folder
+    renewed: bool  # UIDVALIDITY changed: the ledger started again
+
+
 def open_ledger(
     store: Store,
     account: str,
@@ -27,14 +34,15 @@ def open_ledger(
     first: Start,
     renewed: Start,
     start_name: str,
-) -> tuple[ImapFolder, bool]:
-    """This folder's ledger row (detached) and whether UIDVALIDITY changed. A new ledger
-    starts at `first` (IMAP_START `start_name`); one whose UIDVALIDITY changed starts again at
-    `renewed`. Starts are (last_uid, backlog_until, backlog_search), see sources/uids.py."""
+) -> Opened:
+    """This folder's ledger row. A new ledger starts at `first` (IMAP_START `start_name`);
+    one whose UIDVALIDITY changed starts again at `renewed`. Starts are (last_uid,
+    backlog_until, backlog_search), see sources/uids.py."""
     with store.write() as session:
         row = session.exec(
             select(ImapFolder).where(ImapFolder.account == account, ImapFolder.folder == folder)
         ).first()
+        created = row is None
         changed = row is not None and row.uidvalidity != uidvalidity
         if row is None:
             row = ImapFolder(account=account, folder=folder, uidvalidity=uidvalidity)
@@ -57,7 +65,7 @@ def open_ledger(
         session.add(row)
         session.flush()
         session.expunge(row)
-        return row, changed
+        return Opened(row, created, changed)
 
 
 def _start(row: ImapFolder, begin: Start) -> None:
@@ -81,6 +89,16 @@ def advance(session: Session, ledger: ImapFolder, taken: int) -> None:
     row = session.get(ImapFolder, ledger.id)
     assert row is not None
     row.last_uid = max(row.last_uid, taken)
+    session.add(row)
+
+
+def record_history(session: Session, ledger: ImapFolder, taken: str) -> None:
+    """A takeover of the history is done (same transaction as its last messages): the
+    ledger's backlog_search covers it now, and no pass looks at the history again."""
+    row = session.get(ImapFolder, ledger.id)
+    assert row is not None
+    row.backlog_search = taken
+    row.last_uid = max(row.last_uid, row.backlog_until)
     session.add(row)
 
 

@@ -39,7 +39,9 @@ def test_first_poll_takes_only_new_mail_by_default(imap_server, env_for_cli, sto
     first = poll(env)
     assert first.exit_code == 0, first.output
     assert first.output.strip() == (
-        "poll INBOX: read 0, new tickets 0, threaded replies 0, duplicates 0, quarantined 0"
+        "poll INBOX: read 0, new tickets 0, threaded replies 0, duplicates 0, quarantined 0; "
+        "left 5 older messages: `mailsupport poll --since DATE` or `mailsupport poll --all` "
+        "takes them"
     )
     new_uid = imap_server.append(mail(10))
     reply_uid = imap_server.append(

@@ -30,7 +30,7 @@ def test_status_reports_polls_waiting_mail_quarantine_and_tickets(
     [folder] = report["folders"]
     assert folder["folder"] == "INBOX"
     assert folder["last_success_at"] is not None
-    assert report["server"] == {"waiting": 2}
+    assert report["server"] == {"waiting": 2, "history_left": 0}  # IMAP_START=all took it
     assert report["quarantine"]["messages"] == 1
     assert report["quarantine"]["bytes"] == len(b"\x00\x01 junk")
     assert report["tickets"]["new"] == 1
