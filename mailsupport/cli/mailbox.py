@@ -34,10 +34,10 @@ def poll(ctx: typer.Context) -> None:
         return
     note = " (UIDVALIDITY changed: took unread mail only)" if result.uidvalidity_changed else ""
     typer.echo(f"poll {settings.imap_folder}: {describe(result.counts)}{note}")
-    if settings.smtp_host:  # then send what the outbox holds (acknowledgements, replies)
-        from mailsupport.outbox.delivery import deliver_due, describe_delivery
+    if settings.smtp_host:  # then send everything due (acknowledgements, replies), in rounds
+        from mailsupport.outbox.delivery import describe_delivery, flush
 
-        sent = deliver_due(store, settings, utcnow)
+        sent = flush(store, settings, utcnow)
         if sent:
             typer.echo(f"outbox: {describe_delivery(sent)}")
     if result.flag_error:  # the mail is stored; the server refused to flag or move it
