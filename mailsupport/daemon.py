@@ -68,9 +68,10 @@ def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
         return []
 
     def send_outbox() -> None:
-        from mailsupport.outbox.delivery import deliver_due, describe_delivery
+        from mailsupport.outbox.delivery import describe_delivery, flush
 
-        counts = deliver_due(store, settings, lambda: datetime.now(UTC))
+        # Everything due, in rounds: a burst of acknowledgements goes out in one go.
+        counts = flush(store, settings, lambda: datetime.now(UTC))
         if counts:
             log.info("outbox: %s", describe_delivery(counts))
 

@@ -4,8 +4,8 @@ The use cases a command line or a script calls: `Desk(store, settings, agent, cl
 `desk.close(12)`. The actions themselves are in `agent`, which works inside a caller's
 transaction. Every action here commits before it returns, and returns the ticket as
 committed (with what the action produced), so that what a caller says about it is true.
-Sending the mail an action queued is left to the caller (the outbox's `deliver_due`),
-after the commit.
+Sending the mail an action queued is left to the caller, after the commit: the outbox's
+`deliver_due` for the ticket's number, which sends the ticket's earlier due mail first.
 """
 
 from __future__ import annotations

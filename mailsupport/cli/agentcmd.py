@@ -2,8 +2,9 @@
 
 Each command makes its change in one transaction (through `desk`, the use cases these
 commands share with scripts) and says in one line what it did. Mail (replies, closing
-notices) is queued with the change, then sent at once when SMTP is set up; if sending fails
-for now, the outbox keeps it for the daemon or `outbox flush`.
+notices) is queued with the change, then sent at once when SMTP is set up, after whatever
+earlier mail of the ticket is still due, in order; if sending fails for now, the outbox
+keeps it for the daemon or `outbox flush`.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def reply(
         )  # fmt: skip
     t = replied.ticket
     typer.echo(f"ticket #{t.number}: reply queued as <{replied.message_id}>, {t.status}")
-    _send_now(st, replied.item_id, no_send)
+    _send_now(st, t.number, replied.item_id, no_send)
 
 
 @app.command("note", rich_help_panel=AGENT)
@@ -183,7 +184,7 @@ def close(
     st = state(ctx)
     closed = _desk(st, as_).close(number, silent=silent, comment=message or "")
     typer.echo(f"ticket #{closed.ticket.number} closed; {closed.detail}")
-    _send_now(st, closed.item_id, no_send)
+    _send_now(st, closed.ticket.number, closed.item_id, no_send)
 
 
 @app.command("reopen", rich_help_panel=AGENT)
@@ -263,7 +264,7 @@ def escalate(
     st = state(ctx)
     moved = _desk(st, as_).escalate(number, to_line=to, reason=reason)
     typer.echo(f"ticket #{moved.ticket.number} is on line {moved.ticket.line} now; {moved.detail}")
-    _send_now(st, moved.item_id, no_send)
+    _send_now(st, moved.ticket.number, moved.item_id, no_send)
 
 
 @app.command(
@@ -357,30 +358,46 @@ def _desk(st: State, as_: str | None) -> Desk:
     return Desk(st.store(), st.settings, who, utcnow)
 
 
-def _send_now(st: State, item_id: int | None, no_send: bool) -> None:
-    """Send the queued mail now when SMTP is set up; the outbox keeps it otherwise."""
+def _send_now(st: State, number: int | None, item_id: int | None, no_send: bool) -> None:
+    """Send the queued mail now when SMTP is set up, with the ticket's earlier mail that is
+    still due before it (so the customer reads them in order); the outbox keeps what
+    cannot go now."""
     settings = st.settings
-    if item_id is None or no_send:
+    if item_id is None or number is None or no_send:
         return
     if not settings.smtp_host:
         typer.echo("not sent yet: MAILSUPPORT_SMTP_HOST is not set (the outbox keeps it)")
         return
     from mailsupport.outbox.delivery import deliver_due
 
+    outcomes: dict[int, str] = {}
     try:
-        counts = deliver_due(st.store(), settings, utcnow, only=[item_id])
+        deliver_due(st.store(), settings, utcnow, tickets=[number], outcomes=outcomes)
     except (ConfigError, TemporaryError) as error:
         typer.echo(
             terminal_text(f"not sent yet: {error} (the outbox keeps it)", one_line=True), err=True
         )
         return
-    if counts["sent"]:
+    earlier = sum(1 for i, o in outcomes.items() if i != item_id and o == "sent")
+    if earlier:
+        typer.echo(f"sent first: {earlier} earlier {_messages(earlier)} of ticket #{number}")
+    outcome = outcomes.get(item_id)
+    if outcome == "sent":
         typer.echo("sent")
-    elif counts["failed"]:
+    elif outcome == "failed":
         typer.echo("delivery failed: see `mailsupport outbox list --status failed`", err=True)
         raise typer.Exit(1)
+    elif outcome in (None, "held"):
+        typer.echo(
+            "not sent yet: it waits behind earlier mail of this ticket that the server has "
+            "not taken yet (the outbox sends them in order)"
+        )
     else:
         typer.echo("not sent yet: the server is not taking it now (the outbox retries)")
+
+
+def _messages(n: int) -> str:
+    return "message" if n == 1 else "messages"
 
 
 def _addresses(values: list[str], option: str) -> list[Address]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from mailsupport.cli.app import app, print_json, state, sub_app, utcnow
 from mailsupport.errors import UsageError
+
+if TYPE_CHECKING:
+    from mailsupport.cli.app import State
 
 OPERATOR = "Operator"
 IMPORT_NO_ACK = "imported from files (`mailsupport import --ack` acknowledges)"
@@ -95,8 +98,12 @@ def ingest(
 ) -> None:
     """Store one message read from standard input (for `|mailsupport ingest` in an MTA).
 
-    Exit 0 when stored (or quarantined), 75 when it could not be stored for now: the MTA
-    keeps the message and tries again.
+    When SMTP is set up, the acknowledgement it queued (and any earlier mail of the ticket
+    still due) is sent before it exits, for at most about twice MAILSUPPORT_SMTP_TIMEOUT;
+    what cannot go now stays in the outbox for `poll`, the daemon or `outbox flush`.
+
+    Exit 0 when stored (or quarantined), whether or not the acknowledgement went out; 75
+    when it could not be stored for now: the MTA keeps the message and tries again.
 
     Examples:
         mailsupport ingest < message.eml
@@ -130,6 +137,31 @@ def ingest(
     else:
         shown = f"ticket #{outcome.ticket_number}: {outcome.detail}"
     typer.echo(terminal_text(shown, one_line=True))
+    if outcome.ticket_number is not None and st.settings.smtp_host:
+        _send_for_ticket(st, outcome.ticket_number)
+
+
+def _send_for_ticket(st: State, number: int) -> None:
+    """Send ticket #number's due mail (the acknowledgement just queued) within a short time:
+    each attempt gets one MAILSUPPORT_SMTP_TIMEOUT in all, and none starts after that much
+    time. Failures stay in the outbox and change nothing here: the message is stored."""
+    from datetime import timedelta
+
+    from mailsupport.cli.render import terminal_text
+    from mailsupport.outbox.delivery import deliver_due, describe_delivery
+
+    settings = st.settings
+    # SmtpConnection gives one message four timeouts (connect, greeting, data, end).
+    quick = settings.model_copy(update={"smtp_timeout": max(1, settings.smtp_timeout // 4)})
+    deadline = utcnow() + timedelta(seconds=settings.smtp_timeout)
+    try:
+        counts = deliver_due(st.store(), quick, utcnow, tickets=[number], deadline=deadline)
+    except Exception as error:  # the message is stored: sending is the outbox's to retry
+        note = f"outbox: not sent yet ({type(error).__name__}: {error}); the outbox keeps it"
+        typer.echo(terminal_text(note, one_line=True), err=True)
+        return
+    if counts:
+        typer.echo(f"outbox: {describe_delivery(counts)}")
 
 
 quarantine_app = sub_app(

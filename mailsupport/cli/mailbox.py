@@ -60,10 +60,10 @@ def poll(
     typer.echo(f"poll {settings.imap_folder}: {describe(result.counts)}{note}")
     if result.history is not None:
         typer.echo(f"older mail, as history: {describe(result.history)}")
-    if settings.smtp_host:  # then send what the outbox holds (acknowledgements, replies)
-        from mailsupport.outbox.delivery import deliver_due, describe_delivery
+    if settings.smtp_host:  # then send everything due (acknowledgements, replies), in rounds
+        from mailsupport.outbox.delivery import describe_delivery, flush
 
-        sent = deliver_due(store, settings, utcnow)
+        sent = flush(store, settings, utcnow)
         if sent:
             typer.echo(f"outbox: {describe_delivery(sent)}")
     if result.flag_error:  # the mail is stored; the server refused to flag or move it

@@ -18,6 +18,13 @@ change does. `deliver_due` sends what is due, separately, and may run in several
    `smtp.SmtpConnection`, so the rest of this module and its callers stay synchronous).
 3. Record: one short write transaction per message, and only while the claim is still ours.
 
+Mail to one ticket leaves in the order it was queued, so a customer never gets the closing
+notice before the reply it follows, nor a reply before the acknowledgement. An item is
+claimed only together with every earlier queued item of its ticket, and sent after them; when
+an earlier one is not sent in a run (it waits for a retry), the later ones of that ticket are
+given back unattempted ("held") and wait behind it. Only queued mail holds mail back: an item
+that failed for good, or was sent, does not. Other tickets' mail is not held up.
+
 Temporary failures (4xx, no connection, timeouts, a dropped connection) are retried with
 exponential backoff until SMTP_MAX_AGE after the message was queued; permanent ones (5xx)
 fail at once. Both are recorded on the ticket as a `delivery-failed` event. A configuration

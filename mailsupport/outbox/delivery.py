@@ -1,7 +1,8 @@
 """Delivering the outbox: claim what is due, send it over SMTP, record each result.
 
-See the package's notes for the claim, lease and retry rules. `deliver_due` is what
-`poll`, the daemon, `outbox flush` and `reply` call after their transactions commit.
+See the package's notes for the claim, lease, retry and order rules. `flush` is what `poll`,
+the daemon and `outbox flush` call; `deliver_due` for one ticket is what `ingest` and the
+agents' commands call after their transactions commit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from mailsupport.config import Settings
@@ -69,10 +71,17 @@ def deliver_due(
     limit: int = 100,
     *,
     rand: Callable[[], float] = random.random,
-    only: Sequence[int] | None = None,
+    tickets: Sequence[int] | None = None,
+    deadline: datetime | None = None,
+    outcomes: dict[int, str] | None = None,
 ) -> Counter[str]:
-    """Send up to `limit` due messages (only those with the ids in `only`, when given);
-    counts of "sent", "retry" and "failed".
+    """Send up to `limit` due messages (only those of the tickets numbered in `tickets`,
+    when given); counts of "sent", "retry", "failed", "lost" and "held".
+
+    Mail to one ticket leaves in the order it was queued (see `_claim`). A message whose
+    earlier one on the ticket was not sent in this run (it waits for a retry) is "held":
+    given back unattempted, behind it. So is what is left when `deadline` passes: no message
+    is begun after it. `outcomes`, when given, receives each claimed item's outcome by id.
 
     Raises ConfigError when the settings keep mail from going out (no SMTP host, login
     refused, untrusted certificate, a security mode the port does not speak): what was
@@ -92,17 +101,36 @@ def deliver_due(
             "MAILSUPPORT_SMTP_HOST is not set: outgoing mail waits in the outbox until it is"
         )
     claimed_at = now()
-    claimed = _claim(store, claimed_at, limit, lease, token, only)
+    claimed = _claim(store, claimed_at, limit, lease, token, tickets)
     lease_end = claimed_at + lease
+    # Tickets whose earlier message was not sent in this run: their later ones wait.
+    behind: set[int] = set()
+
+    def note(item: _Claimed, outcome: str) -> None:
+        counts[outcome] += 1
+        if outcomes is not None:
+            outcomes[item.id] = outcome
+        if outcome in ("retry", "lost", "held"):
+            behind.add(item.ticket_id)
+
+    def hold(item: _Claimed, why: str | None) -> None:
+        _release(store, token, why, item.id)
+        note(item, "held")
 
     def record(item: _Claimed, results: Results) -> None:
         outcome, first_sent_at = _record(store, settings, item, results, now(), token, rand)
-        counts[outcome] += 1
+        note(item, outcome)
         if first_sent_at is not None:  # committed as sent: only now may a copy exist
             copies.add(store, item.id, item.message_id, first_sent_at)
 
     try:
         for position, item in enumerate(claimed):
+            if item.ticket_id in behind:
+                hold(item, "waits until the ticket's earlier mail is sent")
+                continue
+            if deadline is not None and now() >= deadline:
+                hold(item, None)
+                continue
             if lease_end - now() < smtp.budget * (LEASE_BUDGETS - 1):
                 lease_end = _renew(store, now(), lease, token)
             if not item.pending:  # every recipient answered already (e.g. edited by hand)
@@ -140,32 +168,71 @@ def _any_due(session: Session, at: datetime) -> bool:
     return session.exec(select(OutboxItem.id).where(_due(at)).limit(1)).first() is not None
 
 
+def _not_behind(at: datetime) -> Any:
+    """No earlier queued item of the same ticket is out of reach at `at` (waiting for a
+    retry, or claimed by another sender): only then may an item be a candidate."""
+    earlier = aliased(OutboxItem)
+    return ~sa.exists().where(
+        col(earlier.ticket_id) == col(OutboxItem.ticket_id),
+        col(earlier.id) < col(OutboxItem.id),
+        col(earlier.status) == "queued",
+        sa.not_(
+            sa.and_(
+                col(earlier.next_attempt_at) <= at,
+                sa.or_(col(earlier.claimed_until).is_(None), col(earlier.claimed_until) < at),
+            )
+        ),
+    )
+
+
+def _first_unclaimed(item_id: int, ticket_id: int, token: str) -> Any:
+    """Every earlier queued item of the ticket is claimed by `token` already."""
+    earlier = aliased(OutboxItem)
+    return ~sa.exists().where(
+        col(earlier.ticket_id) == ticket_id,
+        col(earlier.id) < item_id,
+        col(earlier.status) == "queued",
+        sa.or_(col(earlier.claim_token).is_(None), col(earlier.claim_token) != token),
+    )
+
+
 def _claim(
     store: Store,
     at: datetime,
     limit: int,
     lease: timedelta,
     token: str,
-    only: Sequence[int] | None = None,
+    tickets: Sequence[int] | None = None,
 ) -> list[_Claimed]:
-    due = _due(at) if only is None else sa.and_(_due(at), col(OutboxItem.id).in_(only))
+    """Claim up to `limit` due items, oldest first, keeping each ticket's order: an item is
+    claimed only together with every earlier queued item of its ticket, so a later one never
+    leaves while an earlier one waits. Failed and sent items do not hold anything back."""
+    due = sa.and_(_due(at), _not_behind(at))
+    if tickets is not None:
+        numbered = select(Ticket.id).where(col(Ticket.number).in_(tickets))
+        due = sa.and_(due, col(OutboxItem.ticket_id).in_(numbered))
     with store.write() as session:
         # SKIP LOCKED lets a second sender on PostgreSQL take other rows instead of waiting
-        # for these; SQLite serializes writers anyway and ignores the clause.
+        # for these; SQLite serializes writers anyway and ignores the clause. In id order,
+        # so that an item's earlier ones on its ticket are candidates before it.
         candidates = session.exec(
-            select(OutboxItem.id)
+            select(OutboxItem.id, OutboxItem.ticket_id)
             .where(due)
-            .order_by(col(OutboxItem.next_attempt_at), col(OutboxItem.id))
+            .order_by(col(OutboxItem.id))
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
         won = []
-        for item_id in candidates:
-            # The condition again, inside the UPDATE: only one of two racing senders
-            # changes the row; the other sees rowcount 0 and leaves it.
+        for item_id, ticket_id in candidates:
+            # The conditions again, inside the UPDATE: only one of two racing senders
+            # changes the row, and only the one that holds the ticket's earlier items.
             result = session.execute(
                 sa.update(OutboxItem)
-                .where(col(OutboxItem.id) == item_id, _due(at))
+                .where(
+                    col(OutboxItem.id) == item_id,
+                    _due(at),
+                    _first_unclaimed(item_id, ticket_id, token),
+                )
                 .values(claimed_until=at + lease, claim_token=token)
                 .execution_options(synchronize_session=False)
             )
@@ -186,7 +253,7 @@ def _claim(
             )
             .join(Ticket, col(Ticket.id) == col(OutboxItem.ticket_id))
             .where(col(OutboxItem.id).in_(won))
-            .order_by(col(OutboxItem.next_attempt_at), col(OutboxItem.id))
+            .order_by(col(OutboxItem.id))
         ).all()
     return [
         _Claimed(
@@ -213,13 +280,20 @@ def _renew(store: Store, at: datetime, lease: timedelta, token: str) -> datetime
     return at + lease
 
 
-def _release(store: Store, token: str, error: str) -> None:
-    """Give claimed rows back unchanged but for the error, due as they were."""
+def _release(store: Store, token: str, error: str | None, item_id: int | None = None) -> None:
+    """Give claimed rows back (all of them, or the one with `item_id`), due as they were and
+    unchanged but for the error when one is given."""
+    values: dict[str, Any] = {"claimed_until": None, "claim_token": None}
+    if error is not None:
+        values["last_error"] = error[:ERROR_MAX_CHARS]
+    ours = sa.and_(col(OutboxItem.claim_token) == token, col(OutboxItem.status) == "queued")
+    if item_id is not None:
+        ours = sa.and_(ours, col(OutboxItem.id) == item_id)
     with store.write() as session:
         session.execute(
             sa.update(OutboxItem)
-            .where(col(OutboxItem.claim_token) == token, col(OutboxItem.status) == "queued")
-            .values(claimed_until=None, claim_token=None, last_error=error[:ERROR_MAX_CHARS])
+            .where(ours)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
 

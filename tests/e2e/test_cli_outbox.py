@@ -232,8 +232,8 @@ def test_flush_works_in_rounds_and_stops(
     run: Run, store: Store, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("mailsupport.cli.outboxcmd.FLUSH_BATCH", 2)
-    ticket_id, _ = new_ticket(store)
-    for n in range(5):
+    for n in range(5):  # a ticket each: a ticket's later mail would wait behind its first
+        ticket_id, _ = new_ticket(store)
         queue(store, ticket_id, f"round{n}@test.example.com", [ANNA])
     smtp_server.stop()
     down = run("flush")

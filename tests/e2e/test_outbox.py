@@ -124,11 +124,11 @@ def test_queue_refuses_a_message_id_that_is_not_the_messages(store: Store) -> No
 def test_a_batch_shares_one_connection_and_a_drop_means_a_new_one(
     store: Store, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
-    ticket_id = new_ticket(store)
+    # Three tickets: a later message of one ticket would wait behind a dropped one.
     first, dropped, last = (
-        queue(store, ticket_id, "m1@example.com"),
-        queue(store, ticket_id, "m2@example.com", ["bob@example.org"]),
-        queue(store, ticket_id, "m3@example.com"),
+        queue(store, new_ticket(store), "m1@example.com"),
+        queue(store, new_ticket(store), "m2@example.com", ["bob@example.org"]),
+        queue(store, new_ticket(store), "m3@example.com"),
     )
     smtp_server.drop_at("data", only=["bob@example.org"])
     assert deliver_due(store, smtp_settings, at(T0)) == Counter(sent=2, retry=1)
@@ -140,7 +140,7 @@ def test_a_batch_shares_one_connection_and_a_drop_means_a_new_one(
 
     smtp_server.accept()
     for n in range(3):
-        queue(store, ticket_id, f"n{n}@example.com")
+        queue(store, new_ticket(store), f"n{n}@example.com")
     assert deliver_due(store, smtp_settings, at(T0 + timedelta(hours=1))) == Counter(sent=4)
     assert len({a.peer for a in smtp_server.arrivals[2:]}) == 1
 
@@ -344,10 +344,9 @@ def test_a_sender_that_died_after_claiming_is_replaced_after_its_lease(
 def test_two_concurrent_senders_never_send_an_item_twice(
     store: Store, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
-    ticket_id = new_ticket(store)
     ids = [f"c{n}@example.com" for n in range(24)]
-    for message_id in ids:
-        queue(store, ticket_id, message_id)
+    for message_id in ids:  # a ticket each: one ticket's mail is sent by one sender in order
+        queue(store, new_ticket(store), message_id)
     start = threading.Barrier(2, timeout=10)
     totals: list[Counter[str]] = []
     errors: list[BaseException] = []
@@ -380,9 +379,8 @@ def test_two_concurrent_senders_never_send_an_item_twice(
 
 def test_racing_claims_are_disjoint(store: Store, settings: Settings) -> None:
     """The claim itself, raced many times: no row is ever claimed by both."""
-    ticket_id = new_ticket(store)
     for n in range(40):
-        queue(store, ticket_id, f"r{n}@example.com")
+        queue(store, new_ticket(store), f"r{n}@example.com")
     stores = [Store.open(settings.db_url) for _ in range(2)]
     lease = timedelta(minutes=10)
     try:

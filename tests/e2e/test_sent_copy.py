@@ -143,7 +143,7 @@ def test_failed_and_waiting_mail_is_not_copied(
     assert deliver_due(store, settings, at(T0)) == Counter(failed=1, retry=1)
     assert sent_folder(imap_server) is None  # nothing was sent: not even a connection
 
-    ok_id = queue(store, ticket_id, "ok@example.com")
+    ok_id = queue(store, new_ticket(store), "ok@example.com")  # not behind the waiting one
     assert deliver_due(store, settings, at(T0 + timedelta(minutes=1))) == Counter(sent=1, retry=1)
     copies = sent_folder(imap_server) or []
     assert [message_id(c[b"BODY[]"]) for c in copies] == ["<ok@example.com>"]
