@@ -89,6 +89,8 @@ def import_(
             "files hold our sent mail, import them with --sent (see README, Security)",
             err=True,
         )
+    if ack and counts["new"]:
+        _send_queued(st)
 
 
 @app.command("ingest", rich_help_panel=OPERATOR)
@@ -157,6 +159,24 @@ def _send_for_ticket(st: State, number: int) -> None:
     try:
         counts = deliver_due(st.store(), quick, utcnow, tickets=[number], deadline=deadline)
     except Exception as error:  # the message is stored: sending is the outbox's to retry
+        note = f"outbox: not sent yet ({type(error).__name__}: {error}); the outbox keeps it"
+        typer.echo(terminal_text(note, one_line=True), err=True)
+        return
+    if counts:
+        typer.echo(f"outbox: {describe_delivery(counts)}")
+
+
+def _send_queued(st: State) -> None:
+    """After `import --ack` or `quarantine retry --ack`: send what is due, as `poll` does.
+    What cannot go now stays in the outbox; the messages are stored either way."""
+    if not st.settings.smtp_host:
+        return
+    from mailsupport.cli.render import terminal_text
+    from mailsupport.outbox.delivery import describe_delivery, flush
+
+    try:
+        counts = flush(st.store(), st.settings, utcnow)
+    except Exception as error:  # the tickets are stored: sending is the outbox's to retry
         note = f"outbox: not sent yet ({type(error).__name__}: {error}); the outbox keeps it"
         typer.echo(terminal_text(note, one_line=True), err=True)
         return
@@ -271,5 +291,7 @@ def quarantine_retry(
             terminal_text(f"entry {current}: {where} {outcome.detail}", one_line=True).rstrip()
         )
     typer.echo(describe(counts))
+    if ack and counts["new"]:
+        _send_queued(st)
     if counts["quarantined"]:
         raise typer.Exit(1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -188,6 +189,42 @@ def test_ingest_without_smtp_tries_no_sending(env_for_cli: dict[str, str]) -> No
     assert result.exit_code == 0, result.output
     assert result.output.startswith("ticket #1: ")
     assert "outbox" not in result.output
+
+
+def test_import_with_ack_sends_the_acknowledgements_it_queued(
+    smtp_env: dict[str, str], smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    for n in (1, 2):
+        (tmp_path / f"{n}.eml").write_bytes(make_message(f"imp{n}@customer.example.org"))
+    result = cli(smtp_env, "import", "--ack", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "outbox: 2 sent"
+    replied_to = {parsed(m.data)["In-Reply-To"] for m in smtp_server.arrivals}
+    assert replied_to == {"<imp1@customer.example.org>", "<imp2@customer.example.org>"}
+
+
+def test_import_without_ack_sends_nothing(
+    smtp_env: dict[str, str], smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    (tmp_path / "1.eml").write_bytes(make_message("old1@customer.example.org"))
+    result = cli(smtp_env, "import", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "outbox" not in result.output
+    assert smtp_server.arrivals == []
+
+
+def test_quarantine_retry_with_ack_sends_the_acknowledgement(
+    smtp_env: dict[str, str], smtp_server: SmtpServer
+) -> None:
+    raw = make_message("late@customer.example.org", body="x" * 3000)
+    small = {**smtp_env, "MAILSUPPORT_MAX_MESSAGE_BYTES": "1000"}
+    assert cli(small, "ingest", input=raw).output.startswith("quarantined: message is ")
+    assert smtp_server.arrivals == []
+    result = cli(smtp_env, "quarantine", "retry", "--all", "--ack")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "outbox: 1 sent"
+    [ack] = smtp_server.arrivals
+    assert parsed(ack.data)["In-Reply-To"] == "<late@customer.example.org>"
 
 
 # -- a burst does not wait -------------------------------------------------------------------
