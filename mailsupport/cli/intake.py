@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,34 +150,33 @@ def _send_for_ticket(st: State, number: int) -> None:
     time. Failures stay in the outbox and change nothing here: the message is stored."""
     from datetime import timedelta
 
-    from mailsupport.cli.render import terminal_text
-    from mailsupport.outbox.delivery import deliver_due, describe_delivery
+    from mailsupport.outbox.delivery import deliver_due
 
     settings = st.settings
     # SmtpConnection gives one message four timeouts (connect, greeting, data, end).
     quick = settings.model_copy(update={"smtp_timeout": max(1, settings.smtp_timeout // 4)})
     deadline = utcnow() + timedelta(seconds=settings.smtp_timeout)
-    try:
-        counts = deliver_due(st.store(), quick, utcnow, tickets=[number], deadline=deadline)
-    except Exception as error:  # the message is stored: sending is the outbox's to retry
-        note = f"outbox: not sent yet ({type(error).__name__}: {error}); the outbox keeps it"
-        typer.echo(terminal_text(note, one_line=True), err=True)
-        return
-    if counts:
-        typer.echo(f"outbox: {describe_delivery(counts)}")
+    _send(lambda: deliver_due(st.store(), quick, utcnow, tickets=[number], deadline=deadline))
 
 
 def _send_queued(st: State) -> None:
-    """After `import --ack` or `quarantine retry --ack`: send what is due, as `poll` does.
-    What cannot go now stays in the outbox; the messages are stored either way."""
+    """After `import --ack` or `quarantine retry --ack`: send what is due, as `poll` does."""
     if not st.settings.smtp_host:
         return
+    from mailsupport.outbox.delivery import flush
+
+    _send(lambda: flush(st.store(), st.settings, utcnow))
+
+
+def _send(delivery: Callable[[], Counter[str]]) -> None:
+    """Run `delivery` and say what it sent. Failures stay in the outbox and change nothing
+    here: the messages are stored either way."""
     from mailsupport.cli.render import terminal_text
-    from mailsupport.outbox.delivery import describe_delivery, flush
+    from mailsupport.outbox.delivery import describe_delivery
 
     try:
-        counts = flush(st.store(), st.settings, utcnow)
-    except Exception as error:  # the tickets are stored: sending is the outbox's to retry
+        counts = delivery()
+    except Exception as error:  # the mail is stored: sending is the outbox's to retry
         note = f"outbox: not sent yet ({type(error).__name__}: {error}); the outbox keeps it"
         typer.echo(terminal_text(note, one_line=True), err=True)
         return
