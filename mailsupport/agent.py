@@ -16,6 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from mailsupport.automated import is_noreply_address
 from mailsupport.compose import Composed
 from mailsupport.config import Settings
 from mailsupport.errors import NotFoundError, RefusedError, UsageError
@@ -361,6 +362,11 @@ def _notice_off(settings: Settings, t: Ticket, silent: bool) -> str:
         return "no closing notice (outgoing mail is not set up)"
     if not t.requester:
         return "no closing notice (the ticket has no customer address)"
+    # A notice to a robot is backscatter at best and a mail loop at worst.
+    if t.automatic:
+        return f"no closing notice (the ticket was opened by automatic mail: {t.automatic})"
+    if is_noreply_address(t.requester):
+        return f"no closing notice ({t.requester} is a mail-system or no-reply address)"
     return ""
 
 
@@ -401,7 +407,7 @@ def set_priority(
         raise RefusedError(f"ticket #{t.number} has priority {level} already")
     _event(session, t, "priority", f"{t.priority} -> {level}", agent, now)
     t.priority = level
-    if practice is not None:
+    if practice is not None and not t.automatic:  # automatic mail is never due
         practice.set_due_times(t)
 
 

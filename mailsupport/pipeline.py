@@ -12,7 +12,7 @@ from sqlalchemy import exc
 from sqlmodel import Session
 
 from mailsupport.acks import Acknowledger
-from mailsupport.automated import is_automated, is_bounce
+from mailsupport.automated import automatic_kind, is_automated, is_bounce
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
@@ -266,8 +266,9 @@ class Pipeline:
 
         assert ticket.id is not None
         if kind == NEW and not outgoing:  # classify, then due times follow the priority
+            self._mark_automatic(session, ticket, message, now)
             self.practice.classify_new(session, ticket, message, now)
-            if item.live:
+            if item.live and not ticket.automatic:  # a robot's ticket is no work to be due
                 self.practice.set_due_times(ticket)
         values = {
             "ticket_id": ticket.id,
@@ -311,6 +312,18 @@ class Pipeline:
             db.set_ack(session, message_pk, result.decision, result.to)
             ack = result.decision
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
+
+    def _mark_automatic(
+        self, session: Session, ticket: Ticket, message: Inbound, now: datetime
+    ) -> None:
+        """Record once, on the new ticket, that automatic mail opened it: such tickets get no
+        acknowledgement, closing notice or due times, and the report counts them apart."""
+        kind = automatic_kind(message, self.settings.our_addresses)
+        if kind:
+            ticket.automatic = kind
+            session.add(ticket)
+            detail = f"opened by automatic mail ({kind})"
+            db.record_event(session, ticket.id, "automatic", detail, now)  # type: ignore[arg-type]
 
     def _who(self, message: Inbound, item: Incoming) -> tuple[bool, str]:
         """Whether the message is our own mail, and why its sender is a stranger ("" when

@@ -84,6 +84,7 @@ def load_tickets(session: Session, since: datetime, until: datetime) -> list[Tic
                 resolution_due=t.resolution_due,
                 text=texts.get(t.id, ""),
                 status_changes=tuple(changes.get(t.id, ())),
+                automatic=t.automatic or "",
             )
         )
     return facts

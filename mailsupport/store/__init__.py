@@ -7,7 +7,7 @@ fast read path of `list` and `show` do not pay for loading it.
 import re
 
 # The Alembic revision this code expects. tests/unit/test_store.py checks it is the head.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 TICKET_STATUSES = ("new", "open", "pending", "closed")
 PRIORITIES = ("low", "normal", "high", "urgent")
