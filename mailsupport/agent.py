@@ -333,8 +333,10 @@ def close(
     notice (one line) and its outbox item's id."""
     if t.status == "closed":
         raise RefusedError(f"ticket #{t.number} is closed already")
+    spam = t.status == "spam"
     _set_status(session, t, "closed", agent, now)
-    notice = _notice_off(outgoing.settings, t, silent)
+    notice = "no closing notice (the ticket was spam)" if spam else ""
+    notice = notice or _notice_off(outgoing.settings, t, silent)
     if notice:
         return notice, None
     parent = _last_from(session, t, {t.requester})  # the customer's own words only

@@ -19,6 +19,7 @@ from mailsupport.mail import Address, Inbound
 from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_safely
 from mailsupport.practice import Practice
 from mailsupport.signing import is_our_message_id
+from mailsupport.spam import spam_verdict
 from mailsupport.store import CC, REQUESTER, SEEN
 from mailsupport.store import tickets as db
 from mailsupport.store.bounces import find_bounced, record_bounce
@@ -265,10 +266,12 @@ class Pipeline:
             kind = REPLY
 
         assert ticket.id is not None
+        spam = ""
         if kind == NEW and not outgoing:  # classify, then due times follow the priority
+            spam = self._set_aside_spam(session, ticket, message, now)
             self._mark_automatic(session, ticket, message, now)
             self.practice.classify_new(session, ticket, message, now)
-            if item.live and not ticket.automatic:  # a robot's ticket is no work to be due
+            if item.live and not ticket.automatic and not spam:  # robots and spam are no work
                 self.practice.set_due_times(ticket)
         values = {
             "ticket_id": ticket.id,
@@ -305,13 +308,26 @@ class Pipeline:
             record_bounce(session, bounced, now)
         ack = ""
         if not outgoing:
-            no_ack = item.no_ack_reason or (f"the sender is not clear: {doubt}" if doubt else "")
+            no_ack = item.no_ack_reason or (f"spam: {spam}" if spam else "")
+            no_ack = no_ack or (f"the sender is not clear: {doubt}" if doubt else "")
             result = self.acks.acknowledge(
                 session, message, ticket, new_ticket=kind == NEW, source_reason=no_ack, now=now
             )
             db.set_ack(session, message_pk, result.decision, result.to)
             ack = result.decision
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
+
+    def _set_aside_spam(
+        self, session: Session, ticket: Ticket, message: Inbound, now: datetime
+    ) -> str:
+        """A new ticket whose mail a spam filter condemned gets the `spam` status (no
+        acknowledgement, no due times, not in `list` or the report). Returns why, or ""."""
+        verdict = spam_verdict(message, self.settings.spam_score)
+        if verdict:
+            ticket.status = "spam"
+            session.add(ticket)
+            db.record_event(session, ticket.id, "spam", verdict, now)  # type: ignore[arg-type]
+        return verdict or ""
 
     def _mark_automatic(
         self, session: Session, ticket: Ticket, message: Inbound, now: datetime

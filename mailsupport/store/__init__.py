@@ -9,7 +9,8 @@ import re
 # The Alembic revision this code expects. tests/unit/test_store.py checks it is the head.
 SCHEMA_REVISION = "0009"
 
-TICKET_STATUSES = ("new", "open", "pending", "closed")
+# "spam": set aside by a spam verdict; outside the default `list`, no SLA, not in the report.
+TICKET_STATUSES = ("new", "open", "pending", "closed", "spam")
 PRIORITIES = ("low", "normal", "high", "urgent")
 DIRECTIONS = ("in", "out", "note")
 # A participant's role. Requesters and cc are mailed with every reply; "seen" are addresses

@@ -376,6 +376,8 @@ def ticket_query(
         if value is not None:
             conditions.append(f"t.{column} = :{column}")
             params[column] = value
+    if where.status is None:  # spam only when asked for by name
+        conditions.append("t.status <> 'spam'")
     if where.unassigned:
         conditions.append("t.assignee IS NULL")
     for i, tag in enumerate(dict.fromkeys(where.tags)):

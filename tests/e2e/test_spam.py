@@ -1,0 +1,95 @@
+"""Spam (issue 16): mail a spam filter condemned (SpamAssassin, Rspamd, DMARC p=reject, or
+MAILSUPPORT_SPAM_SCORE) opens a `spam` ticket through the real pipeline and store: no
+acknowledgement, no due times, out of `list` and the report, no closing notice; an agent
+releases it with `spam N --not` or sets a ticket aside with `spam N`."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import select
+
+from mailsupport.config import Settings
+from mailsupport.report.database import read_tickets
+from mailsupport.store.db import Store
+from mailsupport.store.models import Message, OutboxItem, Ticket
+from tests.support.cli import cli
+from tests.support.desk import take
+from tests.support.paths import MAIL
+from tests.support.smtpserver import SmtpServer
+
+SPAM = ("spamassassin_flagged.eml", "rspamd_flagged.eml", "dmarc_reject_forged.eml")
+
+
+@pytest.fixture
+def env(smtp_env: dict[str, str]) -> dict[str, str]:
+    return {**smtp_env, "MAILSUPPORT_AGENT": "Maria"}
+
+
+def row(store: Store, number: int) -> Ticket:
+    with store.read() as session:
+        return session.exec(select(Ticket).where(Ticket.number == number)).one()
+
+
+def acks(store: Store) -> list[OutboxItem]:
+    with store.read() as session:
+        return list(session.exec(select(OutboxItem)).all())
+
+
+def spam_file(name: str) -> bytes:
+    return (MAIL / "spam" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_spam_is_set_aside_and_can_be_released(
+    env: dict[str, str], smtp_settings: Settings, store: Store, smtp_server: SmtpServer
+) -> None:
+    person = take(smtp_settings, store, spam_file("customer_spam_status_no.eml"))
+    spam = [take(smtp_settings, store, spam_file(name)) for name in SPAM]
+    assert [i.ticket_id for i in acks(store)] == [row(store, person).id]  # only the person
+    for number in spam:
+        t = row(store, number)
+        assert t.status == "spam" and t.resolution_due is None and t.first_response_due is None
+        with store.read() as session:
+            [m] = session.exec(select(Message).where(Message.ticket_id == t.id)).all()
+        assert m.ack_decision.startswith("no acknowledgement: spam: ")
+
+    listed = [t["number"] for t in json.loads(cli(env, "list", "--json").output)]
+    assert listed == [person]
+    shown = json.loads(cli(env, "list", "--status", "spam", "--json").output)
+    assert sorted(t["number"] for t in shown) == spam
+    now = datetime.now(UTC)
+    report = read_tickets(store, now - timedelta(days=1), now + timedelta(days=1))
+    assert [t.number for t in report] == [person]
+
+    released = cli(env, "spam", str(spam[0]), "--not")
+    assert released.exit_code == 0, released.output
+    assert f"ticket #{spam[0]} is not spam: new again" in released.output
+    t = row(store, spam[0])
+    assert t.status == "new" and t.resolution_due is not None
+    assert len(acks(store)) == 1  # a released ticket gets no acknowledgement
+    again = cli(env, "spam", str(spam[0]), "--not")
+    assert again.exit_code == 1 and "is new, not spam" in again.output
+
+    closed = cli(env, "close", str(spam[1]))
+    assert closed.exit_code == 0, closed.output
+    assert "no closing notice (the ticket was spam)" in closed.output
+
+    marked = cli(env, "spam", str(person))
+    assert marked.exit_code == 0 and f"ticket #{person} set aside as spam" in marked.output
+    assert row(store, person).status == "spam" and row(store, person).resolution_due is None
+    assert len(acks(store)) == 1
+    assert smtp_server.arrivals == []  # nothing went to a spammer
+
+
+def test_the_score_setting_condemns_what_the_server_let_pass(
+    smtp_settings: Settings, store: Store
+) -> None:
+    raw = spam_file("rspamd_below_threshold.eml")
+    strict = smtp_settings.model_copy(update={"spam_score": 6.0})
+    number = take(strict, store, raw)
+    assert row(store, number).status == "spam"
+    lenient = take(smtp_settings, store, raw.replace(b"<ink-2024", b"<ink2-2024"))
+    assert row(store, lenient).status == "new"
