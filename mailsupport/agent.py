@@ -22,11 +22,12 @@ from mailsupport.config import Settings
 from mailsupport.errors import NotFoundError, RefusedError, UsageError
 from mailsupport.mail import Address
 from mailsupport.practice import Practice
-from mailsupport.store import CC, MAILED_ROLES, NAME, REQUESTER, SEEN
+from mailsupport.store import CC, MAILED_ROLES, NAME, NO_NOTIFY, REQUESTER, SEEN
 from mailsupport.store.models import (
     PRIORITIES,
     Message,
     Ticket,
+    TicketEvent,
     TicketTag,
 )
 from mailsupport.store.tickets import (
@@ -337,6 +338,8 @@ def close(
     _set_status(session, t, "closed", agent, now)
     notice = "no closing notice (the ticket was spam)" if spam else ""
     notice = notice or _notice_off(outgoing.settings, t, silent)
+    if not notice and _no_notify(session, t):
+        notice = "no closing notice (a classification rule said notify = false)"
     if notice:
         return notice, None
     parent = _last_from(session, t, {t.requester})  # the customer's own words only
@@ -353,6 +356,14 @@ def close(
         thread_reason=f"closing notice, closed by {agent}",
     )
     return f"closing notice queued to {t.requester} as <{composed.message_id}>", item_id
+
+
+def _no_notify(session: Session, t: Ticket) -> bool:
+    """A rule's `notify = false` marked the ticket when it was opened."""
+    found = select(TicketEvent.id).where(
+        TicketEvent.ticket_id == t.id, TicketEvent.action == NO_NOTIFY
+    )
+    return session.exec(found.limit(1)).first() is not None
 
 
 def _notice_off(settings: Settings, t: Ticket, silent: bool) -> str:

@@ -19,5 +19,8 @@ DIRECTIONS = ("in", "out", "note")
 # threading.
 REQUESTER, CC, SEEN = "requester", "cc", "seen"
 MAILED_ROLES = (REQUESTER, CC)
+# The event a rule's `notify = false` leaves on a ticket: the desk mails its customer nothing
+# on its own (no acknowledgement, no closing notice).
+NO_NOTIFY = "no-notify"
 # A tag, queue or type name: letters, digits and a few separators, no spaces.
 NAME = re.compile(r"[^\W_][\w.:/-]*")

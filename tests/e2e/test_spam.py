@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
 from mailsupport.config import Settings
+from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.report.database import read_tickets
 from mailsupport.store.db import Store
-from mailsupport.store.models import Message, OutboxItem, Ticket
+from mailsupport.store.models import Message, OutboxItem, QuarantineEntry, Ticket
 from tests.support.cli import cli
 from tests.support.desk import take
+from tests.support.mailfactory import make_message
 from tests.support.paths import MAIL
 from tests.support.smtpserver import SmtpServer
 
@@ -93,3 +96,73 @@ def test_the_score_setting_condemns_what_the_server_let_pass(
     assert row(store, number).status == "spam"
     lenient = take(smtp_settings, store, raw.replace(b"<ink-2024", b"<ink2-2024"))
     assert row(store, lenient).status == "new"
+
+
+HANDLING_RULES = """
+[[rule]]
+name = "gift cards"
+if.subject = "gift card"
+then.status = "spam"
+
+[[rule]]
+name = "monitoring"
+if.from = "alerts@monitor.example.net"
+then.status = "closed"
+then.notify = false
+
+[[rule]]
+name = "partners"
+if.from_domain = "partner.example.net"
+then.ack = false
+
+[[rule]]
+name = "phishing"
+if.subject = "confirm your password"
+then.drop = true
+"""
+
+
+def test_rules_handle_new_tickets(
+    env: dict[str, str], smtp_settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(HANDLING_RULES, encoding="utf-8")
+    settings = smtp_settings.model_copy(update={"rules_file": str(rules)})
+    env = {**env, "MAILSUPPORT_RULES_FILE": str(rules)}
+
+    def mail(n: int, subject: str, sender: str) -> bytes:
+        return make_message(f"h{n}@x.example", subject=subject, sender=sender)
+
+    gift = take(settings, store, mail(1, "Your gift card", "Win <win@deals.example.biz>"))
+    alert = take(settings, store, mail(2, "Disk full", "alerts@monitor.example.net"))
+    partner = take(settings, store, mail(3, "Order 77", "Lena <lena@partner.example.net>"))
+    person = take(settings, store, mail(4, "Help", "Anna <anna@customer.example.org>"))
+    assert (row(store, gift).status, row(store, alert).status) == ("spam", "closed")
+    assert row(store, alert).closed_at is not None and row(store, alert).resolution_due is None
+    assert row(store, partner).status == "new" and row(store, partner).resolution_due
+    assert [i.ticket_id for i in acks(store)] == [row(store, person).id]
+    with store.read() as session:
+        decisions = {m.ticket_id: m.ack_decision for m in session.exec(select(Message)).all()}
+    assert decisions[row(store, partner).id] == (
+        "no acknowledgement: rule 'partners' says ack = false"
+    )
+    assert decisions[row(store, alert).id] == (
+        "no acknowledgement: rule 'monitoring' says notify = false"
+    )
+
+    # Reopened by hand and closed again: notify = false still holds.
+    assert cli(env, "reopen", str(alert)).exit_code == 0
+    closed = cli(env, "close", str(alert))
+    assert "no closing notice (a classification rule said notify = false)" in closed.output
+
+    # drop = true: no ticket, the message kept in the quarantine with the rule's name.
+    outcome = Pipeline(settings, store).ingest(
+        Incoming(mail(5, "Please confirm your password", "x@bank.example.com"), "test"),
+        datetime.now(UTC),
+    )
+    assert outcome.kind == "quarantined" and outcome.ticket_number is None
+    assert outcome.detail == "dropped by rule 'phishing' (drop = true)"
+    with store.read() as session:
+        [entry] = session.exec(select(QuarantineEntry)).all()
+        assert entry.error == outcome.detail
+        assert session.exec(select(Ticket).where(Ticket.subject.contains("password"))).all() == []  # type: ignore[attr-defined]
