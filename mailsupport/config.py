@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # Spam: a spam filter's score at or above this is spam even when the mail server let it
     # pass; unset = the server's own verdict (X-Spam-Flag, X-Spam-Status, X-Spamd-Result...).
     spam_score: float | None = None
+    # `spam --purge` deletes spam tickets not updated for this many days (their mail stays in
+    # the quarantine); 0 = never.
+    spam_days: int = Field(default=0, ge=0)
     # A reference (or subject tag) to a ticket from a sender who takes part in it neither as a
     # participant nor by quoting one of our signed Message-IDs: "new-ticket" opens a new
     # ticket that links it; "join" lets it join (anyone who knows a Message-ID can write in).

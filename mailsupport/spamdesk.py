@@ -4,15 +4,16 @@ set aside. Each action by ticket number in its own transaction (as desk.py does)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
 from mailsupport.agent import ticket as find_ticket
 from mailsupport.desk import Desk
-from mailsupport.errors import RefusedError
+from mailsupport.errors import RefusedError, UsageError
 from mailsupport.practice import Practice
 from mailsupport.store.models import Ticket
+from mailsupport.store.spam import Purged, purge_spam
 from mailsupport.store.tickets import record_event
 
 SPAM = "spam"
@@ -62,3 +63,13 @@ class SpamDesk:
             practice = Practice(desk.settings)
             release(session, t, agent=desk.agent, now=desk.clock(), practice=practice)
         return t
+
+    def purge(self) -> Purged:
+        """Delete the spam tickets not updated for MAILSUPPORT_SPAM_DAYS days; their mail
+        stays in the quarantine."""
+        days = self.desk.settings.spam_days
+        if not days:
+            raise UsageError("MAILSUPPORT_SPAM_DAYS is 0: spam is never purged; set it first")
+        now = self.desk.clock()
+        with self.desk.store.write() as session:
+            return purge_spam(session, now - timedelta(days=days), now)

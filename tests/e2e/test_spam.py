@@ -166,3 +166,25 @@ def test_rules_handle_new_tickets(
         [entry] = session.exec(select(QuarantineEntry)).all()
         assert entry.error == outcome.detail
         assert session.exec(select(Ticket).where(Ticket.subject.contains("password"))).all() == []  # type: ignore[attr-defined]
+
+
+def test_purge_keeps_the_mail_in_the_quarantine(
+    env: dict[str, str], smtp_settings: Settings, store: Store
+) -> None:
+    old = datetime.now(UTC) - timedelta(days=40)
+    stale = take(smtp_settings, store, spam_file("spamassassin_flagged.eml"), old)
+    fresh = take(smtp_settings, store, spam_file("rspamd_flagged.eml"))
+    person = take(smtp_settings, store, spam_file("customer_spam_status_no.eml"), old)
+    refused = cli(env, "spam", "--purge")
+    assert refused.exit_code == 2 and "MAILSUPPORT_SPAM_DAYS is 0" in refused.output
+
+    purged = cli({**env, "MAILSUPPORT_SPAM_DAYS": "30"}, "spam", "--purge")
+    assert purged.exit_code == 0, purged.output
+    assert f"purged 1 spam tickets (#{stale}); 1 messages kept in the quarantine" in (purged.output)
+    with store.read() as session:
+        numbers = sorted(t.number for t in session.exec(select(Ticket)).all())
+        [entry] = session.exec(select(QuarantineEntry)).all()
+    assert numbers == sorted([fresh, person])
+    assert entry.error == f"spam, purged from ticket #{stale} after MAILSUPPORT_SPAM_DAYS"
+    shown = cli(env, "quarantine", "show", str(entry.id), "--raw")
+    assert b"You have WON a $1000 gift card" in shown.stdout_bytes
