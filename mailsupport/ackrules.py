@@ -251,7 +251,7 @@ ACK_RULES: tuple[AckRule, ...] = (
     ),
     AckRule(
         "report",
-        "another machine-generated report (multipart/report: read receipt, success notice)",
+        "another machine-generated report (multipart/report, a provider's complaint mail)",
         lambda m, c: report_evidence(m),
     ),
     AckRule(
@@ -266,7 +266,7 @@ ACK_RULES: tuple[AckRule, ...] = (
     ),
     AckRule(
         "bulk",
-        "mailing-list or bulk mail (List-Id, List-Unsubscribe, Precedence bulk/junk/list)",
+        "list or bulk mail (List-Id, List-Subscribe, X-ML-Server, Precedence bulk/junk/list)",
         lambda m, c: bulk_evidence(m),
     ),
     AckRule(

@@ -16,16 +16,18 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from mailsupport.automated import is_noreply_address
 from mailsupport.compose import Composed
 from mailsupport.config import Settings
 from mailsupport.errors import NotFoundError, RefusedError, UsageError
 from mailsupport.mail import Address
 from mailsupport.practice import Practice
-from mailsupport.store import CC, MAILED_ROLES, NAME, REQUESTER, SEEN
+from mailsupport.store import CC, MAILED_ROLES, NAME, NO_NOTIFY, REQUESTER, SEEN
 from mailsupport.store.models import (
     PRIORITIES,
     Message,
     Ticket,
+    TicketEvent,
     TicketTag,
 )
 from mailsupport.store.tickets import (
@@ -332,8 +334,12 @@ def close(
     notice (one line) and its outbox item's id."""
     if t.status == "closed":
         raise RefusedError(f"ticket #{t.number} is closed already")
+    spam = t.status == "spam"
     _set_status(session, t, "closed", agent, now)
-    notice = _notice_off(outgoing.settings, t, silent)
+    notice = "no closing notice (the ticket was spam)" if spam else ""
+    notice = notice or _notice_off(outgoing.settings, t, silent)
+    if not notice and _no_notify(session, t):
+        notice = "no closing notice (a classification rule said notify = false)"
     if notice:
         return notice, None
     parent = _last_from(session, t, {t.requester})  # the customer's own words only
@@ -352,6 +358,14 @@ def close(
     return f"closing notice queued to {t.requester} as <{composed.message_id}>", item_id
 
 
+def _no_notify(session: Session, t: Ticket) -> bool:
+    """A rule's `notify = false` marked the ticket when it was opened."""
+    found = select(TicketEvent.id).where(
+        TicketEvent.ticket_id == t.id, TicketEvent.action == NO_NOTIFY
+    )
+    return session.exec(found.limit(1)).first() is not None
+
+
 def _notice_off(settings: Settings, t: Ticket, silent: bool) -> str:
     if silent:
         return "no closing notice (--silent)"
@@ -361,6 +375,11 @@ def _notice_off(settings: Settings, t: Ticket, silent: bool) -> str:
         return "no closing notice (outgoing mail is not set up)"
     if not t.requester:
         return "no closing notice (the ticket has no customer address)"
+    # A notice to a robot is backscatter at best and a mail loop at worst.
+    if t.automatic:
+        return f"no closing notice (the ticket was opened by automatic mail: {t.automatic})"
+    if is_noreply_address(t.requester):
+        return f"no closing notice ({t.requester} is a mail-system or no-reply address)"
     return ""
 
 
@@ -401,7 +420,7 @@ def set_priority(
         raise RefusedError(f"ticket #{t.number} has priority {level} already")
     _event(session, t, "priority", f"{t.priority} -> {level}", agent, now)
     t.priority = level
-    if practice is not None:
+    if practice is not None and not t.automatic:  # automatic mail is never due
         practice.set_due_times(t)
 
 

@@ -18,12 +18,15 @@ import unicodedata
 from mailsupport.mail import Inbound
 
 __all__ = [
+    "AUTOMATIC_KINDS",
     "addresses_in",
     "auto_reply_header_evidence",
     "auto_reply_subject_evidence",
     "auto_submitted_evidence",
+    "automatic_kind",
     "bounce_evidence",
     "bulk_evidence",
+    "complaint_evidence",
     "delivery_status_blocks",
     "has_null_sender",
     "header_keyword",
@@ -208,10 +211,42 @@ def bounce_evidence(message: Inbound) -> str | None:
 
 
 def report_evidence(message: Inbound) -> str | None:
-    """Why this is a machine-generated report (multipart/report) of any kind."""
+    """Why this is a machine-generated report: multipart/report of any kind (ARF abuse
+    reports are report-type=feedback-report), or a provider's complaint mail."""
     ctype, report_type = _content_type(message)
     if ctype == "multipart/report":
         return f"machine-generated report (multipart/report; report-type={report_type or '?'})"
+    return complaint_evidence(message)
+
+
+# Mailbox providers that are not ARF send complaints (a recipient pressed "This is spam") as
+# a plain mail with the complained-about message attached. A customer forwarding a message
+# attaches one too, so the attachment alone proves nothing: it takes a complaint sender
+# (fbl@, abuse@...) and a report subject or automatic sign, or Microsoft's JMRP header.
+_COMPLAINT_WORDS = frozenset(
+    {"abuse", "fbl", "feedbackloop", "complaints", "complaint", "scomp", "spamreport"}
+)
+_COMPLAINT_SUBJECT = re.compile(
+    r"(?:complaint|abuse\ report|spam\ report|feedback\ loop|fbl\b|reported\ as\ spam)",
+    re.IGNORECASE | re.VERBOSE,
+)
+_ATTACHED_MESSAGE = ("message/rfc822", "message/global")
+
+
+def complaint_evidence(message: Inbound) -> str | None:
+    """A provider's complaint about mail we sent (not ARF): see _COMPLAINT_WORDS."""
+    if not any(a.content_type in _ATTACHED_MESSAGE for a in message.attachments):
+        return None
+    value = message.header("x-hmxmroriginalrecipient")  # Microsoft JMRP
+    if value is not None:
+        return _short(f"complaint report (X-HmXmrOriginalRecipient: {value})")
+    sender = message.from_.address if message.from_ else ""
+    pieces = set(_LOCAL_SEPARATORS.split(_local_part(sender)))
+    if not pieces & _COMPLAINT_WORDS:
+        return None
+    automatic = has_null_sender(message) or _auto_submitted(message) is not None
+    if automatic or _COMPLAINT_SUBJECT.search(message.subject):
+        return _short(f"complaint report from {sender}")
     return None
 
 
@@ -240,7 +275,22 @@ _AUTO_REPLY_HEADERS = (
 _NEGATIVE_VALUES = frozenset({"", "no", "false", "0", "none"})
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 _AUTO_REPLY_PRECEDENCE = frozenset({"auto_reply", "auto-reply"})
-_LIST_HEADERS = ("list-id", "list-unsubscribe", "list-post")
+# RFC 2369 and 2919 list headers, then what list managers write without them on their own
+# notices (subscription confirmations, moderation requests): ezmlm and Yahoo Groups
+# (Mailing-List), Fml and other Japanese managers (X-ML-Server, X-MLServer, X-ML-Info).
+_LIST_HEADERS = (
+    "list-id",
+    "list-unsubscribe",
+    "list-post",
+    "list-subscribe",
+    "list-help",
+    "list-owner",
+    "mailing-list",
+    "x-ml-server",
+    "x-mlserver",
+    "x-ml-info",
+    "x-ml-name",
+)
 
 # Subjects that auto-responders put first, anchored at the start and ending in a colon (or
 # the end of the subject), so "Autoreply settings broken?" or "Out of office hours support"
@@ -370,8 +420,8 @@ def is_auto_reply(message: Inbound) -> bool:
 
 
 def is_bulk(message: Inbound) -> bool:
-    """Mailing-list or bulk mail: List-Id/List-Unsubscribe/List-Post, or Precedence
-    bulk/junk/list."""
+    """Mailing-list or bulk mail: a list header (List-Id, List-Subscribe, a list manager's
+    Mailing-List or X-ML-Server...), or Precedence bulk/junk/list."""
     return bulk_evidence(message) is not None
 
 
@@ -381,6 +431,34 @@ def is_loop(message: Inbound, our_addresses: frozenset[str]) -> bool:
         own_address_evidence(message, our_addresses) is not None
         or loop_evidence(message, our_addresses) is not None
     )
+
+
+# The kinds of automatic mail a ticket may be opened by (Ticket.automatic), in the order
+# they are told apart.
+AUTOMATIC_KINDS = ("bounce", "feedback-report", "report", "loop", "auto-reply", "bulk", "no-reply")
+
+
+def automatic_kind(message: Inbound, our_addresses: frozenset[str] = frozenset()) -> str:
+    """Which kind of automatic mail this is (one of AUTOMATIC_KINDS), or "" for a person.
+    Every kind is also a reason ackrules.py gives for no acknowledgement."""
+    if is_bounce(message):
+        return "bounce"
+    ctype, report_type = _content_type(message)
+    if report_type == "feedback-report" or complaint_evidence(message) is not None:
+        return "feedback-report"
+    if ctype == "multipart/report":
+        return "report"
+    if loop_evidence(message, our_addresses) is not None:
+        return "loop"
+    if is_auto_reply(message):
+        return "auto-reply"
+    if is_bulk(message):
+        return "bulk"
+    if has_null_sender(message) or (
+        message.from_ is not None and is_noreply_address(message.from_.address)
+    ):
+        return "no-reply"
+    return ""
 
 
 def is_automated(message: Inbound) -> bool:

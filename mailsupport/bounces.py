@@ -2,8 +2,8 @@
 
 parse() gives us a bounce's machine-readable parts as attachments: message/delivery-status
 (its field blocks, flattened back to text), message/rfc822 (the whole returned message) and
-text/rfc822-headers (its headers only). Plain-text bounces (Exim, qmail) are read as text.
-Finding the outbox item a bounce names, and recording it, is store/bounces.py.
+text/ or message/rfc822-headers (its headers only). Plain-text bounces (Exim, qmail) are read
+as text. Finding the outbox item a bounce names, and recording it, is store/bounces.py.
 """
 
 from __future__ import annotations
@@ -48,7 +48,14 @@ _COPY_MARKER = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _QUOTED_MSGID = re.compile(r"^[ \t>]*message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
-_HEADER_PARTS = ("message/rfc822", "message/global", "text/rfc822-headers")
+# The returned message, or only its headers: RFC 6522 says text/rfc822-headers, yet some
+# MTAs (qmail-based and Microsoft's among them) label them message/rfc822-headers.
+_HEADER_PARTS = (
+    "message/rfc822",
+    "message/global",
+    "text/rfc822-headers",
+    "message/rfc822-headers",
+)
 
 
 def _dedupe(items: Iterable[str]) -> tuple[str, ...]:
@@ -153,9 +160,9 @@ def bounce_info(message: Inbound) -> BounceInfo | None:
     """The outgoing message(s) a bounce is about, who failed and why; None if no bounce.
 
     Message-IDs come from, in order: X-Original-Message-ID in the delivery report (Gmail),
-    the returned message or its headers (message/rfc822, text/rfc822-headers), headers quoted
-    in a plain-text bounce (Exim, qmail), and only when none of those exist, the bounce's own
-    In-Reply-To and References (some MTAs set them to the failed message).
+    the returned message or its headers (message/rfc822, text/ or message/rfc822-headers),
+    headers quoted in a plain-text bounce (Exim, qmail), and only when none of those exist,
+    the bounce's own In-Reply-To and References (some MTAs set them to the failed message).
     """
     if not is_bounce(message):
         return None

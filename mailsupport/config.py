@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     reopen_days: int = Field(default=0, ge=0)
     # `close` mails the customer the `closed` notice (unless --silent); false = never.
     closed_notice: bool = True
+    # Spam: a spam filter's score at or above this is spam even when the mail server let it
+    # pass; unset = the server's own verdict (X-Spam-Flag, X-Spam-Status, X-Spamd-Result...).
+    spam_score: float | None = None
+    # `spam --purge` deletes spam tickets not updated for this many days (their mail stays in
+    # the quarantine); 0 = never.
+    spam_days: int = Field(default=0, ge=0)
     # A reference (or subject tag) to a ticket from a sender who takes part in it neither as a
     # participant nor by quoting one of our signed Message-IDs: "new-ticket" opens a new
     # ticket that links it; "join" lets it join (anyone who knows a Message-ID can write in).
@@ -236,6 +242,11 @@ class Settings(BaseSettings):
     @classmethod
     def _auto_workers(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
+
+    @field_validator("spam_score", mode="before")
+    @classmethod
+    def _spam_score_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "off") else value
 
     @property
     def parse_workers_or_default(self) -> int:

@@ -12,14 +12,16 @@ from sqlalchemy import exc
 from sqlmodel import Session
 
 from mailsupport.acks import Acknowledger
-from mailsupport.automated import is_automated, is_bounce
+from mailsupport.automated import automatic_kind, is_automated, is_bounce
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
 from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_safely
-from mailsupport.practice import Practice
+from mailsupport.practice import RULES_ACTOR, Practice
+from mailsupport.rules import Classification
 from mailsupport.signing import is_our_message_id
-from mailsupport.store import CC, REQUESTER, SEEN
+from mailsupport.spam import spam_verdict
+from mailsupport.store import CC, NO_NOTIFY, REQUESTER, SEEN
 from mailsupport.store import tickets as db
 from mailsupport.store.bounces import find_bounced, record_bounce
 from mailsupport.store.db import Store, translate_db_error
@@ -74,6 +76,13 @@ class Incoming:
     # True for files the operator imports as our own sent mail (`import --sent`): mail in
     # them from our addresses is ours. Anywhere else only our signed Message-ID proves it.
     sent: bool = False
+
+
+class Dropped(Exception):
+    """A classification rule said drop = true: the message goes to the quarantine."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(f"dropped by rule {rule!r} (drop = true)")
 
 
 class Pipeline:
@@ -178,6 +187,8 @@ class Pipeline:
         try:  # 5. thread and store; a failure here must not block the messages behind it
             with session.begin_nested():
                 outcome = self._file(session, message, raw, item, now)
+        except Dropped as dropped:  # the savepoint took back the ticket
+            return self._set_aside(session, raw, item.origin, str(dropped), now)
         except exc.IntegrityError:
             # Another process stored this message (or indexed its references) at the same time.
             if db.message_exists(session, message.message_id):
@@ -265,9 +276,13 @@ class Pipeline:
             kind = REPLY
 
         assert ticket.id is not None
+        spam = ""
         if kind == NEW and not outgoing:  # classify, then due times follow the priority
-            self.practice.classify_new(session, ticket, message, now)
-            if item.live:
+            spam = self._set_aside_spam(session, ticket, message, now)
+            self._mark_automatic(session, ticket, message, now)
+            classified = self.practice.classify_new(session, ticket, message, now)
+            spam = spam or self._handle(session, ticket, classified, now)
+            if item.live and not ticket.automatic and ticket.status == "new":  # no work else
                 self.practice.set_due_times(ticket)
         values = {
             "ticket_id": ticket.id,
@@ -304,13 +319,67 @@ class Pipeline:
             record_bounce(session, bounced, now)
         ack = ""
         if not outgoing:
-            no_ack = item.no_ack_reason or (f"the sender is not clear: {doubt}" if doubt else "")
+            no_ack = item.no_ack_reason or spam
+            no_ack = no_ack or (f"the sender is not clear: {doubt}" if doubt else "")
             result = self.acks.acknowledge(
                 session, message, ticket, new_ticket=kind == NEW, source_reason=no_ack, now=now
             )
             db.set_ack(session, message_pk, result.decision, result.to)
             ack = result.decision
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
+
+    def _set_aside_spam(
+        self, session: Session, ticket: Ticket, message: Inbound, now: datetime
+    ) -> str:
+        """A new ticket whose mail a spam filter condemned gets the `spam` status (no
+        acknowledgement, no due times, not in `list` or the report). Returns why, or ""."""
+        verdict = spam_verdict(message, self.settings.spam_score)
+        if verdict:
+            ticket.status = "spam"
+            session.add(ticket)
+            db.record_event(session, ticket.id, "spam", verdict, now)  # type: ignore[arg-type]
+        return f"spam: {verdict}" if verdict else ""
+
+    @staticmethod
+    def _handle(
+        session: Session, ticket: Ticket, classified: Classification | None, now: datetime
+    ) -> str:
+        """What the classification rules say about handling a new ticket: a status (spam,
+        or closed silently), no acknowledgement, no mail at all, or no ticket (Dropped).
+        Returns why no acknowledgement, or ""."""
+        if classified is None:
+            return ""
+        by = classified.decided_by
+        if classified.drop:
+            raise Dropped(by["drop"])
+        assert ticket.id is not None
+        if classified.status:
+            detail = f"{ticket.status} -> {classified.status} (rule {by['status']!r})"
+            db.record_event(session, ticket.id, "status", detail, now, RULES_ACTOR)
+            ticket.status = classified.status
+            ticket.closed_at = now if classified.status == "closed" else None
+            session.add(ticket)
+        if classified.notify is False:
+            detail = f"no mail to the customer (rule {by['notify']!r})"
+            db.record_event(session, ticket.id, NO_NOTIFY, detail, now, RULES_ACTOR)
+            return f"rule {by['notify']!r} says notify = false"
+        if classified.ack is False:
+            return f"rule {by['ack']!r} says ack = false"
+        if classified.status:
+            return f"rule {by['status']!r} set the status {classified.status}"
+        return ""
+
+    def _mark_automatic(
+        self, session: Session, ticket: Ticket, message: Inbound, now: datetime
+    ) -> None:
+        """Record once, on the new ticket, that automatic mail opened it: such tickets get no
+        acknowledgement, closing notice or due times, and the report counts them apart."""
+        kind = automatic_kind(message, self.settings.our_addresses)
+        if kind:
+            ticket.automatic = kind
+            session.add(ticket)
+            detail = f"opened by automatic mail ({kind})"
+            db.record_event(session, ticket.id, "automatic", detail, now)  # type: ignore[arg-type]
 
     def _who(self, message: Inbound, item: Incoming) -> tuple[bool, str]:
         """Whether the message is our own mail, and why its sender is a stranger ("" when

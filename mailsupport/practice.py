@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from mailsupport.config import Settings
 from mailsupport.mail import Inbound
-from mailsupport.rules import Classification, RuleSet, classify, load_rules
+from mailsupport.rules import TICKET_ACTIONS, Classification, RuleSet, classify, load_rules
 from mailsupport.sla import due_times, parse_hours, parse_targets
 from mailsupport.store.models import Ticket, TicketTag
 from mailsupport.store.tickets import record_event
@@ -72,7 +72,7 @@ class Practice:
             return result
         assert ticket.id is not None
         for key, value in changes.items():
-            if key != "tags":
+            if key in TICKET_ACTIONS and key != "tags":  # the rest is the pipeline's to apply
                 setattr(ticket, key, value)
         for tag in changes.get("tags", []):
             if session.get(TicketTag, (ticket.id, tag)) is None:

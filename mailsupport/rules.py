@@ -30,7 +30,17 @@ from mailsupport.errors import ConfigError
 from mailsupport.mail import Inbound
 from mailsupport.store import NAME, PRIORITIES
 
-__all__ = ["Classification", "Rule", "RuleSet", "classify", "load_rules", "parse_rules"]
+__all__ = [
+    "ACTIONS",
+    "HANDLING_ACTIONS",
+    "TICKET_ACTIONS",
+    "Classification",
+    "Rule",
+    "RuleSet",
+    "classify",
+    "load_rules",
+    "parse_rules",
+]
 
 CONDITIONS = (
     "from",  # sender address patterns: "ceo@bigcorp.example", "*@bigcorp.example", "billing-*@*"
@@ -43,7 +53,14 @@ CONDITIONS = (
     "body_regex",
     "header",  # a table: header name -> regular expression its value matches
 )
-ACTIONS = ("queue", "type", "priority", "line", "assignee", "tags")
+# What a rule sets on the ticket, then how the desk handles it: status "spam" or "closed"
+# (silently), ack = false (no acknowledgement), notify = false (no mail to the customer from
+# the desk on its own: no acknowledgement, no closing notice), drop = true (no ticket: the
+# message goes to the quarantine with the rule's name, never deleted).
+TICKET_ACTIONS = ("queue", "type", "priority", "line", "assignee", "tags")
+HANDLING_ACTIONS = ("status", "ack", "notify", "drop")
+ACTIONS = TICKET_ACTIONS + HANDLING_ACTIONS
+RULE_STATUSES = ("spam", "closed")
 _DELIVERY_HEADERS = ("delivered-to", "x-original-to", "envelope-to")
 
 
@@ -74,10 +91,15 @@ class Classification:
     line: int | None = None
     assignee: str | None = None
     tags: list[str] = field(default_factory=list)
+    status: str | None = None
+    ack: bool | None = None
+    notify: bool | None = None
+    drop: bool | None = None
     matched: list[tuple[str, list[str]]] = field(default_factory=list)  # (rule, reasons)
+    decided_by: dict[str, str] = field(default_factory=dict)  # action -> the rule that set it
 
     def changes(self) -> dict[str, Any]:
-        """What to set on the ticket: only what some rule decided."""
+        """What to set on the ticket, and how to handle it: only what some rule decided."""
         found = {k: getattr(self, k) for k in ACTIONS if k != "tags"}
         result: dict[str, Any] = {k: v for k, v in found.items() if v is not None}
         if self.tags:
@@ -106,6 +128,7 @@ def classify(rules: RuleSet, message: Inbound) -> Classification:
                 result.tags += [t for t in value if t not in result.tags]
             else:
                 setattr(result, key, value)
+            result.decided_by[key] = rule.name
         if rule.stop:
             break
     return result
@@ -296,6 +319,14 @@ def _recipients(message: Inbound) -> list[str]:
 
 
 def _action(key: str, value: Any) -> Any:
+    if key in ("ack", "notify", "drop"):
+        if not isinstance(value, bool):
+            raise ValueError("give true or false")
+        return value
+    if key == "status":
+        if value not in RULE_STATUSES:
+            raise ValueError(f"a rule sets the status {' or '.join(map(repr, RULE_STATUSES))}")
+        return value
     if key == "tags":
         tags = [t.lower() for t in _strings(value)]
         for tag in tags:

@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "reportcmd",
     "rulescmd",
     "searchcmd",
+    "spamcmd",
     "tickets",
 )
 # Commands that need no module but the one defining them.

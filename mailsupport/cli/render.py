@@ -174,7 +174,9 @@ def ticket_table(rows: list[dict[str, Any]], width: int | None, colour: bool) ->
             paint(assignee, None if r["assignee"] else "2"),
             f"{r['messages']:>4}",
         ]
-        subject = r["subject"] if subject_width is None else clip(r["subject"], subject_width)
+        # Tickets opened by automatic mail say so first: no work, nobody to answer.
+        subject = f"[{r['automatic']}] {r['subject']}" if r.get("automatic") else r["subject"]
+        subject = subject if subject_width is None else clip(subject, subject_width)
         lines.append(line(cells, clip(r["requester"], requester_width), subject))
     return lines
 
@@ -228,6 +230,11 @@ def ticket_text(
     if detail["follows"]:
         work.append(f"follows #{detail['follows']}")
     out.append(", ".join(work))
+    if detail.get("automatic"):
+        out.append(
+            f"opened by automatic mail ({detail['automatic']}): "
+            "no acknowledgement, no closing notice, no due times, not counted as work"
+        )
     out.extend(_people(detail.get("participants", [])))
     sla = _sla(detail, datetime.now(UTC))
     if sla:

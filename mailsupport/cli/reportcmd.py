@@ -51,7 +51,9 @@ def report(
 
     Days are UTC days and --since/--until are UTC. A date as --until
     includes that day. 30d is the last 30 days with today; 12h is exactly
-    12 hours. Merged tickets are left out.
+    12 hours. Merged tickets are left out. Tickets opened by automatic
+    mail (bounces, auto-replies, list mail) are no work: they are left out
+    of every figure and counted apart.
 
     --json prints one object: report_version (1); generated_at; range
     (since, until: ISO 8601 UTC, until excluded; days; time_zone "UTC");
@@ -65,7 +67,8 @@ def report(
     same per priority); backlog (date, open); top_senders (address,
     tickets); top_domains (domain, tickets); topics (label, tickets,
     terms: other words merged into it, examples: number and subject of up
-    to 5 latest tickets).
+    to 5 latest tickets); automatic (tickets opened by automatic mail,
+    by_kind: kind, tickets).
 
     With --html FILE the terminal gets one line saying what was written;
     add --json to get the JSON as well.

@@ -91,8 +91,8 @@ def list_(
 ) -> None:
     """List tickets, most recently updated first.
 
-    Filters combine: --status open --mine lists my open tickets. Paging: --limit and
-    --offset; the table says when there are more.
+    Filters combine: --status open --mine lists my open tickets. Spam is listed only
+    with --status spam. Paging: --limit and --offset; the table says when there are more.
 
     Examples:
         mailsupport list

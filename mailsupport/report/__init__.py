@@ -17,6 +17,9 @@ Definitions (the contract of the figures):
 - "Tickets of the range" are the tickets created in it. Merged tickets are left out (they
   live on in the ticket they joined). Volume, categories, response and resolution times, SLA
   breaches, senders, domains and topics are about these tickets.
+- Tickets opened by automatic mail (bounces, auto-replies, list mail...: `automatic` on the
+  ticket) are no work: they are left out of every figure, the backlog included, and counted
+  apart under `automatic` (tickets of the range, by kind).
 - First-response time: first agent reply minus creation, over the tickets answered so far.
   Resolution time: the (last) closing minus creation, over the tickets closed now.
 - Median and 90th percentile use the nearest-rank method (see `percentile`): each is one

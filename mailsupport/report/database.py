@@ -39,11 +39,13 @@ def load_tickets(session: Session, since: datetime, until: datetime) -> list[Tic
 
     That is the tickets created in the range, with the text of their first incoming
     message, and older tickets that were not closed for the whole range (they count in the
-    backlog). Merged tickets are left out: their messages live on in the ticket they joined.
+    backlog). Merged tickets are left out: their messages live on in the ticket they joined;
+    so are spam tickets.
     """
     # Closed before the range and still closed: it cannot be open on any day of it.
     in_play = sa.and_(
         col(Ticket.merged_into_id).is_(None),
+        col(Ticket.status) != "spam",
         col(Ticket.created_at) < until,
         sa.or_(
             col(Ticket.created_at) >= since,
@@ -54,6 +56,7 @@ def load_tickets(session: Session, since: datetime, until: datetime) -> list[Tic
     )
     created_in = sa.and_(
         col(Ticket.merged_into_id).is_(None),
+        col(Ticket.status) != "spam",
         col(Ticket.created_at) >= since,
         col(Ticket.created_at) < until,
     )
@@ -84,6 +87,7 @@ def load_tickets(session: Session, since: datetime, until: datetime) -> list[Tic
                 resolution_due=t.resolution_due,
                 text=texts.get(t.id, ""),
                 status_changes=tuple(changes.get(t.id, ())),
+                automatic=t.automatic or "",
             )
         )
     return facts

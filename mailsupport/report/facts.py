@@ -34,6 +34,7 @@ class TicketFacts:
     text: str = ""  # the customer's first message
     # (when, closed?) from the ticket's history, oldest first: closings and reopenings.
     status_changes: tuple[tuple[datetime, bool], ...] = ()
+    automatic: str = ""  # opened by automatic mail: its kind (bounce, auto-reply...); no work
 
     @property
     def resolved_at(self) -> datetime | None:

@@ -156,6 +156,12 @@ def build_report(
     `tickets` holds the tickets created in the period, plus any older ones that were open
     during it (they count only in the backlog)."""
     everything = list(tickets)
+    robots = Counter(
+        t.automatic
+        for t in everything
+        if t.automatic and period.since <= t.created_at < period.until
+    )
+    everything = [t for t in everything if not t.automatic]  # no work: counted apart
     ours = sorted(
         (t for t in everything if period.since <= t.created_at < period.until),
         key=lambda t: t.number,
@@ -200,6 +206,10 @@ def build_report(
         "backlog": backlog(everything, period),
         "top_senders": _top("address", senders, top),
         "top_domains": _top("domain", domains, top),
+        "automatic": {
+            "tickets": sum(robots.values()),
+            "by_kind": _counted("kind", robots),
+        },
         "topics": [
             {
                 "label": topic.label,

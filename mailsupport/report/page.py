@@ -167,6 +167,7 @@ def render_html(report: dict[str, Any]) -> str:
         ("first-response SLA breached", f"{sla['first_response']['breached']}"),
         ("resolution SLA breached", f"{sla['resolution']['breached']}"),
         ("open at the end", str(report["backlog"][-1]["open"] if report["backlog"] else 0)),
+        ("automatic mail, not work", str(report["automatic"]["tickets"])),
     ]
     body = [
         f'<h1>Support report</h1><p class="muted">Tickets created from {_e(since)} to'

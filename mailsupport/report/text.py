@@ -101,12 +101,20 @@ def range_ends(r: dict[str, Any]) -> tuple[str, str]:
     return r["since"][:16].replace("T", " "), r["until"][:16].replace("T", " ")
 
 
+def automatic_line(report: dict[str, Any]) -> str:
+    """Tickets opened by automatic mail, which no other figure counts."""
+    automatic = report["automatic"]
+    kinds = ", ".join(f"{k['kind']} {k['tickets']}" for k in automatic["by_kind"])
+    return f"Automatic mail, not counted as work: {automatic['tickets']} ({kinds})"
+
+
 def render_text(report: dict[str, Any]) -> str:
     """The report as aligned tables for a terminal (or a mail, or a pipe)."""
     r = report["range"]
     total = report["tickets"]
     since, until = range_ends(r)
-    out = [f"Tickets created {since} to {until} UTC ({day_count(r['days'])}): {total}", ""]
+    out = [f"Tickets created {since} to {until} UTC ({day_count(r['days'])}): {total}"]
+    out += [automatic_line(report), ""] if report["automatic"]["tickets"] else [""]
     per_day = report["volume"]["per_day"]
     most = max((d["tickets"] for d in per_day), default=0)
     out += _table(

@@ -7,9 +7,10 @@ fast read path of `list` and `show` do not pay for loading it.
 import re
 
 # The Alembic revision this code expects. tests/unit/test_store.py checks it is the head.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
-TICKET_STATUSES = ("new", "open", "pending", "closed")
+# "spam": set aside by a spam verdict; outside the default `list`, no SLA, not in the report.
+TICKET_STATUSES = ("new", "open", "pending", "closed", "spam")
 PRIORITIES = ("low", "normal", "high", "urgent")
 DIRECTIONS = ("in", "out", "note")
 # A participant's role. Requesters and cc are mailed with every reply; "seen" are addresses
@@ -18,5 +19,8 @@ DIRECTIONS = ("in", "out", "note")
 # threading.
 REQUESTER, CC, SEEN = "requester", "cc", "seen"
 MAILED_ROLES = (REQUESTER, CC)
+# The event a rule's `notify = false` leaves on a ticket: the desk mails its customer nothing
+# on its own (no acknowledgement, no closing notice).
+NO_NOTIFY = "no-notify"
 # A tag, queue or type name: letters, digits and a few separators, no spaces.
 NAME = re.compile(r"[^\W_][\w.:/-]*")

@@ -75,6 +75,10 @@ class Ticket(SQLModel, table=True):
     first_response_at: datetime | None = _time(default=None)
     first_response_due: datetime | None = _time(default=None, index=True)
     resolution_due: datetime | None = _time(default=None, index=True)
+    # Opened by automatic mail: its kind (automated.AUTOMATIC_KINDS: bounce, auto-reply,
+    # bulk...), "" when a person wrote. Such tickets get no mail and no SLA, and are no work
+    # in the report.
+    automatic: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
 
 
 class TicketTag(SQLModel, table=True):

@@ -66,7 +66,7 @@ _TICKET_COLUMNS = (
     "t.id, t.number, t.subject, t.status, t.priority, t.requester, t.requester_name, "
     "t.created_at, t.updated_at, t.closed_at, t.merged_into_id, t.assignee, t.queue, "
     "t.follows_id, f.number AS follows, t.type, t.line, t.first_response_at, "
-    "t.first_response_due, t.resolution_due"
+    "t.first_response_due, t.resolution_due, t.automatic"
 )
 _TICKETS = "tickets t LEFT JOIN tickets f ON f.id = t.follows_id"
 _MESSAGE_COLUMNS = (
@@ -293,6 +293,8 @@ def ticket_dict(
         "first_response_at": iso(ticket.first_response_at),
         "first_response_due": iso(ticket.first_response_due),
         "resolution_due": iso(ticket.resolution_due),
+        # Opened by automatic mail: its kind (bounce, auto-reply, bulk...); "" for a person.
+        "automatic": ticket.automatic,
     }
 
 
@@ -374,6 +376,8 @@ def ticket_query(
         if value is not None:
             conditions.append(f"t.{column} = :{column}")
             params[column] = value
+    if where.status is None:  # spam only when asked for by name
+        conditions.append("t.status <> 'spam'")
     if where.unassigned:
         conditions.append("t.assignee IS NULL")
     for i, tag in enumerate(dict.fromkeys(where.tags)):

@@ -45,6 +45,8 @@ LIST_FIELDS = {
     # agent work (0005) and support practice (0007)
     "assignee", "queue", "tags", "follows", "type", "line", "first_response_at",
     "first_response_due", "resolution_due",
+    # opened by automatic mail (0009)
+    "automatic",
 }  # fmt: skip
 
 

@@ -89,10 +89,16 @@ EXPECTED: dict[str, str | None] = {
     "auto/bounce_exchange.eml": "bounce",
     "auto/bounce_gmail.eml": "bounce",
     "bounce_postfix.eml": "bounce",
+    "auto/bounce_rfc822_headers.eml": "bounce",
     "auto/read_receipt_outlook.eml": "report",
+    "auto/arf_feedback_report.eml": "report",
+    "auto/complaint_provider.eml": "report",
     # lists, bulk, system senders, loops
     "auto/list_post_mailman.eml": "bulk",
     "auto/marketing_bulk.eml": "bulk",
+    "auto/list_manager_ezmlm.eml": "bulk",
+    "auto/list_manager_subscribe.eml": "bulk",
+    "auto/list_manager_fml.eml": "bulk",
     "auto/noreply_notification.eml": "noreply-address",
     "auto/loop_instance.eml": "own-address",
     "auto/loop_xloop.eml": "loop",
@@ -103,6 +109,7 @@ EXPECTED: dict[str, str | None] = {
     "auto/customer_auto_de.eml": None,
     "auto/customer_auto_submitted_no.eml": None,
     "auto/customer_noreen.eml": None,
+    "auto/customer_forwarded_message.eml": None,
 }
 PEOPLE = [name for name, rule in EXPECTED.items() if rule is None]
 
@@ -311,6 +318,12 @@ def test_headers_that_do_not_make_mail_automatic(header: str) -> None:
         "List-Id: Users <users.lists.example.org>",
         "List-Unsubscribe: <mailto:leave@lists.example.org>",
         "List-Post: <mailto:users@lists.example.org>",
+        # List managers' own notices carry only these (issue 16)
+        "Mailing-List: contact tools-help@lists.example.org; run by ezmlm",
+        "List-Subscribe: <mailto:users-subscribe@lists.example.org>",
+        "X-ML-Server: fml [fml 4.0.3 release (20011202/4.0.3)]",
+        "X-MLServer: fml [fml 4.0.3 release (20011202/4.0.3)]",
+        "X-ML-Info: If you have a question, send e-mail with the body help",
     ],
 )
 def test_list_headers(header: str) -> None:
@@ -581,6 +594,14 @@ BOUNCES = {
         diagnostic=(
             "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup"
         ),
+        permanent=True,
+    ),
+    # The returned headers labelled message/rfc822-headers, not text/ (issue 16)
+    "auto/bounce_rfc822_headers.eml": BounceInfo(
+        original_message_ids=("ticket-95.2@support.example.com",),
+        recipients=("l.meyer@partner.example.net",),
+        status="5.1.1",
+        diagnostic="550 5.1.1 mailbox unavailable",
         permanent=True,
     ),
     "auto/bounce_gmail.eml": BounceInfo(

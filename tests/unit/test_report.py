@@ -43,7 +43,7 @@ SINCE, UNTIL = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC
 REPORT_FIELDS = {
     "report_version", "generated_at", "range", "tickets", "volume", "by_queue", "by_type",
     "by_priority", "by_line", "first_response", "resolution", "sla", "backlog", "top_senders",
-    "top_domains", "topics",
+    "top_domains", "topics", "automatic",
 }  # fmt: skip
 
 
@@ -541,6 +541,38 @@ def test_top_lists_are_cut(week: Store) -> None:
     report = build_report(rows, Period(SINCE, UNTIL), NOW, top=2)
     assert len(report["top_senders"]) == 2 and len(report["top_domains"]) == 2
     assert len(report["topics"]) == 2
+
+
+def test_automatic_mail_is_no_work_and_counted_apart(week: Store) -> None:
+    """Tickets opened by bounces and auto-replies change no figure of the known week, even
+    with due times past (an older database) and a sender that recurs; they are counted in
+    `automatic` by kind (issue 16)."""
+    from mailsupport.report.database import load_tickets
+
+    before = week_report(week)
+    robots = [
+        (20, at(3, 9), "bounce", "Undelivered Mail Returned to Sender", "mailer-daemon@mx.test"),
+        (21, at(4, 9), "auto-reply", "Automatic reply: Password reset", "john@acme.test"),
+        (22, at(5, 9), "auto-reply", "Out of office", "john@acme.test"),
+        (23, at(25, month=2), "bulk", "Newsletter", "news@shop.test"),  # before the range
+    ]
+    for number, created, kind, subject, sender in robots:
+        add_ticket(
+            week, number, created, subject, sender, "reset password not delivered",
+            status="open", automatic=kind,
+            first_response_due=created + H, resolution_due=created + 2 * H,
+        )  # fmt: skip
+    with week.read() as session:
+        rows = load_tickets(session, SINCE, UNTIL)
+    after = build_report(rows, Period(SINCE, UNTIL), NOW)
+    assert after.pop("automatic") == {
+        "tickets": 3,
+        "by_kind": [{"kind": "auto-reply", "tickets": 2}, {"kind": "bounce", "tickets": 1}],
+    }
+    assert before.pop("automatic") == {"tickets": 0, "by_kind": []}
+    assert after == before
+    text = render_text(build_report(rows, Period(SINCE, UNTIL), NOW))
+    assert "Automatic mail, not counted as work: 3 (auto-reply 2, bounce 1)" in text
 
 
 def test_an_empty_range(store: Store) -> None:

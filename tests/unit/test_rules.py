@@ -132,6 +132,12 @@ def test_reasons_say_why() -> None:
         ('queues = 1\n', "rules.toml, line 1: unknown top-level key 'queues'"),
         ('[[rule]]\nname = "a"\nif.subject = "x"\nthen.queue = "q"\n[[rule]]\nname = "a"\n'
          'if.subject = "y"\nthen.queue = "r"\n', "line 5: rule name 'a' is used twice"),
+        ('[[rule]]\nname = "a"\nif.subject = "x"\nthen.status = "open"\n',
+         "line 4: then.status: a rule sets the status 'spam' or 'closed'"),
+        ('[[rule]]\nname = "a"\nif.subject = "x"\nthen.ack = "no"\n',
+         "line 4: then.ack: give true or false"),
+        ('[[rule]]\nname = "a"\nif.subject = "x"\nthen.drop = 1\n',
+         "line 4: then.drop: give true or false"),
     ],
 )  # fmt: skip
 def test_a_bad_file_is_refused_with_the_line_and_the_reason(text: str, error: str) -> None:
@@ -146,3 +152,18 @@ def test_load_rules_names_a_missing_file(tmp_path: Path) -> None:
         load_rules(tmp_path / "missing.toml")
     (tmp_path / "rules.toml").write_text(RULES, encoding="utf-8")
     assert len(load_rules(tmp_path / "rules.toml")) == 5
+
+
+def test_handling_actions_and_which_rule_set_them() -> None:
+    rules = parse_rules(
+        '[[rule]]\nname = "quiet"\nif.subject = "x"\nthen.ack = false\nthen.notify = false\n'
+        '[[rule]]\nname = "junk"\nif.subject = "x"\nthen.status = "spam"\nthen.drop = true\n'
+    )
+    result = classify(rules, parse(make_message(subject="x")))
+    assert result.changes() == {"status": "spam", "ack": False, "notify": False, "drop": True}
+    assert result.decided_by == {
+        "ack": "quiet",
+        "notify": "quiet",
+        "status": "junk",
+        "drop": "junk",
+    }
