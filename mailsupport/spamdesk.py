@@ -11,6 +11,7 @@ from sqlmodel import Session
 from mailsupport.agent import ticket as find_ticket
 from mailsupport.desk import Desk
 from mailsupport.errors import RefusedError, UsageError
+from mailsupport.outbox.admin import withdraw
 from mailsupport.practice import Practice
 from mailsupport.store.models import Ticket
 from mailsupport.store.spam import Purged, purge_spam
@@ -20,11 +21,17 @@ SPAM = "spam"
 
 
 def mark_spam(session: Session, t: Ticket, *, agent: str, now: datetime) -> None:
-    """Set the ticket aside as spam: out of `list` and the report, no due times."""
+    """Set the ticket aside as spam: out of `list` and the report, no due times, and its
+    mail not yet sent (an acknowledgement to a forged sender) withdrawn from the outbox."""
     if t.status == SPAM:
         raise RefusedError(f"ticket #{t.number} is spam already")
     assert t.id is not None
     record_event(session, t.id, "status", f"{t.status} -> {SPAM}", now, agent)
+    reason = f"not sent: ticket #{t.number} was marked spam by {agent}"
+    if withdrawn := withdraw(session, t.id, reason, now):
+        record_event(
+            session, t.id, "outbox", f"{withdrawn} unsent message(s) withdrawn", now, agent
+        )
     t.status, t.closed_at = SPAM, None
     t.first_response_due = t.resolution_due = None
     session.add(t)

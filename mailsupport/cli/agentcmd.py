@@ -109,7 +109,7 @@ def reply(
     copies, named = _addresses(cc, "--cc"), _addresses(to, "--to")
     files = [file_part(path.name, _read_attachment(path)) for path in attach]
     articles = _articles(settings, kb)
-    desk = _desk(st, who)
+    desk = desk_for(st, who)
     draft, people = desk.reply_draft(number, to=named, cc=copies)
     title, conversation = _context(draft)
     whom = _whom(people)
@@ -146,7 +146,7 @@ def note(
         mailsupport note 12 -m 'Called the customer, waiting for logs.'
         mailsupport note 12
     """
-    desk = _desk(state(ctx), as_)
+    desk = desk_for(state(ctx), as_)
     title, conversation = _context(desk.conversation(number))
     text = _text(message, file, f"internal note on {title}", "note", conversation)
     with _kept_on_failure(text, "note"):
@@ -182,7 +182,7 @@ def close(
         mailsupport close 12 --silent
     """
     st = state(ctx)
-    closed = _desk(st, as_).close(number, silent=silent, comment=message or "")
+    closed = desk_for(st, as_).close(number, silent=silent, comment=message or "")
     typer.echo(f"ticket #{closed.ticket.number} closed; {closed.detail}")
     _send_now(st, closed.ticket.number, closed.item_id, no_send)
 
@@ -194,7 +194,7 @@ def reopen(ctx: typer.Context, number: int = NUMBER, as_: str | None = AS_OPTION
     Examples:
         mailsupport reopen 12
     """
-    t = _desk(state(ctx), as_).reopen(number)
+    t = desk_for(state(ctx), as_).reopen(number)
     typer.echo(f"ticket #{t.number} is open again")
 
 
@@ -214,7 +214,7 @@ def assign(
         mailsupport assign 12 olga
         mailsupport assign 12 none
     """
-    desk = _desk(state(ctx), as_)
+    desk = desk_for(state(ctx), as_)
     who = desk.agent
     name = who if assignee == "me" else None if assignee.lower() in ("none", "-") else assignee
     t = desk.assign(number, name)
@@ -235,7 +235,7 @@ def priority(
     Examples:
         mailsupport priority 12 urgent
     """
-    t = _desk(state(ctx), as_).set_priority(number, level)
+    t = desk_for(state(ctx), as_).set_priority(number, level)
     typer.echo(f"ticket #{t.number} priority {t.priority}")
 
 
@@ -262,7 +262,7 @@ def escalate(
         mailsupport escalate 12 --to 1
     """
     st = state(ctx)
-    moved = _desk(st, as_).escalate(number, to_line=to, reason=reason)
+    moved = desk_for(st, as_).escalate(number, to_line=to, reason=reason)
     typer.echo(f"ticket #{moved.ticket.number} is on line {moved.ticket.line} now; {moved.detail}")
     _send_now(st, moved.ticket.number, moved.item_id, no_send)
 
@@ -286,7 +286,7 @@ def tag(
     Examples:
         mailsupport tag 12 +billing -urgent
     """
-    t, tags = _desk(state(ctx), as_).change_tags(number, changes)
+    t, tags = desk_for(state(ctx), as_).change_tags(number, changes)
     typer.echo(f"ticket #{t.number} tags: {' '.join(tags) if tags else '(none)'}")
 
 
@@ -318,7 +318,7 @@ def cc(
         mailsupport cc 12 +boss@customer.example.org
         mailsupport cc 12 -eve@example.net
     """
-    t, people = _desk(state(ctx), as_).change_cc(number, changes or [])
+    t, people = desk_for(state(ctx), as_).change_cc(number, changes or [])
     summary = f"ticket #{t.number}: replies go {'; '.join(_whom(people))}"
     typer.echo(terminal_text(summary, one_line=True))  # names come from mail
 
@@ -341,7 +341,7 @@ def merge(
     Examples:
         mailsupport merge 12 15
     """
-    target = _desk(state(ctx), as_).merge(number, other)
+    target = desk_for(state(ctx), as_).merge(number, other)
     typer.echo(f"ticket #{other} merged into #{target.number}")
 
 
@@ -350,7 +350,7 @@ def merge(
 # ------------------------------------------------------------------------------------------
 
 
-def _desk(st: State, as_: str | None) -> Desk:
+def desk_for(st: State, as_: str | None) -> Desk:
     """The acting agent (--as, else the settings, else the login) at work on the store."""
     from mailsupport.desk import Desk
 

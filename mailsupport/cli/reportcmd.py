@@ -55,7 +55,7 @@ def report(
     mail (bounces, auto-replies, list mail) are no work: they are left out
     of every figure and counted apart.
 
-    --json prints one object: report_version (1); generated_at; range
+    --json prints one object: report_version (2); generated_at; range
     (since, until: ISO 8601 UTC, until excluded; days; time_zone "UTC");
     tickets (created in the range); volume.per_day (date, tickets) and
     volume.per_week (week like 2026-W10, start, days_in_range, tickets);

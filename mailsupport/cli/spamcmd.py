@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mailsupport.cli.agentcmd import AGENT, AS_OPTION, _desk
+from mailsupport.cli.agentcmd import AGENT, AS_OPTION, desk_for
 from mailsupport.cli.app import app, state, ticket_number
 from mailsupport.errors import UsageError
 
@@ -42,7 +42,7 @@ def spam(
     """
     from mailsupport.spamdesk import SpamDesk
 
-    desk = SpamDesk(_desk(state(ctx), as_))
+    desk = SpamDesk(desk_for(state(ctx), as_))
     if purge:
         if number is not None or not_spam:
             raise UsageError("--purge takes no ticket number and no --not")

@@ -128,3 +128,20 @@ def waiting(store: Store, now: datetime) -> tuple[int, datetime | None]:
             )
         ).one()
     return int(count), first
+
+
+def withdraw(session: Session, ticket_id: int, reason: str, now: datetime) -> int:
+    """Take the ticket's queued mail out of delivery (as failed, with `reason`), in the
+    caller's transaction; returns how many. An item a running sender holds is left to it:
+    it records its own result. `outbox retry` can still send a withdrawn item."""
+    result = session.execute(
+        sa.update(OutboxItem)
+        .where(
+            col(OutboxItem.ticket_id) == ticket_id,
+            col(OutboxItem.status) == "queued",
+            sa.or_(col(OutboxItem.claimed_until).is_(None), col(OutboxItem.claimed_until) < now),
+        )
+        .values(status="failed", last_error=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

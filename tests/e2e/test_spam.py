@@ -83,7 +83,11 @@ def test_spam_is_set_aside_and_can_be_released(
     marked = cli(env, "spam", str(person))
     assert marked.exit_code == 0 and f"ticket #{person} set aside as spam" in marked.output
     assert row(store, person).status == "spam" and row(store, person).resolution_due is None
-    assert len(acks(store)) == 1
+    [withdrawn] = acks(store)  # its acknowledgement, queued but not sent, is withdrawn
+    assert withdrawn.status == "failed"
+    assert withdrawn.last_error == f"not sent: ticket #{person} was marked spam by Maria"
+    flushed = cli(env, "outbox", "flush")
+    assert flushed.exit_code == 0 and "nothing to send" in flushed.output
     assert smtp_server.arrivals == []  # nothing went to a spammer
 
 
