@@ -20,7 +20,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -62,20 +62,42 @@ OUTBOX = "outbox"
 OUTBOX_SECONDS = 30.0  # how often the active daemon sends what the outbox holds
 
 
+SPAM_PURGE = "spam purge"
+SPAM_PURGE_SECONDS = 3600.0  # MAILSUPPORT_SPAM_DAYS counts days: once an hour is plenty
+
+
 def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
-    """What the daemon runs besides taking mail: the outbox, when SMTP is set up."""
-    if not settings.smtp_host:
-        return []
+    """What the daemon runs besides taking mail: the outbox, when SMTP is set up, and the
+    purge of old spam, when MAILSUPPORT_SPAM_DAYS is set."""
+    tasks: list[Periodic] = []
+    if settings.smtp_host:
 
-    def send_outbox() -> None:
-        from mailsupport.outbox.delivery import describe_delivery, flush
+        def send_outbox() -> None:
+            from mailsupport.outbox.delivery import describe_delivery, flush
 
-        # Everything due, in rounds: a burst of acknowledgements goes out in one go.
-        counts = flush(store, settings, lambda: datetime.now(UTC))
-        if counts:
-            log.info("outbox: %s", describe_delivery(counts))
+            # Everything due, in rounds: a burst of acknowledgements goes out in one go.
+            counts = flush(store, settings, lambda: datetime.now(UTC))
+            if counts:
+                log.info("outbox: %s", describe_delivery(counts))
 
-    return [Periodic(OUTBOX, OUTBOX_SECONDS, send_outbox)]
+        tasks.append(Periodic(OUTBOX, OUTBOX_SECONDS, send_outbox))
+    if settings.spam_days:
+
+        def purge_spam() -> None:
+            from mailsupport.store.spam import purge_spam
+
+            now = datetime.now(UTC)
+            with store.write() as session:
+                purged = purge_spam(session, now - timedelta(days=settings.spam_days), now)
+            if purged.numbers:
+                log.info(
+                    "spam: purged %d tickets not updated for %d days; %d messages kept in the "
+                    "quarantine",
+                    len(purged.numbers), settings.spam_days, purged.kept,
+                )  # fmt: skip
+
+        tasks.append(Periodic(SPAM_PURGE, SPAM_PURGE_SECONDS, purge_spam))
+    return tasks
 
 
 class Backoff:

@@ -174,7 +174,10 @@ def close(
 ) -> None:
     """Close a ticket and mail the customer the `closed` notice.
 
-    No notice with --silent, or when MAILSUPPORT_CLOSED_NOTICE=false.
+    No notice with --silent, or when MAILSUPPORT_CLOSED_NOTICE=false, nor to a
+    ticket opened by automatic mail (a bounce, an out-of-office reply), a spam
+    ticket, one a rule said not to notify, or a requester that is a mail system
+    or no-reply address.
 
     Examples:
         mailsupport close 12

@@ -192,3 +192,22 @@ def test_purge_keeps_the_mail_in_the_quarantine(
     assert entry.error == f"spam, purged from ticket #{stale} after MAILSUPPORT_SPAM_DAYS"
     shown = cli(env, "quarantine", "show", str(entry.id), "--raw")
     assert b"You have WON a $1000 gift card" in shown.stdout_bytes
+
+
+def test_the_daemon_purges_old_spam_when_spam_days_is_set(
+    smtp_settings: Settings, store: Store
+) -> None:
+    from mailsupport.daemon import OUTBOX, SPAM_PURGE, periodic_tasks
+
+    old = datetime.now(UTC) - timedelta(days=40)
+    stale = take(smtp_settings, store, spam_file("spamassassin_flagged.eml"), old)
+    fresh = take(smtp_settings, store, spam_file("rspamd_flagged.eml"))
+    assert [t.name for t in periodic_tasks(smtp_settings, store)] == [OUTBOX]  # SPAM_DAYS 0
+    purging = smtp_settings.model_copy(update={"spam_days": 30})
+    [purge] = [t for t in periodic_tasks(purging, store) if t.name == SPAM_PURGE]
+    purge.run()
+    with store.read() as session:
+        numbers = [t.number for t in session.exec(select(Ticket)).all()]
+        [entry] = session.exec(select(QuarantineEntry)).all()
+    assert numbers == [fresh]
+    assert entry.error == f"spam, purged from ticket #{stale} after MAILSUPPORT_SPAM_DAYS"
