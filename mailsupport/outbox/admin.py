@@ -10,7 +10,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, func, select
 
 from mailsupport.errors import NotFoundError, UsageError
-from mailsupport.outbox.queue import STATUSES
+from mailsupport.outbox.queue import STATUSES, unclaimed
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem, Ticket
 from mailsupport.store.queries import iso
@@ -139,7 +139,7 @@ def withdraw(session: Session, ticket_id: int, reason: str, now: datetime) -> in
         .where(
             col(OutboxItem.ticket_id) == ticket_id,
             col(OutboxItem.status) == "queued",
-            sa.or_(col(OutboxItem.claimed_until).is_(None), col(OutboxItem.claimed_until) < now),
+            unclaimed(OutboxItem, now),
         )
         .values(status="failed", last_error=reason)
         .execution_options(synchronize_session=False)

@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.outbox.admin import count_due
-from mailsupport.outbox.queue import load_data
+from mailsupport.outbox.queue import load_data, unclaimed
 from mailsupport.outbox.sentcopies import SentCopies
 from mailsupport.outbox.smtp import ConnectionDown, Results, SmtpConnection
 from mailsupport.store.db import Store
@@ -160,7 +160,7 @@ def _due(at: datetime) -> Any:
     return sa.and_(
         col(OutboxItem.status) == "queued",
         col(OutboxItem.next_attempt_at) <= at,
-        sa.or_(col(OutboxItem.claimed_until).is_(None), col(OutboxItem.claimed_until) < at),
+        unclaimed(OutboxItem, at),
     )
 
 
@@ -176,12 +176,7 @@ def _not_behind(at: datetime) -> Any:
         col(earlier.ticket_id) == col(OutboxItem.ticket_id),
         col(earlier.id) < col(OutboxItem.id),
         col(earlier.status) == "queued",
-        sa.not_(
-            sa.and_(
-                col(earlier.next_attempt_at) <= at,
-                sa.or_(col(earlier.claimed_until).is_(None), col(earlier.claimed_until) < at),
-            )
-        ),
+        sa.not_(sa.and_(col(earlier.next_attempt_at) <= at, unclaimed(earlier, at))),
     )
 
 

@@ -12,8 +12,10 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from email.message import EmailMessage
+from typing import Any
 
-from sqlmodel import Session, select
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
 
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem
@@ -85,3 +87,9 @@ def load_data(store: Store, item_id: int) -> bytes:
     with store.read() as session:
         data = session.exec(select(OutboxItem.data).where(OutboxItem.id == item_id)).one()
     return bytes(data)
+
+
+def unclaimed(item: Any, at: datetime) -> Any:
+    """The SQL condition that no sender holds `item` (OutboxItem, or an alias of it) at `at`:
+    never claimed, or its claim's lease has run out."""
+    return sa.or_(col(item.claimed_until).is_(None), col(item.claimed_until) < at)
