@@ -20,7 +20,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -84,11 +84,9 @@ def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
     if settings.spam_days:
 
         def purge_spam() -> None:
-            from mailsupport.store.spam import purge_spam
+            from mailsupport.store.spam import purge_old_spam
 
-            now = datetime.now(UTC)
-            with store.write() as session:
-                purged = purge_spam(session, now - timedelta(days=settings.spam_days), now)
+            purged = purge_old_spam(store, settings.spam_days, datetime.now(UTC))
             if purged.numbers:
                 log.info(
                     "spam: purged %d tickets not updated for %d days; %d messages kept in the "

@@ -4,7 +4,7 @@ set aside. Each action by ticket number in its own transaction (as desk.py does)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlmodel import Session
 
@@ -14,7 +14,7 @@ from mailsupport.errors import RefusedError, UsageError
 from mailsupport.outbox.admin import withdraw
 from mailsupport.practice import Practice
 from mailsupport.store.models import Ticket
-from mailsupport.store.spam import Purged, purge_spam
+from mailsupport.store.spam import Purged, purge_old_spam
 from mailsupport.store.tickets import record_event
 
 SPAM = "spam"
@@ -77,6 +77,4 @@ class SpamDesk:
         days = self.desk.settings.spam_days
         if not days:
             raise UsageError("MAILSUPPORT_SPAM_DAYS is 0: spam is never purged; set it first")
-        now = self.desk.clock()
-        with self.desk.store.write() as session:
-            return purge_spam(session, now - timedelta(days=days), now)
+        return purge_old_spam(self.desk.store, days, self.desk.clock())

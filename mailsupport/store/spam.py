@@ -8,11 +8,12 @@ ticket they came from, so nothing a sender wrote is lost: `quarantine show` read
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from mailsupport.store.db import Store
 from mailsupport.store.models import (
     Attachment,
     Message,
@@ -30,6 +31,13 @@ from mailsupport.store.models import (
 class Purged:
     numbers: tuple[int, ...]  # the spam tickets purged (not those merged into them)
     kept: int  # messages whose raw bytes went to the quarantine
+
+
+def purge_old_spam(store: Store, days: int, now: datetime) -> Purged:
+    """purge_spam() in a transaction of its own, for spam not updated for `days` days
+    (MAILSUPPORT_SPAM_DAYS): what `spam --purge` and the daemon do."""
+    with store.write() as session:
+        return purge_spam(session, now - timedelta(days=days), now)
 
 
 def purge_spam(session: Session, before: datetime, now: datetime) -> Purged:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import mailbox
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from tests.support.cli import cli
 from tests.support.daemons import DaemonThread, wait_until
 from tests.support.imapservers import DovecotServer, ImapServer
 from tests.support.mailboxes import folder_ledger, imap_env, imap_settings, mail, poll
-from tests.support.mailfactory import make_message
+from tests.support.mailfactory import make_message, mbox_file
 from tests.support.smtpserver import SmtpServer
 
 
@@ -49,19 +48,11 @@ def outbox_recipients(store: Store) -> list[str]:
     return [r for item in items for r in item.recipients]
 
 
-def mbox_of(path: Path, *messages: bytes) -> Path:
-    box = mailbox.mbox(str(path))
-    for raw in messages:
-        box.add(raw)
-    box.close()
-    return path
-
-
 @pytest.mark.slow
 def test_import_acknowledges_only_with_ack(
     env: dict[str, str], store: Store, tmp_path: Path
 ) -> None:
-    history = mbox_of(tmp_path / "old.mbox", make_message("old@customer.example.org"))
+    history = mbox_file(tmp_path / "old.mbox", make_message("old@customer.example.org"))
     assert cli(env, "import", str(history)).exit_code == 0
     assert decisions(store) == {
         "old@customer.example.org": "no acknowledgement: imported from files "
@@ -69,7 +60,7 @@ def test_import_acknowledges_only_with_ack(
     }
     assert outbox_recipients(store) == []
 
-    fresh = mbox_of(
+    fresh = mbox_file(
         tmp_path / "fresh.mbox",
         make_message("new@other.example.org", sender="Boris <boris@other.example.org>"),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import mailbox
 from pathlib import Path
 
 import pytest
@@ -11,17 +10,9 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from mailsupport.cli import app
-from tests.support.mailfactory import BASE_TIME, mailing_list_archive, make_message
+from tests.support.mailfactory import BASE_TIME, mailing_list_archive, make_message, mbox_file
 from tests.support.paths import ROOT
 from tests.support.processes import mailsupport_process
-
-
-def write_mbox(path: Path, messages: list[bytes]) -> Path:
-    box = mailbox.mbox(str(path))
-    for raw in messages:
-        box.add(raw)
-    box.close()
-    return path
 
 
 @pytest.mark.slow
@@ -29,7 +20,7 @@ def test_import_an_mbox_then_list_show_export(run, env_for_cli, tmp_path: Path) 
     # A mailing list's archive: anyone on the list may answer anyone (see README, Security).
     env_for_cli["MAILSUPPORT_STRANGER_REPLIES"] = "join"
     messages, conversations = mailing_list_archive(threads=4, seed=5)
-    box = write_mbox(tmp_path / "archive.mbox", messages)
+    box = mbox_file(tmp_path / "archive.mbox", *messages)
 
     result = run("import", str(box))
     assert result.exit_code == 0, result.output

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import mailbox
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
 
 BASE_TIME = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -112,3 +114,12 @@ def mailing_list_archive(
         conversations.append(conversation)
     rng.shuffle(messages)
     return messages, conversations
+
+
+def mbox_file(path: Path, *messages: bytes) -> Path:
+    """An mbox file at `path` holding `messages`, for `import`."""
+    box = mailbox.mbox(str(path))
+    for raw in messages:
+        box.add(raw)
+    box.close()
+    return path
