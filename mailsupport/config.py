@@ -141,6 +141,22 @@ class Settings(BaseSettings):
     smtp_max_age: int = Field(default=2 * 24 * 3600, gt=0)
     smtp_timeout: int = Field(default=60, ge=1)
 
+    # Sign-in to the IMAP and SMTP servers: "password", or "oauth2" with the OAUTH_* settings
+    # below (see mailsupport/oauth/ and the README's OAuth2 section).
+    imap_auth: Literal["password", "oauth2"] = "password"
+    smtp_auth: Literal["password", "oauth2"] = "password"
+    oauth_provider: Literal["", "microsoft", "google", "generic"] = ""
+    oauth_client_id: str = ""
+    oauth_client_secret: SecretStr = SecretStr("")
+    # Microsoft: the directory (tenant) ID or a verified domain.
+    oauth_tenant: str = "organizations"
+    oauth_scopes: str = ""  # space-separated; "" = the provider's default for the flow
+    oauth_token_url: str = ""  # "" = the provider's (required for generic)
+    oauth_device_url: str = ""
+    # "" = service-account with a key file, client-credentials with a secret, else device-code.
+    oauth_flow: Literal["", "client-credentials", "device-code", "service-account"] = ""
+    oauth_key_file: str = ""  # Google: the service account's JSON key
+
     @field_validator("ticket_tag")
     @classmethod
     def _tag_has_one_number(cls, value: str) -> str:
@@ -172,7 +188,15 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be new, unseen, all or since:YYYY-MM-DD")
 
-    @field_validator("language", "stranger_replies", mode="before")
+    @field_validator(
+        "language",
+        "stranger_replies",
+        "imap_auth",
+        "smtp_auth",
+        "oauth_provider",
+        "oauth_flow",
+        mode="before",
+    )
     @classmethod
     def _lowercase_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -27,7 +27,13 @@ from typing import Any
 from imapclient import IMAPClient
 
 from mailsupport.config import Settings
-from mailsupport.errors import ConfigError, PermanentError, TemporaryError
+from mailsupport.errors import (
+    ConfigError,
+    GrantRevoked,
+    MailSupportError,
+    PermanentError,
+    TemporaryError,
+)
 from mailsupport.imapconn import connect, disconnect, server_errors
 from mailsupport.locks import Lock, folder_lock
 from mailsupport.logs import log_to_stderr
@@ -47,6 +53,9 @@ WAIT_SLICE_SECONDS = 1.0
 BACKOFF_FIRST_SECONDS = 1.0
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+# A configuration error that goes on (a revoked sign-in, a refused login) is logged again
+# only after this long, not on every retry.
+REPEAT_LOG_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,7 @@ class Daemon:
         self._worked = False  # a pass succeeded: configuration errors from now on are retried
         self._troubled = False  # the last attempt failed: say so when work resumes
         self._lost_lock = False  # the lock slipped away: say so when it is ours again
+        self._said: dict[str, float] = {}  # lasting errors logged -> when (monotonic)
 
     # -- stopping -----------------------------------------------------------------------------
 
@@ -237,6 +247,7 @@ class Daemon:
             if self._troubled:
                 log.info("working again on %s", self.where)
                 self._troubled = False
+                self._said.clear()
             if result.counts[NEW] and OUTBOX in self._due:
                 self._due[OUTBOX] = 0.0  # acknowledge new tickets now, not at the next tick
             self._run_due_tasks()
@@ -302,14 +313,28 @@ class Daemon:
         self._pause(delay)
 
     def _misconfigured(self, error: ConfigError) -> None:
-        if not self._worked:
+        revoked = isinstance(error, GrantRevoked)
+        if not self._worked and not revoked:
             raise error  # at startup: exit 2 with the message, for a person to fix
-        # It worked before (say the password was changed on the server): a daemon that
-        # exits would only be restarted into the same error, so keep trying, slowly.
-        delay = self.backoff.cap
-        log.error("%s; trying again in %.0f s", error, delay)
+        # It worked before (say the password was changed on the server), or a person must
+        # sign in again: a daemon that exits would only be restarted into the same error,
+        # and it can still send the outbox. Keep trying, slowly; `auth login` is seen at
+        # the next try (a revoked sign-in is known from the database without asking).
+        delay = min(self.backoff.cap, self.settings.imap_poll_seconds) if revoked else None
+        delay = delay or self.backoff.cap
+        self._say_now_and_then(error, f"{error}; trying again every {delay:.0f} s")
         self._troubled = True
         self._pause(delay)
+
+    def _say_now_and_then(self, error: MailSupportError, line: str) -> None:
+        """Log a lasting configuration error once, then once per REPEAT_LOG_SECONDS."""
+        text, now = str(error), time.monotonic()
+        last = self._said.get(text)
+        if last is not None and now - last < REPEAT_LOG_SECONDS:
+            log.debug("%s", line)
+            return
+        self._said[text] = now
+        log.error("%s", line)
 
     def _lock_lost(self) -> bool:
         if self.lock.still_held():
@@ -331,7 +356,9 @@ class Daemon:
                 task.run()
             except TemporaryError as error:
                 log.warning("%s: %s", task.name, error)
-            except (ConfigError, PermanentError) as error:  # e.g. SMTP login refused
+            except ConfigError as error:  # e.g. SMTP login refused: keep taking mail
+                self._say_now_and_then(error, f"{task.name}: {error}")
+            except PermanentError as error:
                 log.error("%s: %s", task.name, error)  # keep taking mail
 
 

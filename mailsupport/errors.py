@@ -59,3 +59,8 @@ class SchemaError(MailSupportError):
 
 class ComposeError(PermanentError):
     """Our mail cannot be composed as asked (no recipient, an invalid address, ...)."""
+
+
+class GrantRevoked(ConfigError):
+    """An OAuth2 server no longer honours the desk's stored sign-in: a person must sign in
+    again (`mailsupport auth login`)."""

@@ -41,6 +41,7 @@ def connect(settings: Settings) -> IMAPClient:
         raise ConfigError("MAILSUPPORT_IMAP_HOST is not set: name the support mailbox's server")
     if not settings.imap_user:
         raise ConfigError("MAILSUPPORT_IMAP_USER is not set: name the support mailbox's login")
+    keeper = _token_keeper(settings)  # a mistake in the OAuth2 settings stops us first
     host, port = settings.imap_host, settings.imap_port_or_default
     context = ssl.create_default_context() if settings.imap_security != "none" else None
     where = f"{host}:{port}"
@@ -77,16 +78,29 @@ def connect(settings: Settings) -> IMAPClient:
     try:
         if settings.imap_security == "starttls":
             client.starttls(context)
-        client.login(settings.imap_user, settings.imap_password.get_secret_value())
+        if keeper is None:
+            client.login(settings.imap_user, settings.imap_password.get_secret_value())
+        else:
+            from mailsupport.oauth.sasl import imap_login
+
+            imap_login(client, keeper)
     except LoginError as error:
         close_quietly(client)
         text = reason(error)
         if "UNAVAILABLE" in text.upper() or "TRY AGAIN" in text.upper():
             raise TemporaryError(f"IMAP login to {where} refused for now: {text}") from None
+        if keeper is not None:
+            raise ConfigError(
+                f"IMAP server {where} refused the OAuth2 token for {settings.imap_user}: "
+                f"{text} (check the application's access to this mailbox)"
+            ) from None
         raise ConfigError(
             f"IMAP login to {where} as {settings.imap_user} failed: {text} "
             "(check MAILSUPPORT_IMAP_USER and MAILSUPPORT_IMAP_PASSWORD)"
         ) from None
+    except MailSupportError:  # the token could not be had (revoked, server down)
+        close_quietly(client)
+        raise
     except ssl.SSLCertVerificationError as error:
         close_quietly(client)
         raise _untrusted(where, error) from None
@@ -99,6 +113,15 @@ def connect(settings: Settings) -> IMAPClient:
         close_quietly(client)
         raise ConfigError(f"IMAP server {where}: {reason(error)}") from None
     return client
+
+
+def _token_keeper(settings: Settings) -> Any:
+    """The OAuth2 token keeper when IMAP signs in with OAuth2, else None."""
+    if settings.imap_auth != "oauth2":
+        return None
+    from mailsupport.oauth.tokens import keeper  # loads the database layer: only for OAuth2
+
+    return keeper(settings, "imap")
 
 
 class _Client(IMAPClient):

@@ -22,7 +22,8 @@ TICKET_STATES = ("new", "open", "pending", "closed")
 def desk_status(store: Store, settings: Settings, *, ask_server: bool = True) -> dict[str, Any]:
     """The desk's state as JSON-ready data: "folders" (each polled IMAP folder's last poll
     and success, ISO times), "quarantine" (messages, bytes), "outbox" (queued, failed),
-    "tickets" (by status, merged ones left out) and, when IMAP is set up and `ask_server`,
+    "tickets" (by status, merged ones left out), "sign_in" (each OAuth2 sign-in, when any:
+    see oauth.signin.describe) and, when IMAP is set up and `ask_server`,
     "server": how many messages wait in the configured folder, or the error in asking."""
     from sqlmodel import col, func, select
 
@@ -61,9 +62,21 @@ def desk_status(store: Store, settings: Settings, *, ask_server: bool = True) ->
         "outbox": {s: int(outbox.get(s, 0)) for s in OUTBOX_STATES},
         "tickets": {s: int(by_status.get(s, 0)) for s in TICKET_STATES},
     }
+    if "oauth2" in (settings.imap_auth, settings.smtp_auth):
+        report["sign_in"] = sign_ins(store, settings)
     if settings.imap_host and ask_server:
         report["server"] = waiting_on_server(settings, folders)
     return report
+
+
+def sign_ins(store: Store, settings: Settings) -> list[dict[str, Any]]:
+    """The OAuth2 sign-ins as `auth status --json` shows them, or one {"error": ...}."""
+    from mailsupport.oauth.signin import describe
+
+    try:
+        return describe(settings, store)
+    except MailSupportError as error:  # wrong OAuth2 settings: say so, show the rest
+        return [{"error": str(error)}]
 
 
 def waiting_on_server(settings: Settings, folders: Sequence[ImapFolder]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ del globals()["app"]
 COMMAND_MODULES = (
     "agentcmd",
     "attachcmd",
+    "authcmd",
     "dbcmd",
     "intake",
     "kbcmd",

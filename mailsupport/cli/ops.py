@@ -65,6 +65,15 @@ def status(
                 f"older mail left on the server: {server['history_left']} messages "
                 "(`mailsupport poll --all` or `--since DATE` takes them)"
             )
+    for entry in report.get("sign_in", []):
+        if "error" in entry:
+            typer.echo(f"sign-in: {terminal_text(entry['error'], one_line=True)}")
+            continue
+        last = entry["signed_in_at"]
+        when = local_time(datetime.fromisoformat(last)) if last else "never"
+        typer.echo(f"sign-in {entry['login']}: {entry['state']}, last succeeded {when}")
+        if entry["last_error"] and entry["state"] != "signed-in":
+            typer.echo(f"  {terminal_text(entry['last_error'], one_line=True)}")
     o = report["outbox"]
     typer.echo(f"outbox: {o['queued']} waiting to be sent, {o['failed']} failed")
     q = report["quarantine"]
@@ -248,7 +257,19 @@ def _check_kb(directory: str) -> str:
 def _check_smtp(settings: Any) -> str:
     from mailsupport.outbox.smtp import check_smtp
 
-    return check_smtp(settings)
+    return "; ".join([check_smtp(settings), *_token_note(settings, "smtp")])
+
+
+def _token_note(settings: Any, service: Any) -> list[str]:
+    """How the service signed in, when with OAuth2, and until when its token is valid."""
+    from mailsupport.cli.render import local_time
+    from mailsupport.oauth.tokens import keeper
+
+    found = keeper(settings, service)
+    if found is None:
+        return []
+    until = local_time(found.expires_at)
+    return [f"signed in with {found.account.describe}, token valid until {until}"]
 
 
 def _check_imap(settings: Any) -> str:
@@ -276,7 +297,7 @@ def _check_imap(settings: Any) -> str:
         offered = [c for c in ("IDLE", "MOVE", "UIDPLUS") if c in capabilities]
         offers = ", ".join(offered) or "none of IDLE, MOVE, UIDPLUS"
         detail = f"logged in to {settings.imap_account}, server offers {offers}"
-        return "; ".join([detail, *notes])
+        return "; ".join([detail, *notes, *_token_note(settings, "imap")])
     finally:
         with contextlib.suppress(Exception):
             client.logout()

@@ -13,13 +13,13 @@ import contextlib
 import ssl
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import aiosmtplib
 
 from mailsupport import tlsprobe
 from mailsupport.config import Settings
-from mailsupport.errors import ConfigError, TemporaryError
+from mailsupport.errors import ConfigError, MailSupportError, TemporaryError
 
 Verdict = Literal["sent", "temporary", "permanent"]
 # recipient -> (verdict, the server's reply or our error)
@@ -143,6 +143,8 @@ class SmtpConnection:
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 self._client.close()  # the server dropped an idle connection: reconnect
         s = self.settings
+        keeper = self._token_keeper()
+        password_login = keeper is None and bool(s.smtp_user)
         client = aiosmtplib.SMTP(
             hostname=s.smtp_host,
             port=s.smtp_port_or_default,
@@ -151,12 +153,21 @@ class SmtpConnection:
             start_tls=s.smtp_security == "starttls",
             validate_certs=True,
             timeout=s.smtp_timeout,
-            username=s.smtp_user or None,
-            password=s.smtp_password.get_secret_value() if s.smtp_user else None,
+            username=s.smtp_user if password_login else None,
+            password=s.smtp_password.get_secret_value() if password_login else None,
         )
         try:
             await self._connect(client)
+            if keeper is not None:
+                await self._oauth_login(client, keeper)
         except aiosmtplib.SMTPAuthenticationError as error:
+            if keeper is not None:
+                client.close()
+                raise ConfigError(
+                    f"the SMTP server {self.where} refused the OAuth2 token for "
+                    f"{keeper.account.login}: {_reply(error.code, error.message)} (check the "
+                    "application's permission to send as this mailbox)"
+                ) from None
             raise ConfigError(
                 f"SMTP login to {self.where} as {s.smtp_user} failed: "
                 f"{_reply(error.code, error.message)} "
@@ -167,6 +178,26 @@ class SmtpConnection:
             raise (mismatch or self._connect_error(error)) from None
         self._client = client
         return client
+
+    def _token_keeper(self) -> Any:
+        """The OAuth2 token keeper when SMTP signs in with OAuth2, else None."""
+        if self.settings.smtp_auth != "oauth2":
+            return None
+        from mailsupport.oauth.tokens import keeper  # the database layer: only for OAuth2
+
+        return keeper(self.settings, "smtp")
+
+    async def _oauth_login(self, client: aiosmtplib.SMTP, keeper: Any) -> None:
+        from mailsupport.oauth.sasl import smtp_login
+
+        try:
+            await smtp_login(client, keeper)
+        except TemporaryError as error:  # the token server is down: as if the SMTP server were
+            client.close()
+            raise ConnectionDown(str(error)) from None
+        except MailSupportError:  # no token to be had: revoked, refused
+            client.close()
+            raise
 
     async def _connect(self, client: aiosmtplib.SMTP) -> None:
         """client.connect(). A plain-text connection (none, starttls) still not through after

@@ -273,3 +273,30 @@ class OutboxItem(SQLModel, table=True):
     # When it last entered the queue (created, or `outbox retry`): SMTP_MAX_AGE counts from here.
     queued_at: datetime = _time()
     sent_at: datetime | None = _time(default=None)
+
+
+class OAuthToken(SQLModel, table=True):
+    """One OAuth2 account's tokens, shared by every process of the desk (mailsupport/oauth).
+
+    `version` changes with every write, so that a process refreshes only from the row it
+    read; `lease_until` lets one process at a time ask the server for a new token.
+    """
+
+    __tablename__ = "oauth_tokens"
+
+    account: str = Field(sa_type=sa.Text, primary_key=True)  # provider:client_id:login
+    login: str = Field(sa_type=sa.Text)
+    provider: str = Field(max_length=16)
+    flow: str = Field(max_length=32)
+    access_token: str = Field(default="", sa_type=sa.Text, repr=False)
+    access_expires_at: datetime | None = _time(default=None)
+    refresh_token: str = Field(default="", sa_type=sa.Text, repr=False)
+    version: int = 0
+    lease_until: datetime | None = _time(default=None)
+    created_at: datetime = _time()
+    refreshed_at: datetime | None = _time(default=None)  # a token last came from the server
+    signed_in_at: datetime | None = _time(default=None)  # a mail server last took a token
+    # The grant is gone for good (a person must sign in again); cleared by `auth login`.
+    revoked_at: datetime | None = _time(default=None)
+    last_error: str = Field(default="", sa_type=sa.Text)
+    last_error_at: datetime | None = _time(default=None)
