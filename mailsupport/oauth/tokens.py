@@ -170,6 +170,10 @@ def keeper(settings: Settings, service: Service) -> TokenKeeper | None:
 
 
 def forget_keepers() -> None:
-    """Drop what this process remembers (after `auth logout` or `auth login`)."""
+    """Drop what this process remembers (after `auth logout` or `auth login`), and close
+    the keepers' database connections."""
     with _registry_lock:
         _keepers.clear()
+        for store in _stores.values():
+            store.engine.dispose()
+        _stores.clear()
