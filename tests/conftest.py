@@ -23,9 +23,14 @@ from tests.support.cli import Run, cli, cli_env
 if TYPE_CHECKING:  # imported by pytest as a plugin, so that its asserts are rewritten
     from tests.support.smtpserver import SmtpServer
 
-# The server fixtures (imap_server, pymap_server, dovecot_server, smtp_server), the daemons
-# fixture, all defined beside the servers they start.
-pytest_plugins = ["tests.support.imapservers", "tests.support.smtpserver", "tests.support.daemons"]
+# The server fixtures (imap_server, pymap_server, dovecot_server, dovecot_oauth, smtp_server,
+# oauth_server), the daemons fixture, all defined beside the servers they start.
+pytest_plugins = [
+    "tests.support.imapservers",
+    "tests.support.smtpserver",
+    "tests.support.oauthserver",
+    "tests.support.daemons",
+]
 
 PG_URL = os.environ.get("MAILSUPPORT_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]

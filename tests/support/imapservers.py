@@ -15,6 +15,19 @@ Fixtures (registered for every test by conftest.py's pytest_plugins; import only
 - `imap_server`: parametrized, ids "pymap" and "dovecot". The Dovecot case is skipped with a
   reason when no dovecot binary is found (the CI installs it, so there it runs).
 - `pymap_server`, `dovecot_server`: one kind only.
+- `dovecot_oauth`: Dovecot that also takes OAuth2 (see below), with the `oauth_server`
+  fixture of tests/support/oauthserver.py as its authorisation server.
+
+OAuth2 (Dovecot only): `DovecotServer(user=..., oauth2_introspection_url=URL)` adds AUTH=XOAUTH2
+and AUTH=OAUTHBEARER, checked by Dovecot's oauth2 passdb, which POSTs the token to URL (RFC
+7662) on every login (no auth cache, so a revoked token is refused at once). The IMAP login
+name must equal the `username` the introspection answers, else Dovecot refuses ("Username
+... did not match"); any such name is let in, and every name shares the one Maildir. In
+`dovecot_oauth` the user is `oauth_server.app_user` (support@example.com), so a token for it
+from client_credentials, or from `oauth_server.grant(oauth_server.app_user)` and a refresh,
+logs in as that user. PLAIN and LOGIN stay for the password (`client()`, `append()`); the
+token is never taken as a password. A refused token costs about 0.5 s (Dovecot answers
+failures on a half-second timer); the per-IP penalty for failed logins is switched off.
 
 All are function-scoped: each test gets its own process and store, so it may kill, stop and
 restart its server freely. Startup until LOGIN works: pymap ~0.2 s, Dovecot ~0.07 s.
@@ -55,13 +68,25 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import imapclient
 import pytest
 
-from tests.support.dovecotconfig import DOVECOT_CONFIG, group_exists, user_exists
+from tests.support.dovecotconfig import (
+    DOVECOT_CONFIG,
+    OAUTH2_ANVIL_EXTRA,
+    OAUTH2_AUTH_EXTRA,
+    OAUTH2_AUTH_MECHANISMS,
+    OAUTH2_CONFIG,
+    OAUTH2_PASSDB,
+    group_exists,
+    user_exists,
+)
 from tests.support.processes import DIE_WITH_PARENT, live_group_members
+
+if TYPE_CHECKING:  # the fixture itself is registered by conftest.py
+    from tests.support.oauthserver import OAuthServer
 
 __all__ = [
     "DOVECOT_BINARY",
@@ -69,6 +94,7 @@ __all__ = [
     "ImapServer",
     "PymapServer",
     "ServerStartError",
+    "dovecot_oauth",
     "dovecot_server",
     "imap_server",
     "pymap_server",
@@ -474,10 +500,17 @@ class DovecotServer(_ManagedServer):
     supports_uidplus = True
     persistent = True
 
-    def __init__(self, user: str = DEFAULT_USER, password: str | None = None, port: int = 0):
+    def __init__(
+        self,
+        user: str = DEFAULT_USER,
+        password: str | None = None,
+        port: int = 0,
+        oauth2_introspection_url: str | None = None,
+    ):
         if DOVECOT_BINARY is None:
             raise FileNotFoundError("dovecot is not installed (no /usr/sbin/dovecot, none on PATH)")
         self.binary = DOVECOT_BINARY
+        self.oauth2_introspection_url = oauth2_introspection_url
         super().__init__(user, password, port)
         self.config_path = self.dir / "dovecot.conf"
         self.log_path = self.dir / "dovecot.log"
@@ -515,11 +548,31 @@ class DovecotServer(_ManagedServer):
                 mail_uid=mail_uid,
                 mail_gid=mail_gid,
                 chroot=chroot,
+                **self._auth_settings(),
             )
         )
         # After a SIGKILL the pid file is stale; never let a recycled pid block the restart.
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "run" / "master.pid").unlink()
+
+    def _auth_settings(self) -> dict[str, str]:
+        """Password logins only, or (with an introspection URL) OAuth2 beside them."""
+        if self.oauth2_introspection_url is None:
+            return {
+                "auth_mechanisms": "plain login",
+                "auth_extra": "",
+                "oauth2_passdb": "",
+                "anvil_extra": "",
+            }
+        (self.dir / "dovecot-oauth2.conf.ext").write_text(
+            OAUTH2_CONFIG.format(introspection_url=self.oauth2_introspection_url)
+        )
+        return {
+            "auth_mechanisms": OAUTH2_AUTH_MECHANISMS,
+            "auth_extra": OAUTH2_AUTH_EXTRA,
+            "oauth2_passdb": OAUTH2_PASSDB.format(dir=self.dir),
+            "anvil_extra": OAUTH2_ANVIL_EXTRA.format(),
+        }
 
     def _command(self) -> list[str]:
         return [self.binary, "-F", "-c", str(self.config_path)]
@@ -557,6 +610,16 @@ def pymap_server() -> Iterator[PymapServer]:
 def dovecot_server() -> Iterator[DovecotServer]:
     _skip_without_dovecot()
     with DovecotServer() as server:
+        yield server
+
+
+@pytest.fixture
+def dovecot_oauth(oauth_server: OAuthServer) -> Iterator[DovecotServer]:
+    """Dovecot whose user is `oauth_server.app_user`, taking that user's OAuth2 tokens."""
+    _skip_without_dovecot()
+    with DovecotServer(
+        user=oauth_server.app_user, oauth2_introspection_url=oauth_server.introspection_url
+    ) as server:
         yield server
 
 

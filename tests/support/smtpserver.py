@@ -25,6 +25,12 @@ What the server does is set per test, and can be changed between deliveries:
 - `offer_login(user, password)`: AUTH is offered (over plain SMTP); wrong credentials get
   535. Takes effect on the next start().
 
+- `offer_oauth(validate)`: AUTH XOAUTH2 and OAUTHBEARER are offered (only those, over plain
+  SMTP) and required before MAIL (530 otherwise). `validate(user, token) -> bool` decides,
+  e.g. `lambda u, t: oauth_server.valid(t) == u`; a refused token first gets the usual
+  base64 JSON error challenge (334), and 535 after the client's answer to it. Every attempt
+  is recorded in `auth_log` as (user, mechanism, ok). Takes effect on the next start().
+
 - `offer_starttls(cert, key)`: STARTTLS with that certificate, required before MAIL.
   `self_signed_cert(directory)` makes one for 127.0.0.1.
 
@@ -34,18 +40,21 @@ It speaks plain SMTP unless told otherwise. Startup takes a few milliseconds.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,12 @@ class Arrival:
     rcpt_tos: tuple[str, ...]
     data: bytes  # the message as received, dot-unstuffed, CRLF line ends
     peer: tuple[str, int]  # the client's address: one connection, one peer port
+
+
+class AuthAttempt(NamedTuple):
+    user: str
+    mechanism: str  # "XOAUTH2" or "OAUTHBEARER"
+    ok: bool
 
 
 @dataclass
@@ -117,6 +132,82 @@ class _Handler:
         return "421 closing"  # written to the closed transport, so never seen
 
 
+class _OAuthHandler(_Handler):
+    """The same delivery behaviour, behind AUTH XOAUTH2 / OAUTHBEARER (aiosmtpd finds mechanisms
+    by their `auth_<NAME>` methods on the handler)."""
+
+    async def handle_MAIL(
+        self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        # aiosmtpd's own auth_required also works, but warns on every connection without TLS.
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def auth_XOAUTH2(self, smtp: SMTP, args: list[str]) -> AuthResult:
+        # base64("user=" USER ^A "auth=Bearer " TOKEN ^A ^A), as Gmail and Outlook take it.
+        raw = await self._initial_response(smtp, args)
+        if raw is None:
+            return AuthResult(success=False, handled=True)
+        fields = _sasl_fields(raw.split(b"\x01"))
+        return await self._check(smtp, "XOAUTH2", fields.get("user", ""), fields)
+
+    async def auth_OAUTHBEARER(self, smtp: SMTP, args: list[str]) -> AuthResult:
+        # RFC 7628: a GS2 header "n,a=USER," then ^A-separated key=value pairs, ^A ^A.
+        raw = await self._initial_response(smtp, args)
+        if raw is None:
+            return AuthResult(success=False, handled=True)
+        gs2, _, rest = raw.partition(b"\x01")
+        user = ""
+        for part in gs2.decode(errors="replace").split(","):
+            if part.startswith("a="):
+                user = part[2:].replace("=2C", ",").replace("=3D", "=")
+        return await self._check(smtp, "OAUTHBEARER", user, _sasl_fields(rest.split(b"\x01")))
+
+    async def _initial_response(self, smtp: SMTP, args: list[str]) -> bytes | None:
+        if len(args) < 2:  # no initial response on the AUTH line: ask for it
+            answer = await smtp.challenge_auth("")
+            return answer if isinstance(answer, bytes) else None  # None: aborted with "*"
+        try:
+            return base64.b64decode(args[1], validate=True)
+        except binascii.Error:
+            await smtp.push("501 5.5.2 Can't decode base64")
+            return None
+
+    async def _check(
+        self, smtp: SMTP, mechanism: str, user: str, fields: dict[str, str]
+    ) -> AuthResult:
+        bearer = fields.get("auth", "")
+        token = bearer[7:] if bearer.lower().startswith("bearer ") else ""
+        validate = self.server.oauth
+        ok = bool(user and token and validate is not None and validate(user, token))
+        with self.server.lock:
+            self.server.auth_log.append(AuthAttempt(user, mechanism, ok))
+        if ok:
+            return AuthResult(success=True, auth_data=user)
+        # Both mechanisms answer a bad token with a JSON error in a 334 challenge; the client
+        # replies (XOAUTH2: an empty line, OAUTHBEARER: ^A) and only then gets the failure.
+        error = {"status": "invalid_token" if mechanism == "OAUTHBEARER" else "401",
+                 "schemes": "Bearer", "scope": "https://mail.example.com/"}  # fmt: skip
+        answer = await smtp.challenge_auth(json.dumps(error))
+        if answer is MISSING:  # the client aborted with "*" and was told so
+            return AuthResult(success=False, handled=True)
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.8 Username and token not accepted"
+        )
+
+
+def _sasl_fields(parts: list[bytes]) -> dict[str, str]:
+    fields = {}
+    for part in parts:
+        key, sep, value = part.decode(errors="replace").partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     """A certificate and key for 127.0.0.1 and localhost, made with the openssl command."""
     cert, key = directory / "smtp-cert.pem", directory / "smtp-key.pem"
@@ -142,6 +233,8 @@ class SmtpServer:
     arrivals: list[Arrival] = field(default_factory=list)
     behaviour: _Behaviour = field(default_factory=_Behaviour)
     login: tuple[str, str] | None = None
+    oauth: Callable[[str, str], bool] | None = None  # validate(user, token)
+    auth_log: list[AuthAttempt] = field(default_factory=list)
     tls: ssl.SSLContext | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     held: threading.Event = field(default_factory=threading.Event)
@@ -177,17 +270,26 @@ class SmtpServer:
         """Takes effect on the next start(); call before the server starts or restart it."""
         self.login = (user, password)
 
+    def offer_oauth(self, validate: Callable[[str, str], bool]) -> None:
+        """AUTH XOAUTH2 and OAUTHBEARER only, required before MAIL; `validate(user, token)`
+        says whether a token is good for that user. Takes effect on the next start()."""
+        self.oauth = validate
+
     # -- running ----------------------------------------------------------------------------
 
     def start(self) -> None:
         assert self._controller is None, "already running"
         kwargs: dict[str, Any] = {}
-        if self.login is not None:
+        handler = _Handler(self)
+        if self.oauth is not None:
+            handler = _OAuthHandler(self)
+            kwargs.update(auth_require_tls=False, auth_exclude_mechanism=["PLAIN", "LOGIN"])
+        elif self.login is not None:
             kwargs.update(authenticator=self._authenticate, auth_require_tls=False)
         if self.tls is not None:
             kwargs.update(tls_context=self.tls, require_starttls=True)
         self._controller = Controller(
-            _Handler(self), hostname=self.host, port=self.port, ready_timeout=5, **kwargs
+            handler, hostname=self.host, port=self.port, ready_timeout=5, **kwargs
         )
         self._controller.start()
 
