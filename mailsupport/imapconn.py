@@ -42,6 +42,7 @@ def connect(settings: Settings) -> IMAPClient:
     if not settings.imap_user:
         raise ConfigError("MAILSUPPORT_IMAP_USER is not set: name the support mailbox's login")
     keeper = _token_keeper(settings)  # a mistake in the OAuth2 settings stops us first
+    token = keeper.access_token() if keeper is not None else ""  # so does a revoked sign-in
     host, port = settings.imap_host, settings.imap_port_or_default
     context = ssl.create_default_context() if settings.imap_security != "none" else None
     where = f"{host}:{port}"
@@ -83,7 +84,7 @@ def connect(settings: Settings) -> IMAPClient:
         else:
             from mailsupport.oauth.sasl import imap_login
 
-            imap_login(client, keeper)
+            imap_login(client, keeper, token)
     except LoginError as error:
         close_quietly(client)
         text = reason(error)

@@ -19,12 +19,12 @@ if TYPE_CHECKING:
     import aiosmtplib
 
 
-def imap_login(client: IMAPClient, keeper: TokenKeeper) -> None:
-    """Raises LoginError when the server refuses a renewed token too."""
+def imap_login(client: IMAPClient, keeper: TokenKeeper, token: str) -> None:
+    """Sign in with `token` (had before connecting: no connection is made for a sign-in
+    that is revoked). Raises LoginError when the server refuses a renewed token too."""
     offered = {bytes(c).upper() for c in client.capabilities()}
     bearer = b"AUTH=OAUTHBEARER" in offered and b"AUTH=XOAUTH2" not in offered
     login = keeper.account.login
-    token = keeper.access_token()
     try:
         _imap_authenticate(client, login, token, bearer)
     except LoginError:

@@ -1,10 +1,8 @@
 """The OAuth2 test servers behave as documented, checked with plain clients: urllib against
 the authorisation server (tests/support/oauthserver.py), imapclient against Dovecot's oauth2
 passdb, aiosmtplib and smtplib against the SMTP server's XOAUTH2 and OAUTHBEARER, and
-google-auth's service-account credentials when it is installed.
-
-These tests start servers on loopback (unlike the rest of tests/unit/): they check the test
-infrastructure itself, which the product's OAuth2 tests rely on.
+google-auth's service-account credentials. They check the test infrastructure itself,
+which the product's OAuth2 tests (test_oauth.py) rely on.
 """
 
 from __future__ import annotations
@@ -462,7 +460,8 @@ class UrllibTransport:
 
 
 def test_google_auth_service_account_credentials(oauth_server: OAuthServer, tmp_path: Path) -> None:
-    service_account_module = pytest.importorskip("google.oauth2.service_account")
+    from google.oauth2 import service_account as service_account_module  # the oauth extra
+
     key_file = oauth_server.service_account_key_file(tmp_path)
     oauth_server.delegated.add("support@example.com")
     credentials = service_account_module.Credentials.from_service_account_file(
