@@ -69,10 +69,15 @@ def oauth_env(
     return found
 
 
-def with_smtp(env: dict[str, str], smtp: SmtpServer, server: OAuthServer) -> dict[str, str]:
-    """Outgoing mail through `smtp`, which takes only XOAUTH2/OAUTHBEARER with a valid token."""
+def with_smtp(
+    env: dict[str, str],
+    smtp: SmtpServer,
+    server: OAuthServer,
+    mechanisms: tuple[str, ...] = ("XOAUTH2", "OAUTHBEARER"),
+) -> dict[str, str]:
+    """Outgoing mail through `smtp`, which takes only these mechanisms with a valid token."""
     smtp.stop()
-    smtp.offer_oauth(lambda user, token: server.valid(token) == user)
+    smtp.offer_oauth(lambda user, token: server.valid(token) == user, mechanisms)
     smtp.start()
     return env | {
         "MAILSUPPORT_SMTP_HOST": smtp.host,
@@ -462,3 +467,79 @@ def test_the_daemon_keeps_sending_while_the_sign_in_is_revoked_and_says_so_once(
     assert process.log.count(f"ERROR {REVOKED}") == 1
     assert oauth_server.count(REFRESH_GRANT) <= 1
     assert process.stop() == 0
+
+
+def test_microsoft_settings_work_against_any_token_endpoint_given(
+    dovecot_oauth: DovecotServer,
+    oauth_server: OAuthServer,
+    smtp_server: SmtpServer,
+    env_for_cli: dict[str, str],
+    store: Store,
+) -> None:
+    """The Microsoft provider (client secret in the form, its default scope), pointed at the
+    local server the way MAILSUPPORT_OAUTH_TOKEN_URL lets tests and proxies do; SMTP that
+    offers only OAUTHBEARER."""
+    oauth_server.require_secret = True
+    env = oauth_env(env_for_cli, dovecot_oauth, oauth_server)
+    env |= {"MAILSUPPORT_OAUTH_PROVIDER": "microsoft", "MAILSUPPORT_OAUTH_TENANT": "contoso"}
+    env = with_smtp(env, smtp_server, oauth_server, mechanisms=("OAUTHBEARER",))
+    assert cli(env, "poll").exit_code == 0
+    dovecot_oauth.append(mail(1))
+    done = cli(env, "poll")
+    assert done.exit_code == 0, done.output
+    assert customers_mail(store) == [mid(1)]
+    assert [(a.mechanism, a.ok) for a in smtp_server.auth_log] == [("OAUTHBEARER", True)]
+    assert len(smtp_server.arrivals) == 1
+    assert oauth_server.count(CLIENT_CREDENTIALS_GRANT) == 1
+
+
+def test_tokens_never_reach_the_log(
+    dovecot_oauth: DovecotServer,
+    oauth_server: OAuthServer,
+    env_for_cli: dict[str, str],
+    store: Store,
+) -> None:
+    env = oauth_env(env_for_cli, dovecot_oauth, oauth_server, secret=False)
+    first = signed_in_person(store, env, oauth_server)
+    dovecot_oauth.append(mail(1))
+    done = mailsupport_process(env | {"MAILSUPPORT_LOG_LEVEL": "DEBUG"}, "-v", "poll")
+    assert done.returncode == 0, done.stderr
+    log = done.stderr.decode()
+    assert "renewed the OAuth2 token of support@example.com" in log
+    secrets = [first, *oauth_server.issued_refresh_tokens, *oauth_server.issued_access_tokens]
+    assert len(secrets) >= 3
+    for secret in secrets:
+        assert secret not in log
+
+
+def test_a_renewal_left_unfinished_by_a_crashed_process_is_taken_over(
+    oauth_server: OAuthServer, env_for_cli: dict[str, str], store: Store, tmp_path: Path
+) -> None:
+    from mailsupport.oauth.tokens import LEASE, TokenKeeper
+
+    env = {
+        **env_for_cli,
+        "MAILSUPPORT_IMAP_HOST": "127.0.0.1",
+        "MAILSUPPORT_IMAP_USER": oauth_server.app_user,
+        "MAILSUPPORT_IMAP_AUTH": "oauth2",
+        "MAILSUPPORT_OAUTH_PROVIDER": "generic",
+        "MAILSUPPORT_OAUTH_CLIENT_ID": oauth_server.client_id,
+        "MAILSUPPORT_OAUTH_TOKEN_URL": oauth_server.token_url,
+        "MAILSUPPORT_OAUTH_DEVICE_URL": oauth_server.device_url,
+    }
+    signed_in_person(store, env, oauth_server)
+    account = account_for(settings_of(env), "imap")
+    assert account is not None
+    now = [datetime.now(UTC)]
+    # Another process took the lease to renew the token, and died.
+    [row] = rows.every(store)
+    assert rows.claim(store, account.key, row.version, now[0], now[0] + LEASE)
+
+    def sleep(seconds: float) -> None:  # time passes while this one waits
+        now[0] += timedelta(seconds=20)
+
+    keeper = TokenKeeper(store, account, timeout=5, clock=lambda: now[0], sleep=sleep)
+    token = keeper.access_token()
+    assert oauth_server.valid(token) == oauth_server.app_user
+    assert now[0] - datetime.now(UTC) >= LEASE - timedelta(seconds=20)  # it waited the lease out
+    assert oauth_server.count(REFRESH_GRANT) == 1

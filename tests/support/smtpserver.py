@@ -234,6 +234,7 @@ class SmtpServer:
     behaviour: _Behaviour = field(default_factory=_Behaviour)
     login: tuple[str, str] | None = None
     oauth: Callable[[str, str], bool] | None = None  # validate(user, token)
+    oauth_mechanisms: set[str] = field(default_factory=lambda: {"XOAUTH2", "OAUTHBEARER"})
     auth_log: list[AuthAttempt] = field(default_factory=list)
     tls: ssl.SSLContext | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -270,10 +271,16 @@ class SmtpServer:
         """Takes effect on the next start(); call before the server starts or restart it."""
         self.login = (user, password)
 
-    def offer_oauth(self, validate: Callable[[str, str], bool]) -> None:
-        """AUTH XOAUTH2 and OAUTHBEARER only, required before MAIL; `validate(user, token)`
-        says whether a token is good for that user. Takes effect on the next start()."""
+    def offer_oauth(
+        self,
+        validate: Callable[[str, str], bool],
+        mechanisms: Iterable[str] = ("XOAUTH2", "OAUTHBEARER"),
+    ) -> None:
+        """AUTH XOAUTH2 and OAUTHBEARER only (or just those of `mechanisms`), required before
+        MAIL; `validate(user, token)` says whether a token is good for that user. Takes
+        effect on the next start()."""
         self.oauth = validate
+        self.oauth_mechanisms = {m.upper() for m in mechanisms}
 
     # -- running ----------------------------------------------------------------------------
 
@@ -283,7 +290,10 @@ class SmtpServer:
         handler = _Handler(self)
         if self.oauth is not None:
             handler = _OAuthHandler(self)
-            kwargs.update(auth_require_tls=False, auth_exclude_mechanism=["PLAIN", "LOGIN"])
+            left_out = {"XOAUTH2", "OAUTHBEARER"} - self.oauth_mechanisms
+            kwargs.update(
+                auth_require_tls=False, auth_exclude_mechanism=["PLAIN", "LOGIN", *left_out]
+            )
         elif self.login is not None:
             kwargs.update(authenticator=self._authenticate, auth_require_tls=False)
         if self.tls is not None:
