@@ -543,3 +543,41 @@ def test_a_renewal_left_unfinished_by_a_crashed_process_is_taken_over(
     assert oauth_server.valid(token) == oauth_server.app_user
     assert now[0] - datetime.now(UTC) >= LEASE - timedelta(seconds=20)  # it waited the lease out
     assert oauth_server.count(REFRESH_GRANT) == 1
+
+
+def test_a_declined_device_sign_in_stops_with_exit_2(
+    oauth_server: OAuthServer, env_for_cli: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        **env_for_cli,
+        "PYTHONPATH": str(ROOT),
+        "MAILSUPPORT_IMAP_HOST": "127.0.0.1",
+        "MAILSUPPORT_IMAP_USER": oauth_server.app_user,
+        "MAILSUPPORT_IMAP_AUTH": "oauth2",
+        "MAILSUPPORT_OAUTH_PROVIDER": "generic",
+        "MAILSUPPORT_OAUTH_CLIENT_ID": oauth_server.client_id,
+        "MAILSUPPORT_OAUTH_TOKEN_URL": oauth_server.token_url,
+        "MAILSUPPORT_OAUTH_DEVICE_URL": oauth_server.device_url,
+    }
+    login = subprocess.Popen(
+        [sys.executable, "-m", "mailsupport", "auth", "login"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert login.stdout is not None
+        code = login.stdout.readline().rsplit("enter the code ", 1)[1].strip()
+        wait_until(lambda: oauth_server.count("urn:ietf:params:oauth:grant-type:device_code"),
+                   "a first poll of the token endpoint")  # fmt: skip
+        oauth_server.deny(code, user=oauth_server.app_user)
+        _, err = login.communicate(timeout=WAIT)
+    finally:
+        if login.poll() is None:
+            login.kill()
+    assert login.returncode == 2
+    assert "sign-in for support@example.com was declined" in err
+    assert err.count("\n") == 1
