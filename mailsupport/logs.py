@@ -28,11 +28,13 @@ class RedactingFormatter(logging.Formatter):
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """What must never reach a log: the mail passwords, the Message-ID key (whoever has it
-    can forge our Message-IDs), the database password."""
+    """What must never reach a log: the mail passwords, the OAuth2 client secret, the
+    Message-ID key (whoever has it can forge our Message-IDs), the database password.
+    (OAuth2 tokens are never given to a logger: mailsupport/oauth.)"""
     found = [
         settings.imap_password.get_secret_value(),
         settings.smtp_password.get_secret_value(),
+        settings.oauth_client_secret.get_secret_value(),
         settings.secret.get_secret_value(),
     ]
     password = database_url_password(settings.db_url)

@@ -122,3 +122,10 @@ def test_choices_are_read_in_any_case() -> None:
     loud = settings(imap_auth="OAuth2", oauth_provider="Microsoft", oauth_client_id="c")
     account = account_for(loud, "imap")
     assert account is not None and account.provider == "microsoft"
+
+
+def test_the_client_secret_is_blanked_out_of_log_lines() -> None:
+    from mailsupport.logs import secrets_of
+
+    configured = settings(oauth_provider="microsoft", oauth_client_secret="Xy7~secret.value")
+    assert "Xy7~secret.value" in secrets_of(configured)
