@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     support_name: str = "Support"
     # Other addresses that deliver into this desk; mail from them counts as ours.
     support_aliases: str = ""
+    # A TOML file of the desk's mailboxes, one [[mailbox]] each (see mailboxes.py and the
+    # README); "" = one mailbox, `default`, from SUPPORT_ADDRESS and the IMAP_* settings.
+    mailboxes_file: str = ""
     max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     # Processes that parse incoming mail ("auto" = one per core, at most 4; 0 = parse in
     # the main process, without a time limit), and the time limit on one message (seconds).

@@ -16,6 +16,7 @@ from mailsupport.automated import automatic_kind, is_automated, is_bounce
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
+from mailsupport.mailboxes import Mailboxes
 from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_safely
 from mailsupport.practice import RULES_ACTOR, Practice
 from mailsupport.rules import Classification
@@ -86,17 +87,35 @@ class Dropped(Exception):
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    """Raw bytes to stored messages for one mailbox (`settings` are the mailbox's: see
+    mailboxes.py). `mailboxes`, the desk's, decide which mailbox a new ticket belongs to;
+    `parsers`, when given, are shared with other pipelines (one daemon, many mailboxes) and
+    are not closed by this one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        mailboxes: Mailboxes | None = None,
+        parsers: ParserPool | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.mailboxes = mailboxes
         self.files = AttachmentStore(settings.data_dir / "attachments")
         self.acks = Acknowledger(settings)
         self.practice = Practice(settings)
-        self.parsers = ParserPool(settings.parse_workers_or_default, settings.parse_timeout)
+        self._own_parsers = parsers is None
+        self.parsers = parsers or ParserPool(
+            settings.parse_workers_or_default, settings.parse_timeout
+        )
 
     def close(self) -> None:
-        """Stop the parser processes (they also stop when the pipeline is dropped)."""
-        self.parsers.close()
+        """Stop the parser processes (they also stop when the pipeline is dropped), unless
+        they are shared."""
+        if self._own_parsers:
+            self.parsers.close()
 
     def __enter__(self) -> Pipeline:
         return self

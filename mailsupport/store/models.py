@@ -51,6 +51,7 @@ class Ticket(SQLModel, table=True):
         sa.Index("ix_tickets_status_updated_at", "status", "updated_at"),
         sa.Index("ix_tickets_line_updated_at", "line", "updated_at"),
         sa.Index("ix_tickets_type_updated_at", "type", "updated_at"),
+        sa.Index("ix_tickets_mailbox_updated_at", "mailbox", "updated_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -79,6 +80,9 @@ class Ticket(SQLModel, table=True):
     # bulk...), "" when a person wrote. Such tickets get no mail and no SLA, and are no work
     # in the report.
     automatic: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
+    # The mailbox (mailboxes.py) the customer wrote to; our mail on the ticket comes from its
+    # address. "" = the default mailbox (tickets filed before there were several).
+    mailbox: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
 
 
 class TicketTag(SQLModel, table=True):
@@ -229,6 +233,9 @@ class ImapFolder(SQLModel, table=True):
     last_poll_at: datetime | None = _time(default=None)
     last_success_at: datetime | None = _time(default=None)
     waiting: int = 0  # messages on the server not yet taken, as of the last poll
+    # Why the last attempt on this folder failed ("" = it did not), for `status`.
+    last_error: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
+    last_error_at: datetime | None = _time(default=None)
 
 
 class ImapPending(SQLModel, table=True):
@@ -256,6 +263,8 @@ class OutboxItem(SQLModel, table=True):
     ticket_id: int = Field(foreign_key="tickets.id", index=True)
     message_id: str = Field(sa_type=sa.Text, unique=True)  # without angle brackets
     kind: str = Field(max_length=32)  # ack / reply / closed / ...
+    # Whose SMTP settings send it: the ticket's mailbox when queued ("" = the default one).
+    mailbox: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
     mail_from: str = Field(sa_type=sa.Text)  # the envelope sender
     recipients: list[str] = Field(default_factory=list, sa_type=sa.JSON)  # envelope
     # Recipients the server already answered for good: address -> "sent" or the refusal.
