@@ -67,9 +67,10 @@ class Acknowledger:
         self.settings = settings
         self.outgoing = Outgoing(settings)
 
-    def off_reason(self) -> str | None:
-        """Why this desk sends no acknowledgements at all, or None when it does."""
-        s = self.settings
+    def off_reason(self, ticket: Ticket | None = None) -> str | None:
+        """Why this desk (or the mailbox of `ticket`) sends no acknowledgements at all, or
+        None when it does."""
+        s = self.settings if ticket is None else self.outgoing.settings_of(ticket)
         if s.ack_limit == 0:
             return "acknowledgements are off (MAILSUPPORT_ACK_LIMIT=0)"
         if not s.support_address:
@@ -80,17 +81,21 @@ class Acknowledger:
 
     def check(self) -> None:
         """Raise ConfigError when acknowledgements are on but could not be made: a broken
-        template, an unusable secret. Run at startup, before any mail is taken."""
-        if self.off_reason():
+        template (of any mailbox), an unusable secret. Run at startup, before any mail is
+        taken."""
+        if self.settings.ack_limit == 0:
             return
-        problems = check_templates(self.settings.templates_path)
+        paths = {box.settings.templates_path for box in self.outgoing.mailboxes.all
+                 if box.settings.smtp_host and box.address}  # fmt: skip
+        problems = [p for path in paths for p in check_templates(path)]
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise TemplateError(
                 f"{problems[0]}{more}: acknowledgements need working templates "
                 "(`mailsupport doctor` lists every problem)"
             )
-        self.outgoing.key()
+        if paths:
+            self.outgoing.key()
 
     def acknowledge(
         self,
@@ -104,7 +109,7 @@ class Acknowledger:
     ) -> AckOutcome:
         """Decide; when the answer is yes, compose the acknowledgement, queue it and store it
         on the ticket. Writes in the caller's transaction."""
-        off = source_reason or self.off_reason()
+        off = source_reason or self.off_reason(ticket)
         if off:
             return AckOutcome(f"no acknowledgement: {off}")
         recipient = ack_recipient(message, self.settings.our_addresses)
@@ -189,7 +194,7 @@ class Acknowledger:
     ) -> AckOutcome:
         from mailsupport.kb import article_text, suggestions_for
 
-        language = choose_language(self.settings.language, message.text)
+        language = choose_language(self.outgoing.settings_of(ticket).language, message.text)
         found = suggestions_for(self.settings, f"{message.subject}\n{message.text}", language)
         # Of the stranger's words, repeat only a name that reads as a person's (in To, the
         # greeting and quote_name) and a bounded, cleaned subject.
@@ -202,7 +207,12 @@ class Acknowledger:
         )
         # compose() takes the title from the ticket: a detached copy carries the bounded
         # one, and the stored title stays whole. It is never added to the session.
-        title = Ticket(id=ticket.id, number=ticket.number, subject=ack_subject(ticket.subject))
+        title = Ticket(
+            id=ticket.id,
+            number=ticket.number,
+            subject=ack_subject(ticket.subject),
+            mailbox=ticket.mailbox,
+        )
         composed, _ = self.outgoing.send(
             session,
             "ack",

@@ -190,11 +190,13 @@ def reply(
     to: Sequence[Address] = (),
     attachments: Sequence[FilePart] = (),
     status: str | None = None,
+    from_address: str = "",
 ) -> tuple[Composed, int]:
     """Answer the customer and the people copied on the ticket (see `recipients`; `to`
     names the recipients instead). People given in `cc` or `to` are copied on the ticket's
     later replies too. The reply quotes only a message its recipients wrote. The ticket
-    becomes open, or `status` (pending: waiting for the customer; closed) when given."""
+    becomes open, or `status` (pending: waiting for the customer; closed) when given. It
+    comes from the ticket's mailbox, or from `from_address`, another of our addresses."""
     if not text.strip():
         raise RefusedError("the reply is empty: nothing sent")
     if t.merged_into_id is not None:  # ticket() follows merges; a direct caller might not
@@ -215,6 +217,7 @@ def reply(
         attachments=attachments,
         language_hint=parent.text if parent else text,
         thread_reason=f"reply by {agent}",
+        from_address=from_address,
     )
     if t.first_response_at is None:  # the SLA's first response: a person answered
         t.first_response_at = now
@@ -337,7 +340,7 @@ def close(
     spam = t.status == "spam"
     _set_status(session, t, "closed", agent, now)
     notice = "no closing notice (the ticket was spam)" if spam else ""
-    notice = notice or _notice_off(outgoing.settings, t, silent)
+    notice = notice or _notice_off(outgoing.settings_of(t), t, silent)
     if not notice and _no_notify(session, t):
         notice = "no closing notice (a classification rule said notify = false)"
     if notice:
@@ -451,7 +454,8 @@ def escalate(
     team = outgoing.settings.team_addresses.get(line)
     if not team:
         return f"no notice (no address for line {line} in MAILSUPPORT_LINE_ADDRESSES)", None
-    if not outgoing.settings.smtp_host or not outgoing.settings.support_address:
+    sender = outgoing.settings_of(t)
+    if not sender.smtp_host or not sender.support_address:
         return "no notice (outgoing mail is not set up)", None
     item_id = outgoing.team_notice(
         session, t, to=team, subject=f"{what} to line {line}", now=now,

@@ -103,12 +103,14 @@ class Desk:
         to: Sequence[Address] = (),
         attachments: Sequence[FilePart] = (),
         status: str | None = None,
+        from_address: str = "",
     ) -> Replied:
         """Answer ticket #number by mail (see `agent.reply`)."""
         with self._writing(number) as (session, t):
             composed, item_id = actions.reply(
                 session, Outgoing(self.settings), t, text, agent=self.agent, now=self.clock(),
                 cc=cc, to=to, attachments=attachments, status=status,
+                from_address=from_address,
             )  # fmt: skip
         return Replied(t, composed.message_id, item_id)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -104,6 +105,18 @@ class Mailboxes:
             return None
         return self._by_name.get(tag, plain)
 
+    def place(self, message: Inbound, named: str, home: Mailbox, ours: bool) -> Mailbox:
+        """The mailbox of a new ticket: the one `named` by the source, else (for our own mail)
+        the one it was sent from, else the one it was sent to, else `home`: the mailbox it
+        came in through."""
+        if named:
+            return self.named(named)
+        if ours and message.from_ is not None:
+            found = self.for_address(message.from_.address)
+            if found is not None:
+                return found
+        return self.route(message) or home
+
     def route(self, message: Inbound) -> Mailbox | None:
         """The mailbox a message was sent to: by Delivered-To, X-Original-To, To, then Cc
         (the first of our addresses found); None when it names none of them (Bcc, a list)."""
@@ -119,9 +132,18 @@ class Mailboxes:
         return None
 
 
+# A mailbox's settings -> the desk's mailboxes they were made for: loading the mailboxes
+# from one mailbox's settings must give the desk's, not the file read anew on top of them.
+_DESK_OF: weakref.WeakKeyDictionary[Settings, Mailboxes] = weakref.WeakKeyDictionary()
+
+
 def load_mailboxes(settings: Settings) -> Mailboxes:
     """The desk's mailboxes: from MAILSUPPORT_MAILBOXES_FILE, or the one `default`. A bad
-    file is one ConfigError naming the file, the line and the key."""
+    file is one ConfigError naming the file, the line and the key. Given one mailbox's
+    settings, the mailboxes they belong to."""
+    known = _DESK_OF.get(settings)
+    if known is not None:
+        return known
     if not settings.mailboxes_file:
         box = Mailbox(
             name=DEFAULT,
@@ -132,7 +154,10 @@ def load_mailboxes(settings: Settings) -> Mailboxes:
             settings=settings,
         )
         return Mailboxes([box])
-    return _MailboxesFile(Path(settings.mailboxes_file), settings).read()
+    desk = _MailboxesFile(Path(settings.mailboxes_file), settings).read()
+    for box in desk.all:
+        _DESK_OF[box.settings] = desk
+    return desk
 
 
 class _MailboxesFile:

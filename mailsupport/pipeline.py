@@ -16,7 +16,7 @@ from mailsupport.automated import automatic_kind, is_automated, is_bounce
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
-from mailsupport.mailboxes import Mailboxes
+from mailsupport.mailboxes import Mailboxes, load_mailboxes
 from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_safely
 from mailsupport.practice import RULES_ACTOR, Practice
 from mailsupport.rules import Classification
@@ -77,6 +77,9 @@ class Incoming:
     # True for files the operator imports as our own sent mail (`import --sent`): mail in
     # them from our addresses is ours. Anywhere else only our signed Message-ID proves it.
     sent: bool = False
+    # The mailbox it was delivered to, when the source knows (`ingest --mailbox`); "" = by
+    # the address it was sent to (Mailboxes.place).
+    mailbox: str = ""
 
 
 class Dropped(Exception):
@@ -100,9 +103,12 @@ class Pipeline:
         mailboxes: Mailboxes | None = None,
         parsers: ParserPool | None = None,
     ) -> None:
-        self.settings = settings
         self.store = store
-        self.mailboxes = mailboxes
+        self.mailboxes = mailboxes or load_mailboxes(settings)
+        # The mailbox this pipeline's mail comes in through, unless its address says otherwise;
+        # its settings know every address of the desk as ours.
+        self.home = self.mailboxes.for_address(settings.support_address) or self.mailboxes.default
+        self.settings = settings = self.home.settings
         self.files = AttachmentStore(settings.data_dir / "attachments")
         self.acks = Acknowledger(settings)
         self.practice = Practice(settings)
@@ -272,6 +278,7 @@ class Pipeline:
         old = self._closed_long_ago(session, decision, message, outgoing, now)
         if old is not None:  # a new conversation about an old, long closed one
             ticket = db.create_ticket(session, title, customer, at)
+            self._place(ticket, message, item, outgoing)
             ticket.follows_id = old.id
             reason = f"follows #{old.number}, closed over {self.settings.reopen_days} days ago"
             decision = ThreadDecision(None, (), f"new ticket ({reason})")
@@ -280,6 +287,7 @@ class Pipeline:
             kind = NEW
         elif decision.ticket_id is None:
             ticket = db.create_ticket(session, title, customer, at)
+            self._place(ticket, message, item, outgoing)
             db.record_event(session, ticket.id, "created", decision.reason, now)  # type: ignore[arg-type]
             if decision.follows_id is not None:  # it refers to a ticket it may not join
                 self._link(session, ticket, decision, now)
@@ -346,6 +354,12 @@ class Pipeline:
             db.set_ack(session, message_pk, result.decision, result.to)
             ack = result.decision
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
+
+    def _place(self, ticket: Ticket, message: Inbound, item: Incoming, outgoing: bool) -> None:
+        """A new ticket's mailbox, and the mailbox's queue (a rule may set another)."""
+        box = self.mailboxes.place(message, item.mailbox, self.home, outgoing)
+        ticket.mailbox = box.name
+        ticket.queue = ticket.queue or box.queue
 
     def _set_aside_spam(
         self, session: Session, ticket: Ticket, message: Inbound, now: datetime

@@ -25,9 +25,10 @@ from mailsupport.compose import (
     compose_notice,
 )
 from mailsupport.config import Settings
-from mailsupport.errors import ConfigError
+from mailsupport.errors import ConfigError, UsageError
 from mailsupport.mail import Address
 from mailsupport.mail import Attachment as MailPart
+from mailsupport.mailboxes import Mailbox, Mailboxes, load_mailboxes
 from mailsupport.outbox.queue import queue
 from mailsupport.signing import load_or_create_secret
 from mailsupport.store.files import AttachmentStore
@@ -59,19 +60,45 @@ def parent_of(message: Message) -> ThreadParent:
 
 
 class Outgoing:
-    """Holds what every outgoing message needs (templates, the Message-ID key), made once."""
+    """Holds what every outgoing message needs (templates, the Message-ID key), made once.
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._templates: Templates | None = None
+    Mail on a ticket comes from the ticket's mailbox (mailboxes.py): its address and display
+    name, its language, its templates, its SMTP server; or from another of the desk's
+    addresses when one is asked for (`reply --from`)."""
+
+    def __init__(self, settings: Settings, mailboxes: Mailboxes | None = None) -> None:
+        self.mailboxes = mailboxes or load_mailboxes(settings)
+        # The default mailbox's: they know every address of the desk as ours.
+        self.settings = self.mailboxes.default.settings
+        self._templates: dict[str, Templates] = {}
         self._secret: bytes | None = None
         self.files = AttachmentStore(settings.data_dir / "attachments")
 
     @property
     def templates(self) -> Templates:
-        if self._templates is None:
-            self._templates = Templates(self.settings.templates_path)
-        return self._templates
+        return self.templates_of(self.settings)
+
+    def templates_of(self, settings: Settings) -> Templates:
+        key = str(settings.templates_path or "")
+        if key not in self._templates:
+            self._templates[key] = Templates(settings.templates_path)
+        return self._templates[key]
+
+    def mailbox_of(self, ticket: Ticket, address: str = "") -> tuple[Mailbox, str]:
+        """The mailbox our mail on `ticket` comes from, and the address: the ticket's, or
+        the mailbox of `address` when given (one of the desk's addresses or aliases)."""
+        if not address:
+            box = self.mailboxes.of_ticket(ticket.mailbox)
+            return box, box.address
+        box_of_address = self.mailboxes.for_address(address)
+        if box_of_address is None:
+            known = ", ".join(sorted(self.mailboxes.our_addresses))
+            raise UsageError(f"{address} is not one of our addresses ({known})")
+        return box_of_address, address.strip()
+
+    def settings_of(self, ticket: Ticket) -> Settings:
+        """The settings our mail on `ticket` is sent with (its mailbox's)."""
+        return self.mailbox_of(ticket)[0].settings
 
     def key(self) -> bytes:
         if self._secret is None:
@@ -96,18 +123,21 @@ class Outgoing:
         language: str = "",
         thread_reason: str,
         articles: Sequence[tuple[str, str]] = (),
+        from_address: str = "",
     ) -> tuple[Composed, int]:
         """Compose `kind`, queue it, and store it on `ticket`; returns it with its outbox
-        item's id. Raises TemplateError or ComposeError before anything is written."""
-        s = self.settings
-        if not s.support_address:
+        item's id. Raises TemplateError or ComposeError before anything is written. It comes
+        from the ticket's mailbox, or from `from_address` (see `mailbox_of`)."""
+        box, address = self.mailbox_of(ticket, from_address)
+        s = box.settings
+        if not address:
             raise ConfigError(
                 "MAILSUPPORT_SUPPORT_ADDRESS is not set: name the address our mail comes from"
             )
         assert ticket.id is not None and ticket.number is not None
         composed = compose(
             kind,
-            sender=Sender(s.support_name, s.support_address),
+            sender=Sender(s.support_name, address),
             to=to,
             cc=cc,
             ticket_number=ticket.number,
@@ -115,7 +145,7 @@ class Outgoing:
             parent=parent,
             language=language
             or choose_language(s.language, language_hint or (parent.text if parent else "")),
-            templates=self.templates,
+            templates=self.templates_of(s),
             secret=self.key(),
             now=now,
             text=text,
@@ -132,9 +162,10 @@ class Outgoing:
             kind=kind,
             message=composed.data,
             message_id=composed.message_id,
-            mail_from=s.support_address,
+            mail_from=address,
             recipients=envelope,
             now=now,
+            mailbox=box.name,
         )
         values = {
             "ticket_id": ticket.id,
@@ -142,7 +173,7 @@ class Outgoing:
             "direction": "out",
             "in_reply_to": composed.in_reply_to or "",
             "refs": " ".join(composed.references),
-            "from_address": s.support_address,
+            "from_address": address,
             "from_name": s.support_name,
             "to": [a.as_json() for a in to],
             "cc": [a.as_json() for a in cc],
@@ -166,10 +197,11 @@ class Outgoing:
         """Queue an internal notice about `ticket` to a team address; returns the outbox
         item's id. Not stored as a ticket message and not indexed: an answer to it must not
         land in the customer's ticket."""
-        s = self.settings
+        box, address = self.mailbox_of(ticket)
+        s = box.settings
         assert ticket.id is not None and ticket.number is not None
         composed = compose_notice(
-            sender=Sender(s.support_name, s.support_address),
+            sender=Sender(s.support_name, address),
             to=to,
             subject=f"{s.format_tag(ticket.number)} {subject}: {ticket.subject}",
             text=text,
@@ -182,7 +214,8 @@ class Outgoing:
             kind="notice",
             message=composed.data,
             message_id=composed.message_id,
-            mail_from=s.support_address,
+            mail_from=address,
             recipients=[to],
             now=now,
+            mailbox=box.name,
         )

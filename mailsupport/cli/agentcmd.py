@@ -79,6 +79,12 @@ def reply(
     no_send: bool = typer.Option(
         False, "--no-send", help="Only queue it; the daemon or `outbox flush` sends it."
     ),
+    from_: str | None = typer.Option(
+        None,
+        "--from",
+        metavar="ADDR",
+        help="Answer from another of our addresses (default: the ticket's mailbox).",
+    ),
     as_: str | None = AS_OPTION,
 ) -> None:
     """Answer the customer by mail, threaded into the conversation.
@@ -98,6 +104,7 @@ def reply(
         mailsupport reply 12 --to anna@example.org --file answer.txt
         mailsupport reply '#12' --file answer.txt --pending
         mailsupport reply 12 --kb reset-password --close
+        mailsupport reply 12 --from billing@example.com -m 'Refunded today.'
     """
     from mailsupport.ticketmail import file_part
 
@@ -105,6 +112,10 @@ def reply(
         raise UsageError("choose one of --close and --pending")
     st = state(ctx)
     settings = st.settings
+    sender = (from_ or "").strip()
+    if sender and st.mailboxes.for_address(sender) is None:  # before the editor opens
+        known = ", ".join(sorted(st.mailboxes.our_addresses))
+        raise UsageError(f"--from {sender}: not one of our addresses ({known})")
     who = st.agent_name(as_)
     copies, named = _addresses(cc, "--cc"), _addresses(to, "--to")
     files = [file_part(path.name, _read_attachment(path)) for path in attach]
@@ -124,6 +135,7 @@ def reply(
         replied = desk.reply(
             number, text, cc=copies, to=named, attachments=files,
             status="closed" if close else "pending" if pending else None,
+            from_address=sender,
         )  # fmt: skip
     t = replied.ticket
     typer.echo(f"ticket #{t.number}: reply queued as <{replied.message_id}>, {t.status}")

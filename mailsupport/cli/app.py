@@ -27,6 +27,7 @@ from mailsupport.errors import MailSupportError, UsageError
 
 if TYPE_CHECKING:
     from mailsupport.config import Settings
+    from mailsupport.mailboxes import Mailboxes
     from mailsupport.store.db import Store
 
 
@@ -296,7 +297,18 @@ class State:
             level = "INFO" if self.verbose else self._settings.log_level
             fmt = "%(levelname)s %(name)s: %(message)s"
             log_to_stderr(self._settings, level, fmt, replace=False)
+            if self._settings.mailboxes_file:  # a bad file stops every command, named
+                self.mailboxes  # noqa: B018
         return self._settings
+
+    @property
+    def mailboxes(self) -> Mailboxes:
+        """The desk's mailboxes (MAILSUPPORT_MAILBOXES_FILE, or the one `default`)."""
+        if "mailboxes" not in self.extra:
+            from mailsupport.mailboxes import load_mailboxes
+
+            self.extra["mailboxes"] = load_mailboxes(self.settings)
+        return self.extra["mailboxes"]  # type: ignore[no-any-return]
 
     def store(self, check_schema: bool = True) -> Store:
         if self._store is None:

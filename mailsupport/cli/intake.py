@@ -98,6 +98,11 @@ def import_(
 def ingest(
     ctx: typer.Context,
     origin: str = typer.Option("stdin", metavar="LABEL", help="A label stored with the message."),
+    mailbox: str | None = typer.Option(
+        None,
+        metavar="NAME",
+        help="The mailbox it was delivered to (default: by the address it was sent to).",
+    ),
 ) -> None:
     """Store one message read from standard input (for `|mailsupport ingest` in an MTA).
 
@@ -111,19 +116,21 @@ def ingest(
     Examples:
         mailsupport ingest < message.eml
         mailsupport ingest --origin postfix
+        mailsupport ingest --mailbox billing
     """
     from mailsupport.cli.render import terminal_text
     from mailsupport.errors import TemporaryError
     from mailsupport.pipeline import Incoming, Pipeline
 
+    st = state(ctx)
+    named = st.mailboxes.named(mailbox).name if mailbox else ""  # a typo is exit 2, not 75
     raw = sys.stdin.buffer.read()
     if not raw.strip():
         raise UsageError("no message on standard input")
-    st = state(ctx)
     try:
         now = utcnow()
-        with Pipeline(st.settings, st.store()) as pipeline:
-            outcome = pipeline.ingest(Incoming(raw, origin, now), now)
+        with Pipeline(st.settings, st.store(), mailboxes=st.mailboxes) as pipeline:
+            outcome = pipeline.ingest(Incoming(raw, origin, now, mailbox=named), now)
     except TemporaryError:
         raise
     except Exception as error:  # never bounce mail because of us: ask the MTA to retry

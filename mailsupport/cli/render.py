@@ -225,6 +225,8 @@ def ticket_text(
         work.append(f"type {detail['type']}")
     if detail["queue"]:
         work.append(f"queue {detail['queue']}")
+    if detail.get("mailbox_address"):  # the desk has several mailboxes
+        work.append(f"mailbox {detail['mailbox']} <{detail['mailbox_address']}>")
     if detail["tags"]:
         work.append("tags " + " ".join(detail["tags"]))
     if detail["follows"]:

@@ -11,7 +11,7 @@ import shutil
 import sys
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -51,6 +51,9 @@ def list_(
         None, help="Only tickets with this priority: " + ", ".join(PRIORITIES)
     ),
     queue: str | None = typer.Option(None, metavar="NAME", help="Only tickets in this queue."),
+    mailbox: str | None = typer.Option(
+        None, metavar="NAME", help="Only tickets of this mailbox (MAILSUPPORT_MAILBOXES_FILE)."
+    ),
     line: int | None = typer.Option(
         None, min=1, max=9, metavar="LINE", help="Only tickets on this line of support (1, 2...)."
     ),
@@ -122,12 +125,16 @@ def list_(
         line=line,
         type=type_.strip().lower() if type_ else None,
         due_before=_due_before(overdue, due_within, utcnow()),
+        mailboxes=() if mailbox is None else _mailbox_names(st, mailbox),
     )
     with _reading(st) as reader:
         # One more than asked, to tell whether there is a next page.
         rows = list_tickets(reader, where, sort, reverse, limit + 1, offset)
     more = len(rows) > limit
     rows = rows[:limit]
+    default = st.mailboxes.default.name
+    for row in rows:
+        row["mailbox"] = row["mailbox"] or default
     if as_json:
         print_json(rows)
         return
@@ -142,6 +149,13 @@ def list_(
         typer.echo(line)
     if more:
         typer.echo(f"(more: --offset {offset + limit})")
+
+
+def _mailbox_names(st: Any, name: str) -> tuple[str, ...]:
+    """`list --mailbox NAME`: its name, and "" for the default one (tickets filed before
+    there were several mailboxes)."""
+    box = st.mailboxes.named(name)
+    return (box.name, "") if box is st.mailboxes.default else (box.name,)
 
 
 @app.command("show", rich_help_panel=AGENT)
@@ -202,6 +216,10 @@ def show(
                 )
         else:
             detail = ticket_detail(reader, ticket)
+            box = st.mailboxes.of_ticket(detail["mailbox"])
+            detail["mailbox"] = box.name
+            if len(st.mailboxes.all) > 1:  # one mailbox: nothing worth a line
+                detail["mailbox_address"] = box.address
     if raw is not None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -223,8 +241,11 @@ def export(ctx: typer.Context) -> None:
     """
     from mailsupport.store.queries import export_tickets
 
-    with _reading(state(ctx)) as reader:
+    st = state(ctx)
+    default = st.mailboxes.default.name
+    with _reading(st) as reader:
         for line in export_tickets(reader):
+            line["mailbox"] = line["mailbox"] or default
             typer.echo(to_json(line))
 
 

@@ -24,8 +24,8 @@ from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.outbox.admin import count_due
 from mailsupport.outbox.queue import load_data, unclaimed
-from mailsupport.outbox.sentcopies import SentCopies
-from mailsupport.outbox.smtp import ConnectionDown, Results, SmtpConnection
+from mailsupport.outbox.senders import Senders
+from mailsupport.outbox.smtp import ConnectionDown, Results
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem, Ticket
 from mailsupport.store.tickets import record_event
@@ -62,6 +62,7 @@ class _Claimed:
     message_id: str
     mail_from: str
     pending: tuple[str, ...]  # recipients without a final answer yet
+    mailbox: str = ""  # whose SMTP server sends it (senders.py)
 
 
 def deliver_due(
@@ -89,14 +90,13 @@ def deliver_due(
     raises TemporaryError as everywhere.
     """
     counts: Counter[str] = Counter()
-    smtp = SmtpConnection(settings)
-    copies = SentCopies(settings)
+    senders = Senders(settings)
     token = secrets.token_hex(16)
-    lease = smtp.budget * LEASE_BUDGETS
+    lease = senders.budget * LEASE_BUDGETS
     with store.read() as session:
         if not _any_due(session, now()):
             return counts
-    if not settings.smtp_host:
+    if not senders.any_smtp:
         raise ConfigError(
             "MAILSUPPORT_SMTP_HOST is not set: outgoing mail waits in the outbox until it is"
         )
@@ -121,38 +121,45 @@ def deliver_due(
         outcome, first_sent_at = _record(store, settings, item, results, now(), token, rand)
         note(item, outcome)
         if first_sent_at is not None:  # committed as sent: only now may a copy exist
-            copies.add(store, item.id, item.message_id, first_sent_at)
+            senders.copies(item.mailbox).add(store, item.id, item.message_id, first_sent_at)
+
+    # Mailboxes whose SMTP server is unreachable in this run -> why.
+    down: dict[str, str] = {}
 
     try:
-        for position, item in enumerate(claimed):
+        for item in claimed:
+            mailbox = senders.name(item.mailbox)
+            if mailbox in down and item.pending:  # one connection attempt per server and run
+                record(item, {r: ("temporary", down[mailbox]) for r in item.pending})
+                continue
             if item.ticket_id in behind:
                 hold(item, "waits until the ticket's earlier mail is sent")
                 continue
             if deadline is not None and now() >= deadline:
                 hold(item, None)
                 continue
-            if lease_end - now() < smtp.budget * (LEASE_BUDGETS - 1):
+            if lease_end - now() < senders.budget * (LEASE_BUDGETS - 1):
                 lease_end = _renew(store, now(), lease, token)
             if not item.pending:  # every recipient answered already (e.g. edited by hand)
                 record(item, {})
                 continue
+            if not senders.settings(mailbox).smtp_host:
+                hold(item, f"mailbox {mailbox!r} has no SMTP server (smtp_host)")
+                continue
             data = load_data(store, item.id)
             try:
-                results = smtp.send(item.mail_from, item.pending, data)
-            except ConnectionDown as down:
-                # The server is unreachable: one connection attempt per run, not one per
-                # message; the whole rest of the batch counts a failed attempt.
-                for rest in claimed[position:]:
-                    waits: Results = {r: ("temporary", str(down)) for r in rest.pending}
-                    record(rest, waits)
-                break
+                results = senders.smtp(mailbox).send(item.mail_from, item.pending, data)
+            except ConnectionDown as error:
+                # The rest of this mailbox's items count a failed attempt too.
+                down[mailbox] = str(error)
+                record(item, {r: ("temporary", str(error)) for r in item.pending})
+                continue
             record(item, results)
     except ConfigError as error:
         _release(store, token, str(error))
         raise
     finally:
-        smtp.close()
-        copies.close()
+        senders.close()
     return counts
 
 
@@ -245,6 +252,7 @@ def _claim(
                 OutboxItem.mail_from,
                 OutboxItem.recipients,
                 OutboxItem.recipient_status,
+                OutboxItem.mailbox,
             )
             .join(Ticket, col(Ticket.id) == col(OutboxItem.ticket_id))
             .where(col(OutboxItem.id).in_(won))
@@ -259,6 +267,7 @@ def _claim(
             message_id=row[4],
             mail_from=row[5],
             pending=tuple(r for r in row[6] if r not in row[7]),
+            mailbox=row[8],
         )
         for row in rows
     ]

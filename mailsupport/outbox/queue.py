@@ -34,10 +34,12 @@ def queue(
     mail_from: str,
     recipients: Iterable[str],
     now: datetime,
+    mailbox: str = "",
 ) -> int:
     """Queue `message` for delivery to the envelope `recipients`, due at once. Returns the
     outbox item's id.
 
+    `mailbox` names the mailbox whose SMTP server sends it ("" = the default one).
     Writes in the caller's transaction and does not commit. The bytes are fixed here: a
     Bcc header is left out (its recipients belong in the envelope only), lines end in CRLF.
     A message given as bytes (compose's `Composed.data`) is queued exactly as it is.
@@ -56,6 +58,7 @@ def queue(
         "recipients": envelope,
         "data": message if isinstance(message, bytes) else _wire_bytes(message),
         "next_attempt_at": now,
+        "mailbox": mailbox,
         "created_at": now,
         "queued_at": now,
     }

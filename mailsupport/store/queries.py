@@ -66,7 +66,7 @@ _TICKET_COLUMNS = (
     "t.id, t.number, t.subject, t.status, t.priority, t.requester, t.requester_name, "
     "t.created_at, t.updated_at, t.closed_at, t.merged_into_id, t.assignee, t.queue, "
     "t.follows_id, f.number AS follows, t.type, t.line, t.first_response_at, "
-    "t.first_response_due, t.resolution_due, t.automatic"
+    "t.first_response_due, t.resolution_due, t.automatic, t.mailbox"
 )
 _TICKETS = "tickets t LEFT JOIN tickets f ON f.id = t.follows_id"
 _MESSAGE_COLUMNS = (
@@ -295,6 +295,8 @@ def ticket_dict(
         "resolution_due": iso(ticket.resolution_due),
         # Opened by automatic mail: its kind (bounce, auto-reply, bulk...); "" for a person.
         "automatic": ticket.automatic,
+        # The mailbox the customer wrote to ("" = the default one: see mailboxes.py).
+        "mailbox": ticket.mailbox,
     }
 
 
@@ -363,6 +365,8 @@ class TicketFilter:
     type: str | None = None
     # SLA: not yet answered or resolved, and due before this time (now: overdue).
     due_before: datetime | None = None
+    # In one of these mailboxes ("" stands for tickets filed before there were several).
+    mailboxes: tuple[str, ...] = ()
 
 
 def ticket_query(
@@ -380,6 +384,10 @@ def ticket_query(
         conditions.append("t.status <> 'spam'")
     if where.unassigned:
         conditions.append("t.assignee IS NULL")
+    if where.mailboxes:
+        names, values = _placeholders("mailbox", where.mailboxes)
+        conditions.append(f"t.mailbox IN ({names})")
+        params.update(values)
     for i, tag in enumerate(dict.fromkeys(where.tags)):
         conditions.append(f"t.id IN (SELECT ticket_id FROM ticket_tags WHERE tag = :tag{i})")
         params[f"tag{i}"] = tag

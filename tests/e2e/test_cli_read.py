@@ -45,8 +45,8 @@ LIST_FIELDS = {
     # agent work (0005) and support practice (0007)
     "assignee", "queue", "tags", "follows", "type", "line", "first_response_at",
     "first_response_due", "resolution_due",
-    # opened by automatic mail (0009)
-    "automatic",
+    # opened by automatic mail (0009), the mailbox written to (0011)
+    "automatic", "mailbox",
 }  # fmt: skip
 
 
@@ -99,6 +99,7 @@ def test_list_json_keeps_its_fields_and_adds_the_agent_work(run, desk) -> None: 
     assert login["assignee"] == "anna" and login["priority"] == "high"
     assert login["tags"] == ["login", "vip"]  # sorted
     assert login["queue"] == "" and login["follows"] is None and login["messages"] == 1
+    assert login["mailbox"] == "default"  # no mailboxes file: one mailbox
     export = next(r for r in rows if r["number"] == desk["export"])
     assert export["assignee"] is None and export["tags"] == []
 
