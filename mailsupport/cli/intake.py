@@ -122,14 +122,17 @@ def ingest(
     from mailsupport.errors import TemporaryError
     from mailsupport.pipeline import Incoming, Pipeline
 
-    st = state(ctx)
-    named = st.mailboxes.named(mailbox).name if mailbox else ""  # a typo is exit 2, not 75
     raw = sys.stdin.buffer.read()
     if not raw.strip():
         raise UsageError("no message on standard input")
+    st = state(ctx)
     try:
+        # Bad settings, a bad mailboxes file or --mailbox name too: exit 75 (below), so that
+        # the MTA keeps the message until they are fixed.
+        boxes = st.mailboxes
+        named = boxes.named(mailbox).name if mailbox else ""
         now = utcnow()
-        with Pipeline(st.settings, st.store(), mailboxes=st.mailboxes) as pipeline:
+        with Pipeline(st.settings, st.store(), mailboxes=boxes) as pipeline:
             outcome = pipeline.ingest(Incoming(raw, origin, now, mailbox=named), now)
     except TemporaryError:
         raise
