@@ -526,12 +526,13 @@ class Pipeline:
         )
 
     def _signed_by_us(self, message_id: str) -> bool:
-        """Whether `message_id` is one of ours, by the HMAC token only we can make."""
-        address = self.settings.support_address
-        if not address:
+        """Whether `message_id` is one of ours, by the HMAC token only we can make, at the
+        domain of any of the desk's addresses (each mailbox signs with its own)."""
+        domains = {address.rpartition("@")[2] for address in self.settings.our_addresses}
+        if not domains:
             return False  # without an address we never sent any mail
-        domain = address.rpartition("@")[2]
-        return is_our_message_id(message_id, self.acks.outgoing.key(), domain)
+        key = self.acks.outgoing.key()
+        return any(is_our_message_id(message_id, key, domain) for domain in domains)
 
     def _customer(self, message: Inbound, outgoing: bool) -> Address | None:
         """Who the ticket is for: the sender, or for our own mail its first outside recipient."""
