@@ -322,3 +322,22 @@ def test_the_daemon_exits_2_when_every_mailbox_is_misconfigured(
     line = process.log.strip().splitlines()[-1]
     assert line.startswith("mailsupport: every mailbox failed at startup: mailbox ")
     assert all(f"mailbox {name}: IMAP login" in line for name in BOXES)
+
+
+def test_folder_locks_take_no_connection_from_the_pool(store: Store, settings: Any) -> None:
+    """A daemon holds a folder lock per mailbox for its whole life: on PostgreSQL each is a
+    connection of its own, and the pool (5 and 10 more by default) stays for the work."""
+    from mailsupport.locks import Lock
+
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("file locks on SQLite hold no database connection")
+    locks = [Lock(store, f"imap:box{i}@example.test/INBOX", settings.data_dir) for i in range(30)]
+    try:
+        assert all(lock.acquire() for lock in locks)
+        assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        with store.read() as session:
+            assert session.connection().exec_driver_sql("SELECT 1").scalar() == 1
+        assert all(lock.still_held() for lock in locks)
+    finally:
+        for lock in locks:
+            lock.release()
