@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from imapclient import IMAPClient
 
@@ -36,9 +36,11 @@ from mailsupport.errors import (
 )
 from mailsupport.imapconn import connect, disconnect, server_errors
 from mailsupport.locks import Lock, folder_lock
-from mailsupport.logs import log_to_stderr
+from mailsupport.logs import log_to_stderr, name_mailboxes, secrets_of
+from mailsupport.mailboxes import Mailboxes
+from mailsupport.parsing.workers import ParserPool
 from mailsupport.pipeline import NEW, Pipeline, describe
-from mailsupport.poll import FolderPoller
+from mailsupport.poll import FolderPoller, PollResult, record_failure
 from mailsupport.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -142,12 +144,22 @@ class Daemon:
         *,
         connector: Callable[[Settings], IMAPClient] = connect,
         tasks: Iterable[Periodic] | None = None,
+        mailboxes: Mailboxes | None = None,
+        parsers: ParserPool | None = None,
+        after_pass: Callable[[PollResult], None] | None = None,
+        keep_trying: Callable[[ConfigError], bool] | None = None,
     ) -> None:
+        """`mailboxes` and `parsers` go to the Pipeline (daemons.py shares one pool among
+        the mailboxes); `after_pass` is told of each pass. `keep_trying` is asked about a
+        configuration error before the first successful pass: True logs it and tries again
+        slowly, as later on; without it, or on False, run() raises it."""
         self.settings = settings
         self.store = store
         self.now = now
         self.connector = connector
-        self.pipeline = Pipeline(settings, store)
+        self.pipeline = Pipeline(settings, store, mailboxes=mailboxes, parsers=parsers)
+        self.after_pass = after_pass
+        self.keep_trying = keep_trying
         self.lock = Lock(store, *folder_lock(settings))
         self.tasks = list(periodic_tasks(settings, store) if tasks is None else tasks)
         self._due = {task.name: 0.0 for task in self.tasks}  # all run once at the start
@@ -177,7 +189,7 @@ class Daemon:
         """Work until stopped. Raises ConfigError when the configuration is wrong at startup
         (before the first successful pass); any later trouble is logged and retried."""
         log.info("daemon started for %s", self.where)
-        self.pipeline.check()  # a broken template or rules file stops us before taking mail
+        self._check()  # a broken template or rules file stops us before taking mail
         try:
             while not self.stopping:
                 if self._take_lock():
@@ -186,6 +198,19 @@ class Daemon:
             self.lock.release()
             self.pipeline.close()
             log.info("daemon stopped (%s)", self._stop_reason or "error")
+
+    @property
+    def worked(self) -> bool:
+        """A pass has succeeded: configuration errors from now on are retried."""
+        return self._worked
+
+    def _check(self) -> None:
+        while not self.stopping:
+            try:
+                self.pipeline.check()
+                return
+            except ConfigError as error:
+                self._failed_at_startup(error)
 
     def _take_lock(self) -> bool:
         """Take the folder lock, standing by while another poller holds it."""
@@ -243,6 +268,8 @@ class Daemon:
             result = poller.poll(self.now, should_stop=lambda: self.stopping)
             log.debug("pass over %s: %s", self.where, describe(result.counts))
             self._worked = True
+            if self.after_pass is not None:
+                self.after_pass(result)
             self.backoff.reset()
             if self._troubled:
                 log.info("working again on %s", self.where)
@@ -307,21 +334,35 @@ class Daemon:
         return max(wait, 0.0)
 
     def _trouble(self, error: TemporaryError) -> None:
+        record_failure(self.store, self.settings, error, self.now())
         delay = self.backoff.next()
         log.warning("%s; trying again in %.1f s", error, delay)
         self._troubled = True
         self._pause(delay)
 
     def _misconfigured(self, error: ConfigError) -> None:
+        record_failure(self.store, self.settings, error, self.now())
         revoked = isinstance(error, GrantRevoked)
         if not self._worked and not revoked:
-            raise error  # at startup: exit 2 with the message, for a person to fix
+            self._failed_at_startup(error)
+            return
         # It worked before (say the password was changed on the server), or a person must
         # sign in again: a daemon that exits would only be restarted into the same error,
         # and it can still send the outbox. Keep trying, slowly; `auth login` is seen at
         # the next try (a revoked sign-in is known from the database without asking).
         delay = min(self.backoff.cap, self.settings.imap_poll_seconds) if revoked else None
         delay = delay or self.backoff.cap
+        self._say_now_and_then(error, f"{error}; trying again every {delay:.0f} s")
+        self._troubled = True
+        self._pause(delay)
+
+    def _failed_at_startup(self, error: ConfigError) -> None:
+        """Before the first successful pass: raise, to exit 2 with the message for a person
+        to fix; or, when keep_trying says so (other mailboxes work), log it and try again
+        slowly."""
+        if self.keep_trying is None or not self.keep_trying(error):
+            raise error
+        delay = self.backoff.cap
         self._say_now_and_then(error, f"{error}; trying again every {delay:.0f} s")
         self._troubled = True
         self._pause(delay)
@@ -377,19 +418,28 @@ def _readable(sock: Any) -> bool:
 # -- process setup: logging and signals (used by the CLI command) -----------------------------
 
 
-def setup_logging(settings: Settings) -> None:
+def setup_logging(settings: Settings, mailboxes: Mailboxes | None = None) -> None:
     """Timestamped lines on stderr, at INFO (one line per message is the daemon's record of
-    its work), or DEBUG when MAILSUPPORT_LOG_LEVEL=DEBUG."""
+    its work), or DEBUG when MAILSUPPORT_LOG_LEVEL=DEBUG. With a mailboxes file, each line
+    logged in a mailbox's thread names it, and every mailbox's passwords are blanked out."""
     level = logging.DEBUG if settings.log_level == "DEBUG" else logging.INFO
-    log_to_stderr(settings, level, LOG_FORMAT)
+    boxes = mailboxes.all if mailboxes is not None else ()
+    secrets = [secret for box in boxes for secret in secrets_of(box.settings)]
+    log_to_stderr(settings, level, LOG_FORMAT, more_secrets=secrets)
+    if settings.mailboxes_file:
+        name_mailboxes()
     # Libraries' INFO chatter ("Connection closed" on every reconnect, Alembic's plugin list)
     # would drown the one line per message; at DEBUG they may speak.
     for name in ("imapclient", "alembic"):
         logging.getLogger(name).setLevel(level if level == logging.DEBUG else logging.WARNING)
 
 
+class Stoppable(Protocol):
+    def request_stop(self, reason: str = ...) -> None: ...
+
+
 @contextlib.contextmanager
-def stop_on_signals(daemon: Daemon) -> Iterator[None]:
+def stop_on_signals(daemon: Stoppable) -> Iterator[None]:
     """SIGTERM and SIGINT ask the daemon to stop; a second one ends the process at once
     (what was not committed is simply taken again next time)."""
 

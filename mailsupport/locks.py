@@ -65,7 +65,7 @@ class Lock:
 
     def _acquire_advisory(self) -> bool:
         with self.store.translated():
-            conn = self.store.engine.connect()
+            conn = self.store.lock_engine.connect()
             try:
                 key = lock_key(self.name)
                 held = bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar())

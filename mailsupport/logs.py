@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from urllib.parse import unquote
 
 from mailsupport.config import Settings, database_url_password
@@ -43,9 +45,16 @@ def secrets_of(settings: Settings) -> list[str]:
     return found
 
 
-def log_to_stderr(settings: Settings, level: int | str, fmt: str, replace: bool = True) -> None:
+def log_to_stderr(
+    settings: Settings,
+    level: int | str,
+    fmt: str,
+    replace: bool = True,
+    more_secrets: Iterable[str] = (),
+) -> None:
     """One redacting handler on stderr for the root logger, in place of those it has; with
-    replace=False only when it has none (as logging.basicConfig would)."""
+    replace=False only when it has none (as logging.basicConfig would). `more_secrets`
+    besides the settings' own: the other mailboxes' passwords."""
     # At DEBUG imapclient copies imaplib's protocol trace to this logger: whole FETCH
     # responses, message bodies included. Never wanted in a log.
     logging.getLogger("imapclient.imaplib").setLevel(logging.INFO)
@@ -60,8 +69,53 @@ def log_to_stderr(settings: Settings, level: int | str, fmt: str, replace: bool 
     if root.handlers and not replace:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(fmt, secrets_of(settings)))
+    handler.setFormatter(RedactingFormatter(fmt, [*secrets_of(settings), *more_secrets]))
     for old in root.handlers[:]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def redact_also(secrets: Iterable[str]) -> None:
+    """Blank these out too, in the lines of the root logger's redacting handlers (set up
+    before the mailboxes, whose passwords they are, were read)."""
+    more = {s for s in secrets if len(s) >= 4}
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if more and isinstance(formatter, RedactingFormatter):
+            formatter.secrets = sorted(set(formatter.secrets) | more, key=len, reverse=True)
+
+
+# -- lines that name their mailbox ------------------------------------------------------------
+
+_current = threading.local()
+
+
+@contextmanager
+def in_mailbox(name: str) -> Iterator[None]:
+    """What this thread logs in the block is about mailbox `name` ("" names none)."""
+    before = getattr(_current, "mailbox", "")
+    _current.mailbox = name
+    try:
+        yield
+    finally:
+        _current.mailbox = before
+
+
+class MailboxPrefix(logging.Filter):
+    """Lines logged in a mailbox's thread (in_mailbox) start with `mailbox NAME: `, so that
+    the log of a desk with several tells them apart."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(_current, "mailbox", "")
+        if name and not getattr(record, "mailbox", ""):
+            record.mailbox = name
+            record.msg = f"mailbox {name}: {record.msg}"
+        return True
+
+
+def name_mailboxes() -> None:
+    """Put MailboxPrefix on the root logger's handlers (once)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MailboxPrefix) for f in handler.filters):
+            handler.addFilter(MailboxPrefix())

@@ -11,7 +11,8 @@ and what `poll --all` or `--since` takes over later, is filed like `import` file
 by its own Date, with no due times and no acknowledgement.
 
 `poll` and the daemon make their passes with FolderPoller; `poll_once` is the whole of
-`mailsupport poll`'s intake (lock, connect, one pass, disconnect).
+`mailsupport poll`'s intake for one mailbox (lock, connect, one pass, disconnect), and
+`poll_mailboxes` runs it for several at once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,9 +29,12 @@ from typing import Any
 from imapclient import IMAPClient
 
 from mailsupport.config import Settings
-from mailsupport.errors import ConfigError
+from mailsupport.errors import ConfigError, MailSupportError
 from mailsupport.imapconn import connect, disconnect, server_errors
 from mailsupport.locks import exclusive, folder_lock
+from mailsupport.logs import in_mailbox
+from mailsupport.mailboxes import Mailbox, Mailboxes
+from mailsupport.parsing.workers import ParserPool, SharedParserPool
 from mailsupport.pipeline import QUARANTINED, Incoming, Outcome, Pipeline
 from mailsupport.sources.imap import Fetched, ImapFolderSource
 from mailsupport.sources.uids import history_search, start_from, widest
@@ -116,7 +121,7 @@ class FolderPoller:
         result.waiting = len([u for u in todo if u > ledger.last_uid])
         if history and not result.waiting:
             self._take_history(ledger, history, now, result, on_each)
-        ledgers.finish_pass(self.store, ledger, now(), result.waiting)
+        ledgers.finish_pass(self.store, ledger, now(), result.waiting, result.flag_error)
         return result
 
     def _take_history(
@@ -213,18 +218,118 @@ class FolderPoller:
 
 
 def poll_once(
-    settings: Settings, store: Store, now: Callable[[], datetime], **options: Any
+    settings: Settings,
+    store: Store,
+    now: Callable[[], datetime],
+    *,
+    mailboxes: Mailboxes | None = None,
+    parsers: ParserPool | None = None,
+    **options: Any,
 ) -> PollResult | None:
     """One pass over the folder under its lock, on a connection of its own: what
-    `mailsupport poll` does before sending the outbox. None when another poller holds the
-    folder. `options` go to FolderPoller.poll."""
-    with Pipeline(settings, store) as pipeline:
-        pipeline.check()  # a broken template or rules file stops us before any mail is taken
-        with exclusive(store, *folder_lock(settings)) as held:
-            if not held:
-                return None
-            client = connect(settings)
-            try:
-                return FolderPoller(settings, pipeline, client).poll(now, **options)
-            finally:
-                disconnect(client)
+    `mailsupport poll` does for each mailbox before sending the outbox. None when another
+    poller holds the folder. A failure is recorded as the folder's last error (a success
+    clears it). `mailboxes` and `parsers` go to the Pipeline, `options` to
+    FolderPoller.poll."""
+    with Pipeline(settings, store, mailboxes=mailboxes, parsers=parsers) as pipeline:
+        try:
+            pipeline.check()  # a broken template or rules file stops us before any mail
+            with exclusive(store, *folder_lock(settings)) as held:
+                if not held:
+                    return None
+                client = connect(settings)
+                try:
+                    return FolderPoller(settings, pipeline, client).poll(now, **options)
+                finally:
+                    disconnect(client)
+        except MailSupportError as error:
+            record_failure(store, settings, error, now())
+            raise
+
+
+def record_failure(store: Store, settings: Settings, error: Exception, at: datetime) -> None:
+    """Keep `error` as the folder's last error, for `status`; when the database is what
+    failed, it cannot be kept, and the error says enough where it is reported."""
+    if not settings.imap_host:
+        return  # no folder to speak of
+    try:
+        ledgers.record_error(store, settings.imap_account, settings.imap_folder, str(error), at)
+    except MailSupportError as other:
+        log.debug("could not record the error of %s: %s", settings.imap_account, other)
+
+
+def polled_mailboxes(mailboxes: Mailboxes) -> tuple[list[Mailbox], dict[str, str]]:
+    """The mailboxes `poll` and the daemon work on, one per folder: those with an IMAP
+    server, the first of each account and folder (the pipeline files each message under
+    the mailbox it was sent to); and the names of those left out for sharing a folder with
+    an earlier one (name -> that one's name). Without a mailboxes file, the one mailbox,
+    set up or not: taking mail from it says what is missing, as it always did."""
+    if not mailboxes.default.settings.mailboxes_file:
+        return [mailboxes.default], {}
+    chosen: dict[str, Mailbox] = {}
+    same: dict[str, str] = {}
+    for box in mailboxes.all:
+        if not box.polled:
+            continue
+        name, _ = folder_lock(box.settings)
+        if name in chosen:
+            same[box.name] = chosen[name].name
+        else:
+            chosen[name] = box
+    return list(chosen.values()), same
+
+
+@dataclass
+class MailboxPoll:
+    """What `poll` did for one mailbox: its result (None when another poller held the
+    folder, or after an error), or the error."""
+
+    mailbox: Mailbox
+    result: PollResult | None = None
+    error: MailSupportError | None = None
+
+
+# At most this many mailboxes are polled at the same time (each on a connection of its own).
+POLL_PARALLEL = 8
+
+
+def poll_mailboxes(
+    boxes: Sequence[Mailbox],
+    store: Store,
+    now: Callable[[], datetime],
+    *,
+    mailboxes: Mailboxes | None = None,
+    parallel: int = POLL_PARALLEL,
+    **options: Any,
+) -> list[MailboxPoll]:
+    """poll_once for each of `boxes`, `parallel` at a time, with one pool of parse workers
+    between them: a mailbox whose server is down or whose sign-in fails holds up no other,
+    and its error is in its MailboxPoll. In the order given."""
+    if not boxes:
+        return []
+    first = boxes[0].settings
+    with SharedParserPool(first.parse_workers_or_default, first.parse_timeout) as parsers:
+        if len(boxes) > 1:
+            parsers.start()  # before the threads (see SharedParserPool)
+
+        def one(box: Mailbox) -> MailboxPoll:
+            with in_mailbox(box.name if box.settings.mailboxes_file else ""):
+                try:
+                    found = poll_once(
+                        box.settings, store, now, mailboxes=mailboxes, parsers=parsers, **options
+                    )
+                except MailSupportError as error:
+                    return MailboxPoll(box, error=error)
+                return MailboxPoll(box, result=found)
+
+        if len(boxes) == 1:
+            return [one(boxes[0])]
+        with ThreadPoolExecutor(min(parallel, len(boxes)), "poll") as pool:
+            return list(pool.map(one, boxes))
+
+
+def worst_exit_code(errors: Sequence[MailSupportError]) -> int:
+    """The exit code that tells most of several failures: a configuration error (2) needs
+    a person, a temporary one (75) passes, anything else is 1; 0 when there are none."""
+    codes = {error.exit_code for error in errors}
+    return next((code for code in (2, 75) if code in codes), 1 if codes else 0)

@@ -1,32 +1,47 @@
-"""How the desk is doing, as plain data: polls, mail waiting on the server, the quarantine,
-the outbox and the tickets by status. `mailsupport status` prints it; scripts can call it.
+"""How the desk is doing, as plain data: each mailbox and its polls, mail waiting on the
+server, the quarantine, the outbox and the tickets by status. `mailsupport status` prints
+it; scripts can call it.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mailsupport.errors import MailSupportError
 
 if TYPE_CHECKING:
     from mailsupport.config import Settings
+    from mailsupport.mailboxes import Mailbox, Mailboxes
     from mailsupport.store.db import Store
     from mailsupport.store.models import ImapFolder
 
 OUTBOX_STATES = ("queued", "failed")
 TICKET_STATES = ("new", "open", "pending", "closed")
+ASK_PARALLEL = 8  # servers asked at the same time
 
 
-def desk_status(store: Store, settings: Settings, *, ask_server: bool = True) -> dict[str, Any]:
-    """The desk's state as JSON-ready data: "folders" (each polled IMAP folder's last poll
-    and success, ISO times), "quarantine" (messages, bytes), "outbox" (queued, failed),
-    "tickets" (by status, merged ones left out), "sign_in" (each OAuth2 sign-in, when any:
-    see oauth.signin.describe) and, when IMAP is set up and `ask_server`,
-    "server": how many messages wait in the configured folder, or the error in asking."""
+def desk_status(
+    store: Store,
+    settings: Settings,
+    *,
+    ask_server: bool = True,
+    mailboxes: Mailboxes | None = None,
+) -> dict[str, Any]:
+    """The desk's state as JSON-ready data: "mailboxes" (each mailbox of the desk, see
+    mailbox_status), "folders" (each polled IMAP folder's last poll and success, ISO
+    times), "quarantine" (messages, bytes), "outbox" (queued, failed), "tickets" (by status,
+    merged ones left out), "sign_in" (each OAuth2 sign-in, when any: see
+    oauth.signin.describe) and, when IMAP is set up and `ask_server`, "server": how many
+    messages wait in the configured folder, or the error in asking. With `ask_server` each
+    mailbox's server is asked too, several at a time. `mailboxes` default to the desk's
+    (MAILSUPPORT_MAILBOXES_FILE)."""
     from sqlmodel import col, func, select
 
+    from mailsupport.mailboxes import load_mailboxes
     from mailsupport.store.models import ImapFolder, OutboxItem, QuarantineEntry, RawMessage, Ticket
 
     with store.read() as session:
@@ -46,7 +61,12 @@ def desk_status(store: Store, settings: Settings, *, ask_server: bool = True) ->
                 .group_by(Ticket.status)
             ).all()
         )
+    boxes = (mailboxes or load_mailboxes(settings)).all
+    answers = ask_servers(boxes, folders) if ask_server else {}
     report: dict[str, Any] = {
+        "mailboxes": [
+            mailbox_status(box, folders, answers.get(_folder_key(box.settings))) for box in boxes
+        ],
         "folders": [
             {
                 "account": f.account,
@@ -65,8 +85,71 @@ def desk_status(store: Store, settings: Settings, *, ask_server: bool = True) ->
     if "oauth2" in (settings.imap_auth, settings.smtp_auth):
         report["sign_in"] = sign_ins(store, settings)
     if settings.imap_host and ask_server:
-        report["server"] = waiting_on_server(settings, folders)
+        asked = answers.get(_folder_key(settings))
+        report["server"] = asked if asked is not None else waiting_on_server(settings, folders)
     return report
+
+
+def _folder_key(settings: Settings) -> tuple[str, str]:
+    return settings.imap_account, settings.imap_folder
+
+
+def _ledger(settings: Settings, folders: Sequence[ImapFolder]) -> ImapFolder | None:
+    return next((f for f in folders if (f.account, f.folder) == _folder_key(settings)), None)
+
+
+def _when(at: datetime | None) -> str | None:
+    return at.isoformat() if at else None
+
+
+def ask_servers(
+    boxes: Sequence[Mailbox], folders: Sequence[ImapFolder]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """waiting_on_server for every polled mailbox's folder (each once), ASK_PARALLEL at a
+    time: one server that does not answer delays no other. By (account, folder)."""
+    todo: dict[tuple[str, str], Settings] = {}
+    for box in boxes:  # the first mailbox of each folder, as poll and the daemon take it
+        if box.polled:
+            todo.setdefault(_folder_key(box.settings), box.settings)
+    if not todo:
+        return {}
+    with ThreadPoolExecutor(min(ASK_PARALLEL, len(todo)), "status") as pool:
+        found = pool.map(lambda s: waiting_on_server(s, folders), todo.values())
+        return dict(zip(todo, found, strict=True))
+
+
+def mailbox_status(
+    box: Mailbox, folders: Sequence[ImapFolder], server: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One mailbox: "name", "address", "polled" (it has an IMAP server), "account" and
+    "folder" (None when not polled), "last_poll_at" and "last_success_at" (ISO times),
+    "waiting" (messages not taken yet: the server's answer when it was asked and answered,
+    else the count at the last pass; None when never polled), "last_error" ("" when the
+    last attempt worked) and "last_error_at", and "server" (the answer of
+    waiting_on_server) when the server was asked."""
+    from mailsupport.store.ledger import NEVER_OPENED
+
+    settings = box.settings
+    row = _ledger(settings, folders) if box.polled else None
+    opened = row is not None and row.uidvalidity != NEVER_OPENED  # else only its error is known
+    waiting: int | None = row.waiting if row is not None and opened else None
+    if server is not None and "waiting" in server:
+        waiting = server["waiting"]
+    found: dict[str, Any] = {
+        "name": box.name,
+        "address": box.address,
+        "polled": box.polled,
+        "account": settings.imap_account if box.polled else None,
+        "folder": settings.imap_folder if box.polled else None,
+        "last_poll_at": _when(row.last_poll_at) if row is not None else None,
+        "last_success_at": _when(row.last_success_at) if row is not None else None,
+        "waiting": waiting,
+        "last_error": row.last_error if row is not None else "",
+        "last_error_at": _when(row.last_error_at) if row is not None else None,
+    }
+    if server is not None:
+        found["server"] = server
+    return found
 
 
 def sign_ins(store: Store, settings: Settings) -> list[dict[str, Any]]:
@@ -86,14 +169,7 @@ def waiting_on_server(settings: Settings, folders: Sequence[ImapFolder]) -> dict
     from mailsupport.imapconn import connect
     from mailsupport.sources.uids import history_search
 
-    mine = next(
-        (
-            f
-            for f in folders
-            if f.account == settings.imap_account and f.folder == settings.imap_folder
-        ),
-        None,
-    )
+    mine = _ledger(settings, folders)
     try:
         client = connect(settings)
     except MailSupportError as error:

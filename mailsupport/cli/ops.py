@@ -7,6 +7,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,11 @@ def status(
     ),
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
 ) -> None:
-    """Last successful poll, mail waiting on the server, quarantine and ticket counts.
+    """Each mailbox's last poll and error, mail waiting on the server, quarantine, tickets.
+
+    With a mailboxes file (MAILSUPPORT_MAILBOXES_FILE) each mailbox has its lines: its
+    folder, last successful poll, messages waiting and the last error, if its last attempt
+    failed. The servers are asked several at a time, unless --offline.
 
     Examples:
         mailsupport status
@@ -36,35 +41,23 @@ def status(
     from datetime import datetime
 
     from mailsupport.cli.render import terminal_text
+    from mailsupport.mailboxes import load_mailboxes
     from mailsupport.status import desk_status
 
     st = state(ctx)
     settings = st.settings
-    report = desk_status(st.store(), settings, ask_server=not offline)
+    mailboxes = load_mailboxes(settings)
+    report = desk_status(st.store(), settings, ask_server=not offline, mailboxes=mailboxes)
     if as_json:
         print_json(report)
         return
-    folders = report["folders"]
-    if not folders:
-        typer.echo("mailbox: never polled" + ("" if settings.imap_host else " (IMAP not set up)"))
-    for f in folders:
-        last = f["last_success_at"]
-        when = local_time(datetime.fromisoformat(last)) if last else "never"
-        where = terminal_text(f"{f['account']}/{f['folder']}", one_line=True)
-        typer.echo(f"mailbox {where}: last successful poll {when}")
-    server = report.get("server")
-    if server is not None:
-        if "error" in server:  # the server's own words
-            typer.echo(
-                f"waiting on the server: unknown ({terminal_text(server['error'], one_line=True)})"
-            )
-        else:
-            typer.echo(f"waiting on the server: {server['waiting']} messages")
-        if server.get("history_left"):
-            typer.echo(
-                f"older mail left on the server: {server['history_left']} messages "
-                "(`mailsupport poll --all` or `--since DATE` takes them)"
-            )
+    if settings.mailboxes_file:
+        _show_mailboxes(report)
+    else:  # the one mailbox, as `status` always showed it
+        _show_folders(report["folders"], settings.imap_host)
+        _show_server(report.get("server"), "")
+        [box] = report["mailboxes"]
+        _show_error(box, "")
     for entry in report.get("sign_in", []):
         if "error" in entry:
             typer.echo(f"sign-in: {terminal_text(entry['error'], one_line=True)}")
@@ -84,9 +77,79 @@ def status(
     )
 
 
+def _when(value: str | None) -> str:
+    from datetime import datetime
+
+    return local_time(datetime.fromisoformat(value)) if value else "never"
+
+
+def _show_folders(folders: list[dict[str, Any]], imap_host: str) -> None:
+    from mailsupport.cli.render import terminal_text
+
+    if not folders:
+        typer.echo("mailbox: never polled" + ("" if imap_host else " (IMAP not set up)"))
+    for f in folders:
+        where = terminal_text(f"{f['account']}/{f['folder']}", one_line=True)
+        typer.echo(f"mailbox {where}: last successful poll {_when(f['last_success_at'])}")
+
+
+def _show_server(server: dict[str, Any] | None, indent: str) -> None:
+    from mailsupport.cli.render import terminal_text
+
+    if server is None:
+        return
+    if "error" in server:  # the server's own words
+        shown = terminal_text(server["error"], one_line=True)
+        typer.echo(f"{indent}waiting on the server: unknown ({shown})")
+    else:
+        typer.echo(f"{indent}waiting on the server: {server['waiting']} messages")
+    if server.get("history_left"):
+        typer.echo(
+            f"{indent}older mail left on the server: {server['history_left']} messages "
+            "(`mailsupport poll --all` or `--since DATE` takes them)"
+        )
+
+
+def _show_error(box: dict[str, Any], indent: str) -> None:
+    from mailsupport.cli.render import terminal_text
+
+    if box["last_error"]:
+        shown = terminal_text(box["last_error"], one_line=True)
+        typer.echo(f"{indent}last error, {_when(box['last_error_at'])}: {shown}")
+
+
+def _show_mailboxes(report: dict[str, Any]) -> None:
+    """Each mailbox of the file, then the folders polled before that no mailbox names now."""
+    from mailsupport.cli.render import terminal_text
+
+    shown: set[tuple[str, str]] = set()
+    for box in report["mailboxes"]:
+        head = terminal_text(f"mailbox {box['name']} <{box['address']}>", one_line=True)
+        if not box["polled"]:
+            typer.echo(f"{head}: not polled (no IMAP server; its mail comes by `ingest`)")
+            continue
+        shown.add((box["account"], box["folder"]))
+        where = terminal_text(f"{box['account']}/{box['folder']}", one_line=True)
+        typer.echo(f"{head}, {where}: last successful poll {_when(box['last_success_at'])}")
+        if "server" in box:
+            _show_server(box["server"], "  ")
+        elif box["waiting"] is not None:
+            typer.echo(f"  waiting: {box['waiting']} messages at the last poll")
+        _show_error(box, "  ")
+    others = [f for f in report["folders"] if (f["account"], f["folder"]) not in shown]
+    for f in others:
+        where = terminal_text(f"{f['account']}/{f['folder']}", one_line=True)
+        last = _when(f["last_success_at"])
+        typer.echo(f"folder {where}: last successful poll {last} (no mailbox polls it now)")
+
+
 @app.command("doctor", rich_help_panel=OPERATOR)
 def doctor(ctx: typer.Context) -> None:
     """Check settings, data, database, templates, rules, KB, IMAP, SMTP; say how to fix them.
+
+    With a mailboxes file (MAILSUPPORT_MAILBOXES_FILE) it reads the file, and checks each
+    mailbox's IMAP server, and its SMTP server when it has one of its own, naming the
+    mailbox in each line.
 
     Exit 0 when everything works, 1 when something needs fixing.
 
@@ -124,18 +187,74 @@ def doctor(ctx: typer.Context) -> None:
         check("rules", lambda: _check_rules(settings.rules_file))
     if settings.kb_dir:
         check("knowledge base", lambda: _check_kb(settings.kb_dir))
-    if settings.imap_host:
-        check("IMAP", lambda: _check_imap(settings))
+    boxes = None
+    if settings.mailboxes_file:
+        from mailsupport.mailboxes import load_mailboxes
+
+        try:
+            boxes = load_mailboxes(settings).all
+        except MailSupportError as error:  # names the file, the line and the key
+            failures += 1
+            typer.echo(f"FAIL  mailboxes: {terminal_text(str(error), one_line=True)}")
+        else:
+            names = ", ".join(box.name for box in boxes)
+            typer.echo(terminal_text(f"ok    mailboxes: {len(boxes)} ({names})", one_line=True))
+    if boxes is None:  # the desk's own settings: the one mailbox
+        if settings.imap_host:
+            check("IMAP", lambda: _check_imap(settings))
+        else:
+            typer.echo("skip  IMAP: MAILSUPPORT_IMAP_HOST is not set (poll and daemon need it)")
     else:
-        typer.echo("skip  IMAP: MAILSUPPORT_IMAP_HOST is not set (poll and daemon need it)")
+        polled = [box for box in boxes if box.polled]
+        found = _at_once([partial(_check_imap, box.settings) for box in polled])
+        for box, probe in zip(polled, found, strict=True):
+            check(f"IMAP, mailbox {box.name}", probe)
+        for box in boxes:
+            if not box.polled:
+                typer.echo(f"skip  IMAP, mailbox {box.name}: no imap_host (mail comes by `ingest`)")
     if settings.smtp_host:
         check("SMTP", lambda: _check_smtp(settings))
     else:
         typer.echo("skip  SMTP: MAILSUPPORT_SMTP_HOST is not set (no mail can be sent)")
+    own = [box for box in boxes or () if box.settings.smtp_host and _own_smtp(box, settings)]
+    sent = _at_once([partial(_check_smtp, box.settings) for box in own])
+    for box, probe in zip(own, sent, strict=True):
+        check(f"SMTP, mailbox {box.name}", probe)
     if failures:
         typer.echo(f"{failures} problem(s) found")
         raise typer.Exit(1)
     typer.echo("all checks passed")
+
+
+def _at_once(probes: list[Callable[[], str]]) -> list[Callable[[], str]]:
+    """Run the probes several at a time (a server that does not answer delays no other);
+    for each, a probe that gives its outcome again, for check() to report in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def settle(probe: Callable[[], str]) -> tuple[str, BaseException | None]:
+        try:
+            return probe(), None
+        except Exception as error:  # check() reports it
+            return "", error
+
+    def again(outcome: tuple[str, BaseException | None]) -> Callable[[], str]:
+        def probe() -> str:
+            if outcome[1] is not None:
+                raise outcome[1]
+            return outcome[0]
+
+        return probe
+
+    if not probes:
+        return []
+    with ThreadPoolExecutor(min(8, len(probes)), "doctor") as pool:
+        return [again(outcome) for outcome in pool.map(settle, probes)]
+
+
+def _own_smtp(box: Any, desk: Any) -> bool:
+    """Whether the mailbox sends through SMTP settings of its own, not the desk's."""
+    keys = {k for k in type(desk).model_fields if k.startswith(("smtp_", "oauth_"))}
+    return bool(box.settings.model_dump(include=keys) != desk.model_dump(include=keys))
 
 
 def _check_support_address(settings: Any) -> str:

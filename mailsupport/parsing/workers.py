@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 import weakref
@@ -267,6 +268,31 @@ class ParserPool:
             time.sleep(0.01)
         for worker in [w for w in self._workers if w.job is not None]:
             self._replace(worker, ParseFailure("abandoned"), kill=True)
+
+
+class SharedParserPool(ParserPool):
+    """One pool for several threads (the daemon's mailboxes, `poll`'s): each caller has the
+    workers to itself from its first parse until its batch is done or closed, the others
+    wait their turn. Their memory is then the pool's, however many mailboxes there are.
+
+    Call start() before starting the threads: it forks the workers while the process has
+    one thread, so that none inherits a lock that another thread held at the fork."""
+
+    def __init__(self, workers: int, timeout: float) -> None:
+        super().__init__(workers, timeout)
+        self._turn = threading.Lock()
+
+    def start(self) -> None:
+        """Start every worker now rather than on first use."""
+        with self._turn:
+            while len(self._workers) < self.size:
+                self._workers.append(_Worker(_context(), self._workers))
+
+    def parse_all(
+        self, items: Iterable[T], raw_of: Callable[[T], bytes | None]
+    ) -> Generator[tuple[T, Parsed | None], None, None]:
+        with self._turn:
+            yield from super().parse_all(items, raw_of)
 
 
 _END: Any = object()

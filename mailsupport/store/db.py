@@ -149,6 +149,8 @@ def translate_db_error(error: BaseException) -> MailSupportError | None:
     errors are left to the code that made them (the pipeline tells duplicates by them)."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return TemporaryError(f"disk full: {error.strerror}; free space and try again")
+    if isinstance(error, exc.TimeoutError):  # every pooled connection busy: many threads
+        return TemporaryError("no database connection came free in time; try again")
     if not isinstance(error, exc.DBAPIError) or isinstance(error, exc.IntegrityError):
         return None
     detail = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
@@ -198,6 +200,12 @@ class Store:
         self.engine = engine
         self._writer = engine.execution_options(mailsupport_write=True)
         self._serialize = engine.dialect.name == "postgresql"
+        # PostgreSQL's advisory locks on IMAP folders (locks.py) live in connections of their
+        # own, outside the pool: a lock keeps its connection for as long as it is held (a
+        # daemon holds one per mailbox folder), and closing it for good is what frees it.
+        self.lock_engine = (
+            sa.create_engine(engine.url, poolclass=sa.pool.NullPool) if self._serialize else engine
+        )
 
     @classmethod
     def open(cls, url: str, *, check_schema: bool = True) -> Store:
@@ -228,7 +236,7 @@ class Store:
     def translated() -> Iterator[None]:
         try:
             yield
-        except (exc.DBAPIError, OSError) as error:
+        except (exc.DBAPIError, exc.TimeoutError, OSError) as error:
             mapped = translate_db_error(error)
             if mapped is None:
                 raise

@@ -2,6 +2,7 @@
 
 A message is stored and its UID recorded as pending in one transaction (the caller's);
 the pending rows are flagged or moved on the server after that commit and then deleted.
+Each folder also keeps why its last attempt failed, for `status`, until a pass succeeds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from mailsupport.store.models import ImapFolder, ImapPending
 log = logging.getLogger(__name__)
 
 Start = tuple[int, int, str]
+# No real folder has UIDVALIDITY 0 (RFC 3501: a non-zero number): it marks the row of a
+# folder whose first attempt failed before it was ever opened, kept for its error alone.
+NEVER_OPENED = 0
+ERROR_CHARS = 1000  # a server's answer can be long: enough of it to tell what went wrong
 
 
 class Opened(NamedTuple):
@@ -42,10 +47,12 @@ def open_ledger(
         row = session.exec(
             select(ImapFolder).where(ImapFolder.account == account, ImapFolder.folder == folder)
         ).first()
-        created = row is None
-        changed = row is not None and row.uidvalidity != uidvalidity
         if row is None:
-            row = ImapFolder(account=account, folder=folder, uidvalidity=uidvalidity)
+            row = ImapFolder(account=account, folder=folder, uidvalidity=NEVER_OPENED)
+        created = row.uidvalidity == NEVER_OPENED
+        changed = not created and row.uidvalidity != uidvalidity
+        if created:
+            row.uidvalidity = uidvalidity
             _start(row, first)
             log.info("first poll of %s %s: IMAP_START=%s", account, folder, start_name)
         elif changed:
@@ -126,8 +133,12 @@ def forget_pending(store: Store, ledger: ImapFolder, uids: list[int]) -> None:
         )
 
 
-def finish_pass(store: Store, ledger: ImapFolder, at: datetime, waiting: int) -> None:
-    """Record a pass: when, and how much it left for the next one (a success when none)."""
+def finish_pass(
+    store: Store, ledger: ImapFolder, at: datetime, waiting: int, error: str = ""
+) -> None:
+    """Record a pass: when, and how much it left for the next one (a success when none).
+    It clears the folder's last error, or records `error`: the pass took the mail, but the
+    server refused to flag or move it."""
     with store.write() as session:
         row = session.get(ImapFolder, ledger.id)
         assert row is not None
@@ -135,4 +146,21 @@ def finish_pass(store: Store, ledger: ImapFolder, at: datetime, waiting: int) ->
         row.waiting = waiting
         if not waiting:
             row.last_success_at = at
+        row.last_error = error[:ERROR_CHARS]
+        row.last_error_at = at if error else None
+        session.add(row)
+
+
+def record_error(store: Store, account: str, folder: str, error: str, at: datetime) -> None:
+    """Why an attempt on this folder failed (no sign-in, the server away, a pass broken
+    off), kept until a pass succeeds. A folder never opened gets a row for it, which its
+    first successful pass takes as new (NEVER_OPENED)."""
+    with store.write() as session:
+        row = session.exec(
+            select(ImapFolder).where(ImapFolder.account == account, ImapFolder.folder == folder)
+        ).first()
+        if row is None:
+            row = ImapFolder(account=account, folder=folder, uidvalidity=NEVER_OPENED)
+        row.last_error = error[:ERROR_CHARS]
+        row.last_error_at = at
         session.add(row)

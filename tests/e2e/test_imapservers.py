@@ -250,3 +250,32 @@ def test_password_starting_with_dash_is_not_taken_for_an_option(
 ) -> None:
     with server_class(password="-dash-first") as server:  # start() waits for a working LOGIN
         assert server.password == "-dash-first"
+
+
+def test_dovecot_serves_several_users_each_their_own_maildir() -> None:
+    if DOVECOT_BINARY is None:
+        pytest.skip("Dovecot is not installed")
+    users = {"a@example.test": "password-a", "b@example.test": None, "c@example.test": None}
+    with DovecotServer(users=users) as server:
+        assert server.user == "a@example.test" and server.password == "password-a"
+        assert list(server.users) == list(users)  # made-up passwords for the others
+        server.append(make_raw(1))  # the first user, as with one
+        server.append(make_raw(2), user="b@example.test")
+        server.create_folder("Billing", user="b@example.test")
+        server.append(make_raw(3), folder="Billing", user="b@example.test")
+        counts = {}
+        for user in users:
+            with server.client(user) as client:
+                folders = sorted(name for _flags, _delim, name in client.list_folders())
+                counts[user] = (folders, client.select_folder("INBOX")[b"EXISTS"])
+        assert counts == {
+            "a@example.test": (["INBOX"], 1),
+            "b@example.test": (["Billing", "INBOX"], 1),
+            "c@example.test": (["INBOX"], 0),
+        }
+        assert (server.home("b@example.test") / "Maildir" / ".Billing").is_dir()
+        assert not (server.home("c@example.test") / "Maildir" / ".Billing").exists()
+        client = imapclient.IMAPClient(server.host, server.port, ssl=False, timeout=10)
+        with pytest.raises(imaplib.IMAP4.error):  # each has a password of their own
+            client.login("c@example.test", "password-a")
+        client.shutdown()

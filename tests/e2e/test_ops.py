@@ -167,6 +167,20 @@ def test_status_as_plain_data_for_scripts(settings, store) -> None:  # type: ign
 
     report = desk_status(store, settings)
     assert report == {
+        "mailboxes": [
+            {
+                "name": "default",
+                "address": "support@example.com",
+                "polled": False,
+                "account": None,
+                "folder": None,
+                "last_poll_at": None,
+                "last_success_at": None,
+                "waiting": None,
+                "last_error": "",
+                "last_error_at": None,
+            }
+        ],  # one mailbox, from the settings: no mailboxes file
         "folders": [],
         "quarantine": {"messages": 1, "bytes": len(raws[1])},
         "outbox": {"queued": 0, "failed": 0},

@@ -240,3 +240,26 @@ def test_workers_keep_none_of_the_parents_files(pool: ParserPool, tmp_path: Path
             assert lock.name not in targets
             assert len(targets) == 1  # its end of the pipe
     assert len(pool._workers) == 1  # one message: the second worker was never needed
+
+
+def test_a_shared_pool_serves_several_threads_one_batch_at_a_time() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mailsupport.parsing.workers import SharedParserPool
+
+    raws = fixtures()[:12]
+    expected = [parse_safely(raw) for raw in raws]
+    with SharedParserPool(2, timeout=10.0) as shared:
+        shared.start()  # forked before the threads
+        assert len(shared._workers) == 2
+        pids = {worker.process.pid for worker in shared._workers}
+
+        def caller(offset: int) -> list[object]:
+            mine = raws[offset:] + raws[:offset]  # each thread its own order
+            return [parsed for _, parsed in shared.parse_all(mine, lambda raw: raw)]
+
+        with ThreadPoolExecutor(6) as threads:
+            results = list(threads.map(caller, range(6)))
+        assert {worker.process.pid for worker in shared._workers} == pids  # no worker lost
+    for offset, got in enumerate(results):
+        assert got == expected[offset:] + expected[:offset]

@@ -52,7 +52,7 @@ passdb {{
 }}
 {oauth2_passdb}userdb {{
   driver = static
-  args = uid={mail_uid} gid={mail_gid} home={dir}/home
+  args = uid={mail_uid} gid={mail_gid} home={home}
 }}
 service imap-login {{
 {chroot}  inet_listener imap {{
@@ -85,6 +85,10 @@ OAUTH2_ANVIL_EXTRA = """\
     mode = 0
   }}
 """
+# The same two for a server of several users (DovecotServer(users=...)): refused passwords
+# answered at once (on Dovecot's 0.5 s timer), no penalty for the next login.
+QUICK_REFUSALS_AUTH_EXTRA = "auth_failure_delay = 0\n"
+NO_PENALTY_ANVIL_EXTRA = OAUTH2_ANVIL_EXTRA
 OAUTH2_PASSDB = """\
 passdb {{
   driver = oauth2

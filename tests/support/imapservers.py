@@ -18,6 +18,13 @@ Fixtures (registered for every test by conftest.py's pytest_plugins; import only
 - `dovecot_oauth`: Dovecot that also takes OAuth2 (see below), with the `oauth_server`
   fixture of tests/support/oauthserver.py as its authorisation server.
 
+Several users (Dovecot only): `DovecotServer(users={"a@example.test": "pw-a", "b@...": None})`
+serves each its own Maildir (a home per user, `%u`); a None password is made up. `user` and
+`password` are the first user's, so everything written for one user works unchanged; the
+others are reached with `user=` on `client()`, `append()`, `create_folder()` and
+`delete_folder()`, their passwords in `server.users`, their Maildirs at `server.home(user)`.
+Without `users` the one user's home is the same directory as always (`server.home()`).
+
 OAuth2 (Dovecot only): `DovecotServer(user=..., oauth2_introspection_url=URL)` adds AUTH=XOAUTH2
 and AUTH=OAUTHBEARER, checked by Dovecot's oauth2 passdb, which POSTs the token to URL (RFC
 7662) on every login (no auth cache, so a revoked token is refused at once). The IMAP login
@@ -64,7 +71,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -75,11 +82,13 @@ import pytest
 
 from tests.support.dovecotconfig import (
     DOVECOT_CONFIG,
+    NO_PENALTY_ANVIL_EXTRA,
     OAUTH2_ANVIL_EXTRA,
     OAUTH2_AUTH_EXTRA,
     OAUTH2_AUTH_MECHANISMS,
     OAUTH2_CONFIG,
     OAUTH2_PASSDB,
+    QUICK_REFUSALS_AUTH_EXTRA,
     group_exists,
     user_exists,
 )
@@ -130,19 +139,23 @@ class ImapServer(Protocol):
     supports_uidplus: bool
     persistent: bool  # mail, UIDs and UIDVALIDITY survive stop()/kill() + restart()
 
+    @property
+    def users(self) -> dict[str, str]: ...  # every login -> its password, `user` first
+
     def append(
         self,
         raw: bytes,
         folder: str = "INBOX",
         flags: Sequence[bytes] = (),
         date: datetime | None = None,
+        user: str | None = None,
     ) -> int: ...
 
-    def create_folder(self, name: str) -> None: ...
+    def create_folder(self, name: str, user: str | None = None) -> None: ...
 
-    def delete_folder(self, name: str) -> None: ...
+    def delete_folder(self, name: str, user: str | None = None) -> None: ...
 
-    def client(self) -> imapclient.IMAPClient: ...
+    def client(self, user: str | None = None) -> imapclient.IMAPClient: ...
 
     def stop(self) -> None: ...
 
@@ -181,6 +194,7 @@ class _ManagedServer:
         self._port_pinned = port != 0  # a caller-chosen port is never swapped on bind failure
         self.user = user
         self.password = password or secrets.token_urlsafe(12)
+        self.other_users: dict[str, str] = {}  # login -> password, besides `user`
         self.dir = Path(tempfile.mkdtemp(prefix=f"ms-{self.name}-"))
         # Dovecot's unprivileged helpers must be able to traverse into the dir.
         self.dir.chmod(0o755)
@@ -359,11 +373,18 @@ class _ManagedServer:
 
     # -- mail operations ----------------------------------------------------------------------
 
-    def client(self) -> imapclient.IMAPClient:
-        """A logged-in plain-text client; the caller closes it (it is a context manager)."""
+    @property
+    def users(self) -> dict[str, str]:
+        """Every login and its password, `user` first."""
+        return {self.user: self.password, **self.other_users}
+
+    def client(self, user: str | None = None) -> imapclient.IMAPClient:
+        """A logged-in plain-text client (as `user`, by default the first one); the caller
+        closes it (it is a context manager)."""
+        login = user or self.user
         client = imapclient.IMAPClient(self.host, self.port, ssl=False, timeout=CLIENT_TIMEOUT)
         try:
-            client.login(self.user, self.password)
+            client.login(login, self.users[login])
         except BaseException:
             with contextlib.suppress(Exception):
                 client.shutdown()
@@ -376,9 +397,10 @@ class _ManagedServer:
         folder: str = "INBOX",
         flags: Sequence[bytes] = (),
         date: datetime | None = None,
+        user: str | None = None,
     ) -> int:
         """APPEND `raw` unchanged and return its UID (from APPENDUID, else the highest UID)."""
-        with self.client() as client:
+        with self.client(user) as client:
             response = client.append(folder, raw, flags=tuple(flags), msg_time=date)
             match = _APPENDUID.search(response or b"")
             if match:
@@ -386,12 +408,12 @@ class _ManagedServer:
             client.select_folder(folder, readonly=True)
             return max(client.search(["ALL"]))
 
-    def create_folder(self, name: str) -> None:
-        with self.client() as client:
+    def create_folder(self, name: str, user: str | None = None) -> None:
+        with self.client(user) as client:
             client.create_folder(name)
 
-    def delete_folder(self, name: str) -> None:
-        with self.client() as client:
+    def delete_folder(self, name: str, user: str | None = None) -> None:
+        with self.client(user) as client:
             client.delete_folder(name)
 
     def __repr__(self) -> str:
@@ -506,22 +528,36 @@ class DovecotServer(_ManagedServer):
         password: str | None = None,
         port: int = 0,
         oauth2_introspection_url: str | None = None,
+        users: Mapping[str, str | None] | None = None,
     ):
         if DOVECOT_BINARY is None:
             raise FileNotFoundError("dovecot is not installed (no /usr/sbin/dovecot, none on PATH)")
         self.binary = DOVECOT_BINARY
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.home_per_user = users is not None
+        if users:  # the first is `user`, the others are other_users
+            user, password = next(iter(users.items()))
         super().__init__(user, password, port)
+        for name, secret in list((users or {}).items())[1:]:
+            self.other_users[name] = secret or secrets.token_urlsafe(12)
         self.config_path = self.dir / "dovecot.conf"
         self.log_path = self.dir / "dovecot.log"
 
     def _log_files(self) -> list[Path]:
         return [self.log_path, self._stderr_log]
 
+    def home(self, user: str | None = None) -> Path:
+        """The directory of `user`'s Maildir (the first user's by default)."""
+        if not self.home_per_user:
+            return self.dir / "home"
+        return self.dir / "home" / (user or self.user)
+
     def _prepare(self) -> None:
-        home = self.dir / "home"
-        home.mkdir(exist_ok=True)
-        (self.dir / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}\n")
+        homes = [self.dir / "home", *(self.home(u) for u in self.users if self.home_per_user)]
+        for home in homes:
+            home.mkdir(exist_ok=True)
+        passwd = "".join(f"{name}:{{PLAIN}}{secret}\n" for name, secret in self.users.items())
+        (self.dir / "passwd").write_text(passwd)
         if os.geteuid() == 0:
             # Dovecot refuses uid 0 for mail access, so mail is owned by nobody; its helper
             # processes run as the packaged dovenull/dovecot users, chrooted as usual.
@@ -529,7 +565,8 @@ class DovecotServer(_ManagedServer):
             login_user = "dovenull" if user_exists("dovenull") else "nobody"
             internal_user = "dovecot" if user_exists("dovecot") else "nobody"
             internal_group = "dovecot" if group_exists("dovecot") else "nogroup"
-            os.chown(home, mail_uid, mail_gid)
+            for home in homes:
+                os.chown(home, mail_uid, mail_gid)
             chroot = ""
         else:
             # Unprivileged: everything runs as us, and chroot (root only) is switched off.
@@ -547,6 +584,7 @@ class DovecotServer(_ManagedServer):
                 internal_group=internal_group,
                 mail_uid=mail_uid,
                 mail_gid=mail_gid,
+                home=f"{self.dir}/home/%u" if self.home_per_user else f"{self.dir}/home",
                 chroot=chroot,
                 **self._auth_settings(),
             )
@@ -556,13 +594,16 @@ class DovecotServer(_ManagedServer):
             (self.dir / "run" / "master.pid").unlink()
 
     def _auth_settings(self) -> dict[str, str]:
-        """Password logins only, or (with an introspection URL) OAuth2 beside them."""
+        """Password logins only, or (with an introspection URL) OAuth2 beside them. With
+        several users, a refused password is answered without the usual delays: their tests
+        refuse many (one mailbox's wrong password among others that work)."""
         if self.oauth2_introspection_url is None:
+            quick = self.home_per_user
             return {
                 "auth_mechanisms": "plain login",
-                "auth_extra": "",
+                "auth_extra": QUICK_REFUSALS_AUTH_EXTRA if quick else "",
                 "oauth2_passdb": "",
-                "anvil_extra": "",
+                "anvil_extra": NO_PENALTY_ANVIL_EXTRA.format() if quick else "",
             }
         (self.dir / "dovecot-oauth2.conf.ext").write_text(
             OAUTH2_CONFIG.format(introspection_url=self.oauth2_introspection_url)

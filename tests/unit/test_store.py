@@ -134,6 +134,18 @@ def test_lock_timeout_deadlock_and_conflict_on_postgresql_are_temporary_errors(
         assert "\n" not in str(mapped)
 
 
+def test_no_pooled_connection_free_in_time_is_a_temporary_error(store: Store) -> None:
+    # Many threads (the daemon's mailboxes) can wait for the pool longer than its timeout.
+    busy = Store(sa.create_engine(store.engine.url, pool_size=1, max_overflow=0, pool_timeout=0.1))
+    try:
+        with busy.engine.connect(), pytest.raises(TemporaryError) as caught, busy.read() as s:
+            s.execute(sa.text("SELECT 1"))
+    finally:
+        busy.engine.dispose()
+    assert str(caught.value) == "no database connection came free in time; try again"
+    assert caught.value.exit_code == 75
+
+
 def test_upgrade_from_the_first_schema_keeps_data(db_url: str, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir(exist_ok=True)
     store = Store.open(db_url, check_schema=False)
