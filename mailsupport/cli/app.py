@@ -280,6 +280,8 @@ class State:
 
     config_path: str | None = None
     verbose: bool = False
+    # Settings stop at a bad mailboxes file too (`doctor` turns it off to report it).
+    check_mailboxes: bool = True
     _settings: Settings | None = None
     _store: Store | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -297,7 +299,7 @@ class State:
             level = "INFO" if self.verbose else self._settings.log_level
             fmt = "%(levelname)s %(name)s: %(message)s"
             log_to_stderr(self._settings, level, fmt, replace=False)
-            if self._settings.mailboxes_file:  # a bad file stops every command, named
+            if self._settings.mailboxes_file and self.check_mailboxes:  # stops every command
                 self.mailboxes  # noqa: B018
         return self._settings
 

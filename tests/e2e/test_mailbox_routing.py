@@ -138,10 +138,13 @@ def test_a_bad_mailboxes_file_stops_every_command_naming_line_and_key(
         MAILBOXES.replace('queue = "billing"', 'queue = ["billing"]')
     )
     problem = "line 10, mailbox 2, queue: must be a string"
-    for command in (["list"], ["status", "--offline"], ["doctor"], ["reply", "1", "-m", "x"]):
+    for command in (["list"], ["status", "--offline"], ["reply", "1", "-m", "x"], ["poll"]):
         done = cli(desk_env, *command)
         assert done.exit_code == 2, (command, done.output)
         assert "mailboxes file" in done.stderr and problem in done.stderr
+    doctor = cli(desk_env, "doctor")  # lists it with everything else it finds
+    assert doctor.exit_code == 1 and "FAIL  mailboxes: " in doctor.stdout
+    assert problem in doctor.stdout
     # An MTA's delivery keeps the message queued until the file is fixed.
     ingest = cli(desk_env, "ingest", input=customer_mail("x@customer.example.org", "a@b.c"))
     assert ingest.exit_code == 75 and problem in ingest.stderr

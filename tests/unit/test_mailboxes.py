@@ -103,22 +103,29 @@ def test_plus_addressing_names_a_mailbox_or_falls_back_to_the_address(tmp_path: 
 def test_a_named_mailbox_must_exist(tmp_path: Path) -> None:
     boxes = desk(tmp_path)
     assert boxes.named("BILLING").name == "billing"
-    with pytest.raises(UsageError, match="no mailbox named 'sales'.*support, billing"):
+    with pytest.raises(UsageError, match=r"no mailbox named 'sales'.*support, billing"):
         boxes.named("sales")
 
 
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        (('name = "billing"', 'name = "support"'), r"line 10, mailbox 2, name: 'support' names two"),
-        (('queue = "billing"', 'quue = "billing"'), r"line 13, mailbox 2, quue: unknown key \(did you mean queue\?\)"),
-        (("imap_user = \"billing\"", "imap_port = \"x\""), r"line 16, mailbox 2, imap_port: .*integer"),
-        (('address = "billing@example.com"', 'address = "help@example.com"'), r"line 11, mailbox 2, address: help@example.com is an address of mailbox 'support'"),
-        (('address = "billing@example.com"', 'address = "billing"'), r"line 11, mailbox 2, address: needed: a bare address"),
-        (('language = "ru"', 'language = "de"'), r"line 14, mailbox 2, language: "),
-        (("[[mailbox]]\nname = \"support\"", "[[mailbox]]\nname = 'support'\n[extra]"), r"mailboxes file .*"),
-    ],
-)  # fmt: skip
+BILLING_ADDRESS = 'address = "billing@example.com"'
+MISTAKES = [
+    (('name = "billing"', 'name = "support"'), r"line 10, mailbox 2, name: 'support' names two"),
+    (
+        ('queue = "billing"', 'quue = "billing"'),
+        r"line 13, mailbox 2, quue: unknown key \(did you mean queue\?\)",
+    ),
+    (('imap_user = "billing"', 'imap_port = "x"'), r"line 16, mailbox 2, imap_port: .*integer"),
+    (
+        (BILLING_ADDRESS, 'address = "help@example.com"'),
+        r"line 11, mailbox 2, address: help@example.com is an address of mailbox 'support'",
+    ),
+    ((BILLING_ADDRESS, 'address = "billing"'), r"line 11, mailbox 2, address: needed: a bare"),
+    (('language = "ru"', 'language = "de"'), r"line 14, mailbox 2, language: "),
+    (('name = "support"', "name = 'support'\n[extra]"), r"mailboxes file .*"),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), MISTAKES)
 def test_a_bad_file_is_one_line_naming_the_line_and_key(
     tmp_path: Path, change: tuple[str, str], expected: str
 ) -> None:
@@ -134,5 +141,5 @@ def test_an_unreadable_password_file_names_it(tmp_path: Path) -> None:
 
 def test_a_missing_file_names_the_setting(tmp_path: Path) -> None:
     settings = load_settings(mailboxes_file=str(tmp_path / "nope.toml"))
-    with pytest.raises(ConfigError, match="MAILSUPPORT_MAILBOXES_FILE .*nope.toml"):
+    with pytest.raises(ConfigError, match=r"MAILSUPPORT_MAILBOXES_FILE .*nope\.toml"):
         load_mailboxes(settings)
