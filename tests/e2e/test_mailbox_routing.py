@@ -148,3 +148,90 @@ def test_a_bad_mailboxes_file_stops_every_command_naming_line_and_key(
     # An MTA's delivery keeps the message queued until the file is fixed.
     ingest = cli(desk_env, "ingest", input=customer_mail("x@customer.example.org", "a@b.c"))
     assert ingest.exit_code == 75 and problem in ingest.stderr
+
+
+def test_three_mailboxes_on_dovecot_each_answered_from_its_address(
+    smtp_env: dict[str, str], smtp_server: SmtpServer, store: Store, tmp_path: Path
+) -> None:
+    """The issue's whole case: two Dovecot users, three mailboxes (one with two aliases),
+    one poll; each ticket in its queue and language, answered from its address; the
+    customer's answer threads back; a wrong password on one leaves the others working."""
+    from tests.support.imapservers import DOVECOT_BINARY, DovecotServer
+
+    if DOVECOT_BINARY is None:
+        pytest.skip("Dovecot is not installed (no /usr/sbin/dovecot and none on PATH)")
+    desk_user, shop_user = "desk@example.test", "shop@example.test"
+    with DovecotServer(users={desk_user: None, shop_user: None}) as dovecot:
+        dovecot.create_folder("Sales", user=shop_user)
+
+        def box(name: str, user: str, folder: str, password: str = "", **own: str) -> str:
+            lines = ["[[mailbox]]", f'name = "{name}"']
+            lines += [f"{k} = {json.dumps(v)}" for k, v in own.items()]
+            lines += [
+                f'imap_host = "{dovecot.host}"', f"imap_port = {dovecot.port}",
+                'imap_security = "none"', f'imap_user = "{user}"', f'imap_folder = "{folder}"',
+                f"imap_password = {json.dumps(password or dovecot.users[user])}",
+            ]  # fmt: skip
+            return "\n".join(lines) + "\n"
+
+        def write(wrong: str = "") -> dict[str, str]:
+            path = tmp_path / "mailboxes.toml"
+            path.write_text(
+                box("support", desk_user, "INBOX", "nope" if wrong == "support" else "",
+                    address="support@example.com")
+                + 'aliases = ["help@example.com", "hilfe@example.com"]\n'
+                + box("billing", shop_user, "INBOX", "nope" if wrong == "billing" else "",
+                      address="billing@example.com", display_name="Example Billing",
+                      queue="billing", language="ru")
+                + box("sales", shop_user, "Sales", "nope" if wrong == "sales" else "",
+                      address="sales@example.com", display_name="Example Sales")
+            )  # fmt: skip
+            return smtp_env | {"MAILSUPPORT_MAILBOXES_FILE": str(path)}
+
+        env = write()
+        assert cli(env, "poll").exit_code == 0  # the first poll: what is there is history
+        deliveries = {
+            "support": ("hilfe@example.com", desk_user, "INBOX"),
+            "billing": ("billing@example.com", shop_user, "INBOX"),
+            "sales": ("sales@example.com", shop_user, "Sales"),
+        }
+        for name, (address, user, folder) in deliveries.items():
+            raw = customer_mail(f"{name}@customer.example.org", address)
+            dovecot.append(raw.replace(b"\n", b"\r\n"), folder=folder, user=user)
+        done = cli(env, "poll")
+        assert done.exit_code == 0, done.output
+        tickets = {n: ticket_of(store, f"{n}@customer.example.org") for n in deliveries}
+        assert {n: (t.mailbox, t.queue) for n, t in tickets.items()} == {
+            "support": ("support", ""),
+            "billing": ("billing", "billing"),
+            "sales": ("sales", ""),
+        }
+        acks = {a.mail_from: parsed(a.data) for a in smtp_server.arrivals}
+        assert set(acks) == {"support@example.com", "billing@example.com", "sales@example.com"}
+        billing_ack = acks["billing@example.com"]
+        assert billing_ack["From"] == "Example Billing <billing@example.com>"
+        assert "Здравствуйте" in billing_ack.get_body(("plain",)).get_content()
+
+        answer = customer_mail(
+            "again@customer.example.org",
+            "billing@example.com",
+            subject=f"Re: {billing_ack['Subject']}",
+            in_reply_to=billing_ack["Message-ID"].strip("<>"),
+        )
+        dovecot.append(answer.replace(b"\n", b"\r\n"), user=shop_user)
+        assert cli(env, "poll").exit_code == 0
+        assert ticket_of(store, "again@customer.example.org").id == tickets["billing"].id
+
+        # A wrong password on one mailbox: the other two keep working; status says which.
+        env = write(wrong="sales")
+        late = customer_mail("late@customer.example.org", "support@example.com")
+        dovecot.append(late.replace(b"\n", b"\r\n"), user=desk_user)
+        partly = cli(env, "poll")
+        assert partly.exit_code == 2
+        assert "sales" in partly.stderr
+        assert ticket_of(store, "late@customer.example.org").mailbox == "support"
+        report = {
+            b["name"]: b for b in json.loads(cli(env, "status", "--json").stdout)["mailboxes"]
+        }
+        assert report["sales"]["last_error"] and not report["support"]["last_error"]
+        assert not report["billing"]["last_error"]
