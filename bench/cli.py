@@ -11,10 +11,13 @@ Parts:
   big     peak RSS of the poll that takes one message of just under 25 MiB
   stored  intake of --stored-intake messages into a store of 1,000,000 messages, against
           the same into an empty store (SQLite)
+  mailboxes  one daemon watching --mailboxes mailboxes (50) on one Dovecot: how soon it
+          takes a message delivered to any of them (--deliveries, 20), and its peak RSS
   report  nothing: print the results kept (with --write, put them into the doc)
 
 Results are kept in the cache directory (results.json), so parts run on different days
-add up; --write renders all of them into docs/benchmarks.md, between the intake markers.
+add up; --write renders all of them into docs/benchmarks.md, between the intake markers
+(and the mailboxes markers).
 PostgreSQL: BENCH_POSTGRES (default postgresql+psycopg://postgres@127.0.0.1:5432) must
 allow CREATE DATABASE; the runs use a database named bench_intake, dropped each time.
 """
@@ -36,7 +39,9 @@ from bench.run import machine
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- intake results: begin -->", "<!-- intake results: end -->"
-PARTS = ("read", "intake", "big", "stored")
+MAILBOXES_BEGIN = "<!-- mailboxes results: begin -->"
+MAILBOXES_END = "<!-- mailboxes results: end -->"
+PARTS = ("read", "intake", "big", "stored", "mailboxes")
 REPORT = "report"  # --only report: run nothing, print (and --write) the results kept
 BIG_BYTES = 25 * 1024 * 1024 - 64 * 1024  # just under MAILSUPPORT_MAX_MESSAGE_BYTES
 STORED_TICKETS = 250_000  # 3 to 5 messages each: about 1,000,000 messages
@@ -76,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tickets", type=int, default=100_000, help="read: store size")
     parser.add_argument("--runs", type=int, default=7, help="read: timed runs per command")
     parser.add_argument("--fresh", action="store_true", help="read: build the store again")
+    parser.add_argument("--mailboxes", type=int, default=50, help="mailboxes: how many (50)")
+    parser.add_argument("--deliveries", type=int, default=20, help="mailboxes: messages (20)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     if unknown := set(parts) - {*PARTS, REPORT}:
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     backends = [b.strip() for b in args.backends.split(",")]
     if args.quick:
         sizes, args.tickets, args.runs = [1000], 10_000, 3
+        args.mailboxes, args.deliveries = 10, 5
         args.stored_tickets, args.stored_intake = 25_000, 1000
     # A smoke run's numbers are kept apart: they must never replace the real ones in the doc.
     name = "results-quick.json" if args.quick else "results.json"
@@ -106,10 +114,24 @@ def main(argv: list[str] | None = None) -> None:
         read_main(read)
     if {"intake", "big", "stored"} & set(parts):
         run_intake(args, parts, sizes, backends, results)
+    if "mailboxes" in parts:
+        from bench.mailboxes import run_mailboxes
+
+        log(f"mailboxes: one daemon, {args.mailboxes} mailboxes, {args.deliveries} deliveries")
+        found = run_mailboxes(args.mailboxes, args.deliveries, args.cache, log)
+        results["mailboxes"] = found | {"on": f"{datetime.now(UTC):%Y-%m-%d}"}
+        save(args.cache, results)
     print()
-    print(render(results))
+    intake_kept = any(results.get(part) for part in ("intake", "ceiling", "big", "stored"))
+    if intake_kept or "mailboxes" not in results:
+        print(render(results))
+    if "mailboxes" in results:
+        print(render_mailboxes(results))
     if args.write:
-        write_doc(render(results))
+        if intake_kept:
+            write_doc(render(results))
+        if "mailboxes" in results:
+            write_doc(render_mailboxes(results), MAILBOXES_BEGIN, MAILBOXES_END)
         log(f"wrote {DOC.relative_to(ROOT)}")
 
 
@@ -311,12 +333,19 @@ def _load(r: dict[str, Any]) -> str:
     return f"{r['load']:.1f}" if "load" in r else "–"
 
 
-def write_doc(table: str) -> None:
+def render_mailboxes(results: dict[str, Any]) -> str:
+    from bench.mailboxes import render as render_part
+
+    machine = f"Machine: {results.get('machine', 'unknown')}.\n\n"
+    return machine + render_part(results["mailboxes"])
+
+
+def write_doc(table: str, begin: str = BEGIN, end: str = END) -> None:
     text = DOC.read_text()
-    block = f"{BEGIN}\n{table}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    block = f"{begin}\n{table}{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(text)
