@@ -37,7 +37,7 @@ from mailsupport.errors import (
 from mailsupport.imapconn import connect, disconnect, server_errors
 from mailsupport.locks import Lock, folder_lock
 from mailsupport.logs import log_to_stderr, name_mailboxes, secrets_of
-from mailsupport.mailboxes import Mailboxes
+from mailsupport.mailboxes import Mailboxes, load_mailboxes
 from mailsupport.parsing.workers import ParserPool
 from mailsupport.pipeline import NEW, Pipeline, describe
 from mailsupport.poll import FolderPoller, PollResult, record_failure
@@ -81,7 +81,7 @@ def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
     """What the daemon runs besides taking mail: the outbox, when SMTP is set up, and the
     purge of old spam, when MAILSUPPORT_SPAM_DAYS is set."""
     tasks: list[Periodic] = []
-    if settings.smtp_host:
+    if load_mailboxes(settings).sending:
 
         def send_outbox() -> None:
             from mailsupport.outbox.delivery import describe_delivery, flush

@@ -74,6 +74,11 @@ class Mailboxes:
         return self._by_name.get(DEFAULT, self.all[0])
 
     @property
+    def sending(self) -> bool:
+        """Whether any mailbox can send mail (has an SMTP server)."""
+        return any(box.settings.smtp_host for box in self.all)
+
+    @property
     def our_addresses(self) -> frozenset[str]:
         return frozenset(self._by_address)
 

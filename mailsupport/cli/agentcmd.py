@@ -380,7 +380,7 @@ def _send_now(st: State, number: int | None, item_id: int | None, no_send: bool)
     settings = st.settings
     if item_id is None or number is None or no_send:
         return
-    if not settings.smtp_host:
+    if not st.mailboxes.sending:
         typer.echo("not sent yet: MAILSUPPORT_SMTP_HOST is not set (the outbox keeps it)")
         return
     from mailsupport.outbox.delivery import deliver_due

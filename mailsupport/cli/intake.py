@@ -150,7 +150,7 @@ def ingest(
     else:
         shown = f"ticket #{outcome.ticket_number}: {outcome.detail}"
     typer.echo(terminal_text(shown, one_line=True))
-    if outcome.ticket_number is not None and st.settings.smtp_host:
+    if outcome.ticket_number is not None and st.mailboxes.sending:
         _send_for_ticket(st, outcome.ticket_number)
 
 
@@ -171,7 +171,7 @@ def _send_for_ticket(st: State, number: int) -> None:
 
 def _send_queued(st: State) -> None:
     """After `import --ack` or `quarantine retry --ack`: send what is due, as `poll` does."""
-    if not st.settings.smtp_host:
+    if not st.mailboxes.sending:
         return
     from mailsupport.outbox.delivery import flush
 

@@ -113,7 +113,7 @@ def outbox_flush(
 
     st = state(ctx)
     settings = st.settings
-    if not settings.smtp_host:
+    if not st.mailboxes.sending:
         # Checked first: asked to send, a missing server is an error even with nothing due.
         raise ConfigError(
             "MAILSUPPORT_SMTP_HOST is not set: outgoing mail waits in the outbox until it is"

@@ -27,7 +27,7 @@ class Senders:
 
     @property
     def any_smtp(self) -> bool:
-        return any(box.settings.smtp_host for box in self.mailboxes.all)
+        return self.mailboxes.sending
 
     def name(self, mailbox: str) -> str:
         """The mailbox an item's `mailbox` names (the default one for "" or a gone one)."""

@@ -235,3 +235,26 @@ def test_three_mailboxes_on_dovecot_each_answered_from_its_address(
         }
         assert report["sales"]["last_error"] and not report["support"]["last_error"]
         assert not report["billing"]["last_error"]
+
+
+def test_a_mailbox_with_its_own_smtp_server_sends_when_the_desk_has_none(
+    env_for_cli: dict[str, str], smtp_server: SmtpServer, store: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "mailboxes.toml"
+    path.write_text(
+        MAILBOXES.replace(
+            'language = "ru"\n',
+            f'language = "ru"\nsmtp_host = "{smtp_server.host}"\nsmtp_port = {smtp_server.port}\n'
+            'smtp_security = "none"\nsmtp_timeout = 5\n',
+        )
+    )
+    env = env_for_cli | {"MAILSUPPORT_MAILBOXES_FILE": str(path)}
+    for n, to in enumerate(["billing@example.com", "sales@example.com"]):
+        assert (
+            cli(env, "ingest", input=customer_mail(f"o{n}@customer.example.org", to)).exit_code == 0
+        )
+    # billing's acknowledgement left through billing's server; sales has none to send with.
+    assert [a.mail_from for a in smtp_server.arrivals] == ["billing@example.com"]
+    sales = ticket_of(store, "o1@customer.example.org")
+    shown = cli(env, "show", str(sales.number))
+    assert "no acknowledgement: outgoing mail is off" in shown.stdout
