@@ -192,7 +192,7 @@ class Acknowledger:
     def _send(
         self, session: Session, message: Inbound, ticket: Ticket, to: Address, now: datetime
     ) -> AckOutcome:
-        from mailsupport.kb import article_text, suggestions_for
+        from mailsupport.kb import article_body, suggestions_for
 
         language = choose_language(self.outgoing.settings_of(ticket).language, message.text)
         found = suggestions_for(self.settings, f"{message.subject}\n{message.text}", language)
@@ -222,7 +222,7 @@ class Acknowledger:
             now=now,
             language=language,
             thread_reason="acknowledgement of a new ticket",
-            articles=[(s.article.title, article_text(s.article)) for s in found],
+            articles=[(s.article.title, article_body(s.article)) for s in found],
         )
         suggested = f" with articles {', '.join(s.article.slug for s in found)}" if found else ""
         return AckOutcome(

@@ -503,8 +503,14 @@ def not_found_message(kb: KnowledgeBase, slug: str) -> str:
 
 def article_text(article: Article) -> str:
     """The article as plain text for a reply: its title, a blank line, its body."""
+    return f"{article.title}\n\n{article_body(article)}".rstrip() + "\n"
+
+
+def article_body(article: Article) -> str:
+    """The article's body as plain text, without a heading that repeats its title (the
+    acknowledgement's template shows the title itself)."""
     body = plain_text(article.body)
     first, _, rest = body.partition("\n")
     if normalise(first.strip()) == normalise(article.title.strip()):
         body = rest.lstrip("\n")  # the body repeats the title as its heading
-    return f"{article.title}\n\n{body}".rstrip() + "\n"
+    return body.rstrip() + "\n"
