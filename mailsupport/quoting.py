@@ -3,8 +3,9 @@
 Pure functions over text. `compose.quote_text` uses `new_text` to quote only what the customer
 wrote this time; `show` uses `fold` to hide the history a reply carries, so a long reply chain
 reads like a chat. Both agree on what counts as history: a separator line such as
-"-----Original Message-----", and "> " quoted lines with the "On ..., Anna wrote:" line above
-them.
+"-----Original Message-----", Outlook's header block of the copied mail ("From: ..." /
+"Sent: ..." / "To: ..." / "Subject: ..."), and "> " quoted lines with the "On ..., Anna
+wrote:" line above them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,19 @@ ATTRIBUTION = re.compile(
     r"escribió)\s*:\s*",
     re.IGNORECASE,
 )
+# Outlook (and clients copying it) put the earlier mail below a block of its headers, in the
+# language of the client: "From:" first, then "Sent:" (or "Date:") and "Subject:" among the
+# next few lines.
+_OUTLOOK_FROM = re.compile(r"\s*\**(from|от|von|de|da)\s*:\**\s*\S.*", re.IGNORECASE)
+_OUTLOOK_SENT = re.compile(
+    r"\s*\**(sent|date|отправлено|дата|gesendet|datum|envoyé|enviado|inviato)\s*:\**\s*\S.*",
+    re.IGNORECASE,
+)
+_OUTLOOK_SUBJECT = re.compile(
+    r"\s*\**(subject|тема|betreff|objet|asunto|oggetto)\s*:\**.*", re.IGNORECASE
+)
+OUTLOOK_BLOCK_LINES = 6  # From: and the headers after it, Cc: included
+
 # Inline answers keep the short quotes they answer ("> Which version?" / "3.2"); longer
 # quoted blocks inside a message are folded like the trailing one.
 KEEP_INLINE_QUOTE_LINES = 3
@@ -55,11 +69,24 @@ def _attribution_lines(lines: list[str], end: int) -> int:
     return 1
 
 
+def starts_copied_headers(lines: list[str], i: int) -> bool:
+    """Whether lines[i] starts Outlook's block of the copied mail's headers: a "From:" line
+    with "Sent:" (or "Date:") and "Subject:" among the next few. Not at the very top: a
+    message that begins with it is a forward, all of it the point."""
+    if not i or not _OUTLOOK_FROM.fullmatch(lines[i]):
+        return False
+    block = lines[i + 1 : i + 1 + OUTLOOK_BLOCK_LINES]
+    return any(_OUTLOOK_SENT.fullmatch(x) for x in block) and any(
+        _OUTLOOK_SUBJECT.fullmatch(x) for x in block
+    )
+
+
 def new_text(lines: list[str]) -> list[str]:
     """The lines the customer wrote this time: without the copy of earlier mail their
-    client put below (after a separator, or a trailing "> " block and its "... wrote:")."""
+    client put below (after a separator or Outlook's header block, or a trailing "> " block
+    and its "... wrote:")."""
     for i, line in enumerate(lines):
-        if HISTORY_SEPARATOR.fullmatch(line):
+        if HISTORY_SEPARATOR.fullmatch(line) or starts_copied_headers(lines, i):
             lines = lines[:i]
             break
     end = len(lines)
@@ -77,7 +104,8 @@ def new_text(lines: list[str]) -> list[str]:
 def fold(text: str) -> list[str | Folded]:
     """`text` as lines, each stretch of quoted history replaced by one `Folded`.
 
-    Folded: everything from a separator line ("-----Original Message-----") or from an
+    Folded: everything from a separator line ("-----Original Message-----"), from Outlook's
+    block of the copied mail's headers ("From:" / "Sent:" / "Subject:"), or from an
     attribution followed by an unquoted copy ("Иван пишет:" and the old text as it was) to
     the end; and each block of "> " lines with the attribution above it, except short
     blocks that inline answers reply to. A message that would be all history is kept whole:
@@ -115,7 +143,7 @@ def fold(text: str) -> list[str | Folded]:
 def _history_tail(lines: list[str]) -> int:
     """Where the unquoted copy of earlier mail starts (len(lines) when there is none)."""
     for i, line in enumerate(lines):
-        if HISTORY_SEPARATOR.fullmatch(line):
+        if HISTORY_SEPARATOR.fullmatch(line) or starts_copied_headers(lines, i):
             return i
         if ATTRIBUTION.fullmatch(line):
             following = next((x for x in lines[i + 1 :] if x.strip()), None)

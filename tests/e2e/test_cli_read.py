@@ -459,6 +459,21 @@ def test_coloured_show_is_the_same_text(run, conversation) -> None:  # type: ign
         ("", []),
         ("a\r\n\r\n\r\nb\n\n", ["a", "", "b"]),
         ("Colon: not an attribution\nplain text", None),
+        # Outlook's block of the copied mail's headers (an HTML reply turned into text)
+        (
+            "Works now.\n\nFrom: Support <support@example.com>\nSent: Monday, March 2, 2026"
+            " 9:20 AM\nTo: Anna <anna@example.org>\nSubject: RE: [#7] Login\n\nTry again.",
+            ["Works now.", "", 6],
+        ),
+        (
+            "Спасибо!\n\nОт: Поддержка <support@example.com>\nОтправлено: 2 марта 2026 г."
+            "\nКому: Иван\nТема: RE: Счёт\n\nСтарый текст",
+            ["Спасибо!", "", 6],
+        ),
+        # a "From:" line in the customer's own words, without the block: kept
+        ("From: my old address it worked\nSubject lines are fine", None),
+        # a forward that starts with the block: all of it is the point
+        ("From: Boss <b@example.org>\nSent: today\nSubject: fyi\n\ntext", None),
     ],
 )
 def test_fold(text: str, expected: list[str | int] | None) -> None:
@@ -474,6 +489,9 @@ def test_fold_and_the_reply_quote_agree_on_what_is_new() -> None:
     text = "Thanks!\n\nOn Mon, Bob <\nbob@x.example> wrote:\n> old\n>> older\n"
     assert quote_text(text) == "> Thanks!"
     assert [x for x in fold(text) if isinstance(x, str) and x] == ["Thanks!"]
+    outlook = "Thanks!\n\nFrom: Bob\nSent: Monday\nTo: Anna\nSubject: RE: x\n\nold"
+    assert quote_text(outlook) == "> Thanks!"
+    assert [x for x in fold(outlook) if isinstance(x, str) and x] == ["Thanks!"]
 
 
 # -- the fast SQLite read path ---------------------------------------------------------------
