@@ -332,8 +332,9 @@ class Pipeline:
             "created_at": now,
         }
         message_pk = db.store_message(
-            session, values, message.attachments, self.files, [message.message_id, *references]
-        )
+            session, values, message.attachments, self.files, [message.message_id, *references],
+            counts=not bounce,
+        )  # fmt: skip
         if not bounce:  # MAILER-DAEMON is nobody to write to
             people = self._people(message, ticket, kind == NEW, outgoing, trusted=not doubt)
             limit = settings.max_participants

@@ -43,7 +43,7 @@ COMMAND_MODULES = (
     "tickets",
 )
 # Commands that need no module but the one defining them.
-LIGHT_COMMANDS = {"list": "tickets", "show": "tickets", "export": "tickets"}
+LIGHT_COMMANDS = {"list": "tickets", "show": "tickets", "export": "tickets", "next": "tickets"}
 # The options of the main callback (app._main), which come before the command.
 _ROOT_FLAGS = frozenset({"-v", "--verbose"})
 _ROOT_OPTIONS_WITH_VALUE = frozenset({"--config"})

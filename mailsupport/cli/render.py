@@ -133,6 +133,9 @@ def _sla(detail: dict[str, Any], now: datetime) -> list[tuple[str, bool]]:
 # -- list ------------------------------------------------------------------------------------
 
 
+_LAST = {"customer": "cust", "us": "us"}
+
+
 def ticket_table(rows: list[dict[str, Any]], width: int | None, colour: bool) -> list[str]:
     """The `list` table: a header and one line per ticket, fitted to `width` (None: never
     clipped, for pipes). The assignee and requester columns are as wide as this page needs,
@@ -140,8 +143,10 @@ def ticket_table(rows: list[dict[str, Any]], width: int | None, colour: bool) ->
     rows = terminal_safe(rows)  # before measuring: a replaced sequence is one column
     paint = Paint(colour)
     who_width = min(max([len(r["assignee"] or "") for r in rows] + [len("ASSIGNEE")]), 16)
+    if width is not None:  # a narrow terminal keeps 10 columns for the subject
+        who_width = min(who_width, max(len("ASSIGNEE"), width - 70))
     requester_width = min(max([len(r["requester"]) for r in rows] + [len("REQUESTER")]), 28)
-    before = 6 + 7 + 16 + 8 + who_width + 4 + 6 * 2  # the columns left of REQUESTER, gaps
+    before = 6 + 7 + 16 + 8 + who_width + 4 + 4 + 7 * 2  # the columns left of REQUESTER, gaps
     subject_width = None
     if width is not None:
         room = width - before  # for the requester, its gap and the subject
@@ -157,7 +162,7 @@ def ticket_table(rows: list[dict[str, Any]], width: int | None, colour: bool) ->
         paint(
             line(
                 [f"{'#':>6}", f"{'STATUS':<7}", f"{'UPDATED':<16}", f"{'PRIORITY':<8}",
-                 f"{'ASSIGNEE':<{who_width}}", f"{'MSGS':>4}"],
+                 f"{'ASSIGNEE':<{who_width}}", f"{'MSGS':>4}", "LAST"],
                 "REQUESTER",
                 "SUBJECT",
             ),
@@ -173,7 +178,10 @@ def ticket_table(rows: list[dict[str, Any]], width: int | None, colour: bool) ->
             paint(f"{r['priority']:<8}", PRIORITY_STYLE.get(r["priority"])),
             paint(assignee, None if r["assignee"] else "2"),
             f"{r['messages']:>4}",
-        ]
+            # Who wrote last: the customer (waiting for us) or us.
+            paint(f"{_LAST.get(r.get('last_writer') or '', '-'):<4}",
+                  "1" if r.get("last_writer") == "customer" else None),
+        ]  # fmt: skip
         # Tickets opened by automatic mail say so first: no work, nobody to answer.
         subject = f"[{r['automatic']}] {r['subject']}" if r.get("automatic") else r["subject"]
         subject = subject if subject_width is None else clip(subject, subject_width)

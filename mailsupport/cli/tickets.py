@@ -54,6 +54,12 @@ def list_(
     mailbox: str | None = typer.Option(
         None, metavar="NAME", help="Only tickets of this mailbox (MAILSUPPORT_MAILBOXES_FILE)."
     ),
+    waiting: bool = typer.Option(
+        False, "--waiting", help="Only tickets whose customer wrote last (waiting for us)."
+    ),
+    requester: str | None = typer.Option(
+        None, metavar="ADDR", help="Only tickets of this customer (their address)."
+    ),
     line: int | None = typer.Option(
         None, min=1, max=9, metavar="LINE", help="Only tickets on this line of support (1, 2...)."
     ),
@@ -96,12 +102,16 @@ def list_(
 
     Filters combine: --status open --mine lists my open tickets. Spam is listed only
     with --status spam. Paging: --limit and --offset; the table says when there are more.
+    LAST says who wrote last: cust (the customer: waiting for us), us, or - (nobody yet;
+    acknowledgements and notes do not count).
 
     Examples:
         mailsupport list
         mailsupport list --status open --mine
         mailsupport list --overdue --sort priority
         mailsupport list --tag billing --since 7d --json
+        mailsupport list --waiting --mine --sort priority
+        mailsupport list --requester anna@example.org
     """
     from mailsupport.store.queries import TicketFilter, list_tickets
 
@@ -126,6 +136,8 @@ def list_(
         type=type_.strip().lower() if type_ else None,
         due_before=_due_before(overdue, due_within, utcnow()),
         mailboxes=() if mailbox is None else _mailbox_names(st, mailbox),
+        waiting=waiting,
+        requester=requester.strip().strip("<>").lower() if requester else None,
     )
     with _reading(st) as reader:
         # One more than asked, to tell whether there is a next page.
@@ -230,6 +242,55 @@ def show(
     from mailsupport.cli.render import ticket_text
 
     typer.echo(ticket_text(detail, number, full=full, history=history, colour=use_colour()))
+
+
+@app.command("next", rich_help_panel=AGENT)
+def next_ticket(
+    ctx: typer.Context,
+    as_name: str | None = typer.Option(
+        None, "--as", metavar="NAME", help="Who I am (default: MAILSUPPORT_AGENT, else login)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
+) -> None:
+    """Show the most urgent ticket waiting for me: the customer wrote last.
+
+    Mine first (assigned to me), then unassigned ones; the most urgent by
+    priority, then the most recently updated (the order of `list --sort
+    priority`). Exit 1 when nothing waits.
+
+    Examples:
+        mailsupport next
+        mailsupport next --as olga
+    """
+    from mailsupport.store.queries import (
+        TicketFilter,
+        list_tickets,
+        ticket_by_number,
+        ticket_detail,
+    )
+
+    st = state(ctx)
+    me = st.agent_name(as_name)
+    found = None
+    with _reading(st) as reader:
+        for where in (
+            TicketFilter(waiting=True, assignee=me),
+            TicketFilter(waiting=True, unassigned=True),
+        ):
+            rows = list_tickets(reader, where, "priority", False, 1, 0)
+            if rows:
+                found = ticket_by_number(reader, rows[0]["number"])
+                break
+        if found is None:
+            raise NotFoundError(f"nothing waits for {me}: no customer wrote last on yours")
+        detail = ticket_detail(reader, found)
+    detail["mailbox"] = st.mailboxes.of_ticket(detail["mailbox"]).name
+    if as_json:
+        print_json(detail)
+        return
+    from mailsupport.cli.render import ticket_text
+
+    typer.echo(ticket_text(detail, found.number, colour=use_colour()))
 
 
 @app.command("export", rich_help_panel=AGENT)

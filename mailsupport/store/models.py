@@ -52,6 +52,8 @@ class Ticket(SQLModel, table=True):
         sa.Index("ix_tickets_line_updated_at", "line", "updated_at"),
         sa.Index("ix_tickets_type_updated_at", "type", "updated_at"),
         sa.Index("ix_tickets_mailbox_updated_at", "mailbox", "updated_at"),
+        sa.Index("ix_tickets_last_writer_updated_at", "last_writer", "updated_at"),
+        sa.Index("ix_tickets_requester_updated_at", "requester", "updated_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -83,6 +85,9 @@ class Ticket(SQLModel, table=True):
     # The mailbox (mailboxes.py) the customer wrote to; our mail on the ticket comes from its
     # address. "" = the default mailbox (tickets filed before there were several).
     mailbox: str = Field(default="", sa_type=sa.Text, sa_column_kwargs={"server_default": ""})
+    # Who wrote last: "customer" (their mail: the ball is in our court), "us" (an agent's
+    # reply or notice), "" (nobody yet). Acknowledgements and notes do not count.
+    last_writer: str = Field(default="", max_length=16, sa_column_kwargs={"server_default": ""})
 
 
 class TicketTag(SQLModel, table=True):

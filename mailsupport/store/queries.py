@@ -66,7 +66,7 @@ _TICKET_COLUMNS = (
     "t.id, t.number, t.subject, t.status, t.priority, t.requester, t.requester_name, "
     "t.created_at, t.updated_at, t.closed_at, t.merged_into_id, t.assignee, t.queue, "
     "t.follows_id, f.number AS follows, t.type, t.line, t.first_response_at, "
-    "t.first_response_due, t.resolution_due, t.automatic, t.mailbox"
+    "t.first_response_due, t.resolution_due, t.automatic, t.mailbox, t.last_writer"
 )
 _TICKETS = "tickets t LEFT JOIN tickets f ON f.id = t.follows_id"
 _MESSAGE_COLUMNS = (
@@ -297,6 +297,8 @@ def ticket_dict(
         "automatic": ticket.automatic,
         # The mailbox the customer wrote to ("" = the default one: see mailboxes.py).
         "mailbox": ticket.mailbox,
+        # Who wrote last: "customer" (waiting for us), "us", or "" (nobody yet).
+        "last_writer": ticket.last_writer,
     }
 
 
@@ -367,6 +369,8 @@ class TicketFilter:
     due_before: datetime | None = None
     # In one of these mailboxes ("" stands for tickets filed before there were several).
     mailboxes: tuple[str, ...] = ()
+    waiting: bool = False  # the customer wrote last (and it is not closed)
+    requester: str | None = None  # the customer's address, lowercased
 
 
 def ticket_query(
@@ -384,6 +388,11 @@ def ticket_query(
         conditions.append("t.status <> 'spam'")
     if where.unassigned:
         conditions.append("t.assignee IS NULL")
+    if where.waiting:
+        conditions.append("t.last_writer = 'customer' AND t.status <> 'closed'")
+    if where.requester is not None:
+        conditions.append("t.requester = :requester")
+        params["requester"] = where.requester
     if where.mailboxes:
         names, values = _placeholders("mailbox", where.mailboxes)
         conditions.append(f"t.mailbox IN ({names})")

@@ -227,12 +227,23 @@ def store_message(
     attachments: Sequence[MailPart],
     files: AttachmentStore,
     refs: Iterable[str],
+    *,
+    counts: bool = True,
 ) -> int:
     """Insert a ticket message (`values`: Message's columns) with its attachments, their
     bytes kept in `files`, and index `refs` (its own Message-ID and those it refers to) to
     its ticket, so that mail referring to any of them threads there. Incoming and our own
-    mail are stored alike. Returns the message's primary key."""
+    mail are stored alike. The ticket's `last_writer` follows the customer's mail and an
+    agent's, unless not `counts` (a bounce). Returns the message's primary key."""
     message_pk = insert_row(session, Message, values)
+    writer = last_writer_of(values["direction"], values.get("author", "")) if counts else ""
+    if writer:
+        session.execute(
+            sa.update(Ticket)
+            .where(col(Ticket.id) == values["ticket_id"])
+            .values(last_writer=writer)
+            .execution_options(synchronize_session=False)
+        )
     rows = [
         {
             "message_pk": message_pk,
@@ -248,6 +259,31 @@ def store_message(
     insert_rows(session, Attachment, rows)
     index_refs(session, values["ticket_id"], refs)
     return message_pk
+
+
+def _latest_writer(session: Session, ticket_id: int) -> str:
+    """`last_writer` as the ticket's messages say (after a merge brought in others)."""
+    latest = session.exec(
+        select(Message.direction, Message.author)
+        .where(
+            Message.ticket_id == ticket_id,
+            sa.or_(
+                col(Message.direction) == "in",
+                sa.and_(col(Message.direction) == "out", col(Message.author) != ""),
+            ),
+        )
+        .order_by(col(Message.received_at).desc(), col(Message.id).desc())
+        .limit(1)
+    ).first()
+    return last_writer_of(*latest) if latest else ""
+
+
+def last_writer_of(direction: str, author: str) -> str:
+    """Who a message makes the last writer: the customer (incoming mail), us (our mail an
+    agent wrote), or nobody new ("": acknowledgements, notices without an author, notes)."""
+    if direction == "in":
+        return "customer"
+    return "us" if direction == "out" and author else ""
 
 
 def add_participants(
@@ -355,6 +391,7 @@ def merge_tickets(
         .where(col(Ticket.merged_into_id).in_(source_ids))
         .values(merged_into_id=target.id)
     )
+    target.last_writer = _latest_writer(session, target.id)
     for source in sources:
         moved = session.exec(select(Participant).where(Participant.ticket_id == source.id)).all()
         for person in moved:

@@ -45,8 +45,8 @@ LIST_FIELDS = {
     # agent work (0005) and support practice (0007)
     "assignee", "queue", "tags", "follows", "type", "line", "first_response_at",
     "first_response_due", "resolution_due",
-    # opened by automatic mail (0009), the mailbox written to (0011)
-    "automatic", "mailbox",
+    # opened by automatic mail (0009), the mailbox written to (0011), who wrote last (0012)
+    "automatic", "mailbox", "last_writer",
 }  # fmt: skip
 
 
@@ -186,7 +186,7 @@ def test_sorting_and_paging(run, desk) -> None:  # type: ignore[no-untyped-def]
 def test_list_table(run, desk) -> None:  # type: ignore[no-untyped-def]
     lines = run("list").output.splitlines()
     assert lines[0].split() == [
-        "#", "STATUS", "UPDATED", "PRIORITY", "ASSIGNEE", "MSGS", "REQUESTER", "SUBJECT",
+        "#", "STATUS", "UPDATED", "PRIORITY", "ASSIGNEE", "MSGS", "LAST", "REQUESTER", "SUBJECT",
     ]  # fmt: skip
     crash = next(line for line in lines if line.endswith("Problem with crash"))
     assert crash.split()[:2] == [str(desk["crash"]), "open"]
