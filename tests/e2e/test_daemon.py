@@ -286,7 +286,9 @@ def test_a_password_changed_while_running_is_logged_and_retried(
     )
     daemon = Daemon(configured, Store.open(configured.db_url), now)
     with DaemonThread(daemon) as running:
-        wait_until(lambda: folder_ledger(store), "the first pass")
+        # The first pass done (not only begun): a login refused before it is a mistake to
+        # exit on, not a change to wait out.
+        wait_until(lambda: folder_ledger(store) and daemon.worked, "the first pass")
         # The password is changed on the server, and the connection drops.
         configured_password = dovecot_server.password
         dovecot_server.password = "changed-on-the-server"
