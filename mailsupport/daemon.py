@@ -109,6 +109,44 @@ def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
     return tasks
 
 
+class NowAndThen:
+    """Logs a lasting error once, then again only after REPEAT_LOG_SECONDS (at DEBUG in
+    between): not a line on every retry."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, float] = {}  # errors logged -> when (monotonic)
+
+    def say(self, error: MailSupportError, line: str) -> None:
+        text, now = str(error), time.monotonic()
+        last = self._said.get(text)
+        if last is not None and now - last < REPEAT_LOG_SECONDS:
+            log.debug("%s", line)
+            return
+        self._said[text] = now
+        log.error("%s", line)
+
+    def forget(self) -> None:
+        """Work resumed: the next error is news again."""
+        self._said.clear()
+
+
+def run_due_tasks(tasks: Iterable[Periodic], due: dict[str, float], said: NowAndThen) -> None:
+    """Run the periodic tasks whose time has come (`due`: name -> monotonic time), each
+    failure logged and the rest run all the same: taking mail goes on."""
+    for task in tasks:
+        if time.monotonic() < due[task.name]:
+            continue
+        due[task.name] = time.monotonic() + task.every
+        try:
+            task.run()
+        except TemporaryError as error:
+            log.warning("%s: %s", task.name, error)
+        except ConfigError as error:  # e.g. SMTP login refused
+            said.say(error, f"{task.name}: {error}")
+        except PermanentError as error:
+            log.error("%s: %s", task.name, error)
+
+
 class Backoff:
     """Exponential backoff with full jitter: the n-th wait is random in [0, first * 2**n],
     capped. Random, so that many clients of one server do not retry in lockstep."""
@@ -169,7 +207,7 @@ class Daemon:
         self._worked = False  # a pass succeeded: configuration errors from now on are retried
         self._troubled = False  # the last attempt failed: say so when work resumes
         self._lost_lock = False  # the lock slipped away: say so when it is ours again
-        self._said: dict[str, float] = {}  # lasting errors logged -> when (monotonic)
+        self._said = NowAndThen()  # lasting configuration errors
 
     # -- stopping -----------------------------------------------------------------------------
 
@@ -274,7 +312,7 @@ class Daemon:
             if self._troubled:
                 log.info("working again on %s", self.where)
                 self._troubled = False
-                self._said.clear()
+                self._said.forget()
             if result.counts[NEW] and OUTBOX in self._due:
                 self._due[OUTBOX] = 0.0  # acknowledge new tickets now, not at the next tick
             self._run_due_tasks()
@@ -352,7 +390,7 @@ class Daemon:
         # the next try (a revoked sign-in is known from the database without asking).
         delay = min(self.backoff.cap, self.settings.imap_poll_seconds) if revoked else None
         delay = delay or self.backoff.cap
-        self._say_now_and_then(error, f"{error}; trying again every {delay:.0f} s")
+        self._said.say(error, f"{error}; trying again every {delay:.0f} s")
         self._troubled = True
         self._pause(delay)
 
@@ -363,19 +401,9 @@ class Daemon:
         if self.keep_trying is None or not self.keep_trying(error):
             raise error
         delay = self.backoff.cap
-        self._say_now_and_then(error, f"{error}; trying again every {delay:.0f} s")
+        self._said.say(error, f"{error}; trying again every {delay:.0f} s")
         self._troubled = True
         self._pause(delay)
-
-    def _say_now_and_then(self, error: MailSupportError, line: str) -> None:
-        """Log a lasting configuration error once, then once per REPEAT_LOG_SECONDS."""
-        text, now = str(error), time.monotonic()
-        last = self._said.get(text)
-        if last is not None and now - last < REPEAT_LOG_SECONDS:
-            log.debug("%s", line)
-            return
-        self._said[text] = now
-        log.error("%s", line)
 
     def _lock_lost(self) -> bool:
         if self.lock.still_held():
@@ -387,20 +415,8 @@ class Daemon:
         return True
 
     def _run_due_tasks(self) -> None:
-        if not self.lock.held:
-            return  # a standby daemon leaves the work to the active one
-        for task in self.tasks:
-            if time.monotonic() < self._due[task.name]:
-                continue
-            self._due[task.name] = time.monotonic() + task.every
-            try:
-                task.run()
-            except TemporaryError as error:
-                log.warning("%s: %s", task.name, error)
-            except ConfigError as error:  # e.g. SMTP login refused: keep taking mail
-                self._say_now_and_then(error, f"{task.name}: {error}")
-            except PermanentError as error:
-                log.error("%s: %s", task.name, error)  # keep taking mail
+        if self.lock.held:  # a standby daemon leaves the work to the active one
+            run_due_tasks(self.tasks, self._due, self._said)
 
 
 def _new_mail(response: Any) -> bool:

@@ -36,13 +36,14 @@ from imapclient import IMAPClient
 from mailsupport.config import Settings
 from mailsupport.daemon import (
     OUTBOX,
-    REPEAT_LOG_SECONDS,
     WAIT_SLICE_SECONDS,
     Daemon,
+    NowAndThen,
     Periodic,
     periodic_tasks,
+    run_due_tasks,
 )
-from mailsupport.errors import ConfigError, PermanentError, TemporaryError
+from mailsupport.errors import ConfigError
 from mailsupport.imapconn import connect
 from mailsupport.logs import in_mailbox
 from mailsupport.mailboxes import Mailbox, Mailboxes
@@ -72,7 +73,7 @@ class Daemons:
         self.parsers = SharedParserPool(settings.parse_workers_or_default, settings.parse_timeout)
         self.tasks = list(periodic_tasks(settings, store) if tasks is None else tasks)
         self._due = {task.name: 0.0 for task in self.tasks}  # all run once at the start
-        self._said: dict[str, float] = {}  # task errors logged -> when (monotonic)
+        self._said = NowAndThen()  # the tasks' lasting configuration errors
         self._stop_reason: str | None = None
         self._wake = threading.Event()  # a thread ended, or new tickets want the outbox
         self._guard = threading.Lock()
@@ -221,21 +222,5 @@ class Daemons:
         return max(wait, 0.0)
 
     def _run_due_tasks(self) -> None:
-        if not self._active():
-            return
-        for task in self.tasks:
-            if time.monotonic() < self._due[task.name]:
-                continue
-            self._due[task.name] = time.monotonic() + task.every
-            try:
-                task.run()
-            except TemporaryError as error:
-                log.warning("%s: %s", task.name, error)
-            except ConfigError as error:  # e.g. SMTP login refused: keep taking mail
-                text, now = f"{task.name}: {error}", time.monotonic()
-                last = self._said.get(text)
-                if last is None or now - last >= REPEAT_LOG_SECONDS:
-                    self._said[text] = now
-                    log.error("%s", text)
-            except PermanentError as error:
-                log.error("%s: %s", task.name, error)  # keep taking mail
+        if self._active():  # a standby process leaves the work to the active one
+            run_due_tasks(self.tasks, self._due, self._said)
