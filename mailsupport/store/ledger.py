@@ -44,11 +44,7 @@ def open_ledger(
     one whose UIDVALIDITY changed starts again at `renewed`. Starts are (last_uid,
     backlog_until, backlog_search), see sources/uids.py."""
     with store.write() as session:
-        row = session.exec(
-            select(ImapFolder).where(ImapFolder.account == account, ImapFolder.folder == folder)
-        ).first()
-        if row is None:
-            row = ImapFolder(account=account, folder=folder, uidvalidity=NEVER_OPENED)
+        row = _row(session, account, folder)
         created = row.uidvalidity == NEVER_OPENED
         changed = not created and row.uidvalidity != uidvalidity
         if created:
@@ -156,11 +152,15 @@ def record_error(store: Store, account: str, folder: str, error: str, at: dateti
     off), kept until a pass succeeds. A folder never opened gets a row for it, which its
     first successful pass takes as new (NEVER_OPENED)."""
     with store.write() as session:
-        row = session.exec(
-            select(ImapFolder).where(ImapFolder.account == account, ImapFolder.folder == folder)
-        ).first()
-        if row is None:
-            row = ImapFolder(account=account, folder=folder, uidvalidity=NEVER_OPENED)
+        row = _row(session, account, folder)
         row.last_error = error[:ERROR_CHARS]
         row.last_error_at = at
         session.add(row)
+
+
+def _row(session: Session, account: str, folder: str) -> ImapFolder:
+    """The folder's ledger row; a new one, never opened (NEVER_OPENED), when it has none."""
+    row = session.exec(
+        select(ImapFolder).where(ImapFolder.account == account, ImapFolder.folder == folder)
+    ).first()
+    return row or ImapFolder(account=account, folder=folder, uidvalidity=NEVER_OPENED)
