@@ -388,8 +388,8 @@ class Daemon:
         # sign in again: a daemon that exits would only be restarted into the same error,
         # and it can still send the outbox. Keep trying, slowly; `auth login` is seen at
         # the next try (a revoked sign-in is known from the database without asking).
-        delay = min(self.backoff.cap, self.settings.imap_poll_seconds) if revoked else None
-        delay = delay or self.backoff.cap
+        cap = self.backoff.cap
+        delay = min(cap, self.settings.imap_poll_seconds) if revoked else cap
         self._said.say(error, f"{error}; trying again every {delay:.0f} s")
         self._troubled = True
         self._pause(delay)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from mailsupport.config import Settings, load_settings
 from mailsupport.oauth.account import account_for
 from mailsupport.oauth.grants import Grant
 from mailsupport.oauth.tokens import forget_keepers
@@ -58,15 +59,20 @@ def oauth_env(
     client credentials with `secret`, else a person's device-code sign-in."""
     found = imap_env(env, dovecot, imap_auth="oauth2", imap_start="all")
     del found["MAILSUPPORT_IMAP_PASSWORD"]  # a token or nothing
-    found |= {
+    found |= generic_oauth(server)
+    if secret:
+        found["MAILSUPPORT_OAUTH_CLIENT_SECRET"] = server.client_secret
+    return found
+
+
+def generic_oauth(server: OAuthServer) -> dict[str, str]:
+    """The settings of a person's device-code sign-in through `server` (no secret)."""
+    return {
         "MAILSUPPORT_OAUTH_PROVIDER": "generic",
         "MAILSUPPORT_OAUTH_CLIENT_ID": server.client_id,
         "MAILSUPPORT_OAUTH_TOKEN_URL": server.token_url,
         "MAILSUPPORT_OAUTH_DEVICE_URL": server.device_url,
     }
-    if secret:
-        found["MAILSUPPORT_OAUTH_CLIENT_SECRET"] = server.client_secret
-    return found
 
 
 def with_smtp(
@@ -100,12 +106,10 @@ def signed_in_person(store: Store, env: dict[str, str], server: OAuthServer) -> 
     return refresh
 
 
-def settings_of(env: dict[str, str]):  # type: ignore[no-untyped-def]
-    from mailsupport.config import load_settings
-
+def settings_of(env: dict[str, str]) -> Settings:
+    """The settings `env` makes (its MAILSUPPORT_* names that are settings)."""
     names = {k.removeprefix("MAILSUPPORT_").lower(): v for k, v in env.items()}
-    keys = set(load_settings.__globals__["Settings"].model_fields)
-    return load_settings(**{k: v for k, v in names.items() if k in keys})
+    return load_settings(**{k: v for k, v in names.items() if k in Settings.model_fields})
 
 
 def customers_mail(store: Store) -> list[str]:
@@ -522,10 +526,7 @@ def test_a_renewal_left_unfinished_by_a_crashed_process_is_taken_over(
         "MAILSUPPORT_IMAP_HOST": "127.0.0.1",
         "MAILSUPPORT_IMAP_USER": oauth_server.app_user,
         "MAILSUPPORT_IMAP_AUTH": "oauth2",
-        "MAILSUPPORT_OAUTH_PROVIDER": "generic",
-        "MAILSUPPORT_OAUTH_CLIENT_ID": oauth_server.client_id,
-        "MAILSUPPORT_OAUTH_TOKEN_URL": oauth_server.token_url,
-        "MAILSUPPORT_OAUTH_DEVICE_URL": oauth_server.device_url,
+        **generic_oauth(oauth_server),
     }
     signed_in_person(store, env, oauth_server)
     account = account_for(settings_of(env), "imap")
@@ -555,10 +556,7 @@ def test_a_declined_device_sign_in_stops_with_exit_2(
         "MAILSUPPORT_IMAP_HOST": "127.0.0.1",
         "MAILSUPPORT_IMAP_USER": oauth_server.app_user,
         "MAILSUPPORT_IMAP_AUTH": "oauth2",
-        "MAILSUPPORT_OAUTH_PROVIDER": "generic",
-        "MAILSUPPORT_OAUTH_CLIENT_ID": oauth_server.client_id,
-        "MAILSUPPORT_OAUTH_TOKEN_URL": oauth_server.token_url,
-        "MAILSUPPORT_OAUTH_DEVICE_URL": oauth_server.device_url,
+        **generic_oauth(oauth_server),
     }
     login = subprocess.Popen(
         [sys.executable, "-m", "mailsupport", "auth", "login"],
