@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.maildir import cached_mail, link_into, total_bytes
-from bench.measure import Run, run
+from bench.measure import Run, mailsupport_env, run
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_SERVER = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -68,18 +68,8 @@ def fresh_database(backend: str, work: Path, template: Path | str | None = None)
 
 
 def poll_env(server: Any, folder: str, url: str, work: Path, cache_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSUPPORT_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    # Settings the other engineers' work may add (a parse pool size) pass through from the
-    # calling shell as BENCH_MAILSUPPORT_*.
+    env = mailsupport_env(cache_dir)
     env |= {
-        k.removeprefix("BENCH_"): v
-        for k, v in os.environ.items()
-        if k.startswith("BENCH_MAILSUPPORT_")
-    }
-    env |= {
-        "PYTHONPATH": str(ROOT),
-        "PYTHONPYCACHEPREFIX": str(cache_dir / "pycache"),
         "MAILSUPPORT_DATABASE_URL": url,
         "MAILSUPPORT_DATA_DIR": str(work / "data"),
         "MAILSUPPORT_SUPPORT_ADDRESS": "support@example.com",

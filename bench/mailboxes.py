@@ -35,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.measure import _children, _hwm_kib
+from bench.measure import _children, _hwm_kib, mailsupport_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 5.0
@@ -113,16 +113,8 @@ def mailboxes_toml(server: Any, names: list[str]) -> str:
 
 
 def daemon_env(work: Path, file: Path, cache_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSUPPORT_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = mailsupport_env(cache_dir)
     env |= {
-        k.removeprefix("BENCH_"): v
-        for k, v in os.environ.items()
-        if k.startswith("BENCH_MAILSUPPORT_")
-    }
-    env |= {
-        "PYTHONPATH": str(ROOT),
-        "PYTHONPYCACHEPREFIX": str(cache_dir / "pycache"),
         "MAILSUPPORT_DATABASE_URL": f"sqlite:///{work / 'store.db'}",
         "MAILSUPPORT_DATA_DIR": str(work / "data"),
         "MAILSUPPORT_SUPPORT_ADDRESS": "support@example.com",

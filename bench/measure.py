@@ -107,3 +107,20 @@ def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Run:
     out_path.unlink(missing_ok=True)
     err_path.unlink(missing_ok=True)
     return result
+
+
+def mailsupport_env(cache_dir: Path, *, passed_through: bool = True) -> dict[str, str]:
+    """The environment of a mailsupport process under measure: this one's without any
+    MAILSUPPORT_* setting, running the checkout (its bytecode cached in `cache_dir`, so that
+    no run pays for compiling); with `passed_through`, BENCH_MAILSUPPORT_* settings from the
+    calling shell become MAILSUPPORT_* ones (a parse pool size, say)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSUPPORT_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if passed_through:
+        env |= {
+            k.removeprefix("BENCH_"): v
+            for k, v in os.environ.items()
+            if k.startswith("BENCH_MAILSUPPORT_")
+        }
+    root = Path(__file__).resolve().parent.parent
+    return env | {"PYTHONPATH": str(root), "PYTHONPYCACHEPREFIX": str(cache_dir / "pycache")}

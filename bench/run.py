@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from bench.generate import cached_store, default_cache_dir, iter_sizes
+from bench.measure import mailsupport_env
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 0.3  # issue 7 (issue 5 asked for 0.5)
 AGENT = "anna"  # `list --mine` runs as this agent; the generator assigns tickets to it
 
@@ -51,11 +51,8 @@ def commands(show_number: int) -> list[tuple[str, list[str]]]:
 
 
 def child_env(db: Path, work: Path, cache_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSUPPORT_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = mailsupport_env(cache_dir, passed_through=False)
     env |= {
-        "PYTHONPATH": str(ROOT),
-        "PYTHONPYCACHEPREFIX": str(cache_dir / "pycache"),
         "MAILSUPPORT_DATABASE_URL": f"sqlite:///{db}",
         "MAILSUPPORT_DATA_DIR": str(work / "data"),
         "MAILSUPPORT_SUPPORT_ADDRESS": "support@example.com",
