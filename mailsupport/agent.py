@@ -392,6 +392,13 @@ def reopen(session: Session, t: Ticket, *, agent: str, now: datetime) -> None:
     _set_status(session, t, "open", agent, now)
 
 
+def set_pending(session: Session, t: Ticket, *, agent: str, now: datetime) -> None:
+    """Wait for the customer: the ticket is pending until they write."""
+    if t.status in ("pending", "closed"):
+        raise RefusedError(f"ticket #{t.number} is {t.status}, not new or open")
+    _set_status(session, t, "pending", agent, now)
+
+
 def assign(session: Session, t: Ticket, assignee: str | None, *, agent: str, now: datetime) -> None:
     """Give the ticket to `assignee`; None takes it back from whoever has it."""
     assignee = " ".join(assignee.split()) if assignee else None

@@ -542,9 +542,11 @@ def compose_notice(
     text: str,
     secret: bytes,
     now: datetime,
+    message_id: str = "",
 ) -> Composed:
-    """A plain internal notice to a team address (an escalation), not a customer's mail:
-    no template, no threading, marked automatic so that no responder answers it."""
+    """A plain internal notice to a team address or an agent (an escalation, a
+    notification), not a customer's mail: no template, no threading, marked automatic so
+    that no responder answers it. `message_id` is a notification's, with its reply token."""
     from_ = _mailbox(sender.name, sender.address)
     recipient = _mailbox("", to)
     draft = Draft(
@@ -553,7 +555,7 @@ def compose_notice(
         cc=(),
         subject=clean_header(subject)[:SUBJECT_MAX_CHARS],
         date=format_datetime(now),
-        message_id=make_message_id(secret, from_.domain, now),
+        message_id=message_id or make_message_id(secret, from_.domain, now),
         in_reply_to=None,
         references=(),
         extra=(("Auto-Submitted", "auto-generated"), ("X-Auto-Response-Suppress", "All")),

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
 
     # Who is working: the name recorded with every change (`--as NAME` wins; "" = login name).
     agent: str = ""
+    # How registered agents hear about their tickets (`agent add --notify` overrides it per
+    # agent): "instant" (a mail per event), "digest:30m" (at most one mail per interval), "off".
+    notify: str = "instant"
+    # Agents are told when a ticket's first answer or resolution falls due within this long
+    # (like 1h, 30m); "" = never.
+    sla_warning: str = "1h"
     # A customer's mail to a ticket closed longer than this many days opens a new ticket that
     # links the old one; 0 = always reopen the closed ticket.
     reopen_days: int = Field(default=0, ge=0)
@@ -223,6 +229,22 @@ class Settings(BaseSettings):
 
         parse_targets(value)  # ValueError names the bad part
         return value
+
+    @field_validator("notify")
+    @classmethod
+    def _notify(cls, value: str) -> str:
+        from mailsupport.team import parse_notify
+
+        return str(parse_notify(value))  # ValueError names the bad value
+
+    @field_validator("sla_warning")
+    @classmethod
+    def _sla_warning(cls, value: str) -> str:
+        from mailsupport.sla import parse_duration
+
+        if value.strip():
+            parse_duration(value)
+        return value.strip()
 
     @field_validator("timezone")
     @classmethod

@@ -73,14 +73,27 @@ OUTBOX = "outbox"
 OUTBOX_SECONDS = 30.0  # how often the active daemon sends what the outbox holds
 
 
+NOTIFY = "notifications"
+NOTIFY_SECONDS = 60.0  # agents' digests and SLA warnings: a minute late at most
+
 SPAM_PURGE = "spam purge"
 SPAM_PURGE_SECONDS = 3600.0  # MAILSUPPORT_SPAM_DAYS counts days: once an hour is plenty
 
 
 def periodic_tasks(settings: Settings, store: Store) -> list[Periodic]:
-    """What the daemon runs besides taking mail: the outbox, when SMTP is set up, and the
-    purge of old spam, when MAILSUPPORT_SPAM_DAYS is set."""
+    """What the daemon runs besides taking mail: agents' digests and SLA warnings, the
+    outbox, when SMTP is set up, and the purge of old spam, when MAILSUPPORT_SPAM_DAYS is
+    set."""
     tasks: list[Periodic] = []
+
+    def notify_agents() -> None:
+        from mailsupport.notify import run_due
+
+        digests = run_due(store, settings, datetime.now(UTC))
+        if digests:
+            log.info("notifications: %d digests queued", digests)
+
+    tasks.append(Periodic(NOTIFY, NOTIFY_SECONDS, notify_agents))
     if load_mailboxes(settings).sending:
 
         def send_outbox() -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from mailsupport import agent as actions
 from mailsupport.errors import RefusedError
+from mailsupport.notify import ASSIGNED, ESCALATED, Notifier
 from mailsupport.practice import Practice
 from mailsupport.ticketmail import Outgoing
 
@@ -145,8 +146,15 @@ class Desk:
 
     def assign(self, number: int, assignee: str | None) -> Ticket:
         """Give ticket #number to `assignee`; None takes it back."""
+        from mailsupport.agents import known_name
+
         with self._writing(number) as (session, t):
+            assignee = known_name(session, assignee) if assignee else None
             actions.assign(session, t, assignee, agent=self.agent, now=self.clock())
+            if assignee:
+                Notifier(Outgoing(self.settings)).tell(
+                    session, t, ASSIGNED, now=self.clock(), by=self.agent
+                )
         return t
 
     def set_priority(self, number: int, level: str) -> Ticket:
@@ -161,10 +169,15 @@ class Desk:
     def escalate(self, number: int, *, to_line: int | None = None, reason: str = "") -> Sent:
         """Move ticket #number to another line, queueing the team's notice."""
         with self._writing(number) as (session, t):
+            outgoing = Outgoing(self.settings)
             notice, item_id = actions.escalate(
-                session, Outgoing(self.settings), t, agent=self.agent, now=self.clock(),
+                session, outgoing, t, agent=self.agent, now=self.clock(),
                 to_line=to_line, reason=reason,
             )  # fmt: skip
+            detail = f"Moved to line {t.line} by {self.agent}" + (f": {reason}" if reason else "")
+            Notifier(outgoing).tell(
+                session, t, ESCALATED, now=self.clock(), by=self.agent, detail=detail
+            )
         return Sent(t, notice, item_id)
 
     def change_tags(self, number: int, changes: Iterable[str]) -> tuple[Ticket, list[str]]:

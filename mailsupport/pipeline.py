@@ -12,17 +12,19 @@ from sqlalchemy import exc
 from sqlmodel import Session
 
 from mailsupport.acks import Acknowledger
-from mailsupport.automated import automatic_kind, is_automated, is_bounce
+from mailsupport.agentmail import AgentMail, FileOriginal
+from mailsupport.automated import is_automated, is_bounce
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.mail import Address, Inbound
 from mailsupport.mailboxes import Mailboxes, load_mailboxes
+from mailsupport.notify import ANSWER as NOTIFY_ANSWER
+from mailsupport.notify import NEW as NOTIFY_NEW
+from mailsupport.notify import Notifier
 from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_safely
-from mailsupport.practice import RULES_ACTOR, Practice
-from mailsupport.rules import Classification
+from mailsupport.practice import Dropped, Practice
 from mailsupport.signing import is_our_message_id
-from mailsupport.spam import spam_verdict
-from mailsupport.store import CC, NO_NOTIFY, REQUESTER, SEEN
+from mailsupport.store import CC, REQUESTER, SEEN
 from mailsupport.store import tickets as db
 from mailsupport.store.bounces import find_bounced, record_bounce
 from mailsupport.store.db import Store, translate_db_error
@@ -80,13 +82,8 @@ class Incoming:
     # The mailbox it was delivered to, when the source knows (`ingest --mailbox`); "" = by
     # the address it was sent to (Mailboxes.place).
     mailbox: str = ""
-
-
-class Dropped(Exception):
-    """A classification rule said drop = true: the message goes to the quarantine."""
-
-    def __init__(self, rule: str) -> None:
-        super().__init__(f"dropped by rule {rule!r} (drop = true)")
+    # The agent who forwarded it into the desk (agentmail.py): not told of it.
+    forwarded_by: str = ""
 
 
 class Pipeline:
@@ -111,6 +108,8 @@ class Pipeline:
         self.settings = settings = self.home.settings
         self.files = AttachmentStore(settings.data_dir / "attachments")
         self.acks = Acknowledger(settings)
+        self.notifier = Notifier(self.acks.outgoing)
+        self.agent_mail = AgentMail(self.notifier)
         self.practice = Practice(settings)
         self._own_parsers = parsers is None
         self.parsers = parsers or ParserPool(
@@ -260,6 +259,11 @@ class Pipeline:
         settings = self.settings
         sender = message.from_
         outgoing, doubt = self._who(message, item)
+        if not (outgoing or doubt or item.sent):  # an agent's answer or forward?
+            filer = self._original_filer(raw, item, now)
+            taken = self.agent_mail.take(session, message, now, filer, raw.id)
+            if taken is not None:
+                return Outcome(taken.kind, taken.ticket_number, message.message_id, taken.detail)
         at = min(item.received_at or message.date or now, now)
         references = reference_ids(message)
 
@@ -305,10 +309,10 @@ class Pipeline:
         assert ticket.id is not None
         spam = ""
         if kind == NEW and not outgoing:  # classify, then due times follow the priority
-            spam = self._set_aside_spam(session, ticket, message, now)
-            self._mark_automatic(session, ticket, message, now)
+            spam = self.practice.set_aside_spam(session, ticket, message, now)
+            self.practice.mark_automatic(session, ticket, message, now)
             classified = self.practice.classify_new(session, ticket, message, now)
-            spam = spam or self._handle(session, ticket, classified, now)
+            spam = spam or self.practice.handle(session, ticket, classified, now)
             if item.live and not ticket.automatic and ticket.status == "new":  # no work else
                 self.practice.set_due_times(ticket)
         values = {
@@ -354,66 +358,35 @@ class Pipeline:
             )
             db.set_ack(session, message_pk, result.decision, result.to)
             ack = result.decision
+            backlog = bool(item.no_ack_reason) and not item.forwarded_by
+            if item.live and not backlog and not is_automated(message):  # people's new mail
+                self.notifier.tell(
+                    session, ticket, NOTIFY_NEW if kind == NEW else NOTIFY_ANSWER,
+                    now=now, message_pk=message_pk, by=item.forwarded_by,
+                )  # fmt: skip
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
+
+    def _original_filer(self, raw: db.StoredRaw, item: Incoming, now: datetime) -> FileOriginal:
+        """How agentmail files the message an agent forwarded: as its sender's own mail,
+        dated when it was written, acknowledged only when the agent asked."""
+
+        def file_original(
+            session: Session, original: Inbound, no_ack: str, by: str
+        ) -> tuple[str, int | None]:
+            inner = replace(
+                item, no_ack_reason=no_ack or item.no_ack_reason, forwarded_by=by,
+                received_at=original.date or item.received_at,
+            )  # fmt: skip
+            outcome = self._file(session, original, raw, inner, now)
+            return outcome.kind, outcome.ticket_number
+
+        return file_original
 
     def _place(self, ticket: Ticket, message: Inbound, item: Incoming, outgoing: bool) -> None:
         """A new ticket's mailbox, and the mailbox's queue (a rule may set another)."""
         box = self.mailboxes.place(message, item.mailbox, self.home, outgoing)
         ticket.mailbox = box.name
         ticket.queue = ticket.queue or box.queue
-
-    def _set_aside_spam(
-        self, session: Session, ticket: Ticket, message: Inbound, now: datetime
-    ) -> str:
-        """A new ticket whose mail a spam filter condemned gets the `spam` status (no
-        acknowledgement, no due times, not in `list` or the report). Returns why, or ""."""
-        verdict = spam_verdict(message, self.settings.spam_score)
-        if verdict:
-            ticket.status = "spam"
-            session.add(ticket)
-            db.record_event(session, ticket.id, "spam", verdict, now)  # type: ignore[arg-type]
-        return f"spam: {verdict}" if verdict else ""
-
-    @staticmethod
-    def _handle(
-        session: Session, ticket: Ticket, classified: Classification | None, now: datetime
-    ) -> str:
-        """What the classification rules say about handling a new ticket: a status (spam,
-        or closed silently), no acknowledgement, no mail at all, or no ticket (Dropped).
-        Returns why no acknowledgement, or ""."""
-        if classified is None:
-            return ""
-        by = classified.decided_by
-        if classified.drop:
-            raise Dropped(by["drop"])
-        assert ticket.id is not None
-        if classified.status:
-            detail = f"{ticket.status} -> {classified.status} (rule {by['status']!r})"
-            db.record_event(session, ticket.id, "status", detail, now, RULES_ACTOR)
-            ticket.status = classified.status
-            ticket.closed_at = now if classified.status == "closed" else None
-            session.add(ticket)
-        if classified.notify is False:
-            detail = f"no mail to the customer (rule {by['notify']!r})"
-            db.record_event(session, ticket.id, NO_NOTIFY, detail, now, RULES_ACTOR)
-            return f"rule {by['notify']!r} says notify = false"
-        if classified.ack is False:
-            return f"rule {by['ack']!r} says ack = false"
-        if classified.status:
-            return f"rule {by['status']!r} set the status {classified.status}"
-        return ""
-
-    def _mark_automatic(
-        self, session: Session, ticket: Ticket, message: Inbound, now: datetime
-    ) -> None:
-        """Record once, on the new ticket, that automatic mail opened it: such tickets get no
-        acknowledgement, closing notice or due times, and the report counts them apart."""
-        kind = automatic_kind(message, self.settings.our_addresses)
-        if kind:
-            ticket.automatic = kind
-            session.add(ticket)
-            detail = f"opened by automatic mail ({kind})"
-            db.record_event(session, ticket.id, "automatic", detail, now)  # type: ignore[arg-type]
 
     def _who(self, message: Inbound, item: Incoming) -> tuple[bool, str]:
         """Whether the message is our own mail, and why its sender is a stranger ("" when

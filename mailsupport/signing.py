@@ -36,7 +36,7 @@ def ascii_domain(domain: str) -> str:
 
 
 def _token(secret: bytes, body: str) -> str:
-    digest = hmac.new(secret, body.encode("ascii"), hashlib.sha256).digest()
+    digest = hmac.new(secret, body.encode("utf-8"), hashlib.sha256).digest()
     return base64.b32encode(digest).decode("ascii")[:_TOKEN_LENGTH].lower()
 
 
@@ -74,6 +74,43 @@ def is_our_message_id(message_id: str, secret: bytes, domain: str) -> bool:
     if len(token) != _TOKEN_LENGTH:
         return False
     return hmac.compare_digest(token, _token(secret, body))
+
+
+def make_notice_id(
+    secret: bytes, domain: str, ticket_number: int, agent_address: str, now: datetime
+) -> str:
+    """The Message-ID of a notification to an agent: `n<ticket>.<time>.<random>.<token>@domain`.
+
+    Its token is an HMAC of the rest together with the agent's address: a reply carrying it
+    from that address proves the agent answers about that ticket (`notice_ticket`). The token
+    differs from `make_message_id`'s, so the ID is not one of our customer mail's: it lets no
+    one into a ticket's conversation."""
+    if not secret:
+        raise ValueError("the Message-ID secret is empty")
+    random_part = base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
+    body = f"n{ticket_number}.{now.astimezone(UTC):%Y%m%d%H%M%S}.{random_part}"
+    token = _token(secret, _notice_body(body, agent_address))
+    return f"{body}.{token}@{ascii_domain(domain).lower()}"
+
+
+def notice_ticket(message_id: str, secret: bytes, agent_address: str) -> int | None:
+    """The ticket number of a notification's Message-ID made for `agent_address` with this
+    secret (any domain: each mailbox sends from its own), or None."""
+    value = message_id.strip().removeprefix("<").removesuffix(">")
+    local, at, _ = value.rpartition("@")
+    body, dot, token = local.rpartition(".")
+    number = body.partition(".")[0].removeprefix("n")
+    if not (secret and at and dot and body.startswith("n") and number.isdigit()):
+        return None
+    if not body.isascii() or len(token) != _TOKEN_LENGTH:
+        return None
+    if not hmac.compare_digest(token, _token(secret, _notice_body(body, agent_address))):
+        return None
+    return int(number)
+
+
+def _notice_body(body: str, agent_address: str) -> str:
+    return f"notice {agent_address.strip().lower()} {body}"
 
 
 def load_or_create_secret(data_dir: Path, configured: str | None) -> bytes:

@@ -30,7 +30,7 @@ from mailsupport.mail import Address
 from mailsupport.mail import Attachment as MailPart
 from mailsupport.mailboxes import Mailbox, Mailboxes, load_mailboxes
 from mailsupport.outbox.queue import queue
-from mailsupport.signing import load_or_create_secret
+from mailsupport.signing import load_or_create_secret, make_notice_id
 from mailsupport.store.files import AttachmentStore
 from mailsupport.store.models import Message, Ticket
 from mailsupport.store.tickets import store_message
@@ -192,14 +192,26 @@ class Outgoing:
         return composed, item_id
 
     def team_notice(
-        self, session: Session, ticket: Ticket, *, to: str, subject: str, now: datetime, text: str
+        self,
+        session: Session,
+        ticket: Ticket,
+        *,
+        to: str,
+        subject: str,
+        now: datetime,
+        text: str,
+        kind: str = "notice",
+        reply_token_for: str = "",
     ) -> int:
-        """Queue an internal notice about `ticket` to a team address; returns the outbox
-        item's id. Not stored as a ticket message and not indexed: an answer to it must not
-        land in the customer's ticket."""
+        """Queue an internal notice about `ticket` to a team address or an agent; returns
+        the outbox item's id. Not stored as a ticket message and not indexed: an answer to
+        it must not land in the customer's ticket. With `reply_token_for` (an agent's
+        address) its Message-ID carries the token that makes that agent's reply an answer
+        on the ticket (signing.make_notice_id, agentmail.py)."""
         box, address = self.mailbox_of(ticket)
         s = box.settings
         assert ticket.id is not None and ticket.number is not None
+        domain = address.rpartition("@")[2]
         composed = compose_notice(
             sender=Sender(s.support_name, address),
             to=to,
@@ -207,11 +219,14 @@ class Outgoing:
             text=text,
             secret=self.key(),
             now=now,
+            message_id=make_notice_id(self.key(), domain, ticket.number, reply_token_for, now)
+            if reply_token_for
+            else "",
         )
         return queue(
             session,
             ticket_id=ticket.id,
-            kind="notice",
+            kind=kind,
             message=composed.data,
             message_id=composed.message_id,
             mail_from=address,

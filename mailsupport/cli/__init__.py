@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "rulescmd",
     "searchcmd",
     "spamcmd",
+    "teamcmd",
     "tickets",
 )
 # Commands that need no module but the one defining them.

@@ -331,7 +331,12 @@ class State:
                 name = ""
         if not name:
             raise UsageError("who are you? set MAILSUPPORT_AGENT or pass --as NAME")
-        return " ".join(name.split())
+        from mailsupport.store.queries import reading
+        from mailsupport.team import registered_name
+
+        with reading(self.settings.db_url, self.store) as reader:  # the fast path of `list`
+            names = [row["name"] for row in reader.all("SELECT name FROM agents")]
+        return registered_name(name, names)
 
 
 @app.callback()

@@ -92,6 +92,10 @@ def poll(
             _tell(done, named)
     for name, other in same.items():
         typer.echo(f"poll {name}: the same folder as mailbox {other}, polled with it")
+    if any(done.result is not None for done in polls):  # digests and SLA warnings due
+        from mailsupport.notify import run_due
+
+        run_due(store, settings, utcnow())
     if mailboxes.sending and any(done.result is not None for done in polls):
         # Then send everything due (acknowledgements, replies), in rounds, once for all.
         from mailsupport.outbox.delivery import describe_delivery, flush

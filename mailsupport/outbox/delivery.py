@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.outbox.admin import count_due
-from mailsupport.outbox.queue import load_data, unclaimed
+from mailsupport.outbox.queue import UNORDERED_KINDS, load_data, unclaimed
 from mailsupport.outbox.senders import Senders
 from mailsupport.outbox.smtp import ConnectionDown, Results
 from mailsupport.store.db import Store
@@ -177,24 +177,33 @@ def _any_due(session: Session, at: datetime) -> bool:
 
 def _not_behind(at: datetime) -> Any:
     """No earlier queued item of the same ticket is out of reach at `at` (waiting for a
-    retry, or claimed by another sender): only then may an item be a candidate."""
+    retry, or claimed by another sender): only then may an item be a candidate. Mail to
+    agents keeps no such order (UNORDERED_KINDS)."""
     earlier = aliased(OutboxItem)
-    return ~sa.exists().where(
-        col(earlier.ticket_id) == col(OutboxItem.ticket_id),
-        col(earlier.id) < col(OutboxItem.id),
-        col(earlier.status) == "queued",
-        sa.not_(sa.and_(col(earlier.next_attempt_at) <= at, unclaimed(earlier, at))),
+    return sa.or_(
+        col(OutboxItem.kind).in_(UNORDERED_KINDS),
+        ~sa.exists().where(
+            col(earlier.ticket_id) == col(OutboxItem.ticket_id),
+            col(earlier.id) < col(OutboxItem.id),
+            col(earlier.status) == "queued",
+            col(earlier.kind).not_in(UNORDERED_KINDS),
+            sa.not_(sa.and_(col(earlier.next_attempt_at) <= at, unclaimed(earlier, at))),
+        ),
     )
 
 
 def _first_unclaimed(item_id: int, ticket_id: int, token: str) -> Any:
     """Every earlier queued item of the ticket is claimed by `token` already."""
     earlier = aliased(OutboxItem)
-    return ~sa.exists().where(
-        col(earlier.ticket_id) == ticket_id,
-        col(earlier.id) < item_id,
-        col(earlier.status) == "queued",
-        sa.or_(col(earlier.claim_token).is_(None), col(earlier.claim_token) != token),
+    return sa.or_(
+        col(OutboxItem.kind).in_(UNORDERED_KINDS),
+        ~sa.exists().where(
+            col(earlier.ticket_id) == ticket_id,
+            col(earlier.id) < item_id,
+            col(earlier.status) == "queued",
+            col(earlier.kind).not_in(UNORDERED_KINDS),
+            sa.or_(col(earlier.claim_token).is_(None), col(earlier.claim_token) != token),
+        ),
     )
 
 

@@ -24,6 +24,12 @@ from mailsupport.store.tickets import insert_row
 STATUSES = ("queued", "sent", "failed")
 
 
+# Mail to agents (notify.py) keeps no order with a ticket's other mail: a notification neither
+# waits behind a customer's mail that is being retried nor holds one back.
+NOTIFICATION, DIGEST = "notification", "digest"
+UNORDERED_KINDS = (NOTIFICATION, DIGEST)
+
+
 def queue(
     session: Session,
     *,

@@ -314,3 +314,37 @@ class OAuthToken(SQLModel, table=True):
     revoked_at: datetime | None = _time(default=None)
     last_error: str = Field(default="", sa_type=sa.Text)
     last_error_at: datetime | None = _time(default=None)
+
+
+class Agent(SQLModel, table=True):
+    """A support agent known to the desk (`mailsupport agent add`): who they are, where
+    notifications go, and which tickets are theirs to hear about (agents.py)."""
+
+    __tablename__ = "agents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_type=sa.Text, unique=True)
+    email: str = Field(sa_type=sa.Text, unique=True)  # lowercased: mail from it is theirs
+    # The queues whose new tickets they hear about; empty = every queue.
+    queues: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    line: int | None = None  # the support line they work; None = every line
+    notify: str = Field(default="", sa_type=sa.Text)  # instant / digest:30m / off; "" = desk's
+    created_at: datetime = _time()
+
+
+class Notification(SQLModel, table=True):
+    """One thing an agent is told about a ticket (notify.py): mailed at once (`sent_at` set
+    when queued), or waiting for the agent's next digest."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (sa.Index("ix_notifications_agent_sent_at", "agent", "sent_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent: str = Field(sa_type=sa.Text)  # the agent's name
+    ticket_id: int = Field(foreign_key="tickets.id", index=True)
+    kind: str = Field(max_length=16)  # new / answer / assigned / due / escalated
+    message_pk: int | None = Field(default=None, foreign_key="messages.id")  # what was said
+    detail: str = Field(default="", sa_type=sa.Text)
+    created_at: datetime = _time()
+    sent_at: datetime | None = _time(default=None)
+    outbox_id: int | None = None  # the mail that told them

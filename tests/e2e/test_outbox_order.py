@@ -257,11 +257,11 @@ def test_one_poll_sends_every_acknowledgement_of_a_burst(
 def test_the_daemons_outbox_task_sends_more_than_one_round(
     store: Store, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
-    from mailsupport.daemon import periodic_tasks
+    from mailsupport.daemon import OUTBOX, periodic_tasks
 
     now = datetime.now(UTC)
     for n in range(130):
         queue(store, new_ticket(store), f"round{n}@example.com", when=now)
-    [task] = periodic_tasks(smtp_settings, store)
+    [task] = [t for t in periodic_tasks(smtp_settings, store) if t.name == OUTBOX]
     task.run()
     assert len(smtp_server.arrivals) == 130

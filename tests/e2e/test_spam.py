@@ -197,12 +197,12 @@ def test_purge_keeps_the_mail_in_the_quarantine(
 def test_the_daemon_purges_old_spam_when_spam_days_is_set(
     smtp_settings: Settings, store: Store
 ) -> None:
-    from mailsupport.daemon import OUTBOX, SPAM_PURGE, periodic_tasks
+    from mailsupport.daemon import NOTIFY, OUTBOX, SPAM_PURGE, periodic_tasks
 
     old = datetime.now(UTC) - timedelta(days=40)
     stale = take(smtp_settings, store, spam_file("spamassassin_flagged.eml"), old)
     fresh = take(smtp_settings, store, spam_file("rspamd_flagged.eml"))
-    assert [t.name for t in periodic_tasks(smtp_settings, store)] == [OUTBOX]  # SPAM_DAYS 0
+    assert [t.name for t in periodic_tasks(smtp_settings, store)] == [NOTIFY, OUTBOX]  # no purge
     purging = smtp_settings.model_copy(update={"spam_days": 30})
     [purge] = [t for t in periodic_tasks(purging, store) if t.name == SPAM_PURGE]
     purge.run()
