@@ -40,6 +40,8 @@ from mailsupport.store.tickets import (
 from mailsupport.ticketmail import FilePart, Outgoing, parent_of
 
 TAG_MAX = 64
+# What a reply may set a ticket to (MAILSUPPORT_REPLY_STATUS, or the agent's choice).
+REPLY_STATUSES = ("pending", "open", "closed")
 
 
 def ticket(session: Session, number: int) -> Ticket:
@@ -195,8 +197,11 @@ def reply(
     """Answer the customer and the people copied on the ticket (see `recipients`; `to`
     names the recipients instead). People given in `cc` or `to` are copied on the ticket's
     later replies too. The reply quotes only a message its recipients wrote. The ticket
-    becomes open, or `status` (pending: waiting for the customer; closed) when given. It
-    comes from the ticket's mailbox, or from `from_address`, another of our addresses."""
+    becomes `status` (open, pending: waiting for the customer, or closed) when given, else
+    what MAILSUPPORT_REPLY_STATUS of its mailbox says (`status_after_reply`). It comes from
+    the ticket's mailbox, or from `from_address`, another of our addresses."""
+    if status is not None and status not in REPLY_STATUSES:
+        raise UsageError(f"a reply leaves a ticket pending, open or closed, not {status!r}")
     if not text.strip():
         raise RefusedError("the reply is empty: nothing sent")
     if t.merged_into_id is not None:  # ticket() follows merges; a direct caller might not
@@ -223,8 +228,15 @@ def reply(
         t.first_response_at = now
     who = ", ".join(a.address for a in (*chosen.to, *chosen.cc))
     _event(session, t, "replied", f"to {who} as <{composed.message_id}>", agent, now)
-    _set_status(session, t, status or ("open" if t.status == "new" else t.status), agent, now)
+    after = status or status_after_reply(t, outgoing.settings_of(t).reply_status)
+    _set_status(session, t, after, agent, now)
     return composed, item_id
+
+
+def status_after_reply(t: Ticket, setting: str) -> str:
+    """The status a reply leaves `t` in when the agent names none: the setting for a ticket
+    in work; a closed or spam ticket keeps its status (an afterthought reopens nothing)."""
+    return t.status if t.status in ("closed", "spam") else setting
 
 
 def _keep_people(session: Session, t: Ticket, chosen: Recipients, now: datetime) -> None:

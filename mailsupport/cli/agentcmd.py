@@ -76,6 +76,9 @@ def reply(
     pending: bool = typer.Option(
         False, "--pending", help="Set the ticket pending (waiting for the customer)."
     ),
+    open_: bool = typer.Option(
+        False, "--open", help="Leave the ticket open (the answer is not the last word)."
+    ),
     no_send: bool = typer.Option(
         False, "--no-send", help="Only queue it; the daemon or `outbox flush` sends it."
     ),
@@ -91,8 +94,9 @@ def reply(
 
     The text comes from -m, --file, or $EDITOR opened on a file that shows the conversation
     below a marker line (like `git commit`). An empty text sends nothing. The reply goes to
-    the customer and everyone copied on the ticket, with the `reply` template; the ticket
-    becomes open, or pending or closed when asked.
+    the customer and everyone copied on the ticket, with the `reply` template. The ticket
+    becomes pending (waiting for the customer) unless --open or --close says otherwise, or
+    MAILSUPPORT_REPLY_STATUS does; a closed ticket stays closed unless asked.
 
     Who gets it is printed before it is sent, and shown in the editor. Addresses that only
     later mail brought in are not mailed until an agent adds them (`mailsupport cc`, or
@@ -102,14 +106,15 @@ def reply(
         mailsupport reply 12
         mailsupport reply 12 -m 'The invoice is attached.' --attach invoice.pdf
         mailsupport reply 12 --to anna@example.org --file answer.txt
-        mailsupport reply '#12' --file answer.txt --pending
+        mailsupport reply '#12' --file answer.txt --open
         mailsupport reply 12 --kb reset-password --close
         mailsupport reply 12 --from billing@example.com -m 'Refunded today.'
     """
     from mailsupport.ticketmail import file_part
 
-    if close and pending:
-        raise UsageError("choose one of --close and --pending")
+    chosen = [name for name, on in (("closed", close), ("pending", pending), ("open", open_)) if on]
+    if len(chosen) > 1:
+        raise UsageError("choose one of --close, --pending and --open")
     st = state(ctx)
     settings = st.settings
     sender = (from_ or "").strip()
@@ -134,7 +139,7 @@ def reply(
     with _kept_on_failure(text, "reply"):
         replied = desk.reply(
             number, text, cc=copies, to=named, attachments=files,
-            status="closed" if close else "pending" if pending else None,
+            status=chosen[0] if chosen else None,
             from_address=sender,
         )  # fmt: skip
     t = replied.ticket
