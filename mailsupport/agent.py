@@ -91,6 +91,24 @@ def latest_messages(session: Session, t: Ticket, limit: int) -> list[Message]:
     )
 
 
+def messages_after(session: Session, t: Ticket, mark: int) -> list[Message]:
+    """The ticket's messages stored after message id `mark` (see `newest_message_id`),
+    notes included, oldest first: what arrived while an agent was writing."""
+    return list(
+        session.exec(
+            select(Message)
+            .where(Message.ticket_id == t.id, col(Message.id) > mark)
+            .order_by(col(Message.id))
+        ).all()
+    )
+
+
+def newest_message_id(session: Session, t: Ticket) -> int:
+    """The id of the ticket's latest stored message (ids only grow); 0 when it has none."""
+    found = session.exec(select(sa.func.max(Message.id)).where(Message.ticket_id == t.id)).one()
+    return int(found or 0)
+
+
 def _requester(t: Ticket) -> Address:
     if not t.requester:
         raise RefusedError(f"ticket #{t.number} has no customer address to write to")
@@ -250,6 +268,11 @@ def _keep_people(session: Session, t: Ticket, chosen: Recipients, now: datetime)
     for person in (*chosen.to, *chosen.cc):
         if known.get(person.key) not in MAILED_ROLES:
             set_role(session, t, person, CC, now)
+
+
+def reply_parent(session: Session, t: Ticket, people: Recipients) -> Message | None:
+    """The message a reply to `people` answers and quotes (see `_last_from`)."""
+    return _last_from(session, t, people.keys)
 
 
 def _last_from(session: Session, t: Ticket, addresses: set[str]) -> Message | None:
