@@ -40,6 +40,8 @@ from mailsupport.store.tickets import (
 from mailsupport.ticketmail import FilePart, Outgoing, parent_of
 
 TAG_MAX = 64
+# What a reply may set a ticket to (MAILSUPPORT_REPLY_STATUS, or the agent's choice).
+REPLY_STATUSES = ("pending", "open", "closed")
 
 
 def ticket(session: Session, number: int) -> Ticket:
@@ -87,6 +89,24 @@ def latest_messages(session: Session, t: Ticket, limit: int) -> list[Message]:
             .limit(limit)
         ).all()
     )
+
+
+def messages_after(session: Session, t: Ticket, mark: int) -> list[Message]:
+    """The ticket's messages stored after message id `mark` (see `newest_message_id`),
+    notes included, oldest first: what arrived while an agent was writing."""
+    return list(
+        session.exec(
+            select(Message)
+            .where(Message.ticket_id == t.id, col(Message.id) > mark)
+            .order_by(col(Message.id))
+        ).all()
+    )
+
+
+def newest_message_id(session: Session, t: Ticket) -> int:
+    """The id of the ticket's latest stored message (ids only grow); 0 when it has none."""
+    found = session.exec(select(sa.func.max(Message.id)).where(Message.ticket_id == t.id)).one()
+    return int(found or 0)
 
 
 def _requester(t: Ticket) -> Address:
@@ -195,8 +215,11 @@ def reply(
     """Answer the customer and the people copied on the ticket (see `recipients`; `to`
     names the recipients instead). People given in `cc` or `to` are copied on the ticket's
     later replies too. The reply quotes only a message its recipients wrote. The ticket
-    becomes open, or `status` (pending: waiting for the customer; closed) when given. It
-    comes from the ticket's mailbox, or from `from_address`, another of our addresses."""
+    becomes `status` (open, pending: waiting for the customer, or closed) when given, else
+    what MAILSUPPORT_REPLY_STATUS of its mailbox says (`status_after_reply`). It comes from
+    the ticket's mailbox, or from `from_address`, another of our addresses."""
+    if status is not None and status not in REPLY_STATUSES:
+        raise UsageError(f"a reply leaves a ticket pending, open or closed, not {status!r}")
     if not text.strip():
         raise RefusedError("the reply is empty: nothing sent")
     if t.merged_into_id is not None:  # ticket() follows merges; a direct caller might not
@@ -223,8 +246,15 @@ def reply(
         t.first_response_at = now
     who = ", ".join(a.address for a in (*chosen.to, *chosen.cc))
     _event(session, t, "replied", f"to {who} as <{composed.message_id}>", agent, now)
-    _set_status(session, t, status or ("open" if t.status == "new" else t.status), agent, now)
+    after = status or status_after_reply(t, outgoing.settings_of(t).reply_status)
+    _set_status(session, t, after, agent, now)
     return composed, item_id
+
+
+def status_after_reply(t: Ticket, setting: str) -> str:
+    """The status a reply leaves `t` in when the agent names none: the setting for a ticket
+    in work; a closed or spam ticket keeps its status (an afterthought reopens nothing)."""
+    return t.status if t.status in ("closed", "spam") else setting
 
 
 def _keep_people(session: Session, t: Ticket, chosen: Recipients, now: datetime) -> None:
@@ -238,6 +268,11 @@ def _keep_people(session: Session, t: Ticket, chosen: Recipients, now: datetime)
     for person in (*chosen.to, *chosen.cc):
         if known.get(person.key) not in MAILED_ROLES:
             set_role(session, t, person, CC, now)
+
+
+def reply_parent(session: Session, t: Ticket, people: Recipients) -> Message | None:
+    """The message a reply to `people` answers and quotes (see `_last_from`)."""
+    return _last_from(session, t, people.keys)
 
 
 def _last_from(session: Session, t: Ticket, addresses: set[str]) -> Message | None:

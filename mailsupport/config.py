@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     reopen_days: int = Field(default=0, ge=0)
     # `close` mails the customer the `closed` notice (unless --silent); false = never.
     closed_notice: bool = True
+    # The status a reply leaves a new, open or pending ticket in when the agent names none:
+    # pending (waiting for the customer; their answer opens it again), open, or closed.
+    reply_status: Literal["pending", "open", "closed"] = "pending"
     # Spam: a spam filter's score at or above this is spam even when the mail server let it
     # pass; unset = the server's own verdict (X-Spam-Flag, X-Spam-Status, X-Spamd-Result...).
     spam_score: float | None = None
@@ -199,6 +202,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "language",
+        "reply_status",
         "stranger_replies",
         "imap_auth",
         "smtp_auth",

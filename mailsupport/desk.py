@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from mailsupport import agent as actions
+from mailsupport.drafting import Frame, reply_frame
 from mailsupport.errors import RefusedError
 from mailsupport.notify import ASSIGNED, ESCALATED, Notifier
 from mailsupport.practice import Practice
@@ -63,6 +64,17 @@ class Replied:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyStart:
+    """What an agent answering a ticket reads and starts from; `mark` is the id of the
+    ticket's latest message then (0 for none)."""
+
+    conversation: Conversation
+    people: actions.Recipients
+    frame: Frame
+    mark: int
+
+
+@dataclass(frozen=True, slots=True)
 class Desk:
     """`agent` at work on the tickets in `store`; `clock` tells the time of each change."""
 
@@ -92,6 +104,37 @@ class Desk:
             found = _conversation(session, number, limit)
             people = actions.recipients(session, self.settings, found.ticket, to=to, cc=cc)
         return found, people
+
+    def start_reply(
+        self,
+        number: int,
+        *,
+        to: Sequence[Address] = (),
+        cc: Sequence[Address] = (),
+        macros: Sequence[str] = (),
+        from_address: str = "",
+        limit: int = CONTEXT_MESSAGES,
+    ) -> ReplyStart:
+        """What an agent answering ticket #number starts from (`reply_draft`, and how the
+        reply will read around their text, with `macros` filled in: see `drafting`), and
+        where the conversation stood: `news` tells what arrived after."""
+        with self.store.read() as session:
+            found = _conversation(session, number, limit)
+            t = found.ticket
+            people = actions.recipients(session, self.settings, t, to=to, cc=cc)
+            parent = actions.reply_parent(session, t, people)
+            mark = actions.newest_message_id(session, t)
+        frame = reply_frame(
+            Outgoing(self.settings), t, people, parent, agent=self.agent, now=self.clock(),
+            macros=macros, from_address=from_address,
+        )  # fmt: skip
+        return ReplyStart(found, people, frame, mark)
+
+    def news(self, number: int, mark: int) -> tuple[Message, ...]:
+        """Ticket #number's messages stored after `mark` (`ReplyStart.mark`), oldest first."""
+        with self.store.read() as session:
+            t = actions.ticket(session, number)
+            return tuple(actions.messages_after(session, t, mark))
 
     # -- mail ------------------------------------------------------------------------------
 

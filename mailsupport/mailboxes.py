@@ -32,6 +32,8 @@ DEFAULT = "default"
 OWN_KEYS = ("name", "address", "aliases", "display_name", "queue", "language", "templates_dir")
 # Settings a mailbox may give itself: where its mail is and how to sign in there.
 SETTING_PREFIXES = ("imap_", "smtp_", "oauth_")
+# And single settings a mailbox may choose for its tickets.
+SETTING_KEYS = ("reply_status",)
 # A password kept in a file of its own (read once, a trailing newline dropped).
 PASSWORD_FILES = {"imap_password_file": "imap_password", "smtp_password_file": "smtp_password"}
 # The headers that say to which address a message was delivered, most precise first.
@@ -206,8 +208,10 @@ class _MailboxesFile:
         for key, value in table.items():
             if key in OWN_KEYS:
                 own[key] = value
-            elif key in PASSWORD_FILES or (
-                key.startswith(SETTING_PREFIXES) and key in Settings.model_fields
+            elif (
+                key in PASSWORD_FILES
+                or key in SETTING_KEYS
+                or (key.startswith(SETTING_PREFIXES) and key in Settings.model_fields)
             ):
                 keys[key] = value
             else:
@@ -318,7 +322,7 @@ class _MailboxesFile:
 def _did_you_mean(key: str) -> str:
     import difflib
 
-    known = [*OWN_KEYS, *PASSWORD_FILES]
+    known = [*OWN_KEYS, *PASSWORD_FILES, *SETTING_KEYS]
     known += [k for k in Settings.model_fields if k.startswith(SETTING_PREFIXES)]
     close = difflib.get_close_matches(key, known, n=1)
     return f" (did you mean {close[0]}?)" if close else ""

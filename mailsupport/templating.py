@@ -167,9 +167,9 @@ class _Loader(jinja2.BaseLoader):
     name the file and the line.
     """
 
-    def __init__(self, user_dir: Path | None) -> None:
+    def __init__(self, user_dir: Path | None, defaults: Traversable | None = None) -> None:
         self.user_dir = user_dir
-        self.defaults = _default_dir()
+        self.defaults = defaults or _default_dir()
         self.names: dict[str, str] = {}  # filename given to jinja2 -> template name
         self.user_files: set[str] = set()
 
@@ -245,15 +245,16 @@ class Rendered:
 
 
 class Templates:
-    """The templates in effect: `user_dir` (may be None) over the shipped defaults."""
+    """The templates in effect: `user_dir` (may be None) over the shipped defaults, or over
+    `defaults` (another folder of them, such as the packaged macros)."""
 
-    def __init__(self, user_dir: Path | None = None) -> None:
+    def __init__(self, user_dir: Path | None = None, defaults: Traversable | None = None) -> None:
         if user_dir is not None and not user_dir.is_dir():
             raise TemplateError(
                 f"templates directory not found: {user_dir} (check MAILSUPPORT_TEMPLATES_DIR)"
             )
         self.user_dir = user_dir
-        self._loader = _Loader(user_dir)
+        self._loader = _Loader(user_dir, defaults)
         self._env = jinja2.sandbox.SandboxedEnvironment(
             loader=self._loader,
             undefined=jinja2.StrictUndefined,
@@ -271,9 +272,14 @@ class Templates:
 
     def render_one(self, name: str, context: BodyContext) -> str:
         """Render one template file; any problem raises TemplateError (one line)."""
+        return self.render_values(name, context.as_dict())
+
+    def render_values(self, name: str, values: dict[str, Any]) -> str:
+        """Render one template file with `values` as its variables (TemplateError, one line,
+        for any problem)."""
         try:
             template = self._env.get_template(name)
-            return template.render(context.as_dict())
+            return template.render(values)
         except jinja2.TemplateNotFound as exc:
             if exc.name == name:
                 where = f"in {self.user_dir} or built in" if self.user_dir else "built in"

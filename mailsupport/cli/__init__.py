@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "dbcmd",
     "intake",
     "kbcmd",
+    "macrocmd",
     "mailbox",
     "ops",
     "outboxcmd",

@@ -9,28 +9,24 @@ keeps it for the daemon or `outbox flush`.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from mailsupport.cli import editor
 from mailsupport.cli.app import app, state, ticket_number, utcnow
-from mailsupport.cli.render import local_time, terminal_text
-from mailsupport.errors import ConfigError, RefusedError, TemporaryError, UsageError
+from mailsupport.cli.render import terminal_text
+from mailsupport.errors import ConfigError, TemporaryError, UsageError
 
 if TYPE_CHECKING:
     from mailsupport.agent import Recipients
     from mailsupport.cli.app import State
     from mailsupport.config import Settings
-    from mailsupport.desk import Conversation, Desk
+    from mailsupport.desk import Desk
     from mailsupport.mail import Address
 
 AGENT = "Agent"
-MARKER = "# ------------------------ >8 ------------------------"
 
 AS_OPTION = typer.Option(
     None, "--as", metavar="NAME", help="Act as this agent (default: MAILSUPPORT_AGENT, login)."
@@ -53,6 +49,13 @@ def reply(
     number: int = NUMBER,
     message: str | None = MESSAGE_OPTION,
     file: str | None = FILE_OPTION,
+    macro: list[str] = typer.Option(
+        [],
+        "--macro",
+        metavar="NAME",
+        help="Start from a canned reply, filled in for the ticket (`mailsupport macro list`; "
+        "repeat for more).",
+    ),
     attach: list[Path] = typer.Option(
         [], "--attach", metavar="FILE", help="Attach a file (repeat for more)."
     ),
@@ -76,6 +79,14 @@ def reply(
     pending: bool = typer.Option(
         False, "--pending", help="Set the ticket pending (waiting for the customer)."
     ),
+    open_: bool = typer.Option(
+        False, "--open", help="Leave the ticket open (the answer is not the last word)."
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Send what the editor gave even when the ticket got new messages meanwhile.",
+    ),
     no_send: bool = typer.Option(
         False, "--no-send", help="Only queue it; the daemon or `outbox flush` sends it."
     ),
@@ -89,29 +100,36 @@ def reply(
 ) -> None:
     """Answer the customer by mail, threaded into the conversation.
 
-    The text comes from -m, --file, or $EDITOR opened on a file that shows the conversation
-    below a marker line (like `git commit`). An empty text sends nothing. The reply goes to
-    the customer and everyone copied on the ticket, with the `reply` template; the ticket
-    becomes open, or pending or closed when asked.
+    The text comes from -m, --file, or $EDITOR opened on a file that shows, below a marker
+    line (like `git commit`), who gets the reply, the greeting and signature the `reply`
+    template puts around it, and the conversation. An empty text sends nothing. --macro
+    fills in a canned reply: in the editor, or after the text of -m or --file (-m '' sends
+    it alone); --kb articles come last. The ticket becomes pending (waiting for the
+    customer) unless --open or --close says otherwise, or MAILSUPPORT_REPLY_STATUS does; a
+    closed ticket stays closed unless asked.
 
-    Who gets it is printed before it is sent, and shown in the editor. Addresses that only
-    later mail brought in are not mailed until an agent adds them (`mailsupport cc`, or
-    --cc). A reply quotes only a message its recipients wrote.
+    Who gets it is printed before it is sent. Addresses that only later mail brought in are
+    not mailed until an agent adds them (`mailsupport cc`, or --cc). A reply quotes only a
+    message its recipients wrote. If the customer wrote, or someone answered or left a
+    note, while the editor was open, the reply shows what arrived and asks before sending
+    (without a terminal it is not sent, unless --force); the text is kept in a file.
 
     Examples:
         mailsupport reply 12
         mailsupport reply 12 -m 'The invoice is attached.' --attach invoice.pdf
+        mailsupport reply 12 --macro password-reset
+        mailsupport reply 12 --macro need-more-info -m 'Sorry for the wait.' --open
         mailsupport reply 12 --to anna@example.org --file answer.txt
-        mailsupport reply '#12' --file answer.txt --pending
+        mailsupport reply '#12' --file answer.txt --close
         mailsupport reply 12 --kb reset-password --close
         mailsupport reply 12 --from billing@example.com -m 'Refunded today.'
     """
     from mailsupport.ticketmail import file_part
 
-    if close and pending:
-        raise UsageError("choose one of --close and --pending")
+    chosen = [name for name, on in (("closed", close), ("pending", pending), ("open", open_)) if on]
+    if len(chosen) > 1:
+        raise UsageError("choose one of --close, --pending and --open")
     st = state(ctx)
-    settings = st.settings
     sender = (from_ or "").strip()
     if sender and st.mailboxes.for_address(sender) is None:  # before the editor opens
         known = ", ".join(sorted(st.mailboxes.our_addresses))
@@ -119,23 +137,25 @@ def reply(
     who = st.agent_name(as_)
     copies, named = _addresses(cc, "--cc"), _addresses(to, "--to")
     files = [file_part(path.name, _read_attachment(path)) for path in attach]
-    articles = _articles(settings, kb)
+    articles = _articles(st.settings, kb)
     desk = desk_for(st, who)
-    draft, people = desk.reply_draft(number, to=named, cc=copies)
-    title, conversation = _context(draft)
-    whom = _whom(people)
-    if message is None and file is None:  # the editor starts with the articles in place
+    start = desk.start_reply(number, to=named, cc=copies, macros=macro, from_address=sender)
+    title, conversation = editor.context(start.conversation)
+    whom = _whom(start.people)
+    given = editor.given_text(message, file)
+    if given is None:  # the editor starts with the macros and articles in place
         heading = "".join(f"\n# Reply {line}" for line in whom)
-        text = _text(None, None, f"reply to {title}", "reply", heading + conversation, articles)
+        below = heading + editor.framed(start.frame) + conversation
+        prefill = "\n\n".join(p for p in (start.frame.canned, articles) if p)
+        text = editor.joined([editor.edit(f"reply to {title}", "reply", below, prefill)], "reply")
+        editor.check_news(number, desk.news(number, start.mark), text, force=force)
     else:
-        text = _text(message, file, f"reply to {title}", "reply", conversation)
-        text = f"{text}\n\n{articles}" if articles else text
+        text = editor.joined([given, start.frame.canned, articles], "reply")
     typer.echo(terminal_text(f"ticket #{number}: reply {'; '.join(whom)}", one_line=True))
-    with _kept_on_failure(text, "reply"):
+    with editor.kept_on_failure(text, "reply"):
         replied = desk.reply(
             number, text, cc=copies, to=named, attachments=files,
-            status="closed" if close else "pending" if pending else None,
-            from_address=sender,
+            status=chosen[0] if chosen else None, from_address=sender,
         )  # fmt: skip
     t = replied.ticket
     typer.echo(f"ticket #{t.number}: reply queued as <{replied.message_id}>, {t.status}")
@@ -159,9 +179,12 @@ def note(
         mailsupport note 12
     """
     desk = desk_for(state(ctx), as_)
-    title, conversation = _context(desk.conversation(number))
-    text = _text(message, file, f"internal note on {title}", "note", conversation)
-    with _kept_on_failure(text, "note"):
+    title, conversation = editor.context(desk.conversation(number))
+    given = editor.given_text(message, file)
+    if given is None:
+        given = editor.edit(f"internal note on {title}", "note", conversation)
+    text = editor.joined([given], "note")
+    with editor.kept_on_failure(text, "note"):
         t = desk.note(number, text)
     typer.echo(f"ticket #{t.number}: note added")
 
@@ -441,19 +464,6 @@ def _read_attachment(path: Path) -> bytes:
         raise UsageError(f"cannot read {path}: {error.strerror or error} (--attach)") from None
 
 
-def _context(found: Conversation) -> tuple[str, str]:
-    """The ticket's name and its latest messages, for the editor to show below the marker."""
-    lines = []
-    for m in found.messages:
-        arrow = {"in": "<<", "out": ">>"}.get(m.direction, "-- internal note,")
-        who = m.author or (f"{m.from_name} <{m.from_address}>" if m.from_name else m.from_address)
-        lines += ["", f"{arrow} {who}  {local_time(m.received_at)}", ""]
-        lines += [f"   {line}".rstrip() for line in m.text.splitlines()]
-    t = found.ticket
-    title = f'#{t.number} "{t.subject}" from {t.requester or "nobody"}'
-    return title, "\n".join(lines)
-
-
 def _articles(settings: Settings, slugs: list[str]) -> str:
     """The text of the knowledge-base articles named by --kb, one after another."""
     if not slugs:
@@ -461,87 +471,3 @@ def _articles(settings: Settings, slugs: list[str]) -> str:
     from mailsupport.kb import article_text, find_article
 
     return "\n\n".join(article_text(find_article(settings, s)).strip("\n") for s in slugs)
-
-
-def _text(
-    message: str | None,
-    file: str | None,
-    title: str,
-    what: str,
-    conversation: str,
-    prefill: str = "",
-) -> str:
-    """The text from -m, --file or the editor; leading and trailing blank lines dropped."""
-    if message is not None and file is not None:
-        raise UsageError("give the text with -m or --file, not both")
-    if message is not None:
-        text = message
-    elif file == "-":
-        text = sys.stdin.read()
-    elif file is not None:
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise UsageError(f"cannot read {file}: {error}") from None
-    else:
-        text = _edit(title, what, conversation, prefill)
-    text = text.strip("\n").rstrip()
-    if not text.strip():
-        raise RefusedError(f"empty {what}: nothing done")
-    return text
-
-
-def _edit(title: str, what: str, conversation: str, prefill: str = "") -> str:
-    """Open $VISUAL or $EDITOR on a draft and return what was written above the marker."""
-    import shlex
-    import subprocess
-    import tempfile
-
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    draft = "\n".join(
-        [
-            f"\n\n{prefill}\n" if prefill else "",
-            MARKER,
-            f"# Write your {what} above the line; everything below it is ignored.",
-            f"# This is the {title}.",
-            "# Leave it empty to cancel.",
-            conversation,
-            "",
-        ]
-    )
-    with tempfile.NamedTemporaryFile(
-        "w", suffix=".txt", prefix=f"mailsupport-{what}-", delete=False, encoding="utf-8"
-    ) as handle:
-        handle.write(draft)
-        path = Path(handle.name)
-    try:
-        try:
-            done = subprocess.run([*shlex.split(editor), str(path)], check=False)
-        except OSError as error:
-            raise UsageError(
-                f"cannot start the editor {editor!r}: {error.strerror or error} "
-                "(set VISUAL or EDITOR, or use -m or --file)"
-            ) from None
-        if done.returncode != 0:
-            raise RefusedError(f"the editor exited with status {done.returncode}: nothing done")
-        written = path.read_text(encoding="utf-8", errors="replace")
-    finally:
-        path.unlink(missing_ok=True)
-    return written.split(MARKER, 1)[0]
-
-
-@contextlib.contextmanager
-def _kept_on_failure(text: str, what: str) -> Iterator[None]:
-    """If what follows fails, keep the agent's text in a file and say where: nobody wants
-    to type a long reply twice."""
-    try:
-        yield
-    except Exception:
-        import tempfile
-
-        with tempfile.NamedTemporaryFile(
-            "w", suffix=".txt", prefix=f"mailsupport-{what}-", delete=False, encoding="utf-8"
-        ) as handle:
-            handle.write(text + "\n")
-        typer.echo(f"mailsupport: your {what} text is kept in {handle.name}", err=True)
-        raise

@@ -346,9 +346,10 @@ def _check_database(st: Any) -> str:
 
 def _check_templates(directory: Any) -> str:
     from mailsupport.errors import ConfigError
+    from mailsupport.macros import check_macros
     from mailsupport.templating import check_templates
 
-    problems = check_templates(directory)
+    problems = check_templates(directory) + check_macros(directory)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(problems[0] + more)

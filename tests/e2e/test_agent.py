@@ -103,7 +103,7 @@ def test_reply_goes_out_threaded_tagged_and_to_everyone_on_the_ticket(
     assert "> Здравствуйте! Счёт за март не пришёл." in text  # the customer's message quoted
 
     t = ticket_row(store, number)
-    assert t.status == "open"
+    assert t.status == "pending"  # answered: waiting for the customer (MAILSUPPORT_REPLY_STATUS)
     [replied] = events(store, "replied")
     assert replied.actor == "Maria" and "anna@customer.example.org" in replied.detail
     with store.read() as session:
