@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 # Bump when the generated data changes, so a cached store is built again.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: tickets say who wrote last
 SEED = 20260302
 BATCH = 2000  # tickets per transaction
 SHOW_MESSAGES = 10  # the ticket `show` is timed on has this many messages
@@ -202,6 +202,7 @@ def _ticket(
     assigned = status != "new" and rng.random() < 0.7
     when = created
     previous_text, previous_who = "", name
+    last_writer = ""
     for i in range(count):
         message_pk += 1
         ours = i % 2 == 1
@@ -270,6 +271,7 @@ def _ticket(
             )  # fmt: skip
         if direction != "note":
             previous_text, previous_who = text, sender_name
+            last_writer = "customer" if direction == "in" else "us"
         when += timedelta(minutes=rng.randint(5, 3 * 24 * 60))
     updated = when
     rows["tickets"].append(
@@ -279,6 +281,7 @@ def _ticket(
             "requester": address, "requester_name": name, "created_at": created,
             "updated_at": updated, "closed_at": updated if status == "closed" else None,
             "assignee": agent if assigned else None, "queue": rng.choice(QUEUES),
+            "last_writer": last_writer,
         }
     )  # fmt: skip
     rows["participants"].append(

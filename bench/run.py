@@ -12,6 +12,7 @@ PYTHONDONTWRITEBYTECODE is set in the calling shell.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import resource
@@ -29,7 +30,7 @@ TARGET_SECONDS = 0.3  # issue 7 (issue 5 asked for 0.5)
 AGENT = "anna"  # `list --mine` runs as this agent; the generator assigns tickets to it
 
 
-def commands(show_number: int) -> list[tuple[str, list[str]]]:
+def commands(show_number: int, requester: str) -> list[tuple[str, list[str]]]:
     """(label, arguments): the four the issue asks for first, then each other filter."""
     return [
         ("list", ["list"]),
@@ -47,7 +48,22 @@ def commands(show_number: int) -> list[tuple[str, list[str]]]:
         ("list --json", ["list", "--json"]),
         (f"show {show_number} --json", ["show", str(show_number), "--json"]),
         (f"show {show_number} --history", ["show", str(show_number), "--history"]),
+        ("list --waiting", ["list", "--waiting"]),
+        (
+            "list --waiting --mine --sort priority",
+            ["list", "--waiting", "--mine", "--sort", "priority"],
+        ),
+        ("list --requester ADDR", ["list", "--requester", requester]),
+        ("next", ["next"]),
     ]
+
+
+def requester_of(db: Path, number: int) -> str:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        row = connection.execute("SELECT requester FROM tickets WHERE number = ?", (number,))
+        return str(row.fetchone()[0])
 
 
 def child_env(db: Path, work: Path, cache_dir: Path) -> dict[str, str]:
@@ -115,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         env = child_env(db, work, args.cache)
         python = [sys.executable]
         rows = [("python -c pass (the interpreter alone)", [*python, "-c", "pass"])]
-        rows += [(label, [*python, "-m", "mailsupport", *a]) for label, a in commands(show_number)]
+        labelled = commands(show_number, requester_of(db, show_number))
+        rows += [(label, [*python, "-m", "mailsupport", *a]) for label, a in labelled]
         print(f"\n{'command':<40} {'median':>8} {'fastest':>8} {'CPU':>8}")
         failed = 0
         for label, full in rows:

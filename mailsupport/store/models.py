@@ -53,6 +53,8 @@ class Ticket(SQLModel, table=True):
         sa.Index("ix_tickets_type_updated_at", "type", "updated_at"),
         sa.Index("ix_tickets_mailbox_updated_at", "mailbox", "updated_at"),
         sa.Index("ix_tickets_last_writer_updated_at", "last_writer", "updated_at"),
+        # `next` and `list --waiting --mine`: an agent's waiting tickets, a few to sort.
+        sa.Index("ix_tickets_waiting_assignee", "last_writer", "assignee", "updated_at"),
         sa.Index("ix_tickets_requester_updated_at", "requester", "updated_at"),
     )
 

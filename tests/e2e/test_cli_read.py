@@ -524,6 +524,9 @@ def test_every_filter_uses_an_index(settings: Settings, store: Store, desk) -> N
         (TicketFilter(queue="billing"), "updated"),
         (TicketFilter(tags=("vip",)), "updated"),
         (TicketFilter(since=T0), "updated"),
+        (TicketFilter(waiting=True), "updated"),
+        (TicketFilter(waiting=True, assignee="anna"), "updated"),
+        (TicketFilter(waiting=True, unassigned=True), "updated"),
     ]
     for where, sort in cases:
         for reverse in (False, True):
@@ -532,6 +535,8 @@ def test_every_filter_uses_an_index(settings: Settings, store: Store, desk) -> N
             assert not any(re.fullmatch(r"SCAN (TABLE tickets AS )?t", p) for p in plan), plan
             if not where.tags:  # the index gives the order: nothing sorted afterwards
                 assert not any("TEMP B-TREE" in p for p in plan), (where, sort, plan)
+            if where.waiting and (where.assignee or where.unassigned):  # `next`: a few to sort
+                assert any("(last_writer=? AND assignee=" in p for p in plan), plan
     connection.close()
 
 

@@ -1,4 +1,5 @@
-"""Agents known to the desk (`agent add`) and what they are told (`notifications`).
+"""Agents known to the desk (`agent add`) and what they are told (`notifications`); the
+index that finds an agent's waiting tickets (`next`, `list --waiting --mine`).
 
 Revision ID: 0013
 Revises: 0012
@@ -40,8 +41,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_notifications_ticket_id", "notifications", ["ticket_id"])
     op.create_index("ix_notifications_agent_sent_at", "notifications", ["agent", "sent_at"])
+    op.create_index(
+        "ix_tickets_waiting_assignee", "tickets", ["last_writer", "assignee", "updated_at"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tickets_waiting_assignee", "tickets")
     op.drop_table("notifications")
     op.drop_table("agents")
