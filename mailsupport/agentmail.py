@@ -35,6 +35,7 @@ from mailsupport.agentwords import (
     read_instructions,
     strip_forward_prefix,
 )
+from mailsupport.automated import is_automated
 from mailsupport.errors import NotFoundError, RefusedError, UsageError
 from mailsupport.mail import Address, Inbound
 from mailsupport.notify import ASSIGNED, Notifier
@@ -79,8 +80,8 @@ class AgentMail:
         """The agent's answer or forward, acted on; None when `message` is neither (or its
         sender no agent), for the pipeline to file as any mail."""
         sender = message.from_
-        if sender is None or message.sender_doubt:
-            return None
+        if sender is None or message.sender_doubt or is_automated(message):
+            return None  # an agent's out-of-office answering a notification is no answer
         agent = agent_by_address(session, sender.address)
         if agent is None:
             return None

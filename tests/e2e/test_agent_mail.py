@@ -171,11 +171,24 @@ def test_an_agents_day_by_mail(
             message_id="f2@evil.example",
         )
     )
+    away = EmailMessage()
+    away["From"], away["To"] = f"Anna Agent <{ANNA}>", "support@example.com"
+    away["Subject"], away["Message-ID"] = (
+        f"Out of office: {again['Subject']}",
+        "<oof@agents.example>",
+    )
+    away["In-Reply-To"], away["Auto-Submitted"] = again["Message-ID"], "auto-replied"
+    away.set_content("I am away until Monday.")  # her responder, answering with her token
+    dovecot_server.append(away.as_bytes())
     poll(env)
     assert len(to(smtp_server.arrivals, CUSTOMER)) == 2
     with store.read() as session:
-        leaked = [m for m in session.exec(select(Message)).all() if "password" in m.text]
-    assert leaked and all(m.direction == "in" and m.ticket_id != 1 for m in leaked)
+        leaked = [
+            m
+            for m in session.exec(select(Message)).all()
+            if "password" in m.text or "away" in m.text
+        ]
+    assert len(leaked) == 3 and all(m.direction == "in" and m.ticket_id != 1 for m in leaked)
 
     # A customer wrote to Anna directly; she forwards it into the desk.
     sent = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
