@@ -27,7 +27,7 @@ from datetime import datetime
 from sqlmodel import Session, select
 
 from mailsupport import agent as actions
-from mailsupport.agents import agent_by_address, known_name
+from mailsupport.agents import Known, Roster, known_name
 from mailsupport.agentwords import (
     Instructions,
     own_words,
@@ -37,7 +37,7 @@ from mailsupport.agentwords import (
 )
 from mailsupport.automated import is_automated
 from mailsupport.errors import NotFoundError, RefusedError, UsageError
-from mailsupport.mail import Address, Inbound
+from mailsupport.mail import Inbound
 from mailsupport.notify import ASSIGNED, Notifier
 from mailsupport.signing import notice_ticket
 from mailsupport.store import tickets as db
@@ -65,9 +65,10 @@ FileOriginal = Callable[[Session, Inbound, str, str], tuple[str, int | None]]
 
 
 class AgentMail:
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: Notifier, roster: Roster) -> None:
         self.notifier = notifier
         self.outgoing = notifier.outgoing
+        self.roster = roster
 
     def take(
         self,
@@ -82,7 +83,7 @@ class AgentMail:
         sender = message.from_
         if sender is None or message.sender_doubt or is_automated(message):
             return None  # an agent's out-of-office answering a notification is no answer
-        agent = agent_by_address(session, sender.address)
+        agent = self.roster.by_address(session, sender.address)
         if agent is None:
             return None
         number = self._answered(message, agent)
@@ -118,7 +119,7 @@ class AgentMail:
     def _answer(
         self,
         session: Session,
-        agent: Agent,
+        agent: Known,
         ticket: Ticket,
         message: Inbound,
         now: datetime,
@@ -143,7 +144,7 @@ class AgentMail:
     def _act(
         self,
         session: Session,
-        agent: Agent,
+        agent: Known,
         ticket: Ticket,
         orders: Instructions,
         files: list[tuple[str, str, bytes]],
@@ -185,7 +186,7 @@ class AgentMail:
         self,
         session: Session,
         ticket: Ticket,
-        agent: Agent,
+        agent: Known,
         text: str,
         message: Inbound,
         now: datetime,
@@ -224,7 +225,7 @@ class AgentMail:
     def _forward(
         self,
         session: Session,
-        agent: Agent,
+        agent: Known,
         message: Inbound,
         original: tuple[Inbound, list[str]],
         now: datetime,
@@ -234,14 +235,14 @@ class AgentMail:
         forwarded, above = original
         sender = forwarded.from_
         ours = self.outgoing.settings.our_addresses
-        if sender is None or sender.key in ours or agent_by_address(session, sender.address):
+        if sender is None or sender.key in ours or self.roster.by_address(session, sender.address):
             return None  # nobody's mail to file as a customer's
         orders = read_instructions(above)
-        outsiders = _not_ours(session, ours)
+        ignored = ours | {a.email for a in self.roster.agents(session)}
         forwarded = replace(
             forwarded,
-            to=tuple(a for a in forwarded.to if outsiders(a)),
-            cc=tuple(a for a in forwarded.cc if outsiders(a)),
+            to=tuple(a for a in forwarded.to if a.key not in ignored),
+            cc=tuple(a for a in forwarded.cc if a.key not in ignored),
         )
         no_ack = "" if orders.ack else f"forwarded by agent {agent.name} without #ack"
         if db.message_exists(session, forwarded.message_id):
@@ -258,11 +259,6 @@ class AgentMail:
         self._note(session, ticket, agent, note, message, now, raw_id, [])
         what = FORWARD_NOTE.format(agent=agent.name) + ("" if no_ack else ", acknowledged")
         return Taken(kind, ticket.number, what)
-
-
-def _not_ours(session: Session, ours: frozenset[str] | set[str]) -> Callable[[Address], bool]:
-    agents = {a.lower() for a in session.exec(select(Agent.email)).all()}
-    return lambda a: a.key not in ours and a.key not in agents
 
 
 def _link_raw(session: Session, message_id: str, raw_id: int | None) -> None:

@@ -8,7 +8,9 @@ MAILSUPPORT_AGENT must name one of them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +25,45 @@ if TYPE_CHECKING:
 
 from mailsupport.team import AGENT_NAME, MAX_LINE, NotifyMode, parse_notify, registered_name
 
+ROSTER_SECONDS = 10.0  # how long intake trusts its copy of the registry
 
-def mode_of(agent: Agent, default: str) -> NotifyMode:
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """A registered agent as intake and notifications use them (no database object)."""
+
+    name: str
+    email: str
+    queues: tuple[str, ...] = ()
+    line: int | None = None
+    notify: str = ""
+
+
+def known_agents(session: Session) -> list[Known]:
+    return [Known(a.name, a.email, tuple(a.queues), a.line, a.notify) for a in all_agents(session)]
+
+
+class Roster:
+    """The registry as intake sees it: read again at most every ROSTER_SECONDS, since every
+    message asks about it and agents change rarely (`agent add` counts within seconds)."""
+
+    def __init__(self, every: float = ROSTER_SECONDS) -> None:
+        self.every = every
+        self._agents: list[Known] = []
+        self._read_at: float | None = None
+
+    def agents(self, session: Session) -> list[Known]:
+        now = time.monotonic()
+        if self._read_at is None or now - self._read_at >= self.every:
+            self._agents, self._read_at = known_agents(session), now
+        return self._agents
+
+    def by_address(self, session: Session, address: str) -> Known | None:
+        key = address.strip().lower()
+        return next((a for a in self.agents(session) if a.email == key), None)
+
+
+def mode_of(agent: Agent | Known, default: str) -> NotifyMode:
     """The agent's own mode, else the desk's (MAILSUPPORT_NOTIFY)."""
     return parse_notify(agent.notify or default)
 

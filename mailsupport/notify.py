@@ -20,7 +20,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailsupport.agents import agent_named, all_agents, mode_of
+from mailsupport.agents import Known, Roster, agent_named, known_agents, mode_of
 from mailsupport.config import Settings
 from mailsupport.outbox.queue import DIGEST as DIGEST_MAIL
 from mailsupport.outbox.queue import NOTIFICATION
@@ -108,9 +108,10 @@ def _message_lines(text: str) -> list[str]:
 class Notifier:
     """Records and sends notifications, with the desk's mail setup in `outgoing`."""
 
-    def __init__(self, outgoing: Outgoing) -> None:
+    def __init__(self, outgoing: Outgoing, roster: Roster | None = None) -> None:
         self.outgoing = outgoing
         self.settings = outgoing.settings
+        self.roster = roster  # intake's cached registry; None: read it each time
 
     def tell(
         self,
@@ -127,7 +128,7 @@ class Notifier:
         for tickets automatic mail opened or spam: they are nobody's work."""
         if ticket.automatic or ticket.status == "spam" or ticket.merged_into_id is not None:
             return 0
-        agents = all_agents(session)
+        agents = self.roster.agents(session) if self.roster else known_agents(session)
         if not agents:
             return 0
         told = 0
@@ -154,7 +155,7 @@ class Notifier:
     def _mail(
         self,
         session: Session,
-        agent: Agent,
+        agent: Known,
         ticket: Ticket,
         kind: str,
         message_pk: int | None,
@@ -182,7 +183,7 @@ class Notifier:
         """Tell agents, once per due time, of tickets whose first answer or resolution falls
         due within MAILSUPPORT_SLA_WARNING. Times long past (more than that ago) are not
         warned of: a desk turning warnings on is not flooded with its backlog."""
-        if not self.settings.sla_warning or not all_agents(session):
+        if not self.settings.sla_warning or not known_agents(session):
             return 0
         from mailsupport.sla import parse_duration
 
@@ -310,7 +311,6 @@ def run_due(store: Store, settings: Settings, now: datetime) -> int:
     """`Notifier.run_due` in a transaction of its own, for `poll` and the daemon: the SLA
     warnings and digests due now. Returns how many digests were queued."""
     with store.write() as session:
-        agents = all_agents(session)
-        if not agents:
+        if not known_agents(session):
             return 0
         return Notifier(Outgoing(settings)).run_due(session, now)

@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from mailsupport.acks import Acknowledger
 from mailsupport.agentmail import AgentMail, FileOriginal
+from mailsupport.agents import Roster
 from mailsupport.automated import is_automated, is_bounce
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
@@ -108,8 +109,9 @@ class Pipeline:
         self.settings = settings = self.home.settings
         self.files = AttachmentStore(settings.data_dir / "attachments")
         self.acks = Acknowledger(settings)
-        self.notifier = Notifier(self.acks.outgoing)
-        self.agent_mail = AgentMail(self.notifier)
+        roster = Roster()  # the registered agents, read again every few seconds
+        self.notifier = Notifier(self.acks.outgoing, roster)
+        self.agent_mail = AgentMail(self.notifier, roster)
         self.practice = Practice(settings)
         self._own_parsers = parsers is None
         self.parsers = parsers or ParserPool(
