@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from mailsupport.errors import NotFoundError, RefusedError, UsageError
 from mailsupport.store import NAME
-from mailsupport.store.models import Agent
+from mailsupport.store.models import Agent, Notification
 
 if TYPE_CHECKING:
     from mailsupport.store.db import Store
@@ -171,6 +172,10 @@ def remove_agent(session: Session, name: str) -> Agent:
     """Forget the agent (their tickets stay assigned to the name; see `list --assignee`)."""
     agent = registered(session, name)
     session.delete(agent)
+    waiting = sa.delete(Notification).where(  # their digest: nobody left to tell
+        col(Notification.agent) == agent.name, col(Notification.sent_at).is_(None)
+    )
+    session.execute(waiting)
     session.flush()
     return agent
 

@@ -20,7 +20,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from mailsupport.agents import Known, Roster, agent_named, known_agents, mode_of
+from mailsupport.agents import Known, Roster, known_agents, mode_of
 from mailsupport.config import Settings
 from mailsupport.outbox.queue import DIGEST as DIGEST_MAIL
 from mailsupport.outbox.queue import NOTIFICATION
@@ -199,38 +199,30 @@ class Notifier:
         return told
 
     def send_digests(self, session: Session, now: datetime) -> int:
-        """One mail per digest agent whose oldest waiting notification is their interval
-        old; rows of agents gone or turned off are dropped, of agents gone instant sent."""
+        """One mail per agent whose oldest waiting notification is their digest interval
+        old (an agent gone instant gets what waits at once; gone off, it is dropped)."""
         sent = 0
-        waiting = session.exec(
-            select(Notification.agent).where(col(Notification.sent_at).is_(None)).distinct()
-        ).all()
-        for name in waiting:
+        for agent in known_agents(session):
             rows = list(
                 session.exec(
                     select(Notification)
-                    .where(Notification.agent == name, col(Notification.sent_at).is_(None))
+                    .where(Notification.agent == agent.name, col(Notification.sent_at).is_(None))
                     .order_by(col(Notification.id))
                     .limit(DIGEST_ENTRIES)
                 ).all()
             )
-            agent = agent_named(session, name)
-            mode = mode_of(agent, self.settings.notify) if agent is not None else None
-            if mode is None or mode.kind == OFF:
-                outbox_id = None
-            elif mode.kind == DIGEST and rows[0].created_at + mode.every > now:
+            mode = mode_of(agent, self.settings.notify)
+            if not rows or (mode.kind == DIGEST and rows[0].created_at + mode.every > now):
                 continue
-            else:
-                assert agent is not None
-                outbox_id = self._digest(session, agent, rows, now)
-                sent += outbox_id is not None
+            outbox_id = None if mode.kind == OFF else self._digest(session, agent, rows, now)
+            sent += outbox_id is not None
             for row in rows:
                 row.sent_at, row.outbox_id = now, outbox_id
                 session.add(row)
         return sent
 
     def _digest(
-        self, session: Session, agent: Agent, rows: list[Notification], now: datetime
+        self, session: Session, agent: Known, rows: list[Notification], now: datetime
     ) -> int | None:
         tickets = {t.id: t for t in _tickets(session, {r.ticket_id for r in rows})}
         entries = [r for r in rows if r.ticket_id in tickets]
