@@ -22,7 +22,7 @@ a ticket match. Agents' notifications are never stored as ticket messages at all
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mailsupport.words import stems_of
@@ -43,32 +43,26 @@ def automatic(direction: str, author: str, raw_id: int | None) -> bool:
     return direction == "out" and not author and raw_id is None
 
 
-def stem_columns(
-    subject: str, text: str, direction: str, author: str, raw_id: int | None
-) -> dict[str, str]:
-    """`subject_stems` and `text_stems` of a message: empty for automatic mail."""
-    skip = automatic(direction, author, raw_id)
-    return {
-        "subject_stems": "" if skip else stems_of(subject[:SUBJECT_CHARS]),
-        "text_stems": "" if skip else stems_of(text[:TEXT_CHARS]),
-    }
-
-
 _SOURCES = {"subject_stems": ("subject", SUBJECT_CHARS), "text_stems": ("text", TEXT_CHARS)}
+
+
+def _stems(row: Mapping[str, Any], name: str) -> str:
+    if automatic(row.get("direction") or "", row.get("author") or "", row.get("raw_id")):
+        return ""
+    source, chars = _SOURCES[name]
+    return stems_of((row.get(source) or "")[:chars])
+
+
+def stem_columns(row: Mapping[str, Any]) -> dict[str, str]:
+    """`subject_stems` and `text_stems` of a message (a mapping of its columns: subject,
+    text, direction, author, raw_id); empty for automatic mail."""
+    return {name: _stems(row, name) for name in _SOURCES}
 
 
 def column_default(name: str) -> Callable[[Any], str]:
     """The default of column `name` (subject_stems or text_stems): computed from the other
     values of the row being inserted, which SQLAlchemy hands over in the execution context."""
-    source, chars = _SOURCES[name]
-
-    def default(context: Any) -> str:
-        row = context.get_current_parameters()
-        if automatic(row.get("direction") or "", row.get("author") or "", row.get("raw_id")):
-            return ""
-        return stems_of((row.get(source) or "")[:chars])
-
-    return default
+    return lambda context: _stems(context.get_current_parameters(), name)
 
 
 _INPUTS = ("subject", "text", "direction", "author", "raw_id")
@@ -80,6 +74,6 @@ def restem(mapper: Any, connection: Any, target: Any) -> None:
 
     state = sa.inspect(target)
     if any(state.attrs[name].history.has_changes() for name in _INPUTS):
-        row = [getattr(target, name) for name in _INPUTS]
-        for name, value in stem_columns(*row).items():
+        row = {name: getattr(target, name) for name in _INPUTS}
+        for name, value in stem_columns(row).items():
             setattr(target, name, value)

@@ -330,3 +330,16 @@ def test_a_snippet_of_a_long_text_is_cut_around_its_matches() -> None:
     assert "\x02личному\x03 \x02кабинету\x03." in make_snippet(text, set(), phrase)
     # A mark in the mail is not ours.
     assert make_snippet("a \x02b\x03 c", {"c"}, []) == "a  b  \x02c\x03"
+
+
+def test_only_our_automatic_mail_goes_unstemmed() -> None:
+    from mailsupport.store.stems import stem_columns
+
+    def stems(direction: str, author: str = "", raw_id: int | None = None) -> str:
+        row = {"subject": "Printers", "text": "Printing", "direction": direction}
+        return " ".join(stem_columns(row | {"author": author, "raw_id": raw_id}).values())
+
+    assert stems("in") == stems("note", "olga") == "printer print"
+    assert stems("out", "olga") == "printer print"  # an agent's reply
+    assert stems("out", raw_id=7) == "printer print"  # our mail imported from Sent
+    assert stems("out").strip() == ""  # an acknowledgement

@@ -131,13 +131,13 @@ def _compute_stems() -> None:
     )
     write = sa.text("UPDATE messages SET subject_stems = :s, text_stems = :t WHERE id = :id")
     after = 0
-    while rows := conn.execute(read, {"after": after, "n": _BATCH}).all():
+    while rows := conn.execute(read, {"after": after, "n": _BATCH}).mappings().all():
         updates = []
-        for pk, subject, text, direction, author, raw_id in rows:
-            stems = stem_columns(subject or "", text or "", direction, author or "", raw_id)
-            updates.append({"id": pk, "s": stems["subject_stems"], "t": stems["text_stems"]})
+        for row in rows:
+            stems = stem_columns(row)
+            updates.append({"id": row["id"], "s": stems["subject_stems"], "t": stems["text_stems"]})
         conn.execute(write, updates)
-        after = rows[-1][0]
+        after = rows[-1]["id"]
 
 
 def _add_stem_columns() -> None:
