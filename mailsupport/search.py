@@ -1,21 +1,30 @@
 """Full-text search over message subjects and texts, one hit per ticket, best first.
 
-The index is made by migration 0006: on SQLite the FTS5 table `messages_fts`, kept in step
-with `messages` by triggers; on PostgreSQL the generated tsvector column
-`messages.search_document` with a GIN index. Both follow the same rules, so a query finds
-the same tickets on either backend:
+The index is made by migration 0013 (after 0006): on SQLite the contentless FTS5 table
+`messages_fts`, kept in step with `messages` by triggers; on PostgreSQL the generated
+tsvector columns `messages.search_document` and `messages.search_stems` with GIN indexes.
+Each has a message's exact words and, beside them, their Snowball stems (Russian or English
+by each word's script), which Python computes when the message is written (store/stems.py),
+so a query finds the same tickets on either backend:
 
-- words are matched whole, case-insensitively, with ё and е taken as the same letter;
+- a word is found in any of its forms, whole, case-insensitively, with ё and е taken as
+  the same letter: `принтеры` finds «принтер», `printers` finds "printer", `страница`
+  finds «страницы»;
 - every word must occur (in the subject or the text of one message); `"two words"` must
-  occur together, `word*` matches every word starting so, `-word` must not occur, and `OR`
-  (in capitals) separates alternatives;
+  occur together exactly as written (no other forms), `word*` matches every word starting
+  so, `-word` must not occur (in any form), and `OR` (in capitals) separates alternatives;
+- a word that is an e-mail address (`ivan@example.org`, `<ivan@example.org>`) finds the
+  tickets that address takes part in (as their customer, in Cc, or seen on their mail), and
+  `-ivan@example.org` leaves them out; quoted, `"ivan@example.org"` is text again;
 - anything else a user types (stray quotes, parentheses, colons, FTS or tsquery operators)
   is text, never syntax: each term reaches the database as a bound value, quoted as a
   string literal on SQLite and through phraseto_tsquery on PostgreSQL.
 
-Every message is searched: customers' mail, our replies and agents' internal notes. One
-difference remains: FTS5 also folds accents of Latin letters (café finds cafe), PostgreSQL
-would need the unaccent extension for that.
+Customers' mail, our replies and agents' internal notes are searched. Our automatic mail is
+not the ticket's words and is not indexed: acknowledgements (with the knowledge-base
+articles they quote) are left out (store/stems.py says how they are told), and agents'
+notifications are never stored as ticket messages. One difference remains: FTS5 also folds
+accents of Latin letters (café finds cafe), PostgreSQL would need the unaccent extension.
 """
 
 from __future__ import annotations
@@ -30,30 +39,35 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from mailsupport.errors import UsageError
+from mailsupport.snippets import MARK_END, MARK_START, Phrase, make_snippet
 from mailsupport.store.models import Message, Ticket
+from mailsupport.store.stems import AUTOMATIC, TEXT_CHARS
 from mailsupport.store.tickets import follow_merges
-from mailsupport.words import fold_yo
+from mailsupport.words import SEARCH_WORD, fold_yo, normalise, stems_of
 
 if TYPE_CHECKING:
     from mailsupport.store.db import Store
 
 FTS_TABLE = "messages_fts"  # SQLite; FTS5 adds shadow tables named messages_fts_*
+# Its columns: the exact words, then the stems, each of the subject and of the text.
+EXACT_COLUMNS = "{subject text}"
+STEM_COLUMNS = "{subject_stems text_stems}"
 PG_COLUMN = "search_document"  # PostgreSQL: a generated tsvector column of messages
-PG_INDEX = "ix_messages_search"  # PostgreSQL: its GIN index
-TEXT_CHARS = 100_000  # how much of a message's text is indexed (see migration 0006)
+PG_STEMS = "search_stems"  # PostgreSQL: its twin for the stems
+PG_INDEX = "ix_messages_search"  # PostgreSQL: their GIN indexes
+PG_STEMS_INDEX = "ix_messages_search_stems"
 # Subject matches weigh ten times text matches (on PostgreSQL: weights A and D of ts_rank).
 SQLITE_WEIGHTS = (10.0, 1.0)
-SNIPPET_WORDS = 16
-# Snippets come back with the matches between these; callers choose how to show them.
-MARK_START, MARK_END = "\x02", "\x03"
 _MARKS = re.compile(f"([{MARK_START}{MARK_END}])")
 _TERM = re.compile(r'(?P<neg>-?)"(?P<phrase>[^"]*)"?(?P<star>\*?)|(?P<word>\S+)')
-_WORD = re.compile(r"[^\W_]+")  # letters and digits
+_WORD = SEARCH_WORD  # letters and digits
+# An address as typed or pasted: `ivan@example.org`, `<ivan@example.org>,`.
+_ADDRESS = re.compile(r'[^\s@<>()"*]+@[^\s@<>()"*]+')
 MIN_PREFIX = 3  # letters a prefix needs; shorter ones are searched as whole words
 _CHUNK = 500  # tickets looked up per query while picking the hits
-# Words, phrases and exclusions a query may have. Each is a node of the SQL expression: with
-# some 5,000 PostgreSQL plans for seconds and then stops at its stack depth limit. People
-# type a few; a pasted paragraph stays well below.
+# Words, phrases, addresses and exclusions a query may have. Each is a node of the SQL
+# expression: with some 5,000 PostgreSQL plans for seconds and then stops at its stack depth
+# limit. People type a few; a pasted paragraph stays well below.
 MAX_TERMS = 200
 
 
@@ -64,14 +78,30 @@ MAX_TERMS = 200
 class Term:
     text: str  # one word or a phrase, folded; matched as text, never as syntax
     prefix: bool = False  # its last word may go on (`счёт*`)
+    exact: bool = False  # matched as written (a phrase, a prefix), else by the words' stems
+
+    @property
+    def stems(self) -> str:
+        """What a word is looked up as among the stems: each of its words' stem."""
+        return stems_of(self.text)
 
 
 @dataclass(frozen=True, slots=True)
 class Clause:
-    """All of `include` and none of `exclude`."""
+    """All of `include` and none of `exclude`, in one message; and a ticket that every one
+    of `addresses` takes part in, and none of `not_addresses`."""
 
     include: tuple[Term, ...]
     exclude: tuple[Term, ...] = ()
+    addresses: tuple[str, ...] = ()  # lowercased
+    not_addresses: tuple[str, ...] = ()
+
+    def terms(self, exact: bool) -> tuple[tuple[Term, ...], tuple[Term, ...]]:
+        """The included and the excluded terms matched exactly (or by stems)."""
+        return (
+            tuple(t for t in self.include if t.exact == exact),
+            tuple(t for t in self.exclude if t.exact == exact),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +114,14 @@ class Query:
 
     @property
     def terms(self) -> int:
-        return sum(len(c.include) + len(c.exclude) for c in self.clauses)
+        return sum(
+            len(c.include) + len(c.exclude) + len(c.addresses) + len(c.not_addresses)
+            for c in self.clauses
+        )
+
+    def includes(self, exact: bool) -> list[Term]:
+        """Every included term matched exactly (or by stems), in any clause."""
+        return [t for c in self.clauses for t in c.include if t.exact == exact]
 
 
 def check_size(query: Query) -> None:
@@ -97,40 +134,55 @@ def check_size(query: Query) -> None:
 
 
 def parse_query(text: str) -> Query:
-    """Words, "phrases", word*, -word and OR from what a user typed; never fails.
+    """Words, "phrases", word*, -word, addresses and OR from what a user typed; never fails.
 
     Terms without a letter or digit are dropped (they match nothing anyway), and so is an
     alternative with nothing but exclusions: "everything except" is not a search."""
     clauses: list[Clause] = []
     include: list[Term] = []
     exclude: list[Term] = []
+    addresses: list[str] = []
+    not_addresses: list[str] = []
 
     def close_clause() -> None:
-        if include:
-            clauses.append(Clause(tuple(include), tuple(exclude)))
-        include.clear()
-        exclude.clear()
+        if include or addresses:
+            clauses.append(Clause(*map(tuple, (include, exclude, addresses, not_addresses))))
+        for parts in (include, exclude, addresses, not_addresses):
+            parts.clear()
 
     # NUL cannot reach PostgreSQL in a string, and is no word anyway.
-    for match in _TERM.finditer(fold_yo(text.replace("\x00", " "))):
+    original = text.replace("\x00", " ")
+    for match in _TERM.finditer(fold_yo(original)):
         word = match["word"]
         if word == "OR":
             close_clause()
             continue
         if word is None:
             negated, body, prefix = bool(match["neg"]), match["phrase"], bool(match["star"])
+            exact = True
         else:
             negated = word.startswith("-") and len(word) > 1
+            address = _address(original[match.start() + negated : match.end()])
+            if address:  # as typed, ё included: addresses are not folded
+                (not_addresses if negated else addresses).append(address)
+                continue
             body = word[1:] if negated else word
             prefix = body.endswith("*")
             body = body.rstrip("*")
+            exact = prefix
         if not any(ch.isalnum() for ch in body):
             continue
         if prefix and len(_WORD.findall(body)[-1]) < MIN_PREFIX:
             prefix = False  # `a*` would read the postings of half the dictionary
-        (exclude if negated else include).append(Term(body, prefix))
+        (exclude if negated else include).append(Term(body, prefix, exact))
     close_clause()
     return Query(tuple(clauses))
+
+
+def _address(word: str) -> str:
+    """The address a word is, lowercased, or ""."""
+    word = word.rstrip(",;.").strip("<>")
+    return word.lower() if _ADDRESS.fullmatch(word) else ""
 
 
 # -- results ------------------------------------------------------------------------------
@@ -212,13 +264,15 @@ def search(session: Session, text: str, *, status: str | None = None, limit: int
             ).where(col(Message.id).in_(pks))
         )
     }
-    if dialect == "sqlite":
-        snippets = _sqlite_snippets(session, query, pks)
-    else:
-        snippets = _pg_snippets(session, query, {pk: messages[pk].text for pk in pks})
+    stems = {s for t in query.includes(exact=False) for s in t.stems.split()}
+    phrases = [
+        Phrase(tuple(_WORD.findall(normalise(t.text))), t.prefix)
+        for t in query.includes(exact=True)
+    ]
     hits = []
     for ticket, pk, score in picked:
         message = messages[pk]
+        snippet = make_snippet(message.text[:TEXT_CHARS], stems, phrases)
         hits.append(
             Hit(
                 number=ticket.number or ticket.id or 0,
@@ -228,7 +282,7 @@ def search(session: Session, text: str, *, status: str | None = None, limit: int
                 direction=message.direction,
                 date=message.date or message.received_at,
                 rank=score,
-                snippet=" ".join(snippets.get(pk, "").split()),  # one line
+                snippet=" ".join(snippet.split()),  # one line
             )
         )
     return hits
@@ -280,92 +334,147 @@ def _rows(result: sa.Result[Any]) -> list[tuple[int, int, float]]:
     return [(int(pk), int(ticket_id), float(score)) for pk, ticket_id, score in result]
 
 
+# -- which tickets an address takes part in ------------------------------------------------
+
+
+def _address_filter(clause: Clause, bind: Callable[[str], str]) -> str:
+    """SQL over a message's `ticket_id`: its ticket has every address of the clause among its
+    participants, and none of its excluded ones ("" when the clause names none)."""
+
+    def takes_part(address: str) -> str:
+        return f"ticket_id IN (SELECT ticket_id FROM participants WHERE address = {bind(address)})"
+
+    tests = [takes_part(a) for a in clause.addresses]
+    tests += [f"NOT {takes_part(a)}" for a in clause.not_addresses]
+    return " AND ".join(tests)
+
+
+class _Params(dict[str, str]):
+    """Bound values of one statement, named in order: each call binds one more."""
+
+    def __call__(self, value: str) -> str:
+        name = f"t{len(self)}"
+        self[name] = value
+        return f":{name}"
+
+
 # -- SQLite: FTS5 -------------------------------------------------------------------------
 
 
-def fts5_query(query: Query) -> str:
-    """The FTS5 MATCH expression. Every term is a double-quoted string, so whatever the user
-    typed is only ever tokenized as text: quotes inside are doubled, and operators, column
-    filters, parentheses and `^` inside a string are plain characters."""
+def fts5_term(t: Term) -> str:
+    """One term as an FTS5 expression over its columns. Every term is a double-quoted
+    string, so whatever the user typed is only ever tokenized as text: quotes inside are
+    doubled, and operators, column filters, parentheses and `^` inside a string are plain
+    characters."""
+    if not t.exact:
+        return f'{STEM_COLUMNS} : "{t.stems}"'  # letters, digits and spaces only
+    return EXACT_COLUMNS + ' : "' + t.text.replace('"', '""') + '"' + (" *" if t.prefix else "")
 
-    def term(t: Term) -> str:
-        return '"' + t.text.replace('"', '""') + '"' + (" *" if t.prefix else "")
 
-    alternatives = []
-    for clause in query.clauses:
-        expr = "(" + " AND ".join(term(t) for t in clause.include) + ")"
-        for t in clause.exclude:
-            expr += " NOT " + term(t)
-        alternatives.append(f"({expr})")
-    return " OR ".join(alternatives)
+def fts5_query(clause: Clause) -> str:
+    """The FTS5 MATCH expression of one alternative's words (there must be some)."""
+    expr = "(" + " AND ".join(fts5_term(t) for t in clause.include) + ")"
+    for t in clause.exclude:
+        expr += f" NOT ({fts5_term(t)})"
+    return expr
+
+
+def sqlite_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
+    """One FTS5 MATCH for the alternatives of words alone, and one SELECT more for each
+    alternative that names addresses (a condition on tickets, not on the index: FTS5 takes
+    one MATCH a SELECT, never within an OR)."""
+    params = _Params()
+    # bm25 is lower for better matches; negated, every backend ranks higher-is-better.
+    subject, text = SQLITE_WEIGHTS
+    selects = []
+    words_only = [c for c in query.clauses if not (c.addresses or c.not_addresses)]
+    groups = [words_only] if words_only else []  # one MATCH for all of them
+    groups += [[c] for c in query.clauses if c.addresses or c.not_addresses]
+    for group in groups:
+        clause = group[0]
+        addresses = _address_filter(clause, params)
+        if clause.include:
+            match = " OR ".join(f"({fts5_query(c)})" for c in group)
+            where = f"{FTS_TABLE} MATCH {params(match)}"
+            if addresses:
+                where += f" AND rowid IN (SELECT id FROM messages WHERE {addresses})"
+            selects.append(
+                f"SELECT rowid AS id, -bm25({FTS_TABLE}, {subject}, {text}, {subject}, {text})"
+                f" AS score, -bm25({FTS_TABLE}, 0.0, {text}, 0.0, {text}) AS text_score"
+                f" FROM {FTS_TABLE} WHERE {where}"
+            )
+            continue
+        # Addresses alone: every message of their tickets but ours, the latest shown.
+        where = f"NOT {AUTOMATIC} AND {addresses}"
+        if clause.exclude:
+            excluded = " OR ".join(f"({fts5_term(t)})" for t in clause.exclude)
+            where += f" AND id NOT IN (SELECT rowid FROM {FTS_TABLE}"
+            where += f" WHERE {FTS_TABLE} MATCH {params(excluded)})"
+        selects.append(f"SELECT id, 0.0 AS score, 0.0 AS text_score FROM messages WHERE {where}")
+    return _best_per_ticket(" UNION ALL ".join(selects)), params
 
 
 def _sqlite_best_per_ticket(session: Session, query: Query) -> list[tuple[int, int, float]]:
-    # bm25 is lower for better matches; negated, every backend ranks higher-is-better.
-    subject, text = SQLITE_WEIGHTS
-    matches = (
-        f"SELECT rowid AS id, -bm25({FTS_TABLE}, {subject}, {text}) AS score,"
-        f" -bm25({FTS_TABLE}, 0.0, {text}) AS text_score"
-        f" FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match"
-    )
-    result = session.execute(sa.text(_best_per_ticket(matches)), {"match": fts5_query(query)})
-    return _rows(result)
-
-
-def _sqlite_snippets(session: Session, query: Query, pks: list[int]) -> dict[int, str]:
-    # Column 1 is the text: the subject is shown anyway. With no match in the text,
-    # snippet() gives its first words, which say what the message is about. `+rowid` keeps
-    # the ids away from FTS5, which would run the whole query again for each of them (slow
-    # for a prefix that expands to many words); SQLite filters the matches instead.
-    statement = sa.text(
-        f"SELECT rowid, snippet({FTS_TABLE}, 1, :start, :end, '…', {SNIPPET_WORDS})"
-        f" FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match AND +rowid IN :pks"
-    ).bindparams(sa.bindparam("pks", expanding=True))
-    params = {"match": fts5_query(query), "start": MARK_START, "end": MARK_END, "pks": pks}
-    return {int(pk): text or "" for pk, text in session.execute(statement, params)}
+    sql, params = sqlite_best_per_ticket_sql(query)
+    return _rows(session.execute(sa.text(sql), params))
 
 
 # -- PostgreSQL: tsvector / tsquery -------------------------------------------------------
 
 
-def pg_tsquery(query: Query) -> tuple[str, dict[str, str]]:
-    """A tsquery expression and its bound values. phraseto_tsquery reads a term as plain
-    text (the same parser as the document, so `a.kuznetsov` or `e-mail` match as indexed);
-    the operators are put together here, never parsed from user input."""
-    params: dict[str, str] = {}
+def pg_tsquery(terms: Sequence[Term], bind: Callable[[str], str], op: str = " && ") -> str:
+    """The terms' tsqueries joined by `op`. phraseto_tsquery reads a term as plain text (the
+    same parser as the document, so `a.kuznetsov` or `e-mail` match as indexed); the
+    operators are put together here, never parsed from user input."""
 
     def term(t: Term) -> str:
-        name = f"t{len(params)}"
-        params[name] = t.text
-        q = f"phraseto_tsquery('simple', :{name})"
+        q = f"phraseto_tsquery('simple', {bind(t.text if t.exact else t.stems)})"
         if t.prefix:
             # Its text form is valid tsquery syntax; `:*` makes the last lexeme a prefix.
             q = f"(CASE WHEN numnode({q}) > 0 THEN ({q}::text || ':*')::tsquery ELSE {q} END)"
         return q
 
-    alternatives = []
-    for clause in query.clauses:
-        include = "(" + " && ".join(term(t) for t in clause.include) + ")"
-        if clause.exclude:
-            exclude = " && ".join(f"!!{term(t)}" for t in clause.exclude)
-            # A term with no lexeme drops out of &&; were all included terms to drop out,
-            # "not x" alone would match (and read) nearly every message.
-            include = (
-                f"(CASE WHEN numnode({include}) = 0 THEN ''::tsquery"
-                f" ELSE {include} && {exclude} END)"
-            )
-        alternatives.append(include)
-    return "(" + " || ".join(alternatives) + ")", params
+    return "(" + op.join(term(t) for t in terms) + ")"
+
+
+def _pg_match(column: str, include: Sequence[Term], exclude: Sequence[Term], bind: Any) -> str:
+    """`column` matches all of `include` and none of `exclude` (terms of its kind)."""
+    excluded = " && ".join(f"!!{pg_tsquery([t], bind)}" for t in exclude)
+    if not include:  # the alternative includes words of the other kind, or addresses
+        return f"{column} @@ ({excluded})"
+    query = pg_tsquery(include, bind)
+    if exclude:
+        # A term with no lexeme drops out of &&; were all included terms to drop out,
+        # "not x" alone would match (and read) nearly every message.
+        query = f"(CASE WHEN numnode({query}) = 0 THEN ''::tsquery ELSE {query} && {excluded} END)"
+    return f"{column} @@ {query}"
 
 
 def pg_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
-    tsquery, params = pg_tsquery(query)
+    params = _Params()
+    alternatives = []
+    for clause in query.clauses:
+        tests = []
+        for column, exact in ((PG_COLUMN, True), (PG_STEMS, False)):
+            include, exclude = clause.terms(exact)
+            if include or exclude:
+                tests.append(_pg_match(column, include, exclude, params))
+        if not clause.include:  # addresses alone: every message of their tickets but ours
+            tests.append(f"NOT {AUTOMATIC}")
+        tests.append(_address_filter(clause, params))
+        alternatives.append("(" + " AND ".join(t for t in tests if t) + ")")
     # Normalization 1 divides by 1 + log(length): a long message does not win by length.
+    # Weights of D, C, B, A: for the text score only the text (D) counts.
+    score, text_score = ["0.0"], ["0.0"]
+    for column, exact in ((PG_COLUMN, True), (PG_STEMS, False)):
+        terms = query.includes(exact)
+        if terms:
+            any_term = pg_tsquery(terms, params, " || ")
+            score.append(f"ts_rank({column}, {any_term}, 1)")
+            text_score.append(f"ts_rank('{{0.1, 0, 0, 0}}', {column}, {any_term}, 1)")
     matches = (
-        f"SELECT id, ts_rank({PG_COLUMN}, q.query, 1) AS score,"
-        # Weights of D, C, B, A: only the text (D) counts.
-        f" ts_rank('{{0.1, 0, 0, 0}}', {PG_COLUMN}, q.query, 1) AS text_score"
-        f" FROM messages, (SELECT {tsquery} AS query) AS q WHERE {PG_COLUMN} @@ q.query"
+        f"SELECT id, {' + '.join(score)} AS score, {' + '.join(text_score)} AS text_score"
+        f" FROM messages WHERE {' OR '.join(alternatives)}"
     )
     return _best_per_ticket(matches), params
 
@@ -375,69 +484,22 @@ def _pg_best_per_ticket(session: Session, query: Query) -> list[tuple[int, int, 
     return _rows(session.execute(sa.text(sql), params))
 
 
-def _pg_snippets(session: Session, query: Query, texts: dict[int, str]) -> dict[int, str]:
-    tsquery, params = pg_tsquery(query)
-    options = (
-        f"StartSel={MARK_START}, StopSel={MARK_END}, MaxFragments=1, ShortWord=0, "
-        f"MaxWords={SNIPPET_WORDS}, MinWords={SNIPPET_WORDS // 2}"
-    )
-    # The headline is made from the folded text, the one the query matches, then mapped
-    # back onto the original so a customer's ё shows as written.
-    statement = sa.text(
-        "SELECT id, ts_headline('simple', translate(left(text, :chars), 'Ёё', 'Ее'),"
-        f" {tsquery}, :options) FROM messages WHERE id IN :pks"
-    ).bindparams(sa.bindparam("pks", expanding=True))
-    params |= {"chars": TEXT_CHARS, "options": options, "pks": list(texts)}  # type: ignore[dict-item]
-    return {
-        int(pk): _onto_original(headline or "", texts[pk][:TEXT_CHARS])
-        for pk, headline in session.execute(statement, params)
-    }
-
-
-def _onto_original(headline: str, original: str) -> str:
-    """The headline's pieces of text as the original has them, with … where text was left
-    out at either end (as SQLite's snippet() marks it). ts_headline copies the text verbatim
-    and folding keeps every character in its place, so each piece is found, in order."""
-    folded = fold_yo(original)
-    out: list[str] = []
-    pos = 0
-    first: int | None = None
-    for piece in _MARKS.split(headline):
-        if not piece or piece in (MARK_START, MARK_END):
-            out.append(piece)
-            continue
-        at = folded.find(piece, pos)
-        if at < 0:  # not expected; keep the headline's own text
-            out.append(piece)
-            continue
-        first = at if first is None else first
-        out.append(original[at : at + len(piece)])
-        pos = at + len(piece)
-    text = "".join(out)
-    if first is None:
-        return text
-    head, tail = original[:first], original[pos:]
-    # ts_headline's fragment leaves out the last word or two of a text when they are a
-    # number or punctuation ("…а не на" for "…а не на 300."): those are given back.
-    head = head if not any(ch.isalnum() for ch in head) else "…"
-    tail = tail if len(tail.split()) <= 2 and len(tail) <= 40 else "…"
-    return head + text + tail
-
-
 # -- the schema -------------------------------------------------------------------------
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    """Alembic's `include_name` hook: the search index is made by migration 0006 in SQL the
-    models do not describe (an FTS5 table with its shadow tables; a generated column and its
-    index), so comparing the models with the database leaves it out. Used by
-    migrations/env.py and the model comparison test."""
+    """Alembic's `include_name` hook: the search index is made by migrations 0006 and 0013 in
+    SQL the models do not describe (an FTS5 table with its shadow tables; generated columns
+    and their indexes), so comparing the models with the database leaves it out. (The stem
+    columns it reads are the models'.) Used by migrations/env.py and the model comparison
+    test."""
     if name is None:
         return True
     if type_ == "table":
         return name != FTS_TABLE and not name.startswith(FTS_TABLE + "_")
     if type_ == "column":
-        return not (name == PG_COLUMN and parent_names.get("table_name") == "messages")
+        generated = name in (PG_COLUMN, PG_STEMS)
+        return not (generated and parent_names.get("table_name") == "messages")
     if type_ == "index":
-        return name != PG_INDEX
+        return name not in (PG_INDEX, PG_STEMS_INDEX)
     return True

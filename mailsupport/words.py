@@ -3,7 +3,8 @@
 One vocabulary for the knowledge base (matching articles), the report (its topics) and
 search (ё and е as one letter): lowercase, ё → е, stop words dropped, each word stemmed by
 the Snowball stemmer of its script (Cyrillic: Russian, Latin: English), so "счёт", "счета",
-"счетов" and "счету" are one term, and so are "reset" and "resetting".
+"счетов" and "счету" are one term, and so are "reset" and "resetting". Search indexes every
+word's stem, stop words too (`stems_of`): a query's words must all occur, whatever they are.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import re
 import threading
 from functools import lru_cache
 
-__all__ = ["STOP_WORDS", "URL", "WORD", "fold_yo", "normalise", "stem", "terms", "words"]
+__all__ = [
+    "STOP_WORDS", "URL", "WORD", "fold_yo", "normalise", "stem", "stems_of", "terms", "words",
+]  # fmt: skip
 
 
 def _wordlist(text: str) -> frozenset[str]:
@@ -54,6 +57,11 @@ STOP_WORDS = _STOP_EN | _STOP_RU
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 # Links and addresses: "example", "com" and the like say nothing about the problem.
 URL = re.compile(r"\b(?:https?://|mailto:|www\.)\S+|[^\s@<>()]+@[^\s@<>()]+", re.IGNORECASE)
+# What search takes for a word: letters and digits only, as both databases' tokenizers split.
+SEARCH_WORD = re.compile(r"[^\W_]+")
+# Longer "words" are codes, hashes, base64: stemming says nothing of them, and each would be
+# one more entry in the stem cache.
+STEM_MAX_CHARS = 40
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 _LATIN = re.compile(r"[a-z]")
 _YO = str.maketrans("Ёё", "Ее")
@@ -102,3 +110,12 @@ def stem(word: str) -> str:
 def terms(text: str) -> list[str]:
     """The stems of the text's words, in order, repeats kept."""
     return [stem(word) for word in words(text)]
+
+
+def stems_of(text: str) -> str:
+    """Every word of the text (letters and digits) as its stem, space-separated, in order: what
+    search indexes of a message and looks a query's word up as. Stop words are kept."""
+    return " ".join(
+        stem(word) if len(word) <= STEM_MAX_CHARS else word
+        for word in SEARCH_WORD.findall(normalise(text))
+    )

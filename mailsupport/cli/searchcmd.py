@@ -33,16 +33,19 @@ def search(
     """Find tickets by the words in their messages, best match first.
 
     Searches the subject and text of every message: customers' mail, our
-    replies and internal notes (not attachments or addresses). Each ticket is
-    listed once, with a snippet of its message whose text matches best, the
-    matches in [brackets]. A merged ticket is found as the one it was
-    merged into.
+    replies and internal notes (not attachments, nor our acknowledgements and
+    the articles they quote). Each ticket is listed once, with a snippet of
+    its message whose text matches best, the matches in [brackets]. A merged
+    ticket is found as the one it was merged into.
 
-    Every word must occur, in any case; ё and е are the same letter.
-    "two words" (quoted inside the shell's quotes) must occur together;
-    word* matches words that start so (3 letters or more); -word must not
-    occur; OR between words finds either. Other punctuation only
-    separates words. A query has at most 200 words and phrases.
+    Every word must occur, in any of its forms (Russian and English:
+    принтеры finds принтер, printers finds printer) and any case; ё and е
+    are the same letter. "two words" (quoted inside the shell's quotes) must
+    occur together exactly as written; word* matches words that start so (3
+    letters or more); -word must not occur; OR between words finds either.
+    An address (ivan@example.org) finds the tickets it takes part in, and
+    -ivan@example.org leaves them out. Other punctuation only separates
+    words. A query has at most 200 words, phrases and addresses.
 
     --json gives a list of objects: number, subject and status of the
     ticket; message_id, direction (in, out, note), date (ISO 8601, UTC)
@@ -56,6 +59,7 @@ def search(
         mailsupport search printer offline
         mailsupport search invoice -draft --json
         mailsupport search '"личный кабинет" парол*' --status open
+        mailsupport search ivan@example.org принтер
     """
     from mailsupport.errors import NotFoundError, UsageError
     from mailsupport.search import check_size, parse_query, search_store

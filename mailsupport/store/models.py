@@ -13,6 +13,7 @@ from sqlmodel import Field, SQLModel
 from mailsupport.store import DIRECTIONS as DIRECTIONS
 from mailsupport.store import PRIORITIES as PRIORITIES
 from mailsupport.store import TICKET_STATUSES as TICKET_STATUSES
+from mailsupport.store.stems import column_default, restem
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -39,6 +40,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _time(**kwargs: Any) -> Any:
     return Field(sa_type=UTCDateTime, **kwargs)
+
+
+def _stems(name: str) -> Any:
+    return Field(
+        default=None,
+        sa_type=sa.Text,
+        nullable=False,
+        sa_column_kwargs={"default": column_default(name), "server_default": ""},
+    )
 
 
 class Ticket(SQLModel, table=True):
@@ -161,6 +171,13 @@ class Message(SQLModel, table=True):
     ack_from: str | None = Field(default=None, sa_type=sa.Text)
     ack_domain: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = _time()
+    # What search indexes of the subject and text: their Snowball stems (store/stems.py),
+    # computed from the row when it is inserted; None here lets the column default do it.
+    subject_stems: str | None = _stems("subject_stems")
+    text_stems: str | None = _stems("text_stems")
+
+
+sa.event.listen(Message, "before_update", restem)
 
 
 class MessageRef(SQLModel, table=True):

@@ -195,10 +195,13 @@ def test_phrases_prefixes_exclusions_and_or(store: Store, ingest: Ingest) -> Non
     assert sorted(numbers(store, "неверный пароль")) == [wrong, turned]
     assert numbers(store, '"неверный пароль"') == [wrong]
     assert numbers(store, '"неверный пар"*') == [wrong]  # the phrase's last word as a prefix
-    assert numbers(store, "пароля") == [forms]
+    # A bare word finds every form of it; quoted, only the form written.
+    assert sorted(numbers(store, "пароля")) == [wrong, turned, forms]
+    assert numbers(store, '"пароля"') == [forms]
     assert sorted(numbers(store, "парол*")) == [wrong, turned, forms]
     assert numbers(store, "па*") == []  # too short for a prefix: the word "па"
     assert sorted(numbers(store, "парол* -неверный")) == [forms]
+    assert sorted(numbers(store, "пароль -неверного")) == [forms]  # any form is left out
     assert sorted(numbers(store, 'парол* -"неверный пароль"')) == [turned, forms]
     assert sorted(numbers(store, "почты OR password")) == [forms, english]
     assert sorted(numbers(store, "почты OR password -reset")) == [forms]
@@ -285,14 +288,17 @@ def test_the_index_follows_updates_and_deletes(store: Store, ingest: Ingest) -> 
     assert numbers(store, "modem") == [number]  # the subject is unchanged
     assert numbers(store, "red") == []
     assert numbers(store, "green router") == [number]
+    assert numbers(store, "routers") == [number]  # the stems follow the text
     with store.write() as session:
-        session.execute(sa.update(Message).values(subject="Ёлка"))
+        message = session.exec(select(Message)).one()
+        message.subject = "Ёлки"
+        session.add(message)
     assert numbers(store, "modem") == []
-    assert numbers(store, "елка") == [number]
+    assert numbers(store, '"елки"') == numbers(store, "елка") == [number]
     with store.write() as session:
         session.execute(sa.delete(Message))
     assert numbers(store, "router") == []
-    assert numbers(store, "елка") == []
+    assert numbers(store, "елка") == numbers(store, '"елки"') == []
 
 
 # -- the schema ---------------------------------------------------------------------------
@@ -349,7 +355,7 @@ def test_the_search_migration_goes_down_and_up_again(store: Store, ingest: Inges
 def test_postgresql_uses_the_index(store: Store, ingest: Ingest) -> None:
     if store.engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL only")
-    from mailsupport.search import PG_INDEX, pg_best_per_ticket_sql
+    from mailsupport.search import PG_INDEX, PG_STEMS_INDEX, pg_best_per_ticket_sql
 
     ingest(make_message(body="Toner is empty."))
     sql, params = pg_best_per_ticket_sql(parse_query('toner* -x OR "is empty"'))
@@ -357,6 +363,12 @@ def test_postgresql_uses_the_index(store: Store, ingest: Ingest) -> None:
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         plan = conn.execute(sa.text("EXPLAIN " + sql), params).all()
     assert PG_INDEX in "\n".join(row[0] for row in plan)
+    # Bare words are looked up by their stems, in the stems' index.
+    sql, params = pg_best_per_ticket_sql(parse_query("toners -x OR printers"))
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        plan = conn.execute(sa.text("EXPLAIN " + sql), params).all()
+    assert PG_STEMS_INDEX in "\n".join(row[0] for row in plan)
 
 
 # -- the command --------------------------------------------------------------------------
