@@ -1,6 +1,6 @@
 """Full-text search over message subjects and texts, one hit per ticket, best first.
 
-The index is made by migration 0013 (after 0006): on SQLite the contentless FTS5 table
+The index is made by migration 0014 (after 0006): on SQLite the contentless FTS5 table
 `messages_fts`, kept in step with `messages` by triggers; on PostgreSQL the generated
 tsvector columns `messages.search_document` and `messages.search_stems` with GIN indexes.
 Each has a message's exact words and, beside them, their Snowball stems (Russian or English
@@ -488,7 +488,7 @@ def _pg_best_per_ticket(session: Session, query: Query) -> list[tuple[int, int, 
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    """Alembic's `include_name` hook: the search index is made by migrations 0006 and 0013 in
+    """Alembic's `include_name` hook: the search index is made by migrations 0006 and 0014 in
     SQL the models do not describe (an FTS5 table with its shadow tables; generated columns
     and their indexes), so comparing the models with the database leaves it out. (The stem
     columns it reads are the models'.) Used by migrations/env.py and the model comparison

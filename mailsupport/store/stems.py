@@ -2,7 +2,7 @@
 
 Neither database can stem as words.py does (Snowball, Russian or English by each word's
 script), so the stems are two columns of `messages`, `subject_stems` and `text_stems`, and
-the index (migration 0013: FTS5 on SQLite, a tsvector on PostgreSQL) reads them like any
+the index (migration 0014: FTS5 on SQLite, a tsvector on PostgreSQL) reads them like any
 column. The same Python computes them for both backends, so a word finds the same messages
 on either.
 
@@ -32,7 +32,7 @@ from mailsupport.words import stems_of
 SUBJECT_CHARS = 1000
 TEXT_CHARS = 100_000
 # The rule of `automatic` as SQL over a `messages` row, for queries that read messages
-# without the index. Migration 0013 writes its own copy into the index's SQL.
+# without the index. Migration 0014 writes its own copy into the index's SQL.
 AUTOMATIC = "(direction = 'out' AND author = '' AND raw_id IS NULL)"
 
 

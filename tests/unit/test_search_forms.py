@@ -207,12 +207,12 @@ def test_the_command_finds_by_address(run, desk_store: Desk) -> None:  # type: i
 MORE = 1100  # messages more than the migration stems in one batch
 
 
-def store_at_0012(db_url: str, tmp_path: Path) -> Store:
-    """A store at revision 0012 as one would have it: a ticket with a customer's message,
-    our acknowledgement, and many more messages of the customer's."""
+def store_before_stems(db_url: str, tmp_path: Path) -> Store:
+    """A store at revision 0013 (before stems) as one would have it: a ticket with a
+    customer's message, our acknowledgement, and many more messages of the customer's."""
     (tmp_path / "data").mkdir(exist_ok=True)
     store = Store.open(db_url, check_schema=False)
-    store.upgrade("0012")
+    store.upgrade("0013")
     at = datetime(2025, 1, 1)
     with store.engine.begin() as conn:
         ticket = conn.execute(
@@ -248,7 +248,7 @@ def store_at_0012(db_url: str, tmp_path: Path) -> Store:
 
 
 def test_an_upgrade_stems_the_messages_already_stored(db_url: str, tmp_path: Path) -> None:
-    store = store_at_0012(db_url, tmp_path)
+    store = store_before_stems(db_url, tmp_path)
     store.upgrade()
     store.ensure_schema()
     assert numbers(store, "принтером") == [7]
@@ -268,12 +268,12 @@ def test_an_upgrade_stems_the_messages_already_stored(db_url: str, tmp_path: Pat
 def test_the_stems_migration_goes_down_and_up_again(db_url: str, tmp_path: Path) -> None:
     from alembic import command
 
-    store = store_at_0012(db_url, tmp_path)
+    store = store_before_stems(db_url, tmp_path)
     store.upgrade()
     with store.engine.begin() as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
-        command.downgrade(config, "0012")
+        command.downgrade(config, "0013")
     with store.engine.connect() as conn:
         columns = {c["name"] for c in sa.inspect(conn).get_columns("messages")}
         assert not {"subject_stems", "text_stems", "search_stems"} & columns

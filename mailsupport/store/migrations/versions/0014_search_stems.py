@@ -17,8 +17,8 @@ Acknowledgements (our mail without an agent, not imported: direction 'out', no a
 raw bytes) are not indexed at all: their text is ours (templates, knowledge-base articles),
 not the ticket's words.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 """
 
 import importlib
@@ -26,8 +26,8 @@ import importlib
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
