@@ -1,4 +1,5 @@
-"""`attachments`: list a ticket's attachments, and save them into a directory.
+"""`attachments`: list a ticket's attachments, and save them into a directory; and
+`db move-attachments`, which moves the stored contents between files and the database.
 
 File names come from mail, written by anyone. Saved files get names that cannot leave the
 directory (no separators, no `..`, no leading dot), cannot hide as dot files, carry no
@@ -19,6 +20,7 @@ from typing import Any
 import typer
 
 from mailsupport.cli.app import app, print_json, state, ticket_number
+from mailsupport.cli.dbcmd import db_app
 from mailsupport.errors import MailSupportError, NotFoundError, UsageError
 
 AGENT = "Agent"
@@ -251,3 +253,60 @@ def attachments(
     if failed:
         raise typer.Exit(1)
 
+
+@db_app.command("move-attachments")
+def move_attachments(
+    ctx: typer.Context,
+    to: str = typer.Option(..., "--to", metavar="PLACE", help="Where they go: database, or files."),
+    delete_source: bool = typer.Option(
+        False,
+        "--delete-source",
+        help="Remove each one from where it was, once its copy is checked.",
+    ),
+) -> None:
+    """Move stored attachments into the database, or out of it into files.
+
+    Each one is copied and its sha256 checked before anything else happens; the original
+    is removed only with --delete-source. Reading finds an attachment in either place,
+    so daemons keep working while this runs. Stopped at any point (Ctrl-C, kill), it has
+    lost nothing: run it again and it goes on where it stopped. Set
+    MAILSUPPORT_ATTACHMENTS to the same place on every host, so new ones go there too.
+
+    Examples:
+        mailsupport db move-attachments --to database
+        mailsupport db move-attachments --to database --delete-source
+        mailsupport db move-attachments --to files --delete-source
+    """
+    from mailsupport.store.attachments import PLACES, move, place_for
+
+    place = to.strip().lower()
+    if place not in PLACES:
+        raise UsageError(f"--to {to!r}: use database or files")
+    st = state(ctx)
+    moved = move(st.settings, st.store(), place, delete_source=delete_source)
+    where = "the database" if place == "database" else f"{st.settings.data_dir / 'attachments'}"
+    line = f"copied {moved.copied} attachments ({moved.bytes} bytes) to {where}"
+    line += f"; {moved.present} were there already"
+    if delete_source:
+        line += f"; removed {moved.removed} from where they were"
+    typer.echo(line)
+    if place_for(st.settings) != place:
+        typer.echo(
+            f"mailsupport: note: MAILSUPPORT_ATTACHMENTS makes new attachments go to the "
+            f"{place_for(st.settings)} here: set it to {place} on every host",
+            err=True,
+        )
+    for digest in moved.damaged:
+        typer.echo(
+            f"mailsupport: attachment {digest} is damaged (its content is not what its sha256 "
+            "says): left where it is",
+            err=True,
+        )
+    for digest in moved.missing:
+        typer.echo(
+            f"mailsupport: attachment {digest} is stored nowhere (is MAILSUPPORT_DATA_DIR the "
+            "directory the mail was stored in?)",
+            err=True,
+        )
+    if moved.damaged or moved.missing:
+        raise typer.Exit(1)
