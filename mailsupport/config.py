@@ -46,6 +46,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./mailsupport-data")
     database_url: str = ""
+    # Where attachment contents are kept: "files" under DATA_DIR/attachments, "database" in
+    # the database itself (several hosts then need only DATABASE_URL), or "auto": the
+    # database on PostgreSQL, files on SQLite. `db move-attachments` moves them.
+    attachments: Literal["auto", "files", "database"] = "auto"
     support_address: str = ""
     support_name: str = "Support"
     # Other addresses that deliver into this desk; mail from them counts as ours.

@@ -27,9 +27,9 @@ from mailsupport.practice import Dropped, Practice
 from mailsupport.signing import is_our_message_id
 from mailsupport.store import CC, REQUESTER, SEEN
 from mailsupport.store import tickets as db
+from mailsupport.store.attachments import attachment_store
 from mailsupport.store.bounces import find_bounced, record_bounce
 from mailsupport.store.db import Store, translate_db_error
-from mailsupport.store.files import AttachmentStore
 from mailsupport.store.models import Ticket
 from mailsupport.threads import (
     StrangerPolicy,
@@ -107,7 +107,7 @@ class Pipeline:
         # its settings know every address of the desk as ours.
         self.home = self.mailboxes.for_address(settings.support_address) or self.mailboxes.default
         self.settings = settings = self.home.settings
-        self.files = AttachmentStore(settings.data_dir / "attachments")
+        self.files = attachment_store(settings)
         self.acks = Acknowledger(settings)
         roster = Roster()  # the registered agents, read again every few seconds
         self.notifier = Notifier(self.acks.outgoing, roster)

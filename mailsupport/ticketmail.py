@@ -31,7 +31,7 @@ from mailsupport.mail import Attachment as MailPart
 from mailsupport.mailboxes import Mailbox, Mailboxes, load_mailboxes
 from mailsupport.outbox.queue import queue
 from mailsupport.signing import load_or_create_secret, make_notice_id
-from mailsupport.store.files import AttachmentStore
+from mailsupport.store.attachments import attachment_store
 from mailsupport.store.models import Message, Ticket
 from mailsupport.store.tickets import store_message
 from mailsupport.templating import Templates, choose_language
@@ -72,7 +72,7 @@ class Outgoing:
         self.settings = self.mailboxes.default.settings
         self._templates: dict[str, Templates] = {}
         self._secret: bytes | None = None
-        self.files = AttachmentStore(settings.data_dir / "attachments")
+        self.files = attachment_store(settings)
 
     @property
     def templates(self) -> Templates:

@@ -1,4 +1,5 @@
-"""`attachments`: list a ticket's attachments, and save them into a directory.
+"""`attachments`: list a ticket's attachments, and save them into a directory; and
+`db move-attachments`, which moves the stored contents between files and the database.
 
 File names come from mail, written by anyone. Saved files get names that cannot leave the
 directory (no separators, no `..`, no leading dot), cannot hide as dot files, carry no
@@ -12,12 +13,14 @@ import errno
 import os
 import re
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from mailsupport.cli.app import app, print_json, state, ticket_number
+from mailsupport.cli.dbcmd import db_app
 from mailsupport.errors import MailSupportError, NotFoundError, UsageError
 
 AGENT = "Agent"
@@ -87,9 +90,11 @@ class _Directory:
         if self.fd is not None:
             os.close(self.fd)
 
-    def create(self, name: str, data: bytes) -> str:
-        """Write `data` to a new file named `name`, or `name (2)`, ...; return the name used.
-        Never replaces a file and never follows a symbolic link (O_EXCL refuses both)."""
+    def create(self, name: str, chunks: Iterable[bytes]) -> str:
+        """Write the pieces to a new file named `name`, or `name (2)`, ...; return the name
+        used. Never replaces a file and never follows a symbolic link (O_EXCL refuses both).
+        An OSError means the name was refused: once it is open, a failure to write is a
+        MailSupportError (and the half-written file is removed)."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         flags |= getattr(os, "O_NOFOLLOW", 0)
         for copy in range(1, MAX_COPIES + 1):
@@ -100,7 +105,12 @@ class _Directory:
                 continue
             try:
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
+                    for piece in chunks:
+                        handle.write(piece)
+            except OSError as error:
+                self._unlink(candidate)
+                why = error.strerror or error
+                raise MailSupportError(f"cannot write into {self.path}: {why}") from None
             except BaseException:
                 self._unlink(candidate)  # no half-written file left behind
                 raise
@@ -135,17 +145,17 @@ def _target(directory: Path) -> _Directory:
         raise MailSupportError(f"cannot use {directory}: {error.strerror or error}") from None
 
 
-def _save(target: _Directory, part: dict[str, Any], index: int, data: bytes) -> str:
+def _save(target: _Directory, part: dict[str, Any], index: int, chunks: Iterable[bytes]) -> str:
     name = save_name(part["filename"], index, part["content_type"])
     try:
-        return target.create(name, data)
+        return target.create(name, chunks)
     except OSError as error:
         if error.errno not in _NAME_REFUSED:
             raise MailSupportError(
                 f"cannot write into {target.path}: {error.strerror or error}"
             ) from None
     # A file system stricter than ours (FAT, a network share) refused the name itself.
-    return target.create(save_name("", index, part["content_type"]), data)
+    return target.create(save_name("", index, part["content_type"]), chunks)
 
 
 _NAME_REFUSED = {errno.EINVAL, errno.EILSEQ, errno.ENAMETOOLONG}
@@ -176,7 +186,8 @@ def attachments(
         mailsupport attachments 12 --save ~/tickets/12
     """
     from mailsupport.cli.render import terminal_text
-    from mailsupport.store.files import AttachmentStore
+    from mailsupport.store.attachments import attachment_store
+    from mailsupport.store.files import AttachmentDamaged, AttachmentMissing
     from mailsupport.store.queries import messages_of, reading, ticket_by_number
 
     st = state(ctx)
@@ -191,17 +202,25 @@ def attachments(
         for part in message["attachments"]
     ]
     if save is not None:
-        files = AttachmentStore(st.settings.data_dir / "attachments")
         target = _target(save)
         try:
-            for index, part in enumerate(found, 1):
-                try:
-                    data = files.get(part["sha256"])
-                except (OSError, ValueError) as error:
-                    why = getattr(error, "strerror", None) or str(error)
-                    part["error"] = f"its stored file is missing or unreadable: {why}"
-                    continue
-                part["saved_as"] = str(save / _save(target, part, index, data))
+            # Each content streams from wherever it is kept (a file, or the database a
+            # piece at a time) into its file.
+            with attachment_store(st.settings).reading(st.store()) as read:
+                for index, part in enumerate(found, 1):
+                    try:
+                        chunks = read(part["sha256"])
+                    except (AttachmentMissing, ValueError) as error:
+                        part["error"] = f"its stored content is missing: {error}"
+                        continue
+                    except OSError as error:
+                        why = error.strerror or str(error)
+                        part["error"] = f"its stored file is unreadable: {why}"
+                        continue
+                    try:
+                        part["saved_as"] = str(save / _save(target, part, index, chunks))
+                    except AttachmentDamaged as error:  # nothing of it is left in DIR
+                        part["error"] = str(error)
         finally:
             target.close()
     failed = [part for part in found if "error" in part]
@@ -232,4 +251,62 @@ def attachments(
             err=True,
         )
     if failed:
+        raise typer.Exit(1)
+
+
+@db_app.command("move-attachments")
+def move_attachments(
+    ctx: typer.Context,
+    to: str = typer.Option(..., "--to", metavar="PLACE", help="Where they go: database, or files."),
+    delete_source: bool = typer.Option(
+        False,
+        "--delete-source",
+        help="Remove each one from where it was, once its copy is checked.",
+    ),
+) -> None:
+    """Move stored attachments into the database, or out of it into files.
+
+    Each one is copied and its sha256 checked before anything else happens; the original
+    is removed only with --delete-source. Reading finds an attachment in either place,
+    so daemons keep working while this runs. Stopped at any point (Ctrl-C, kill), it has
+    lost nothing: run it again and it goes on where it stopped. Set
+    MAILSUPPORT_ATTACHMENTS to the same place on every host, so new ones go there too.
+
+    Examples:
+        mailsupport db move-attachments --to database
+        mailsupport db move-attachments --to database --delete-source
+        mailsupport db move-attachments --to files --delete-source
+    """
+    from mailsupport.store.attachments import PLACES, move, place_for
+
+    place = to.strip().lower()
+    if place not in PLACES:
+        raise UsageError(f"--to {to!r}: use database or files")
+    st = state(ctx)
+    moved = move(st.settings, st.store(), place, delete_source=delete_source)
+    where = "the database" if place == "database" else f"{st.settings.data_dir / 'attachments'}"
+    line = f"copied {moved.copied} attachments ({moved.bytes} bytes) to {where}"
+    line += f"; {moved.present} were there already"
+    if delete_source:
+        line += f"; removed {moved.removed} from where they were"
+    typer.echo(line)
+    if place_for(st.settings) != place:
+        typer.echo(
+            f"mailsupport: note: MAILSUPPORT_ATTACHMENTS makes new attachments go to the "
+            f"{place_for(st.settings)} here: set it to {place} on every host",
+            err=True,
+        )
+    for digest in moved.damaged:
+        typer.echo(
+            f"mailsupport: attachment {digest} is damaged (its content is not what its sha256 "
+            "says): left where it is",
+            err=True,
+        )
+    for digest in moved.missing:
+        typer.echo(
+            f"mailsupport: attachment {digest} is stored nowhere (is MAILSUPPORT_DATA_DIR the "
+            "directory the mail was stored in?)",
+            err=True,
+        )
+    if moved.damaged or moved.missing:
         raise typer.Exit(1)

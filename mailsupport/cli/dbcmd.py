@@ -1,4 +1,4 @@
-"""`mailsupport db ...`: schema migrations."""
+"""`mailsupport db ...`: schema migrations (and `db move-attachments`, in attachcmd.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import typer
 from mailsupport.cli.app import app, state, sub_app
 
 db_app = sub_app(
-    """Database schema: create and upgrade.
+    """Database schema: create and upgrade; where attachments are kept.
 
     Examples:
         mailsupport db status
         mailsupport db upgrade
+        mailsupport db move-attachments --to database
     """
 )
 app.add_typer(db_app, name="db", rich_help_panel="Operator")

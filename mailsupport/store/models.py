@@ -367,3 +367,25 @@ class Notification(SQLModel, table=True):
     created_at: datetime = _time()
     sent_at: datetime | None = _time(default=None)
     outbox_id: int | None = None  # the mail that told them
+
+
+class AttachmentBlob(SQLModel, table=True):
+    """An attachment's content kept in the database (MAILSUPPORT_ATTACHMENTS=database; see
+    store/blobs.py): one row per distinct content, its bytes in `attachment_chunks`."""
+
+    __tablename__ = "attachment_blobs"
+
+    sha256: str = Field(max_length=64, primary_key=True)
+    size: int
+    chunks: int  # how many chunk rows hold it: a reader can tell it got them all
+
+
+class AttachmentChunk(SQLModel, table=True):
+    """One piece of an AttachmentBlob, in order: written and read a piece at a time, so a
+    large attachment is never held whole by a query or its result."""
+
+    __tablename__ = "attachment_chunks"
+
+    sha256: str = Field(max_length=64, foreign_key="attachment_blobs.sha256", primary_key=True)
+    seq: int = Field(primary_key=True)
+    data: bytes = Field(sa_type=sa.LargeBinary)

@@ -6,7 +6,7 @@ import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
@@ -14,7 +14,6 @@ from sqlmodel import Session, SQLModel, col, select
 from mailsupport.mail import Address
 from mailsupport.mail import Attachment as MailPart
 from mailsupport.store import MAILED_ROLES
-from mailsupport.store.files import AttachmentStore
 from mailsupport.store.models import (
     Attachment,
     Message,
@@ -25,6 +24,9 @@ from mailsupport.store.models import (
     Ticket,
     TicketEvent,
 )
+
+if TYPE_CHECKING:
+    from mailsupport.store.attachments import Attachments
 
 
 class StoredRaw(NamedTuple):
@@ -225,7 +227,7 @@ def store_message(
     session: Session,
     values: dict[str, Any],
     attachments: Sequence[MailPart],
-    files: AttachmentStore,
+    files: Attachments,
     refs: Iterable[str],
     *,
     counts: bool = True,
@@ -250,7 +252,7 @@ def store_message(
             "filename": part.filename,
             "content_type": part.content_type,
             "size": len(part.data),
-            "sha256": files.put(part.data),
+            "sha256": files.put(session.connection(), part.data),
             "content_id": part.content_id,
             "inline": part.inline,
         }

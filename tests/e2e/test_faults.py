@@ -50,7 +50,9 @@ from sqlmodel import col, select
 from mailsupport.config import Settings, load_settings
 from mailsupport.outbox.delivery import deliver_due
 from mailsupport.pipeline import Incoming, Pipeline
+from mailsupport.store.attachments import attachment_store
 from mailsupport.store.db import Store
+from mailsupport.store.files import AttachmentMissing
 from mailsupport.store.models import (
     Attachment,
     ImapFolder,
@@ -304,14 +306,21 @@ def check_mailbox_done(store: Store, server: ImapServer, where: str) -> None:
 
 
 def check_attachment_files(store: Store, settings: Settings, where: str) -> int:
-    """Every attachment row has its file, complete; every file under a digest name holds
-    exactly that content. Returns how many temporary files killed writers left behind."""
+    """Every attachment row has its content, complete, where the desk keeps it (a file, or
+    pieces in the database); every file under a digest name holds exactly that content.
+    Returns how many temporary files killed writers left behind."""
     root = settings.data_dir / "attachments"
     with store.read() as session:
         digests = set(session.exec(select(Attachment.sha256)).all())
-    for digest in digests:
-        path = root / digest[:2] / digest
-        assert path.is_file(), f"{where}: attachment file {digest} missing"
+    with attachment_store(settings).reading(store) as read:
+        for digest in digests:
+            check = hashlib.sha256()
+            try:
+                for piece in read(digest):
+                    check.update(piece)
+            except AttachmentMissing:
+                raise AssertionError(f"{where}: attachment {digest} missing") from None
+            assert check.hexdigest() == digest, f"{where}: attachment {digest} incomplete"
     leftovers = 0
     for path in root.rglob("*") if root.is_dir() else []:
         if path.is_dir():
@@ -941,7 +950,7 @@ def test_an_unwritable_attachment_store_leaves_the_message_on_the_server(
     """The attachments directory cannot be made (here: a file stands where it should be, so
     mkdir fails with ENOTDIR, which even root cannot get around): the poll stops with exit
     75, the message stays unread on the server, and is taken once the disk is fixed."""
-    env = desk_env(settings, imap, smtp_server, imap_batch=1)
+    env = desk_env(settings, imap, smtp_server, imap_batch=1, attachments="files")
     assert forks.run(["poll"], env).code == 0
     root = settings.data_dir / "attachments"
     assert not root.exists()
@@ -983,7 +992,7 @@ def test_an_attachment_cut_off_midway_leaves_nothing_half_written(
     so many bytes per file (RLIMIT_FSIZE, which binds root too), so the write stops part way
     with EFBIG, as it would with ENOSPC. No partial file is left, under its name or any
     other; nothing of the message is stored; it is taken whole once there is room."""
-    env = desk_env(settings, imap, smtp_server)
+    env = desk_env(settings, imap, smtp_server, attachments="files")
     assert forks.run(["poll"], env).code == 0
     # The limit must not stop the database first: on SQLite its files are local, so start
     # from an empty WAL and allow more than the database file holds. The message must fit

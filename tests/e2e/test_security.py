@@ -315,10 +315,14 @@ def assert_plain_name(name: str) -> None:
     assert not re.fullmatch(r"(?i)(con|prn|aux|nul|com\d|lpt\d)(\..*)?", name)
 
 
+AS_FILES = {"MAILSUPPORT_ATTACHMENTS": "files"}
+
+
 def test_attachment_names_cannot_escape_the_directory(
     run: Run, settings: Settings, tmp_path: Path
 ) -> None:
-    result = run("ingest", input=hostile_attachments_message())
+    # Stored as files (on PostgreSQL too, where `attachments` then finds them as files).
+    result = run("ingest", input=hostile_attachments_message(), env=AS_FILES)
     assert result.exit_code == 0, result.output
     number = re.search(r"ticket #(\d+)", result.output)[1]  # type: ignore[index]
 
@@ -400,7 +404,7 @@ def test_save_name_cleans_what_a_file_system_would_not_take() -> None:
 
 def test_attachments_command_errors(run: Run, settings: Settings, tmp_path: Path) -> None:
     assert run("attachments", "99").exit_code == 1
-    result = run("ingest", input=hostile_attachments_message())
+    result = run("ingest", input=hostile_attachments_message(), env=AS_FILES)
     number = re.search(r"ticket #(\d+)", result.output)[1]  # type: ignore[index]
     a_file = tmp_path / "file"
     a_file.write_text("")

@@ -89,7 +89,8 @@ def test_everything_in_the_data_directory_is_private_whatever_the_umask(
     raw = make_message(
         "files@customer.example.org", attachments=[("report.pdf", "application/pdf", b"%PDF-1")]
     )
-    stored = run("ingest", input=raw)
+    # Attachments as files on every backend: their modes are checked too.
+    stored = run("ingest", input=raw, env={"MAILSUPPORT_ATTACHMENTS": "files"})
     assert stored.exit_code == 0, stored.stderr
     load_or_create_secret(data, None)
     store = Store.open(settings.db_url)

@@ -271,12 +271,12 @@ def test_raw_bytes_are_kept_unchanged(pipeline: Pipeline, store: Store) -> None:
     assert message.text == "Привет"
 
 
-def test_attachments_are_stored_once_by_sha256(
-    pipeline: Pipeline, store: Store, settings: Settings
-) -> None:
+def test_attachments_are_stored_once_by_sha256(store: Store, settings: Settings) -> None:
+    # As files (in the database: tests/unit/test_attachment_store.py).
+    settings = settings.model_copy(update={"attachments": "files"})
     data = b"%PDF-1.4 fake invoice " * 100
     feed(
-        pipeline,
+        Pipeline(settings, store),
         make_message("a1@x.example.org", attachments=[("счёт.pdf", "application/pdf", data)]),
         make_message("a2@x.example.org", attachments=[("../../etc/pw", "application/pdf", data)]),
     )
