@@ -13,6 +13,8 @@ Parts:
           the same into an empty store (SQLite)
   mailboxes  one daemon watching --mailboxes mailboxes (50) on one Dovecot: how soon it
           takes a message delivered to any of them (--deliveries, 20), and its peak RSS
+  pollers  --pollers (1,2,4) `poll` processes on folders of their own against one
+          PostgreSQL, sharing nothing but the database (bench/pollers.py): aggregate rate
   report  nothing: print the results kept (with --write, put them into the doc)
 
 Results are kept in the cache directory (results.json), so parts run on different days
@@ -41,7 +43,9 @@ DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- intake results: begin -->", "<!-- intake results: end -->"
 MAILBOXES_BEGIN = "<!-- mailboxes results: begin -->"
 MAILBOXES_END = "<!-- mailboxes results: end -->"
-PARTS = ("read", "intake", "big", "stored", "mailboxes")
+PARTS = ("read", "intake", "big", "stored", "mailboxes", "pollers")
+POLLERS_BEGIN = "<!-- pollers results: begin -->"
+POLLERS_END = "<!-- pollers results: end -->"
 REPORT = "report"  # --only report: run nothing, print (and --write) the results kept
 BIG_BYTES = 25 * 1024 * 1024 - 64 * 1024  # just under MAILSUPPORT_MAX_MESSAGE_BYTES
 STORED_TICKETS = 250_000  # 3 to 5 messages each: about 1,000,000 messages
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fresh", action="store_true", help="read: build the store again")
     parser.add_argument("--mailboxes", type=int, default=50, help="mailboxes: how many (50)")
     parser.add_argument("--deliveries", type=int, default=20, help="mailboxes: messages (20)")
+    parser.add_argument("--pollers", default="1,2,4", help="pollers: how many at once")
+    parser.add_argument("--poller-messages", type=int, default=10_000, help="pollers: in all")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     if unknown := set(parts) - {*PARTS, REPORT}:
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         sizes, args.tickets, args.runs = [1000], 10_000, 3
         args.mailboxes, args.deliveries = 10, 5
+        args.poller_messages = 1000
         args.stored_tickets, args.stored_intake = 25_000, 1000
     # A smoke run's numbers are kept apart: they must never replace the real ones in the doc.
     name = "results-quick.json" if args.quick else "results.json"
@@ -121,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         found = run_mailboxes(args.mailboxes, args.deliveries, args.cache, log)
         results["mailboxes"] = found | {"on": f"{datetime.now(UTC):%Y-%m-%d}"}
         save(args.cache, results)
+    if "pollers" in parts:
+        run_pollers_part(args, results)
     print()
     intake_kept = any(results.get(part) for part in ("intake", "ceiling", "big", "stored"))
     if intake_kept or "mailboxes" not in results:
@@ -132,6 +141,11 @@ def main(argv: list[str] | None = None) -> None:
             write_doc(render(results))
         if "mailboxes" in results:
             write_doc(render_mailboxes(results), MAILBOXES_BEGIN, MAILBOXES_END)
+        if "pollers" in results:
+            from bench.pollers import render as render_pollers
+
+            text = render_pollers(results["pollers"], results.get("machine", "unknown"))
+            write_doc(text, POLLERS_BEGIN, POLLERS_END)
         log(f"wrote {DOC.relative_to(ROOT)}")
 
 
@@ -224,6 +238,23 @@ def run_intake(
                 results.setdefault("stored", {})[label] = found | {"on": stamp}
                 save(cache, results)
                 log(f"  {found['rate']:.1f} messages/s, peak {found['own_peak_mib']:.0f} MiB")
+
+
+def run_pollers_part(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    from bench.intake import imap_server
+    from bench.maildir import cached_mail
+    from bench.pollers import render as render_pollers
+    from bench.pollers import run_pollers
+
+    counts = [int(n) for n in args.pollers.split(",")]
+    files = cached_mail(args.cache, args.poller_messages, log)
+    with imap_server() as server:
+        log(f"pollers: {counts} against one PostgreSQL, {len(files):,} messages")
+        runs = run_pollers(server, files, counts, args.cache, log)
+    stamp = f"{datetime.now(UTC):%Y-%m-%d}"
+    results["pollers"] = {"runs": runs, "on": stamp}
+    save(args.cache, results)
+    print(render_pollers(results["pollers"], results.get("machine", "unknown")))
 
 
 def _messages_in(db: Path) -> int:
