@@ -125,9 +125,9 @@ class Notifier:
         detail: str = "",
     ) -> int:
         """Tell the agents `kind` happened to `ticket`; returns how many were told. Nothing
-        for tickets automatic mail opened or spam: they are nobody's work."""
-        if ticket.automatic or ticket.status == "spam" or ticket.merged_into_id is not None:
-            return 0
+        for tickets automatic mail opened, spam, or closed ones: they are nobody's work."""
+        if ticket.automatic or ticket.status in ("spam", "closed") or ticket.merged_into_id:
+            return 0  # nobody's work (a rule may have closed a new ticket at once)
         agents = self.roster.agents(session) if self.roster else known_agents(session)
         if not agents:
             return 0
