@@ -3,6 +3,7 @@
     python -m bench                         # everything (hours: see docs/benchmarks.md)
     python -m bench --quick                 # a smoke run: 1,000 messages, small stores
     python -m bench --only intake --sizes 1000,10000 --backends sqlite,postgresql --write
+    python -m bench --only import --import-size 1000000 --backends sqlite
 
 Parts:
   read    `list` and `show` on 100,000 tickets (bench/run.py; its options --tickets --runs)
@@ -13,11 +14,14 @@ Parts:
           the same into an empty store (SQLite)
   mailboxes  one daemon watching --mailboxes mailboxes (50) on one Dovecot: how soon it
           takes a message delivered to any of them (--deliveries, 20), and its peak RSS
+  import  `mailsupport import` of one generated mbox of 1,000 and of --import-size
+          messages (100,000): rate, peak RSS, a second run, and a run stopped with
+          Ctrl-C halfway and resumed (bench/importing.py)
   report  nothing: print the results kept (with --write, put them into the doc)
 
 Results are kept in the cache directory (results.json), so parts run on different days
 add up; --write renders all of them into docs/benchmarks.md, between the intake markers
-(and the mailboxes markers).
+(and the mailboxes and import markers).
 PostgreSQL: BENCH_POSTGRES (default postgresql+psycopg://postgres@127.0.0.1:5432) must
 allow CREATE DATABASE; the runs use a database named bench_intake, dropped each time.
 """
@@ -41,7 +45,8 @@ DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- intake results: begin -->", "<!-- intake results: end -->"
 MAILBOXES_BEGIN = "<!-- mailboxes results: begin -->"
 MAILBOXES_END = "<!-- mailboxes results: end -->"
-PARTS = ("read", "intake", "big", "stored", "mailboxes")
+IMPORT_BEGIN, IMPORT_END = "<!-- import results: begin -->", "<!-- import results: end -->"
+PARTS = ("read", "intake", "big", "stored", "mailboxes", "import")
 REPORT = "report"  # --only report: run nothing, print (and --write) the results kept
 BIG_BYTES = 25 * 1024 * 1024 - 64 * 1024  # just under MAILSUPPORT_MAX_MESSAGE_BYTES
 STORED_TICKETS = 250_000  # 3 to 5 messages each: about 1,000,000 messages
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fresh", action="store_true", help="read: build the store again")
     parser.add_argument("--mailboxes", type=int, default=50, help="mailboxes: how many (50)")
     parser.add_argument("--deliveries", type=int, default=20, help="mailboxes: messages (20)")
+    parser.add_argument(
+        "--import-size", type=int, default=100_000, help="import: messages in the mbox (100000)"
+    )
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     if unknown := set(parts) - {*PARTS, REPORT}:
@@ -93,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         sizes, args.tickets, args.runs = [1000], 10_000, 3
         args.mailboxes, args.deliveries = 10, 5
         args.stored_tickets, args.stored_intake = 25_000, 1000
+        args.import_size = 1000
     # A smoke run's numbers are kept apart: they must never replace the real ones in the doc.
     name = "results-quick.json" if args.quick else "results.json"
     results = load(args.cache, name) | {"file": name}
@@ -121,17 +130,23 @@ def main(argv: list[str] | None = None) -> None:
         found = run_mailboxes(args.mailboxes, args.deliveries, args.cache, log)
         results["mailboxes"] = found | {"on": f"{datetime.now(UTC):%Y-%m-%d}"}
         save(args.cache, results)
+    if "import" in parts:
+        run_import(args, backends, results)
     print()
     intake_kept = any(results.get(part) for part in ("intake", "ceiling", "big", "stored"))
-    if intake_kept or "mailboxes" not in results:
+    if intake_kept or not {"mailboxes", "import"} & results.keys():
         print(render(results))
     if "mailboxes" in results:
         print(render_mailboxes(results))
+    if "import" in results:
+        print(render_import(results))
     if args.write:
         if intake_kept:
             write_doc(render(results))
         if "mailboxes" in results:
             write_doc(render_mailboxes(results), MAILBOXES_BEGIN, MAILBOXES_END)
+        if "import" in results:
+            write_doc(render_import(results), IMPORT_BEGIN, IMPORT_END)
         log(f"wrote {DOC.relative_to(ROOT)}")
 
 
@@ -224,6 +239,19 @@ def run_intake(
                 results.setdefault("stored", {})[label] = found | {"on": stamp}
                 save(cache, results)
                 log(f"  {found['rate']:.1f} messages/s, peak {found['own_peak_mib']:.0f} MiB")
+
+
+def run_import(args: argparse.Namespace, backends: list[str], results: dict[str, Any]) -> None:
+    from bench.importing import cached_mbox, import_mbox
+
+    stamp = f"{datetime.now(UTC):%Y-%m-%d}"
+    for size in sorted({1000, args.import_size}):
+        mbox = cached_mbox(args.cache, size, log)
+        for backend in backends:
+            log(f"import: an mbox of {size:,} messages on {backend}")
+            found = import_mbox(mbox, size, backend, args.cache, log)
+            results.setdefault("import", {})[f"{backend}/{size}"] = found | {"on": stamp}
+            save(args.cache, results)
 
 
 def _messages_in(db: Path) -> int:
@@ -338,6 +366,13 @@ def render_mailboxes(results: dict[str, Any]) -> str:
 
     machine = f"Machine: {results.get('machine', 'unknown')}.\n\n"
     return machine + render_part(results["mailboxes"])
+
+
+def render_import(results: dict[str, Any]) -> str:
+    from bench.importing import render as render_part
+
+    machine = f"Machine: {results.get('machine', 'unknown')}.\n\n"
+    return machine + render_part(results["import"])
 
 
 def write_doc(table: str, begin: str = BEGIN, end: str = END) -> None:
