@@ -3,6 +3,7 @@
     python -m bench                         # everything (hours: see docs/benchmarks.md)
     python -m bench --quick                 # a smoke run: 1,000 messages, small stores
     python -m bench --only intake --sizes 1000,10000 --backends sqlite,postgresql --write
+    python -m bench --only import --import-size 1000000 --backends sqlite
 
 Parts:
   read    `list` and `show` on 100,000 tickets (bench/run.py; its options --tickets --runs)
@@ -15,11 +16,14 @@ Parts:
           takes a message delivered to any of them (--deliveries, 20), and its peak RSS
   pollers  --pollers (1,2,4) `poll` processes on folders of their own against one
           PostgreSQL, sharing nothing but the database (bench/pollers.py): aggregate rate
+  import  `mailsupport import` of one generated mbox of 1,000 and of --import-size
+          messages (100,000): rate, peak RSS, a second run, and a run stopped with
+          Ctrl-C halfway and resumed (bench/importing.py)
   report  nothing: print the results kept (with --write, put them into the doc)
 
 Results are kept in the cache directory (results.json), so parts run on different days
 add up; --write renders all of them into docs/benchmarks.md, between the intake markers
-(and the mailboxes markers).
+(and the mailboxes and import markers).
 PostgreSQL: BENCH_POSTGRES (default postgresql+psycopg://postgres@127.0.0.1:5432) must
 allow CREATE DATABASE; the runs use a database named bench_intake, dropped each time.
 """
@@ -43,9 +47,10 @@ DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- intake results: begin -->", "<!-- intake results: end -->"
 MAILBOXES_BEGIN = "<!-- mailboxes results: begin -->"
 MAILBOXES_END = "<!-- mailboxes results: end -->"
-PARTS = ("read", "intake", "big", "stored", "mailboxes", "pollers")
+PARTS = ("read", "intake", "big", "stored", "mailboxes", "pollers", "import")
 POLLERS_BEGIN = "<!-- pollers results: begin -->"
 POLLERS_END = "<!-- pollers results: end -->"
+IMPORT_BEGIN, IMPORT_END = "<!-- import results: begin -->", "<!-- import results: end -->"
 REPORT = "report"  # --only report: run nothing, print (and --write) the results kept
 BIG_BYTES = 25 * 1024 * 1024 - 64 * 1024  # just under MAILSUPPORT_MAX_MESSAGE_BYTES
 STORED_TICKETS = 250_000  # 3 to 5 messages each: about 1,000,000 messages
@@ -89,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deliveries", type=int, default=20, help="mailboxes: messages (20)")
     parser.add_argument("--pollers", default="1,2,4", help="pollers: how many at once")
     parser.add_argument("--poller-messages", type=int, default=10_000, help="pollers: in all")
+    parser.add_argument(
+        "--import-size", type=int, default=100_000, help="import: messages in the mbox (100000)"
+    )
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     if unknown := set(parts) - {*PARTS, REPORT}:
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         args.mailboxes, args.deliveries = 10, 5
         args.poller_messages = 1000
         args.stored_tickets, args.stored_intake = 25_000, 1000
+        args.import_size = 1000
     # A smoke run's numbers are kept apart: they must never replace the real ones in the doc.
     name = "results-quick.json" if args.quick else "results.json"
     results = load(args.cache, name) | {"file": name}
@@ -130,12 +139,16 @@ def main(argv: list[str] | None = None) -> None:
         save(args.cache, results)
     if "pollers" in parts:
         run_pollers_part(args, results)
+    if "import" in parts:
+        run_import(args, backends, results)
     print()
     intake_kept = any(results.get(part) for part in ("intake", "ceiling", "big", "stored"))
-    if intake_kept or "mailboxes" not in results:
+    if intake_kept or not {"mailboxes", "import"} & results.keys():
         print(render(results))
     if "mailboxes" in results:
         print(render_mailboxes(results))
+    if "import" in results:
+        print(render_import(results))
     if args.write:
         if intake_kept:
             write_doc(render(results))
@@ -146,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
 
             text = render_pollers(results["pollers"], results.get("machine", "unknown"))
             write_doc(text, POLLERS_BEGIN, POLLERS_END)
+        if "import" in results:
+            write_doc(render_import(results), IMPORT_BEGIN, IMPORT_END)
         log(f"wrote {DOC.relative_to(ROOT)}")
 
 
@@ -255,6 +270,19 @@ def run_pollers_part(args: argparse.Namespace, results: dict[str, Any]) -> None:
     results["pollers"] = {"runs": runs, "on": stamp}
     save(args.cache, results)
     print(render_pollers(results["pollers"], results.get("machine", "unknown")))
+
+
+def run_import(args: argparse.Namespace, backends: list[str], results: dict[str, Any]) -> None:
+    from bench.importing import cached_mbox, import_mbox
+
+    stamp = f"{datetime.now(UTC):%Y-%m-%d}"
+    for size in sorted({1000, args.import_size}):
+        mbox = cached_mbox(args.cache, size, log)
+        for backend in backends:
+            log(f"import: an mbox of {size:,} messages on {backend}")
+            found = import_mbox(mbox, size, backend, args.cache, log)
+            results.setdefault("import", {})[f"{backend}/{size}"] = found | {"on": stamp}
+            save(args.cache, results)
 
 
 def _messages_in(db: Path) -> int:
@@ -369,6 +397,13 @@ def render_mailboxes(results: dict[str, Any]) -> str:
 
     machine = f"Machine: {results.get('machine', 'unknown')}.\n\n"
     return machine + render_part(results["mailboxes"])
+
+
+def render_import(results: dict[str, Any]) -> str:
+    from bench.importing import render as render_part
+
+    machine = f"Machine: {results.get('machine', 'unknown')}.\n\n"
+    return machine + render_part(results["import"])
 
 
 def write_doc(table: str, begin: str = BEGIN, end: str = END) -> None:

@@ -144,8 +144,10 @@ class Pipeline:
         now: Callable[[], datetime],
         batch_size: int = 200,
         on_each: Callable[[Outcome], None] | None = None,
+        on_batch: Callable[[Session, Incoming], None] | None = None,
     ) -> Counter[str]:
         """Process every item, committing every `batch_size` messages. Returns counts by kind.
+        `on_batch` gets each batch's last item in its transaction (where a source got to).
 
         A TemporaryError stops the run; what was committed before it stays, the rest can be
         fed again (duplicates are recognised)."""
@@ -158,6 +160,8 @@ class Pipeline:
                     batch.append(self.process(session, item, now(), parsed))
                     if len(batch) >= batch_size:
                         break
+                if on_batch is not None and batch:
+                    on_batch(session, item)
             totals.update(outcome.kind for outcome in batch)
             if on_each is not None:
                 for outcome in batch:

@@ -38,6 +38,12 @@ def import_(
         "--sent",
         help="The files hold our own sent mail too: mail in them from our addresses is ours.",
     ),
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Read every file from the start and parse every message again, even those "
+        "imported before (they are recognised as duplicates by their Message-ID).",
+    ),
 ) -> None:
     """Import mail history from files. Sends nothing to anyone unless --ack is given.
 
@@ -46,50 +52,73 @@ def import_(
     exported): anyone can write our address in From. Without --sent such mail is a
     stranger's, unless it carries our signed Message-ID.
 
+    Stopped (Ctrl-C, SIGTERM, kill -9, a crash), it keeps what it committed, one batch at a
+    time; the same command goes on from there: an mbox from the message after the last one
+    stored (unless the file changed), and messages whose bytes are stored already are skipped
+    without being parsed. Ctrl-C finishes and commits the batch in hand, then exits 130
+    (143 for SIGTERM); a second Ctrl-C ends it at once.
+
     Examples:
         mailsupport import archive.mbox
         mailsupport import --sent Sent.mbox INBOX.mbox
         mailsupport import ~/Maildir/.Support --no-progress
+        mailsupport import --restart archive.mbox
     """
-    from mailsupport.pipeline import UNPROVEN_OURS, Incoming, Pipeline, describe
+    import signal
+
+    from mailsupport.cli.render import terminal_text
+    from mailsupport.daemon import stop_on_signals
+    from mailsupport.imports import FileImport
+    from mailsupport.pipeline import UNPROVEN_OURS, Pipeline, describe
     from mailsupport.sources.files import plan_import
 
     st = state(ctx)
     plan = plan_import(paths)  # validates every path before anything is written
-    no_ack = "" if ack else IMPORT_NO_ACK
-    items = (
-        Incoming(i.raw, i.origin, i.received_at, no_ack_reason=no_ack, live=ack, sent=sent)
-        for i in plan
-    )
+    incoming = {"no_ack_reason": "" if ack else IMPORT_NO_ACK, "live": ack, "sent": sent}
+    run = FileImport(st.store(), plan, utcnow, restart=restart, incoming=incoming)
+    for line in run.prepare():  # file names are anyone's: a Maildir's, an archive's
+        typer.echo(terminal_text(line, one_line=True))
     unproven = 0
 
     def each(outcome: Any) -> None:
         nonlocal unproven
         unproven += UNPROVEN_OURS in outcome.detail
-        bar.update(1)
 
     show_bar = progress and sys.stderr.isatty()
     with (
         Pipeline(st.settings, st.store()) as pipeline,
         typer.progressbar(
-            length=len(plan) if show_bar else 0,
+            length=run.remaining_bytes() if show_bar else 0,
             label="importing",
             file=sys.stderr,
             hidden=not show_bar,
         ) as bar,
+        stop_on_signals(run),
     ):
-        counts = pipeline.run(items, utcnow, batch_size=batch, on_each=each)
-    from mailsupport.cli.render import terminal_text
-
-    for path, reason in plan.skipped:  # file names are anyone's: a Maildir's, an archive's
+        run.on_read = bar.update
+        counts = pipeline.run(
+            run.items(), utcnow, batch_size=batch, on_each=each, on_batch=run.record
+        )
+        run.finish()
+    for path, reason in plan.skipped:
         typer.echo(terminal_text(f"skipped {path}: {reason}", one_line=True), err=True)
-    typer.echo(describe(counts))
+    already = f"; skipped {run.skipped} already imported" if run.skipped else ""
+    typer.echo(describe(counts) + already)
     if unproven:
         typer.echo(
             f"{unproven} messages from our own address were filed as a stranger's: if these "
             "files hold our sent mail, import them with --sent (see README, Security)",
             err=True,
         )
+    if run.stopped_by is not None:
+        typer.echo(
+            f"mailsupport: import stopped by {run.stopped_by} after its last batch was stored; "
+            "run the same command again to go on from there",
+            err=True,
+        )
+        # 128 + the signal's number, as a shell reports a process that the signal ended.
+        number = signal.Signals.__members__.get(run.stopped_by)
+        raise typer.Exit(128 + number if number else 1)
     if ack and counts["new"]:
         _send_queued(st)
 

@@ -2,12 +2,14 @@
 
 Nothing here parses or stores mail. `plan_import` looks at every path first (existence,
 readability, format), so a bad path means nothing is imported; iterating the plan then reads
-one message at a time.
+one message at a time. An mbox can be read from a byte offset where an earlier import
+stopped (`MboxFile.messages`), after `checksum` shows the file still holds what was read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import stat
@@ -19,11 +21,12 @@ from typing import BinaryIO
 
 from mailsupport.errors import SourceError
 
-__all__ = ["ImportPlan", "RawItem", "plan_import"]
+__all__ = ["ImportPlan", "MboxFile", "MessageFile", "RawItem", "Source", "checksum", "plan_import"]
 
 _SNIFF_BYTES = 8192  # enough for the first line of any sane file
 _NUL_WINDOW = 1024  # a NUL byte this early means a binary file, not mail
 _BOM = b"\xef\xbb\xbf"
+_CHECKED_BYTES = 64 * 1024  # `checksum` reads this much of the start and of the end
 
 # RFC 5322 field name: printable ASCII except colon (and, in practice, space); obsolete syntax
 # allows blanks before the colon.
@@ -71,17 +74,22 @@ class RawItem:
     origin: str  # "box.mbox#12" (1-based), "Maildir/cur/123.host:2,S", "path/msg.eml"
     raw: bytes  # exactly as stored; for mbox without the From_ line, ">From " unquoted
     received_at: datetime | None  # timezone-aware UTC when the source records it
+    # mbox: the message's number (1-based) and the byte offset where the next one starts,
+    # the point an import that stops after this message goes on from. 0 for other files.
+    number: int = 0
+    end: int = 0
 
 
 Note = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
-class _MessageFile:
+class MessageFile:
     """A file holding exactly one message."""
 
     path: Path
     received_at: datetime | None
+    size: int  # when planned
 
     def count(self, note: Note) -> int:
         return 1
@@ -115,29 +123,62 @@ def _moved_within_maildir(path: Path) -> Path | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _MboxFile:
+class MboxFile:
     """An mbox file; split lazily, one message in memory at a time."""
 
     path: Path
+    size: int  # when planned
 
     def count(self, note: Note) -> int:
         return sum(1 for _ in self.items(note))
 
     def items(self, note: Note) -> Iterator[RawItem]:
+        for item in self.messages():
+            if not item.raw.strip():
+                note(item.origin, "empty message in mbox")
+                continue
+            yield item
+
+    def messages(self, start: int = 0, number: int = 0) -> Iterator[RawItem]:
+        """Every message, empty ones too, from byte `start` (where message `number` + 1
+        begins: an `end` of an earlier read, which must still be valid: see `checksum`)."""
         origin = str(self.path)
         try:
             with _open_regular(self.path) as f:
-                for number, from_line, raw in _split_mbox(f, origin):
-                    where = f"{origin}#{number}"
-                    if not raw.strip():
-                        note(where, "empty message in mbox")
-                        continue
-                    yield RawItem(origin=where, raw=raw, received_at=_from_line_date(from_line))
+                f.seek(start)
+                for n, from_line, raw, end in _split_mbox(f, origin, start, number):
+                    yield RawItem(f"{origin}#{n}", raw, _from_line_date(from_line), n, end)
         except OSError as e:
             raise SourceError(f"cannot read {origin}: {_reason(e)}") from e
 
 
-_Source = _MessageFile | _MboxFile
+Source = MessageFile | MboxFile
+
+
+def checksum(path: Path, offset: int) -> str | None:
+    """A fingerprint of the file's first `offset` bytes, as far as a resumed import needs
+    one: the first and the last 64 KiB of them, and that a message (or the end of the
+    file) begins at `offset`. None when the file is shorter or no message begins there.
+
+    An edited or replaced file fails it (a message removed or added before the offset
+    moves the bytes before it); mail appended to the file does not."""
+    digest = hashlib.sha256(offset.to_bytes(8, "big"))
+    try:
+        with _open_regular(path) as f:
+            digest.update(f.read(min(offset, _CHECKED_BYTES)))
+            tail = max(offset - _CHECKED_BYTES, 0)
+            f.seek(tail)
+            digest.update(f.read(offset - tail))
+            if f.tell() != offset:
+                return None  # shorter than that now
+            following = f.readline()
+            while following and _is_blank(following):  # the blank line that ends a message
+                following = f.readline()  # may come only with the next one (Python's mailbox)
+    except OSError:
+        return None
+    if following and not _is_separator(following):
+        return None
+    return digest.hexdigest()
 
 
 class ImportPlan:
@@ -147,7 +188,7 @@ class ImportPlan:
     mbox are only found while the mbox is read, so they are added by `len()` or iteration.
     """
 
-    def __init__(self, sources: list[_Source], skipped: list[tuple[str, str]]) -> None:
+    def __init__(self, sources: list[Source], skipped: list[tuple[str, str]]) -> None:
         self._sources = sources
         self.skipped = skipped
         self._noted = set(skipped)
@@ -161,6 +202,15 @@ class ImportPlan:
     def __iter__(self) -> Iterator[RawItem]:
         for source in self._sources:
             yield from source.items(self._note)
+
+    @property
+    def sources(self) -> list[Source]:
+        """The files to read, in order (one per message file, one per mbox)."""
+        return self._sources
+
+    def note(self, path: str, reason: str) -> None:
+        """Something left out while reading (an empty message in an mbox)."""
+        self._note(path, reason)
 
     def _note(self, path: str, reason: str) -> None:
         # len() and iteration both read an mbox; report each finding once.
@@ -185,7 +235,7 @@ class _Planner:
     """Walks the given paths and collects sources and skipped entries."""
 
     def __init__(self) -> None:
-        self.sources: list[_Source] = []
+        self.sources: list[Source] = []
         self.skipped: list[tuple[str, str]] = []
         self._seen: dict[tuple[int, int], str] = {}  # (device, inode) -> first path
 
@@ -277,9 +327,9 @@ class _Planner:
             self.skip(path, "empty file")
             return
         if _sniff(path) == "mbox":
-            self.sources.append(_MboxFile(path))
+            self.sources.append(MboxFile(path, st.st_size))
         else:
-            self.sources.append(_MessageFile(path, received_at))
+            self.sources.append(MessageFile(path, received_at, st.st_size))
 
 
 def _list_dir(path: Path) -> list[os.DirEntry[str]]:
@@ -346,35 +396,43 @@ def _header_block(text: bytes) -> bytes:
     return text[: min(ends)] if ends else text
 
 
-def _split_mbox(f: BinaryIO, origin: str) -> Iterator[tuple[int, bytes, bytes]]:
-    """Yield (number, From_ line, message bytes) for each message, numbered from 1.
+def _split_mbox(
+    f: BinaryIO, origin: str, start: int = 0, number: int = 0
+) -> Iterator[tuple[int, bytes, bytes, int]]:
+    """Yield (number, From_ line, message bytes, end) for each message from byte `start`
+    on, numbered from `number` + 1; `end` is the offset where the next From_ line begins.
 
     Reads line by line, so only the current message is in memory. Lines end as stored (LF or
     CRLF), which is how CRLF mbox files come through intact.
     """
     lines = iter(f)
-    from_line = _first_from_line(lines, origin)
-    if from_line is None:
+    first = _first_from_line(lines, origin)
+    if first is None:
         return
-    number, body = 1, []
+    skipped, from_line = first
+    position = start + skipped + len(from_line)
+    number, body = number + 1, []
     for line in lines:
         if _is_separator(line):
-            yield number, from_line, _message_bytes(body)
+            yield number, from_line, _message_bytes(body), position
             number, from_line, body = number + 1, line, []
         else:
             body.append(_unquote(line))
+        position += len(line)
     # A truncated last message still comes out: better a damaged message than a lost one.
-    yield number, from_line, _message_bytes(body)
+    yield number, from_line, _message_bytes(body), position
 
 
-def _first_from_line(lines: Iterator[bytes], origin: str) -> bytes | None:
+def _first_from_line(lines: Iterator[bytes], origin: str) -> tuple[int, bytes] | None:
+    """The first From_ line, and how many bytes came before it."""
     # Tolerate a byte order mark and blank lines before the first From_ line.
+    skipped = 0
     for line in lines:
-        line = line.removeprefix(_BOM)
-        if _is_blank(line):
+        if _is_blank(line.removeprefix(_BOM)):
+            skipped += len(line)
             continue
-        if line.startswith(b"From "):
-            return line
+        if line.removeprefix(_BOM).startswith(b"From "):
+            return skipped, line
         raise SourceError(f"cannot read {origin}: no longer starts with a From_ line")
     return None
 

@@ -273,6 +273,19 @@ class ImapPending(SQLModel, table=True):
     quarantined: bool = False
 
 
+class ImportFile(SQLModel, table=True):
+    """How far `import` got in one mbox file: written in the transaction of each batch of
+    its messages, so that the next run goes on from there (mailsupport/imports.py)."""
+
+    __tablename__ = "import_files"
+
+    path: str = Field(sa_type=sa.Text, primary_key=True)  # absolute, symbolic links resolved
+    byte_offset: int = Field(sa_type=sa.BigInteger)  # where the next message's From_ line begins
+    messages: int = Field(sa_type=sa.BigInteger)  # messages before byte_offset, empty ones too
+    checksum: str = Field(max_length=64)  # sources.files.checksum of the bytes before it
+    updated_at: datetime = _time()
+
+
 class OutboxItem(SQLModel, table=True):
     """One outgoing message waiting for, or done with, SMTP delivery.
 

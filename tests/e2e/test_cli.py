@@ -30,8 +30,13 @@ def test_import_an_mbox_then_list_show_export(run, env_for_cli, tmp_path: Path) 
         "duplicates 0, quarantined 0"
     )
 
-    again = run("import", str(box))
-    assert f"duplicates {len(messages)}" in again.output
+    again = run("import", str(box))  # nothing new: the file is not read again
+    assert f"{box}: all {len(messages)} messages imported before" in again.output
+    assert "read 0, new tickets 0" in again.output
+    assert f"skipped {len(messages)} already imported" in again.output
+    restarted = run("import", "--restart", str(box))
+    assert f"read {len(messages)}, new tickets 0" in restarted.output
+    assert f"duplicates {len(messages)}" in restarted.output
 
     listed = json.loads(run("list", "--json").output)
     assert len(listed) == len(conversations)

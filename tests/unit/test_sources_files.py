@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailsupport.errors import SourceError
-from mailsupport.sources.files import ImportPlan, RawItem, plan_import
+from mailsupport.sources.files import ImportPlan, MboxFile, RawItem, checksum, plan_import
 
 MSG_A = b"From: alice@example.com\nSubject: one\nMessage-ID: <a@x>\n\nHello\n"
 MSG_B = b"From: bob@example.com\nSubject: two\nMessage-ID: <b@x>\n\nBody of two\n"
@@ -442,3 +442,59 @@ def test_a_message_moved_from_new_to_cur_during_import_is_still_read(tmp_path: P
     [item] = list(plan)
     assert item.raw == raw
     assert item.origin.endswith("cur/1700000000.M1P2.host:2,S")
+
+
+# --- reading an mbox from where an earlier import stopped --------------------------------------
+
+
+def three_message_mbox(path: Path, prefix: bytes = b"") -> Path:
+    return write(
+        path,
+        prefix
+        + b"From alice@example.com Mon Jan  1 00:00:00 2024\n"
+        + MSG_A
+        + b"\nFrom bob@example.com Tue Feb 13 14:15:16 2024\n"
+        + MSG_B
+        + b"\nFrom c@example.com Wed Mar  6 07:08:09 2024\n"
+        + MSG_C,
+    )
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\xef\xbb\xbf\n\n"], ids=["plain", "bom-and-blanks"])
+def test_an_mbox_read_from_the_end_of_any_message_goes_on_with_the_next(
+    tmp_path: Path, prefix: bytes
+) -> None:
+    box = three_message_mbox(tmp_path / "box.mbox", prefix)
+    (source,) = plan_import([box]).sources
+    assert isinstance(source, MboxFile)
+    whole = list(source.messages())
+    assert [i.number for i in whole] == [1, 2, 3]
+    assert whole[-1].end == box.stat().st_size
+    data = box.read_bytes()
+    for done, item in enumerate(whole, 1):
+        assert data[item.end :].startswith(b"From ") or item.end == len(data)
+        assert list(source.messages(item.end, item.number)) == whole[done:]
+        assert checksum(box, item.end) is not None
+
+
+def test_the_checksum_holds_for_appended_mail_and_fails_for_an_edited_or_short_file(
+    tmp_path: Path,
+) -> None:
+    box = three_message_mbox(tmp_path / "box.mbox")
+    (source,) = plan_import([box]).sources
+    assert isinstance(source, MboxFile)
+    first, second, _ = source.messages()
+    before = checksum(box, second.end)
+    assert before is not None and checksum(box, second.end) == before
+    assert checksum(box, first.end) != before
+
+    with box.open("ab") as f:  # appended, with the blank line the last message lacked
+        f.write(b"\nFrom d@example.com Thu Mar  7 07:08:09 2024\n" + MSG_A)
+    assert checksum(box, second.end) == before
+    assert checksum(box, box.stat().st_size - len(MSG_A)) is None  # inside a message
+
+    edited = box.read_bytes().replace(b"Hello", b"Hullo")  # the same length, before the offset
+    box.write_bytes(edited)
+    assert checksum(box, second.end) not in (before, None)
+    box.write_bytes(edited[: second.end - 1])
+    assert checksum(box, second.end) is None
