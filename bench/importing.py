@@ -29,7 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.intake import fresh_database
+from bench.intake import PG_SERVER, fresh_database, pg_admin
 from bench.maildir import SEED
 from bench.mailgen import MAILGEN_VERSION, SLOT, START, generate
 from bench.measure import mailsupport_env, run
@@ -63,6 +63,19 @@ def cached_mbox(cache_dir: Path, count: int, log: Callable[[str], None] = print)
     partial.rename(path)
     log(f"written in {time.monotonic() - started:.0f} s, {path.stat().st_size / 2**20:,.0f} MiB")
     return path
+
+
+# A database of its own: the intake benchmark drops and creates bench_intake for each run,
+# and one running at the same time must not pull this one's away.
+PG_DB = "bench_import"
+
+
+def fresh_store(backend: str, work: Path) -> str:
+    """A database URL for one run: a new SQLite file, or PG_DB dropped and created."""
+    if backend == "sqlite":
+        return fresh_database(backend, work)
+    pg_admin([f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)", f"CREATE DATABASE {PG_DB}"])
+    return f"{PG_SERVER}/{PG_DB}"
 
 
 def import_env(url: str, work: Path, cache_dir: Path) -> dict[str, str]:
@@ -100,7 +113,7 @@ def import_mbox(
     argv = [sys.executable, "-m", "mailsupport", "import", "--no-progress", str(mbox)]
     with tempfile.TemporaryDirectory(prefix="mailsupport-import-") as tmp:
         work = Path(tmp)
-        url = fresh_database(backend, work)
+        url = fresh_store(backend, work)
         env = import_env(url, work, cache_dir)
         whole = run(argv, env, work).check()
         load = os.getloadavg()[0]  # other work on the machine slows the import down
@@ -114,7 +127,7 @@ def import_mbox(
         again = run(argv, env, work).check()
         log(f"  again: {again.wall:.1f} s; {_summary(again.stdout)}")
 
-        url = fresh_database(backend, work)
+        url = fresh_store(backend, work)
         env = import_env(url, work, cache_dir)
         stopped_at = _stop_halfway(argv, env, work, url, count)
         resumed = run(argv, env, work).check()
