@@ -37,6 +37,7 @@ from mailsupport.store.tickets import (
     set_role,
     ticket_by_number,
 )
+from mailsupport.team import check_line
 from mailsupport.ticketmail import FilePart, Outgoing, parent_of
 
 TAG_MAX = 64
@@ -52,7 +53,7 @@ def ticket(session: Session, number: int) -> Ticket:
     return found
 
 
-def _event(
+def record(
     session: Session, t: Ticket, action: str, detail: str, agent: str, now: datetime
 ) -> None:
     assert t.id is not None
@@ -64,7 +65,7 @@ def _event(
 def _set_status(session: Session, t: Ticket, status: str, agent: str, now: datetime) -> None:
     if t.status == status:
         return
-    _event(session, t, "status", f"{t.status} -> {status}", agent, now)
+    record(session, t, "status", f"{t.status} -> {status}", agent, now)
     t.status = status
     t.closed_at = now if status == "closed" else None
 
@@ -245,7 +246,7 @@ def reply(
     if t.first_response_at is None:  # the SLA's first response: a person answered
         t.first_response_at = now
     who = ", ".join(a.address for a in (*chosen.to, *chosen.cc))
-    _event(session, t, "replied", f"to {who} as <{composed.message_id}>", agent, now)
+    record(session, t, "replied", f"to {who} as <{composed.message_id}>", agent, now)
     after = status or status_after_reply(t, outgoing.settings_of(t).reply_status)
     _set_status(session, t, after, agent, now)
     return composed, item_id
@@ -314,7 +315,7 @@ def change_cc(
             added.append(person.key)
     if added or removed:
         detail = " ".join([*(f"+{a}" for a in added), *(f"-{a}" for a in removed)])
-        _event(session, t, "cc", detail, agent, now)
+        record(session, t, "cc", detail, agent, now)
     people = participants(session, t)
 
     def having(role: str) -> tuple[Address, ...]:
@@ -342,12 +343,12 @@ def note(session: Session, t: Ticket, text: str, *, agent: str, now: datetime) -
         created_at=now,
     )
     session.add(row)
-    _event(session, t, "note", _first_line(text), agent, now)
+    record(session, t, "note", first_line(text), agent, now)
     session.flush()
     return row
 
 
-def _first_line(text: str, limit: int = 80) -> str:
+def first_line(text: str, limit: int = 80) -> str:
     line = next((x.strip() for x in text.splitlines() if x.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
@@ -444,7 +445,7 @@ def assign(session: Session, t: Ticket, assignee: str | None, *, agent: str, now
             else f"ticket #{t.number} is not assigned to anyone"
         )
     before = t.assignee or "nobody"
-    _event(session, t, "assigned", f"{before} -> {assignee or 'nobody'}", agent, now)
+    record(session, t, "assigned", f"{before} -> {assignee or 'nobody'}", agent, now)
     t.assignee = assignee
 
 
@@ -463,13 +464,10 @@ def set_priority(
         raise UsageError(f"unknown priority {level!r}: use one of {', '.join(PRIORITIES)}")
     if level == t.priority:
         raise RefusedError(f"ticket #{t.number} has priority {level} already")
-    _event(session, t, "priority", f"{t.priority} -> {level}", agent, now)
+    record(session, t, "priority", f"{t.priority} -> {level}", agent, now)
     t.priority = level
     if practice is not None and not t.automatic:  # automatic mail is never due
         practice.set_due_times(t)
-
-
-MAX_LINE = 9
 
 
 def escalate(
@@ -485,13 +483,12 @@ def escalate(
     """Move the ticket to another line (the next one by default) and tell that line's team
     address when one is set. Returns what happened to the notice and its outbox item's id."""
     line = to_line if to_line is not None else t.line + 1
-    if not 1 <= line <= MAX_LINE:
-        raise UsageError(f"line {line} does not exist: lines are 1 to {MAX_LINE}")
+    check_line(line)
     if line == t.line:
         raise RefusedError(f"ticket #{t.number} is on line {line} already")
     why = " ".join(reason.split())
     what = "escalated" if line > t.line else "returned"
-    _event(session, t, what, f"line {t.line} -> {line}" + (f": {why}" if why else ""), agent, now)
+    record(session, t, what, f"line {t.line} -> {line}" + (f": {why}" if why else ""), agent, now)
     t.line = line
     team = outgoing.settings.team_addresses.get(line)
     if not team:
@@ -563,7 +560,7 @@ def change_tags(
             session.delete(row)
     if added or removed:
         detail = " ".join([*(f"+{x}" for x in added), *(f"-{x}" for x in removed)])
-        _event(session, t, "tags", detail, agent, now)
+        record(session, t, "tags", detail, agent, now)
     session.flush()
     return sorted((current | set(added)) - set(removed))
 

@@ -81,11 +81,11 @@ class AgentMail:
         """The agent's answer or forward, acted on; None when `message` is neither (or its
         sender no agent), for the pipeline to file as any mail."""
         sender = message.from_
-        if sender is None or message.sender_doubt or is_automated(message):
-            return None  # an agent's out-of-office answering a notification is no answer
-        agent = self.roster.by_address(session, sender.address)
-        if agent is None:
+        if sender is None or message.sender_doubt:
             return None
+        agent = self.roster.by_address(session, sender.address)
+        if agent is None or is_automated(message):
+            return None  # an agent's out-of-office answering a notification is no answer
         number = self._answered(message, agent)
         if number is not None:
             ticket = db.ticket_by_number(session, number)
@@ -215,10 +215,7 @@ class AgentMail:
         }
         parts = [Attachment(name, kind, data) for name, kind, data in files]
         db.store_message(session, values, parts, self.outgoing.files, [message.message_id])
-        first = next((x.strip() for x in text.splitlines() if x.strip()), "(attachments)")
-        db.record_event(session, ticket.id, "note", first[:80], now, actor=agent.name)
-        ticket.updated_at = max(ticket.updated_at, now)
-        session.add(ticket)
+        actions.record(session, ticket, "note", actions.first_line(values["text"]), agent.name, now)
 
     # -- forwards --------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from mailsupport.store.models import Agent, Notification
 if TYPE_CHECKING:
     from mailsupport.store.db import Store
 
-from mailsupport.team import AGENT_NAME, MAX_LINE, NotifyMode, parse_notify, registered_name
+from mailsupport.team import AGENT_NAME, NotifyMode, check_line, parse_notify, registered_name
 
 ROSTER_SECONDS = 10.0  # how long intake trusts its copy of the registry
 
@@ -95,8 +95,8 @@ def _checked_queues(queues: Sequence[str]) -> list[str]:
 
 
 def _checked_line(line: int | None) -> int | None:
-    if line is not None and not 1 <= line <= MAX_LINE:
-        raise UsageError(f"line {line} does not exist: lines are 1 to {MAX_LINE}")
+    if line is not None:
+        check_line(line)
     return line
 
 

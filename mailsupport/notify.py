@@ -113,6 +113,10 @@ class Notifier:
         self.settings = outgoing.settings
         self.roster = roster  # intake's cached registry; None: read it each time
 
+    def agents(self, session: Session) -> list[Known]:
+        """The registered agents (intake's cached copy when it has one)."""
+        return self.roster.agents(session) if self.roster else known_agents(session)
+
     def tell(
         self,
         session: Session,
@@ -128,7 +132,7 @@ class Notifier:
         for tickets automatic mail opened, spam, or closed ones: they are nobody's work."""
         if ticket.automatic or ticket.status in ("spam", "closed") or ticket.merged_into_id:
             return 0  # nobody's work (a rule may have closed a new ticket at once)
-        agents = self.roster.agents(session) if self.roster else known_agents(session)
+        agents = self.agents(session)
         if not agents:
             return 0
         told = 0

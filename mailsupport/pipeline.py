@@ -365,7 +365,8 @@ class Pipeline:
             db.set_ack(session, message_pk, result.decision, result.to)
             ack = result.decision
             backlog = bool(item.no_ack_reason) and not item.forwarded_by
-            if item.live and not backlog and not is_automated(message):  # people's new mail
+            people = item.live and not backlog and self.notifier.agents(session)
+            if people and not is_automated(message):  # news of a person's mail, for someone
                 self.notifier.tell(
                     session, ticket, NOTIFY_NEW if kind == NEW else NOTIFY_ANSWER,
                     now=now, message_pk=message_pk, by=item.forwarded_by,

@@ -52,6 +52,12 @@ def parse_notify(text: str) -> NotifyMode:
     return NotifyMode(DIGEST, every)
 
 
+def check_line(line: int) -> None:
+    """UsageError unless `line` is a support line (1 to MAX_LINE)."""
+    if not 1 <= line <= MAX_LINE:
+        raise UsageError(f"line {line} does not exist: lines are 1 to {MAX_LINE}")
+
+
 def registered_name(name: str, names: Iterable[str]) -> str:
     """`name` as registered among `names` (ignoring case), when any agent is: an unknown one
     is a UsageError then. With no agent registered, any name goes."""
