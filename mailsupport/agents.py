@@ -83,7 +83,10 @@ def _checked_email(email: str) -> str:
 
     from mailsupport.agent import checked_address
 
-    return checked_address(*parseaddr(email.strip()), "the agent's address").key
+    try:
+        return checked_address(*parseaddr(email.strip()), "the agent's address").key
+    except UsageError:  # name what was typed whole, not the piece parseaddr kept
+        raise UsageError(f"not an email address: {email!r} (the agent's address)") from None
 
 
 def _checked_queues(queues: Sequence[str]) -> list[str]:
