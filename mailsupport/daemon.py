@@ -337,9 +337,19 @@ class Daemon:
                 log.info("waiting for new mail in %s (%s)", self.where, how)
                 announced = True
             if use_idle:
+                if self._grew_meanwhile(client):
+                    continue  # mail came during the pass or the tasks: take it, then IDLE
                 self._idle(client, min(every, IDLE_REISSUE_SECONDS))
             else:
                 self._pause(every)
+
+    def _grew_meanwhile(self, client: IMAPClient) -> bool:
+        """Whether the folder grew since the pass looked (NOOP hands over the pending
+        EXISTS). Not every server reports, when IDLE starts, mail that came before it:
+        without this, such mail would wait for the next poll."""
+        with server_errors(self.settings):
+            _, responses = client.noop()
+        return any(_new_mail(r) for r in responses)
 
     def _idle(self, client: IMAPClient, seconds: float) -> None:
         """Wait in IDLE until new mail arrives, `seconds` pass, or a stop is requested."""
