@@ -40,7 +40,7 @@ from mailsupport.compose import ComposeError, ThreadParent
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address, Inbound
-from mailsupport.store import MAILED_ROLES
+from mailsupport.store import MAILED_ROLES, direct
 from mailsupport.store.models import Message, Participant, Ticket
 from mailsupport.templating import TemplateError, check_templates, choose_language
 from mailsupport.ticketmail import Outgoing
@@ -58,6 +58,10 @@ class AckOutcome:
     decision: str  # recorded on the incoming message
     to: str | None = None  # lowercased address the acknowledgement went to
     message_id: str | None = None  # of the acknowledgement
+    # Whose mail (and which domain's) was acknowledged, recorded with the decision for the
+    # next counts (ACK_LIMIT per From address, ACK_DOMAIN_LIMIT).
+    sender: str | None = None
+    domain: str | None = None
 
 
 class Acknowledger:
@@ -124,8 +128,8 @@ class Acknowledger:
             # filed all the same, and the reason is on it for the agent to see.
             log.error("ticket #%s: no acknowledgement: %s", ticket.number, error)
             return AckOutcome(f"no acknowledgement: could not compose it: {error}")
-        self._record_sender(session, message)
-        return outcome
+        sender = message.from_.key if message.from_ is not None else None
+        return replace(outcome, sender=sender, domain=sender_domain(message) or None)
 
     def _context(
         self,
@@ -169,25 +173,14 @@ class Acknowledger:
         # recorded on messages by statements too (store.tickets.set_ack).
         since = now - timedelta(seconds=self.settings.ack_window)
         values = {"to": to, "sender": sender, "domain": domain, "since": since}
-        row = session.connection().execute(_acks_since(), values).one()
+        [row] = direct.rows(session, _acks_since(), values)
         return int(row[0]), int(row[1]), int(row[2])
 
     @staticmethod
     def _known(session: Session, address: str) -> bool:
         """Whether `address` takes part in a ticket an agent has answered. Having written to
         us before is not enough: the stranger's first mail would make them known."""
-        found = session.connection().execute(_known_sender(), {"address": address}).first()
-        return found is not None
-
-    @staticmethod
-    def _record_sender(session: Session, message: Inbound) -> None:
-        """Note whose mail (and which domain's) was acknowledged, for the next counts."""
-        values = {
-            "b_id": message.message_id,
-            "b_from": message.from_.key if message.from_ is not None else None,
-            "b_domain": sender_domain(message) or None,
-        }
-        session.connection().execute(_set_sender(), values)
+        return direct.scalar(session, _known_sender(), {"address": address}) is not None
 
     def _send(
         self, session: Session, message: Inbound, ticket: Ticket, to: Address, now: datetime
@@ -283,18 +276,8 @@ def _known_sender() -> sa.Select[tuple[int]]:
         .select_from(people.join(tickets, tickets.c.id == people.c.ticket_id))
         .where(
             people.c.address == sa.bindparam("address"),
-            people.c.role.in_(MAILED_ROLES),  # not an address only seen in a later Cc
+            sa.or_(*(people.c.role == role for role in MAILED_ROLES)),  # not one seen in a Cc
             tickets.c.first_response_at.is_not(None),
         )
         .limit(1)
-    )
-
-
-@functools.cache
-def _set_sender() -> sa.Update:
-    table = Message.__table__  # type: ignore[attr-defined]
-    return (
-        sa.update(table)
-        .where(table.c.message_id == sa.bindparam("b_id"), table.c.direction == "in")
-        .values(ack_from=sa.bindparam("b_from"), ack_domain=sa.bindparam("b_domain"))
     )

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import exc
 from sqlmodel import Session
 
+from mailsupport import joining
 from mailsupport.acks import Acknowledger
 from mailsupport.agentmail import AgentMail, FileOriginal
 from mailsupport.agents import Roster
 from mailsupport.automated import is_automated, is_bounce
 from mailsupport.config import Settings
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
-from mailsupport.mail import Address, Inbound
+from mailsupport.mail import Inbound
 from mailsupport.mailboxes import Mailboxes, load_mailboxes
 from mailsupport.notify import ANSWER as NOTIFY_ANSWER
 from mailsupport.notify import NEW as NOTIFY_NEW
@@ -25,14 +27,12 @@ from mailsupport.notify import Notifier
 from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_safely
 from mailsupport.practice import Dropped, Practice
 from mailsupport.signing import is_our_message_id
-from mailsupport.store import CC, REQUESTER, SEEN
 from mailsupport.store import tickets as db
 from mailsupport.store.attachments import attachment_store
 from mailsupport.store.bounces import find_bounced, record_bounce
 from mailsupport.store.db import Store, translate_db_error
 from mailsupport.store.models import Ticket
 from mailsupport.threads import (
-    StrangerPolicy,
     ThreadDecision,
     decide_thread,
     find_tag,
@@ -45,6 +45,21 @@ log = logging.getLogger(__name__)
 NEW, REPLY, DUPLICATE, QUARANTINED = "new", "reply", "duplicate", "quarantined"
 # Why mail from our own address is a stranger's (in its thread reason).
 UNPROVEN_OURS = "our own address, without our signed Message-ID"
+
+
+class NeedsSavepoint(Exception):
+    """A message of a batched attempt needs the savepoint it was filed without (see
+    Pipeline.take): the batch is taken again one message at a time."""
+
+
+def _set_aside_when_careful(error: Exception) -> bool:
+    """Whether the careful path (Pipeline._failed) sets the message aside and goes on after
+    `error`, rather than stopping the batch: then a batched attempt needs the savepoint."""
+    if isinstance(error, Dropped | exc.IntegrityError):
+        return True
+    if isinstance(error, exc.DBAPIError):
+        return isinstance(translate_db_error(error), PermanentError)
+    return not isinstance(error, MailSupportError | OSError)
 
 
 def describe(counts: Counter[str]) -> str:
@@ -113,6 +128,9 @@ class Pipeline:
         self.notifier = Notifier(self.acks.outgoing, roster)
         self.agent_mail = AgentMail(self.notifier, roster)
         self.practice = Practice(settings)
+        # Batches filed without a savepoint per message (take()); False: always with one,
+        # the path a batch falls back to (tests compare the two).
+        self.batched = True
         self._own_parsers = parsers is None
         self.parsers = parsers or ParserPool(
             settings.parse_workers_or_default, settings.parse_timeout
@@ -152,22 +170,72 @@ class Pipeline:
         A TemporaryError stops the run; what was committed before it stays, the rest can be
         fed again (duplicates are recognised)."""
         totals: Counter[str] = Counter()
-        iterator = self.parse_all(items)
+        iterator = iter(self.parse_all(items))
         while True:
-            batch: list[Outcome] = []
-            with self.store.write() as session:
-                for item, parsed in iterator:
-                    batch.append(self.process(session, item, now(), parsed))
-                    if len(batch) >= batch_size:
-                        break
-                if on_batch is not None and batch:
-                    on_batch(session, item)
-            totals.update(outcome.kind for outcome in batch)
+            outcomes = self._run_batch(iterator, batch_size, now, on_batch)
+            totals.update(outcome.kind for outcome in outcomes)
             if on_each is not None:
-                for outcome in batch:
+                for outcome in outcomes:
                     on_each(outcome)
-            if len(batch) < batch_size:
+            if len(outcomes) < batch_size:
                 return totals
+
+    def _run_batch(
+        self,
+        parsed: Iterator[tuple[Incoming, Parsed | None]],
+        size: int,
+        now: Callable[[], datetime],
+        on_batch: Callable[[Session, Incoming], None] | None,
+    ) -> list[Outcome]:
+        """take() the next `size` messages of run()'s."""
+        taken: list[Incoming] = []
+
+        def batch() -> Iterator[tuple[Incoming, Parsed | None]]:
+            for item, parse in itertools.islice(parsed, size):
+                taken.append(item)
+                yield item, parse
+
+        def finish(session: Session, outcomes: list[Outcome]) -> None:
+            if on_batch is not None and taken:
+                on_batch(session, taken[-1])
+
+        return self.take(batch(), now, finish)
+
+    def take(
+        self,
+        messages: Iterator[tuple[Incoming, Parsed | None]],
+        now: Callable[[], datetime],
+        finish: Callable[[Session, list[Outcome]], None],
+    ) -> list[Outcome]:
+        """File `messages` (each with its parse) in one transaction, in which `finish` then
+        records what the source needs to (where it got to). Returns their outcomes in order.
+
+        Batched: no message gets a savepoint of its own (two statements each, and on
+        PostgreSQL two round trips). When one needs it after all (it cannot be stored, a
+        rule drops it: what its savepoint would have taken back), the transaction is rolled
+        back and the same messages are filed again one at a time, each in a savepoint, as
+        `self.batched = False` does from the start: the outcome is the same either way."""
+        seen: list[tuple[Incoming, Parsed | None]] = []
+
+        def replayed() -> Iterator[tuple[Incoming, Parsed | None]]:
+            yield from seen  # what the first attempt took, then the rest
+            for pair in messages:
+                seen.append(pair)
+                yield pair
+
+        careful = not self.batched
+        while True:
+            try:
+                with self.store.write() as session:
+                    outcomes = [
+                        self.process(session, item, now(), parsed, careful=careful)
+                        for item, parsed in replayed()
+                    ]
+                    finish(session, outcomes)
+                return outcomes
+            except NeedsSavepoint as need:
+                log.info("batch taken again one message at a time: %s", need)
+                careful = True
 
     def ingest(self, item: Incoming, now: datetime) -> Outcome:
         """One message in its own transaction (MTA pipe delivery)."""
@@ -193,10 +261,19 @@ class Pipeline:
     # -- the steps ----------------------------------------------------------------------------
 
     def process(
-        self, session: Session, item: Incoming, now: datetime, parsed: Parsed | None = None
+        self,
+        session: Session,
+        item: Incoming,
+        now: datetime,
+        parsed: Parsed | None = None,
+        *,
+        careful: bool = True,
     ) -> Outcome:
         """One message, in the caller's transaction. `parsed` is its parse from parse_all();
-        without it the message is parsed here, in this process."""
+        without it the message is parsed here, in this process. Careful: filed in a
+        savepoint, which takes back what it did when it fails; not careful (take()'s batched
+        attempt): without one, and NeedsSavepoint is raised where the savepoint would have
+        been needed."""
         raw, fresh = db.save_raw(session, item.raw, item.origin, now)  # 1. keep the bytes
         limit = self.settings.max_message_bytes
         if raw.size > limit:  # 2. too large to process, never truncated
@@ -214,35 +291,19 @@ class Pipeline:
                 db.release_quarantine(session, raw)
             log.info("duplicate <%s> skipped", message.message_id)
             return Outcome(DUPLICATE, message_id=message.message_id)
+        created = db.created_tickets(session)
         try:  # 5. thread and store; a failure here must not block the messages behind it
-            with session.begin_nested():
+            if careful:
+                with session.begin_nested():
+                    outcome = self._file(session, message, raw, item, now)
+            else:
                 outcome = self._file(session, message, raw, item, now)
-        except Dropped as dropped:  # the savepoint took back the ticket
-            return self._set_aside(session, raw, item.origin, str(dropped), now)
-        except exc.IntegrityError:
-            # Another process stored this message (or indexed its references) at the same time.
-            if db.message_exists(session, message.message_id):
-                return Outcome(DUPLICATE, message_id=message.message_id)
-            raise TemporaryError(
-                f"conflict while storing <{message.message_id}>; try again"
-            ) from None
-        except exc.DBAPIError as error:
-            refused = translate_db_error(error)
-            if not isinstance(refused, PermanentError):
-                raise  # temporary trouble with the database: the caller retries later
-            # The database refuses this message's data for good (a limit, a value it cannot
-            # hold): set it aside like any message we cannot take, and go on.
-            log.error("cannot store <%s>: %s", message.message_id, refused)
-            return self._set_aside(
-                session, raw, item.origin, f"the database refused it: {refused}", now
-            )
-        except (MailSupportError, OSError):
-            raise  # temporary trouble with the disk, or one we name: the caller retries later
-        except Exception as error:  # a bug on odd input: quarantine it, keep going
-            log.exception("cannot store <%s>", message.message_id)
-            return self._set_aside(
-                session, raw, item.origin, f"internal error: {type(error).__name__}: {error}", now
-            )
+                session.flush()  # what the end of its savepoint would write: the ticket
+        except Exception as error:
+            if not careful and _set_aside_when_careful(error):
+                raise NeedsSavepoint(f"<{message.message_id}>: {error!r}") from None
+            db.forget_created(session, created)  # the savepoint took them back
+            return self._failed(session, message, raw, item, error, now)
         if not fresh:  # stored after all: out of the quarantine
             db.release_quarantine(session, raw)
         log.info(
@@ -251,6 +312,45 @@ class Pipeline:
             f"; {outcome.ack}" if outcome.ack else "",
         )  # fmt: skip
         return outcome
+
+    def _failed(
+        self,
+        session: Session,
+        message: Inbound,
+        raw: db.StoredRaw,
+        item: Incoming,
+        error: Exception,
+        now: datetime,
+    ) -> Outcome:
+        """A message whose filing failed, its savepoint rolled back: what a rule dropped, a
+        value the database refuses for good, or a bug on odd input is set aside and the batch
+        goes on; temporary trouble (the database, the disk, one we name) stops the batch, to
+        be retried later."""
+        if isinstance(error, Dropped):
+            return self._set_aside(session, raw, item.origin, str(error), now)
+        if isinstance(error, exc.IntegrityError):
+            # Another process stored this message (or indexed its references) at the same time.
+            if db.message_exists(session, message.message_id):
+                return Outcome(DUPLICATE, message_id=message.message_id)
+            raise TemporaryError(
+                f"conflict while storing <{message.message_id}>; try again"
+            ) from None
+        if isinstance(error, exc.DBAPIError):
+            refused = translate_db_error(error)
+            if not isinstance(refused, PermanentError):
+                raise error
+            # The database refuses this message's data for good (a limit, a value it cannot
+            # hold): set it aside like any message we cannot take, and go on.
+            log.error("cannot store <%s>: %s", message.message_id, refused)
+            return self._set_aside(
+                session, raw, item.origin, f"the database refused it: {refused}", now
+            )
+        if isinstance(error, MailSupportError | OSError):
+            raise error
+        log.error("cannot store <%s>", message.message_id, exc_info=error)
+        return self._set_aside(
+            session, raw, item.origin, f"internal error: {type(error).__name__}: {error}", now
+        )
 
     def _set_aside(
         self, session: Session, raw: db.StoredRaw, origin: str, error: str, now: datetime
@@ -284,7 +384,7 @@ class Pipeline:
             decision = replace(decision, reason=f"{decision.reason}; a stranger: {doubt}")
 
         title = normalize_subject(message.subject, settings.tag_pattern) or "(no subject)"
-        customer = None if doubt else self._customer(message, outgoing)
+        customer = None if doubt else joining.customer_of(message, outgoing, settings.our_addresses)
         old = self._closed_long_ago(session, decision, message, outgoing, now)
         if old is not None:  # a new conversation about an old, long closed one
             ticket = db.create_ticket(session, title, customer, at)
@@ -300,14 +400,16 @@ class Pipeline:
             self._place(ticket, message, item, outgoing)
             db.record_event(session, ticket.id, "created", decision.reason, now)  # type: ignore[arg-type]
             if decision.follows_id is not None:  # it refers to a ticket it may not join
-                self._link(session, ticket, decision, now)
+                joining.follow(session, ticket, decision, now)
             kind = NEW
         else:
             ticket = session.get(Ticket, decision.ticket_id)  # type: ignore[assignment]
             if decision.merge_ids:
-                decision = self._merge(session, ticket, decision, now, settings.stranger_replies)
+                decision = joining.merge_same_customer(
+                    session, ticket, decision, now, settings.stranger_replies
+                )
             created = ticket.created_at
-            self._join(session, ticket, message, title, customer, at, outgoing, now)
+            joining.join(session, ticket, message, title, customer, at, outgoing, now)
             if ticket.created_at != created and ticket.resolution_due is not None:
                 self.practice.set_due_times(ticket)  # an earlier message arrived late
             kind = REPLY
@@ -343,10 +445,17 @@ class Pipeline:
         }
         message_pk = db.store_message(
             session, values, message.attachments, self.files, [message.message_id, *references],
-            counts=not bounce,
+            counts=not bounce, ticket=ticket,
         )  # fmt: skip
         if not bounce:  # MAILER-DAEMON is nobody to write to
-            people = self._people(message, ticket, kind == NEW, outgoing, trusted=not doubt)
+            people = joining.people_of(
+                message,
+                ticket,
+                kind == NEW,
+                outgoing,
+                trusted=not doubt,
+                ours=settings.our_addresses,
+            )
             limit = settings.max_participants
             db.add_participants(session, ticket, people[:limit], now)
             if len(people) > limit:
@@ -362,7 +471,9 @@ class Pipeline:
             result = self.acks.acknowledge(
                 session, message, ticket, new_ticket=kind == NEW, source_reason=no_ack, now=now
             )
-            db.set_ack(session, message_pk, result.decision, result.to)
+            db.set_ack(
+                session, message_pk, result.decision, result.to, result.sender, result.domain
+            )
             ack = result.decision
             backlog = bool(item.no_ack_reason) and not item.forwarded_by
             people = item.live and not backlog and self.notifier.agents(session)
@@ -408,43 +519,6 @@ class Pipeline:
         if item.sent or self._signed_by_us(message.message_id):
             return True, ""
         return False, f"From {sender.address}, {UNPROVEN_OURS}"
-
-    @staticmethod
-    def _merge(
-        session: Session,
-        ticket: Ticket,
-        decision: ThreadDecision,
-        now: datetime,
-        policy: StrangerPolicy,
-    ) -> ThreadDecision:
-        """Merge the other tickets the message shows to be this conversation, but only those
-        of the same customer: one message must never make one customer's conversation
-        another's. Under STRANGER_REPLIES=join (an open mailing list, where anyone answers
-        anyone) the references decide alone, as the policy says."""
-        others = [t for t in (session.get(Ticket, i) for i in decision.merge_ids) if t]
-        same = [t for t in others if policy == "join" or t.requester == ticket.requester]
-        kept = [t for t in others if t not in same]
-        if same:
-            db.merge_tickets(session, ticket, same, decision.reason, now)
-        if not kept:
-            return decision
-        numbers = ", ".join(f"#{t.number}" for t in kept)
-        note = f"; not merged with {numbers}: another customer's ticket"
-        return replace(
-            decision, merge_ids=tuple(t.id for t in same if t.id), reason=decision.reason + note
-        )
-
-    @staticmethod
-    def _link(session: Session, ticket: Ticket, decision: ThreadDecision, now: datetime) -> None:
-        """Make the new ticket follow the one its sender referred to, on both sides, so the
-        agents of the old ticket see it and `show` names it."""
-        old = db.follow_merges(session, session.get(Ticket, decision.follows_id))
-        if old is None or old.id == ticket.id:
-            return
-        ticket.follows_id = old.id
-        session.add(ticket)
-        detail = f"#{ticket.number} refers to it, from a sender who is not a participant"
-        db.record_event(session, old.id, "followed", detail, now)  # type: ignore[arg-type]
 
     def _closed_long_ago(
         self,
@@ -514,59 +588,3 @@ class Pipeline:
             return False  # without an address we never sent any mail
         key = self.acks.outgoing.key()
         return any(is_our_message_id(message_id, key, domain) for domain in domains)
-
-    def _customer(self, message: Inbound, outgoing: bool) -> Address | None:
-        """Who the ticket is for: the sender, or for our own mail its first outside recipient."""
-        if not outgoing:
-            return message.from_
-        ours = self.settings.our_addresses
-        return next((a for a in (*message.to, *message.cc) if a.key not in ours), None)
-
-    def _people(
-        self, message: Inbound, ticket: Ticket, new: bool, outgoing: bool, *, trusted: bool
-    ) -> list[tuple[Address, str]]:
-        """The message's people and their roles on the ticket. Whom the customer's first
-        message (or our own mail) names are mailed with replies from then on; whom later mail
-        brings in is recorded as seen, mailed once an agent adds them. (The caller adds at
-        most MAX_PARTICIPANTS of them.)"""
-        ours = self.settings.our_addresses
-        chosen = outgoing or (new and trusted)
-        sender = [message.from_] if message.from_ is not None and trusted else []
-        everyone = [a for a in (*sender, *message.to, *message.cc) if a.key not in ours]
-        people: dict[str, Address] = {}
-        for person in everyone:
-            people.setdefault(person.key, person)
-        return [
-            (a, REQUESTER if a.key == ticket.requester else CC if chosen else SEEN)
-            for a in people.values()
-        ]
-
-    @staticmethod
-    def _join(
-        session: Session,
-        ticket: Ticket,
-        message: Inbound,
-        title: str,
-        customer: Address | None,
-        at: datetime,
-        outgoing: bool,
-        now: datetime,
-    ) -> None:
-        """Update a ticket that a message joins."""
-        assert ticket.id is not None
-        if at < ticket.created_at:
-            # An older message arrived late (a parent after its reply): the earliest message
-            # of the conversation names the ticket and its customer.
-            ticket.created_at = at
-            ticket.subject = title
-            if customer is not None:
-                ticket.requester, ticket.requester_name = customer.key, customer.name
-        ticket.updated_at = max(ticket.updated_at, at)
-        # A person writing reopens; an out-of-office answer to our closing notice does not.
-        reopen = not outgoing and ticket.status in ("pending", "closed")
-        if reopen and not is_automated(message):
-            if ticket.status == "closed":
-                ticket.closed_at = None
-                db.record_event(session, ticket.id, "reopened", "the customer wrote again", now)
-            ticket.status = "open"
-        session.add(ticket)

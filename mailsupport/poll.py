@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from imapclient import IMAPClient
+from sqlmodel import Session
 
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, MailSupportError
@@ -34,7 +35,7 @@ from mailsupport.imapconn import connect, disconnect, server_errors
 from mailsupport.locks import exclusive, folder_lock
 from mailsupport.logs import in_mailbox
 from mailsupport.mailboxes import Mailbox, Mailboxes
-from mailsupport.parsing.workers import ParserPool, SharedParserPool
+from mailsupport.parsing.workers import Parsed, ParserPool, SharedParserPool
 from mailsupport.pipeline import QUARANTINED, Incoming, Outcome, Pipeline
 from mailsupport.sources.imap import Fetched, ImapFolderSource
 from mailsupport.sources.uids import history_search, start_from, widest
@@ -161,22 +162,28 @@ class FolderPoller:
         )
         # The worker processes parse ahead while this one stores.
         parsed = self.pipeline.parse_all(item for _, item in items if item is not None)
-        outcomes = []
         taken = 0  # the highest UID dealt with; a stop leaves the rest for the next pass
-        with contextlib.closing(parsed), self.store.write() as session:
+        filed: list[int] = []  # the UIDs of the messages handed to the pipeline, in order
+
+        def messages() -> Iterator[tuple[Incoming, Parsed | None]]:
+            nonlocal taken
             for uid, incoming in items:
                 if should_stop():
-                    break  # finish the message in hand, not the whole batch
+                    return  # finish the message in hand, not the whole batch
                 taken = uid
-                if incoming is None:
-                    continue
-                item, parse = next(parsed)
-                outcome = self.pipeline.process(session, item, now(), parse)
-                outcomes.append(outcome)
-                ledgers.record_taken(session, ledger, uid, outcome.kind == QUARANTINED)
+                if incoming is not None:
+                    filed.append(uid)
+                    yield next(parsed)
+
+        def finish(session: Session, outcomes: list[Outcome]) -> None:
+            done = [(uid, o.kind == QUARANTINED) for uid, o in zip(filed, outcomes, strict=True)]
+            ledgers.record_taken(session, ledger, done)
             ledgers.advance(session, ledger, taken)
             if history:
                 ledgers.record_history(session, ledger, history)
+
+        with contextlib.closing(parsed):
+            outcomes = self.pipeline.take(messages(), now, finish)
         ledger.last_uid = max(ledger.last_uid, taken)  # committed
         if history:
             ledger.backlog_search = history

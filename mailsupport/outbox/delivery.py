@@ -192,7 +192,7 @@ def _not_behind(at: datetime) -> Any:
     )
 
 
-def _first_unclaimed(item_id: int, ticket_id: int, token: str) -> Any:
+def _first_unclaimed(item_id: Any, ticket_id: Any, token: str) -> Any:
     """Every earlier queued item of the ticket is claimed by `token` already."""
     earlier = aliased(OutboxItem)
     return sa.or_(
@@ -233,20 +233,23 @@ def _claim(
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
+        # One statement for every candidate (built once: building it per row cost more than
+        # running it, in a profile of a poll delivering thousands of acknowledgements).
+        claim = (
+            sa.update(OutboxItem)
+            .where(
+                col(OutboxItem.id) == sa.bindparam("b_item"),
+                _due(at),
+                _first_unclaimed(sa.bindparam("b_item"), sa.bindparam("b_ticket"), token),
+            )
+            .values(claimed_until=at + lease, claim_token=token)
+        )
+        connection = session.connection()
         won = []
         for item_id, ticket_id in candidates:
             # The conditions again, inside the UPDATE: only one of two racing senders
             # changes the row, and only the one that holds the ticket's earlier items.
-            result = session.execute(
-                sa.update(OutboxItem)
-                .where(
-                    col(OutboxItem.id) == item_id,
-                    _due(at),
-                    _first_unclaimed(item_id, ticket_id, token),
-                )
-                .values(claimed_until=at + lease, claim_token=token)
-                .execution_options(synchronize_session=False)
-            )
+            result = connection.execute(claim, {"b_item": item_id, "b_ticket": ticket_id})
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 won.append(item_id)
         if not won:

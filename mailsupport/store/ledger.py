@@ -7,12 +7,16 @@ Each folder also keeps why its last attempt failed, for `status`, until a pass s
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from mailsupport.store import direct
 from mailsupport.store.db import Store
 from mailsupport.store.models import ImapFolder, ImapPending
 
@@ -75,16 +79,20 @@ def _start(row: ImapFolder, begin: Start) -> None:
     row.last_uid, row.backlog_until, row.backlog_search = begin
 
 
-def record_taken(session: Session, ledger: ImapFolder, uid: int, quarantined: bool) -> None:
-    """In the transaction that stored (or quarantined) the message with `uid`."""
-    session.add(
-        ImapPending(
-            folder_id=ledger.id,  # type: ignore[arg-type]
-            uid=uid,
-            uidvalidity=ledger.uidvalidity,
-            quarantined=quarantined,
-        )
-    )
+def record_taken(session: Session, ledger: ImapFolder, taken: Sequence[tuple[int, bool]]) -> None:
+    """In the transaction that stored (or quarantined) them: the messages of these UIDs
+    (uid, quarantined) are dealt with and wait to be flagged. One statement for them all."""
+    rows = [
+        {"folder_id": ledger.id, "uid": uid, "uidvalidity": ledger.uidvalidity,
+         "quarantined": quarantined}
+        for uid, quarantined in taken
+    ]  # fmt: skip
+    direct.execute_many(session, _insert_pending(), rows)
+
+
+@functools.cache
+def _insert_pending() -> sa.Insert:
+    return sa.insert(ImapPending.__table__)  # type: ignore[attr-defined]
 
 
 def advance(session: Session, ledger: ImapFolder, taken: int) -> None:

@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, SQLModel, col, select
 
 from mailsupport.mail import Address
 from mailsupport.mail import Attachment as MailPart
-from mailsupport.store import MAILED_ROLES
+from mailsupport.store import MAILED_ROLES, direct
 from mailsupport.store.models import (
     Attachment,
     Message,
@@ -41,14 +42,13 @@ def save_raw(session: Session, raw: bytes, origin: str, now: datetime) -> tuple[
     and whether it is new (bytes never seen before cannot be in the quarantine)."""
     digest = hashlib.sha256(raw).hexdigest()
     values = {"sha256": digest, "size": len(raw), "data": raw, "origin": origin, "stored_at": now}
-    connection = session.connection()
     # Bytes seen for the first time (nearly always) take one statement; known bytes, or
     # bytes another process stores at the same moment, are looked up after it.
-    dialect = connection.dialect.name
-    new = connection.execute(_insert_raw(dialect), values).scalar()
+    dialect = session.get_bind().dialect.name
+    new = direct.scalar(session, _insert_raw(dialect), values)
     if new is not None:
         return StoredRaw(new, len(raw)), True
-    existing = connection.execute(_raw_by_digest(), {"sha256": digest}).scalar_one()
+    existing = direct.scalar(session, _raw_by_digest(), {"sha256": digest})
     return StoredRaw(existing, len(raw)), False
 
 
@@ -68,13 +68,12 @@ def insert_row(session: Session, model: type[SQLModel], values: dict[str, Any]) 
     """Insert one row without the ORM and return its id. The hot path of intake stores
     rows this way: the unit of work and the model's validation cost more than the insert
     (cProfile of intake), and nothing on that path reads the rows back as objects."""
-    return int(session.connection().execute(_insert_returning_id(model), values).scalar_one())
+    return int(direct.scalar(session, _insert_returning_id(model), values))
 
 
 def insert_rows(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
     """insert_row() for several rows at once; no ids."""
-    if rows:
-        session.connection().execute(_insert_plain(model), rows)
+    direct.execute_many(session, _insert_plain(model), rows)
 
 
 @functools.cache
@@ -108,8 +107,7 @@ def release_quarantine(session: Session, raw: StoredRaw) -> None:
 
 
 def message_exists(session: Session, message_id: str) -> bool:
-    found = session.connection().execute(_message_by_id(), {"message_id": message_id}).first()
-    return found is not None
+    return direct.scalar(session, _message_by_id(), {"message_id": message_id}) is not None
 
 
 @functools.cache
@@ -118,20 +116,20 @@ def _message_by_id() -> sa.Select[tuple[int]]:
     return sa.select(table.c.id).where(table.c.message_id == sa.bindparam("message_id"))
 
 
-def set_ack(session: Session, message_pk: int, decision: str, to: str | None) -> None:
-    """Record on an incoming message whether (and to whom) it was acknowledged."""
-    values = {"b_pk": message_pk, "b_decision": decision, "b_to": to}
-    session.connection().execute(_set_ack(), values)
-
-
-@functools.cache
-def _set_ack() -> sa.Update:
-    table = Message.__table__  # type: ignore[attr-defined]
-    return (
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("b_pk"))
-        .values(ack_decision=sa.bindparam("b_decision"), ack_to=sa.bindparam("b_to"))
-    )
+def set_ack(
+    session: Session,
+    message_pk: int,
+    decision: str,
+    to: str | None,
+    sender: str | None = None,
+    domain: str | None = None,
+) -> None:
+    """Record on an incoming message whether (and to whom) it was acknowledged, and for an
+    acknowledged one whose mail (and which domain's) it was, for the next counts."""
+    direct.set_by_id(
+        session, Message, message_pk,
+        ack_decision=decision, ack_to=to, ack_from=sender, ack_domain=domain,
+    )  # fmt: skip
 
 
 def known_refs(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
@@ -140,15 +138,17 @@ def known_refs(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
     wanted = list(dict.fromkeys(message_ids))
     if not wanted:
         return {}
-    rows = session.connection().execute(_refs_of(), {"ids": wanted}).all()
-    return {message_id: ticket_id for message_id, ticket_id in rows}
+    found: dict[str, int] = {}
+    for piece in direct.listed(wanted):
+        found.update(direct.rows(session, _refs_of(len(piece)), piece))
+    return found
 
 
 @functools.cache
-def _refs_of() -> sa.Select[tuple[str, int]]:
+def _refs_of(count: int) -> sa.Select[tuple[str, int]]:
     table = MessageRef.__table__  # type: ignore[attr-defined]
     return sa.select(table.c.message_id, table.c.ticket_id).where(
-        table.c.message_id.in_(sa.bindparam("ids", expanding=True))
+        direct.in_values(table.c.message_id, count)
     )
 
 
@@ -178,17 +178,20 @@ def participating(session: Session, ticket_ids: Iterable[int], address: str) -> 
     wanted = list(dict.fromkeys(ticket_ids))
     if not wanted or not address:
         return set()
-    values = {"ids": wanted, "address": address.lower()}
-    return set(session.connection().execute(_participating(), values).scalars())
+    found: set[int] = set()
+    for piece in direct.listed(wanted):
+        values = {**piece, "address": address.lower()}
+        found.update(row[0] for row in direct.rows(session, _participating(len(piece)), values))
+    return found
 
 
 @functools.cache
-def _participating() -> sa.Select[tuple[int]]:
+def _participating(count: int) -> sa.Select[tuple[int]]:
     table = Participant.__table__  # type: ignore[attr-defined]
     return sa.select(table.c.ticket_id).where(
-        table.c.ticket_id.in_(sa.bindparam("ids", expanding=True)),
+        direct.in_values(table.c.ticket_id, count),
         table.c.address == sa.bindparam("address"),
-        table.c.role.in_(MAILED_ROLES),  # an address only seen in Cc is no participant
+        sa.or_(*(table.c.role == role for role in MAILED_ROLES)),  # not one only seen in Cc
     )
 
 
@@ -197,13 +200,25 @@ def ticket_numbers(session: Session, ticket_ids: Iterable[int]) -> dict[int, int
     wanted = list(dict.fromkeys(ticket_ids))
     if not wanted:
         return {}
-    rows = session.exec(select(Ticket.id, Ticket.number).where(col(Ticket.id).in_(wanted))).all()
-    return {ticket_id: number for ticket_id, number in rows if ticket_id and number}
+    numbers: dict[int, int] = {}
+    for piece in direct.listed(wanted):
+        rows = direct.rows(session, _numbers_of(len(piece)), piece)
+        numbers.update((ticket_id, number) for ticket_id, number in rows if ticket_id and number)
+    return numbers
+
+
+@functools.cache
+def _numbers_of(count: int) -> sa.Select[tuple[int, int]]:
+    table = Ticket.__table__  # type: ignore[attr-defined]
+    return sa.select(table.c.id, table.c.number).where(direct.in_values(table.c.id, count))
 
 
 def create_ticket(
     session: Session, subject: str, requester: Address | None, at: datetime
 ) -> Ticket:
+    """A new ticket, in the database and in the session. Its row goes in by a statement (the
+    ORM's unit of work cost intake more than the insert); the object joins the session as
+    if loaded, so what the caller changes on it is written when the session flushes."""
     ticket = Ticket(
         subject=subject,
         requester=requester.key if requester else "",
@@ -211,10 +226,40 @@ def create_ticket(
         created_at=at,
         updated_at=at,
     )
+    values = {name: getattr(ticket, name) for name in _TICKET_COLUMNS}
+    ticket.id = int(direct.scalar(session, _insert_returning_id(Ticket), values))
+    make_transient_to_detached(ticket)
     session.add(ticket)
-    session.flush()
     ticket.number = ticket.id  # the number agents see; equal to the id, but its own column
+    session.info.setdefault(_CREATED, []).append(ticket)
     return ticket
+
+
+def created_tickets(session: Session) -> int:
+    """How many tickets create_ticket() has made in this session so far (see forget_created)."""
+    return len(session.info.get(_CREATED, ()))
+
+
+def forget_created(session: Session, since: int) -> None:
+    """Take out of the session the tickets create_ticket() made after the first `since`,
+    after a savepoint that inserted them was rolled back. (The ORM forgets the objects it
+    inserted itself; these it took for loaded rows, which would clash with a new ticket
+    given the same id.)"""
+    created = session.info.get(_CREATED, [])
+    for ticket in created[since:]:
+        if ticket in session:
+            session.expunge(ticket)
+    del created[since:]
+
+
+_CREATED = "mailsupport_created_tickets"
+
+
+_TICKET_COLUMNS = tuple(
+    column.key
+    for column in Ticket.__table__.columns  # type: ignore[attr-defined]
+    if column.key not in ("id", "number")
+)
 
 
 def index_refs(session: Session, ticket_id: int, message_ids: Iterable[str]) -> None:
@@ -231,21 +276,20 @@ def store_message(
     refs: Iterable[str],
     *,
     counts: bool = True,
+    ticket: Ticket | None = None,
 ) -> int:
     """Insert a ticket message (`values`: Message's columns) with its attachments, their
     bytes kept in `files`, and index `refs` (its own Message-ID and those it refers to) to
     its ticket, so that mail referring to any of them threads there. Incoming and our own
     mail are stored alike. The ticket's `last_writer` follows the customer's mail and an
-    agent's, unless not `counts` (a bounce). Returns the message's primary key."""
+    agent's, unless not `counts` (a bounce). `ticket`, when the caller has it loaded, takes
+    the change with its own (no statement of its own). Returns the message's primary key."""
     message_pk = insert_row(session, Message, values)
     writer = last_writer_of(values["direction"], values.get("author", "")) if counts else ""
-    if writer:
-        session.execute(
-            sa.update(Ticket)
-            .where(col(Ticket.id) == values["ticket_id"])
-            .values(last_writer=writer)
-            .execution_options(synchronize_session=False)
-        )
+    if writer and ticket is not None:
+        ticket.last_writer = writer
+    elif writer:
+        direct.set_by_id(session, Ticket, values["ticket_id"], last_writer=writer)
     rows = [
         {
             "message_pk": message_pk,
@@ -349,7 +393,7 @@ def _insert_new(session: Session, model: type[SQLModel], rows: list[dict[str, An
     if any(isinstance(pending, model) for pending in session.new):
         session.flush()  # rows of this model added as objects go first
     statement = _insert_ignoring(session.get_bind().dialect.name, model)
-    session.connection().execute(statement, rows)
+    direct.execute_many(session, statement, rows)
 
 
 @functools.cache
@@ -366,7 +410,9 @@ def _insert_ignoring(dialect: str, model: type[SQLModel]) -> sa.Insert:
 def record_event(
     session: Session, ticket_id: int, action: str, detail: str, at: datetime, actor: str = "system"
 ) -> None:
-    session.add(TicketEvent(ticket_id=ticket_id, at=at, actor=actor, action=action, detail=detail))
+    """One line of the ticket's history, written at once (by a statement, not the ORM)."""
+    values = {"ticket_id": ticket_id, "at": at, "actor": actor, "action": action, "detail": detail}
+    direct.run(session, _insert_plain(TicketEvent), values)
 
 
 def merge_tickets(

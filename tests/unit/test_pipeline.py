@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import select
 
+from mailsupport import joining
 from mailsupport.config import Settings
 from mailsupport.pipeline import Incoming, Outcome, Pipeline
 from mailsupport.store.db import Store
@@ -354,14 +355,14 @@ def test_unparseable_input_is_quarantined_and_does_not_block_the_rest(
 def test_an_internal_error_quarantines_only_that_message(
     pipeline: Pipeline, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = Pipeline._people
+    original = joining.people_of
 
-    def explode(self: Pipeline, message, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def explode(message, *args, **kwargs):  # type: ignore[no-untyped-def]
         if message.message_id == "bad@x.example.org":
             raise ValueError("simulated bug")
-        return original(self, message, *args, **kwargs)
+        return original(message, *args, **kwargs)
 
-    monkeypatch.setattr(Pipeline, "_people", explode)
+    monkeypatch.setattr(joining, "people_of", explode)
     outcomes = feed(
         pipeline,
         make_message("good1@x.example.org"),
