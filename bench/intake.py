@@ -192,6 +192,28 @@ def ceiling(cache_dir: Path, count: int, parser: str) -> dict[str, Any]:
     return result
 
 
+_PARSE_ONE = """import json, sys, time
+from mailsupport.parsing import parse
+raw = open(sys.argv[1], "rb").read()
+started = time.perf_counter()
+parse(raw)
+seconds = time.perf_counter() - started
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+print(json.dumps({"seconds": seconds, "peak_kib": int(status.split()[0])}))
+"""
+
+
+def parse_alone(path: Path) -> dict[str, float]:
+    """A process that only reads the message file `path` and parses it once: its peak RSS
+    (the parse's own memory, with no poll around it; its own VmHWM, since wait4's maxrss
+    counts what the forked child shared with this process before exec) and the parse's
+    seconds."""
+    argv = [sys.executable, "-c", _PARSE_ONE, str(path)]
+    done = run(argv, dict(os.environ, PYTHONPATH=str(ROOT))).check()
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"parse_alone_mib": found["peak_kib"] / 1024, "parse_alone_seconds": found["seconds"]}
+
+
 @contextlib.contextmanager
 def imap_server() -> Any:
     with dovecot() as server:

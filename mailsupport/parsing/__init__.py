@@ -13,10 +13,12 @@ is not a message at all (empty, no header block, binary), or built to make parsi
 PermanentError.
 
 The modules, in the order a message meets them: `message` (the whole message and `parse`),
-`mimetree` (bytes -> a bounded stdlib tree), `walk` (bodies and attachments), `parts` (one
-part's parameters and content), `filenames`, `headers`, `charsets`, `msgids`, `addresses`,
-`dates`. `workers` parses in forked processes with a time limit; it is not imported here,
-so that importing this package starts no multiprocessing machinery.
+`mimetree` (bytes -> a bounded stdlib tree), `streaming` (the same tree for large messages,
+base64 and quoted-printable parts decoded as they are read), `walk` (bodies and
+attachments), `parts` (one part's parameters and content), `filenames`, `headers`,
+`charsets`, `msgids`, `addresses`, `dates`. `workers` parses in forked processes with a
+time limit; it is not imported here, so that importing this package starts no
+multiprocessing machinery.
 """
 
 from mailsupport.parsing.addresses import MAX_ADDRESSES

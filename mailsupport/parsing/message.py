@@ -23,6 +23,7 @@ from mailsupport.parsing.dates import parse_date
 from mailsupport.parsing.headers import clean_header, decode_header_value, header_text
 from mailsupport.parsing.mimetree import MAX_HEADER_SECTION, stdlib_parse
 from mailsupport.parsing.msgids import normalize_msgid, parse_msgid_list
+from mailsupport.parsing.streaming import STREAM_FROM, stream_parse
 from mailsupport.parsing.walk import MimeWalk, normalize_text
 
 # mail-parser logs warnings for ordinary mail ("content not handled"); they are not ours
@@ -68,7 +69,7 @@ def _parse_message(raw: bytes, notes: list[str]) -> tuple[Message, datetime | No
     """Parse with the stdlib; the Date with mail-parser's reading of it (obsolete forms,
     alphabetic zones). mail-parser's full parse is not run: it walked and decoded every part
     only for us to walk them again, half the time of a parse."""
-    message = stdlib_parse(raw)
+    message = stream_parse(raw) if len(raw) >= STREAM_FROM else stdlib_parse(raw)
     value = message.get_all("date", [None])[0]
     if value is None:
         return message, None

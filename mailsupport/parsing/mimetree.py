@@ -97,12 +97,14 @@ class _TolerantMessage(_BoundedMessage):
 _FEED_SLICE = 1 << 20
 
 
-def stdlib_parse(raw: bytes) -> Message:
+def stdlib_parse(raw: bytes, parser: BytesFeedParser | None = None) -> Message:
     """The stdlib's parse, fed a megabyte at a time. Parsing the whole at once (as
     `message_from_bytes` does) holds it as one decoded copy besides the lines of its parts:
     a 25 MB message peaked about 115 MB higher. Incremental feeding is what the stdlib's
-    FeedParser is made for; the result is the same."""
-    parser = BytesFeedParser(_factory=_TolerantMessage)
+    FeedParser is made for; the result is the same. `parser`: one made with a factory of
+    _TolerantMessage's kind (`streaming`)."""
+    if parser is None:
+        parser = BytesFeedParser(_factory=_TolerantMessage)
     for start in range(0, len(raw), _FEED_SLICE):
         parser.feed(raw[start : start + _FEED_SLICE])
     message = parser.close()

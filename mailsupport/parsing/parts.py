@@ -116,13 +116,15 @@ def leaf_bytes(part: Message, notes: list[str], where: str) -> bytes:
         return b""
     raw = wire_bytes(payload) if isinstance(payload, str) else payload
     cte = transfer_encoding_of(part)
+    # A part parsed by `streaming` had its lines but the last decoded as they came.
+    decoder = getattr(part, "decoder", None)
     if cte == "base64":
-        data, damaged = b64decode(raw)
+        data, damaged = decoder.finish(raw) if decoder is not None else b64decode(raw)
         if damaged:
             notes.append(f"{where}: damaged base64, decoded what was readable")
         return data
     if cte == "quoted-printable":
-        return binascii.a2b_qp(raw)
+        return decoder.finish(raw)[0] if decoder is not None else binascii.a2b_qp(raw)
     if cte in _UUENCODE:
         decoded = part.get_payload(decode=True)
         return decoded if isinstance(decoded, bytes) else raw

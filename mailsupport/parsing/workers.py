@@ -93,7 +93,12 @@ def _serve(conn: Connection, others: list[Connection], parent: int) -> None:
     while True:
         try:
             raw = conn.recv_bytes()
-            conn.send(parse_safely(raw))
+            parsed = parse_safely(raw)
+            # The message's bytes go before its result is pickled, and the result before
+            # the next message comes: a large message is never in memory twice.
+            del raw
+            conn.send(parsed)
+            del parsed
         except (EOFError, OSError):  # the parent is gone or done with us
             return
 
