@@ -35,17 +35,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlmodel import Session, col, select
-
 from mailsupport.errors import UsageError
 from mailsupport.snippets import MARK_END, MARK_START, Phrase, make_snippet
-from mailsupport.store.models import Message, Ticket
+from mailsupport.store.queries import Reader, Record
 from mailsupport.store.stems import AUTOMATIC, TEXT_CHARS
-from mailsupport.store.tickets import follow_merges
 from mailsupport.words import SEARCH_WORD, fold_yo, normalise, stems_of
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from mailsupport.store.db import Store
 
 FTS_TABLE = "messages_fts"  # SQLite; FTS5 adds shadow tables named messages_fts_*
@@ -236,32 +234,31 @@ def search(session: Session, text: str, *, status: str | None = None, limit: int
 
     Merged tickets count as the ticket they were merged into, and `status` filters on that
     ticket. A query with nothing to search for finds nothing."""
+    connection = session.connection()
+    sqlite = connection.dialect.name == "sqlite"
+    return search_reader(Reader(connection, sqlite=sqlite, dbapi=False), text, status, limit)
+
+
+def search_reader(
+    reader: Reader, text: str, status: str | None = None, limit: int = 20
+) -> list[Hit]:
+    """`search` through a Reader (store/queries.py): plain SQL, so that the `search` command
+    reads the way `list` does, without loading SQLAlchemy and the models."""
     query = parse_query(text)
     if query.empty or limit < 1:
         return []
     check_size(query)
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        candidates = _sqlite_best_per_ticket(session, query)
-    elif dialect == "postgresql":
-        candidates = _pg_best_per_ticket(session, query)
-    else:  # pragma: no cover - mailsupport runs on these two only
-        raise NotImplementedError(f"no full-text search on {dialect}")
-    picked = _pick(session, candidates, status, limit)
+    sql, params = (sqlite_best_per_ticket_sql if reader.sqlite else pg_best_per_ticket_sql)(query)
+    picked = _pick(reader, _rows(reader.all(sql, params)), status, limit)
     if not picked:
         return []
-    pks = [pk for _, pk, _ in picked]
+    marks = ", ".join(f":m{i}" for i in range(len(picked)))
     messages = {
         row.id: row
-        for row in session.execute(
-            sa.select(
-                col(Message.id),
-                col(Message.message_id),
-                col(Message.direction),
-                col(Message.date),
-                col(Message.received_at),
-                col(Message.text),
-            ).where(col(Message.id).in_(pks))
+        for row in reader.all(
+            "SELECT id, message_id, direction, date, received_at, text FROM messages"
+            f" WHERE id IN ({marks})",
+            {f"m{i}": pk for i, (_, pk, _) in enumerate(picked)},
         )
     }
     stems = {s for t in query.includes(exact=False) for s in t.stems.split()}
@@ -288,22 +285,29 @@ def search(session: Session, text: str, *, status: str | None = None, limit: int
     return hits
 
 
+_TICKET = "SELECT id, number, subject, status, merged_into_id FROM tickets"
+
+
 def _pick(
-    session: Session, candidates: Sequence[tuple[int, int, float]], status: str | None, limit: int
-) -> list[tuple[Ticket, int, float]]:
+    reader: Reader, candidates: Sequence[tuple[int, int, float]], status: str | None, limit: int
+) -> list[tuple[Record, int, float]]:
     """Resolve merges and the status filter, in rank order, until `limit` tickets are found.
 
     `candidates` are (message pk, ticket id, score), best first, one per ticket id; a merged
     ticket's best message may beat the survivor's own, so the first one seen wins."""
-    picked: list[tuple[Ticket, int, float]] = []
+    picked: list[tuple[Record, int, float]] = []
     seen: set[int] = set()
     for start in range(0, len(candidates), _CHUNK):
         chunk = candidates[start : start + _CHUNK]
-        ids = {ticket_id for _, ticket_id, _ in chunk}
-        tickets = {t.id: t for t in session.exec(select(Ticket).where(col(Ticket.id).in_(ids)))}
+        ids = sorted({ticket_id for _, ticket_id, _ in chunk})
+        marks = ", ".join(f":i{i}" for i in range(len(ids)))
+        rows = reader.all(
+            f"{_TICKET} WHERE id IN ({marks})", {f"i{i}": v for i, v in enumerate(ids)}
+        )
+        tickets = {t.id: t for t in rows}
         for pk, ticket_id, score in chunk:
-            ticket = follow_merges(session, tickets.get(ticket_id))
-            if ticket is None or ticket.id is None or ticket.id in seen:
+            ticket = _follow_merges(reader, tickets.get(ticket_id))
+            if ticket is None or ticket.id in seen:
                 continue
             seen.add(ticket.id)
             if status is not None and ticket.status != status:
@@ -312,6 +316,15 @@ def _pick(
             if len(picked) >= limit:
                 return picked
     return picked
+
+
+def _follow_merges(reader: Reader, ticket: Record | None) -> Record | None:
+    """The ticket that lives on after `ticket` was merged (itself when it was not)."""
+    seen: set[int] = set()
+    while ticket is not None and ticket.merged_into_id is not None and ticket.id not in seen:
+        seen.add(ticket.id)
+        ticket = reader.first(f"{_TICKET} WHERE id = :id", {"id": ticket.merged_into_id})
+    return ticket
 
 
 def _best_per_ticket(matches: str) -> str:
@@ -330,8 +343,8 @@ def _best_per_ticket(matches: str) -> str:
     )
 
 
-def _rows(result: sa.Result[Any]) -> list[tuple[int, int, float]]:
-    return [(int(pk), int(ticket_id), float(score)) for pk, ticket_id, score in result]
+def _rows(result: Sequence[Record]) -> list[tuple[int, int, float]]:
+    return [(int(r["id"]), int(r["ticket_id"]), float(r["score"])) for r in result]
 
 
 # -- which tickets an address takes part in ------------------------------------------------
@@ -414,11 +427,6 @@ def sqlite_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
     return _best_per_ticket(" UNION ALL ".join(selects)), params
 
 
-def _sqlite_best_per_ticket(session: Session, query: Query) -> list[tuple[int, int, float]]:
-    sql, params = sqlite_best_per_ticket_sql(query)
-    return _rows(session.execute(sa.text(sql), params))
-
-
 # -- PostgreSQL: tsvector / tsquery -------------------------------------------------------
 
 
@@ -477,11 +485,6 @@ def pg_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
         f" FROM messages WHERE {' OR '.join(alternatives)}"
     )
     return _best_per_ticket(matches), params
-
-
-def _pg_best_per_ticket(session: Session, query: Query) -> list[tuple[int, int, float]]:
-    sql, params = pg_best_per_ticket_sql(query)
-    return _rows(session.execute(sa.text(sql), params))
 
 
 # -- the schema -------------------------------------------------------------------------

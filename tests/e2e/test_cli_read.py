@@ -558,7 +558,7 @@ def test_read_modules_do_not_import_sqlalchemy() -> None:
     not hasattr(store_package, "SCHEMA_REVISION"),
     reason="SCHEMA_REVISION still lives in store.db, which imports SQLAlchemy",
 )
-def test_list_and_show_load_neither_sqlalchemy_nor_the_models(
+def test_list_show_and_search_load_neither_sqlalchemy_nor_the_models(
     env_for_cli: dict[str, str], conversation: int
 ) -> None:
     # On SQLite through sqlite3, on PostgreSQL through psycopg: the same fast path.
@@ -568,7 +568,8 @@ def test_list_and_show_load_neither_sqlalchemy_nor_the_models(
         "heavy = [m for m in ('sqlalchemy', 'sqlmodel', 'mailsupport.store.models') "
         "if m in sys.modules]\nassert not heavy, heavy"
     )
-    for args in (["list"], ["show", str(conversation)], ["show", str(conversation), "--raw", "1"]):
+    shown = ["show", str(conversation)]
+    for args in (["list"], shown, [*shown, "--raw", "1"], ["search", "invoice"]):
         done = python_process(env_for_cli, "-c", code.replace("ARGS", repr(args)))
         assert done.returncode == 0, done.stderr
 
