@@ -63,6 +63,8 @@ _WORD = SEARCH_WORD  # letters and digits
 _ADDRESS = re.compile(r'[^\s@<>()"*]+@[^\s@<>()"*]+')
 MIN_PREFIX = 3  # letters a prefix needs; shorter ones are searched as whole words
 _CHUNK = 500  # tickets looked up per query while picking the hits
+FIRST_CANDIDATES = 200  # best tickets read at first, see search_reader
+CANDIDATES_PER_HIT = 10  # or this many for each hit asked for, when that is more
 # Words, phrases, addresses and exclusions a query may have. Each is a node of the SQL
 # expression: with some 5,000 PostgreSQL plans for seconds and then stops at its stack depth
 # limit. People type a few; a pasted paragraph stays well below.
@@ -249,7 +251,16 @@ def search_reader(
         return []
     check_size(query)
     sql, params = (sqlite_best_per_ticket_sql if reader.sqlite else pg_best_per_ticket_sql)(query)
-    picked = _pick(reader, _rows(reader.all(sql, params)), status, limit)
+    # The best tickets first: enough for `limit` unless many are merged away or filtered
+    # out by status, and then all of them. A common word matches a good part of a big desk,
+    # and every row more is a row more to send and convert.
+    first = max(FIRST_CANDIDATES, CANDIDATES_PER_HIT * limit)
+    candidates = _rows(reader.all(sql, {**params, "candidates": first}))
+    picked = _pick(reader, candidates, status, limit)
+    if len(picked) < limit and len(candidates) == first:
+        every = -1 if reader.sqlite else None  # LIMIT -1 on SQLite, LIMIT NULL on PostgreSQL
+        candidates = _rows(reader.all(sql, {**params, "candidates": every}))
+        picked = _pick(reader, candidates, status, limit)
     if not picked:
         return []
     marks = ", ".join(f":m{i}" for i in range(len(picked)))
@@ -327,19 +338,25 @@ def _follow_merges(reader: Reader, ticket: Record | None) -> Record | None:
     return ticket
 
 
-def _best_per_ticket(matches: str) -> str:
-    """SQL for (message pk, ticket id, score) per ticket, best ticket first.
+def _best_per_ticket(matches: str, with_ticket: bool = False) -> str:
+    """SQL for (message pk, ticket id, score) per ticket, best ticket first; at most
+    :candidates rows, a bound value the caller gives (all of them: -1 on SQLite, None on
+    PostgreSQL).
 
-    `matches` is a subquery of (id, score, text_score) for every matching message. A ticket
-    ranks by its best message; the message shown is the one whose text matches best, since
-    every reply repeats the subject and a subject-only match makes a poor snippet."""
+    `matches` is a subquery of (id, score, text_score) for every matching message, and its
+    ticket_id when `with_ticket` (else it is looked up in messages). A ticket ranks by its
+    best message; the message shown is the one whose text matches best, since every reply
+    repeats the subject and a subject-only match makes a poor snippet."""
+    source = (
+        f"({matches}) AS m" if with_ticket else f"({matches}) AS f JOIN messages AS m USING (id)"
+    )
     return (
         "SELECT id, ticket_id, score FROM ("
-        " SELECT m.id, m.ticket_id, max(f.score) OVER (PARTITION BY m.ticket_id) AS score,"
+        " SELECT id, m.ticket_id, max(score) OVER (PARTITION BY m.ticket_id) AS score,"
         "  row_number() OVER (PARTITION BY m.ticket_id"
-        "   ORDER BY f.text_score DESC, f.score DESC, m.id DESC) AS n"
-        f" FROM ({matches}) AS f JOIN messages AS m ON m.id = f.id"
-        ") AS best WHERE n = 1 ORDER BY score DESC, ticket_id DESC"
+        "   ORDER BY text_score DESC, score DESC, id DESC) AS n"
+        f" FROM {source}"
+        ") AS best WHERE n = 1 ORDER BY score DESC, ticket_id DESC LIMIT :candidates"
     )
 
 
@@ -481,10 +498,11 @@ def pg_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
             score.append(f"ts_rank({column}, {any_term}, 1)")
             text_score.append(f"ts_rank('{{0.1, 0, 0, 0}}', {column}, {any_term}, 1)")
     matches = (
-        f"SELECT id, {' + '.join(score)} AS score, {' + '.join(text_score)} AS text_score"
+        f"SELECT id, ticket_id, {' + '.join(score)} AS score,"
+        f" {' + '.join(text_score)} AS text_score"
         f" FROM messages WHERE {' OR '.join(alternatives)}"
     )
-    return _best_per_ticket(matches), params
+    return _best_per_ticket(matches, with_ticket=True), params
 
 
 # -- the schema -------------------------------------------------------------------------

@@ -278,6 +278,31 @@ def test_status_filter_and_limit(store: Store, ingest: Ingest) -> None:
     assert len(numbers(store, "jammed")) == 4
 
 
+def test_the_best_tickets_are_read_first_then_all_when_filters_leave_too_few(
+    store: Store, ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailsupport.search as search_module
+
+    made = [
+        ingest(make_message(f"n{i}@customer.example.org", subject=f"Printer {i}", body="Jammed."))
+        for i in range(6)
+    ]
+    with store.write() as session:
+        session.execute(
+            sa.update(Ticket).where(Ticket.number.in_(made[:2])).values(status="closed")  # type: ignore[union-attr]
+        )
+    everything = numbers(store, "jammed")
+    # Equal ranks: the newest ticket first. Only the first candidate read at first: the
+    # order is the same, and a status filter that leaves it out reads them all.
+    assert everything == sorted(made, reverse=True)
+    monkeypatch.setattr(search_module, "FIRST_CANDIDATES", 1)
+    monkeypatch.setattr(search_module, "CANDIDATES_PER_HIT", 1)
+    assert numbers(store, "jammed", limit=1) == everything[:1]
+    assert numbers(store, "jammed", limit=2) == everything[:2]
+    assert sorted(numbers(store, "jammed", status="closed")) == made[:2]
+    assert numbers(store, "jammed", limit=3, status="closed") == everything[-2:]
+
+
 def test_the_index_follows_updates_and_deletes(store: Store, ingest: Ingest) -> None:
     number = ingest(make_message(subject="Modem", body="The modem blinks red."))
     with store.write() as session:
@@ -361,13 +386,13 @@ def test_postgresql_uses_the_index(store: Store, ingest: Ingest) -> None:
     sql, params = pg_best_per_ticket_sql(parse_query('toner* -x OR "is empty"'))
     with store.engine.begin() as conn:
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        plan = conn.execute(sa.text("EXPLAIN " + sql), params).all()
+        plan = conn.execute(sa.text("EXPLAIN " + sql), {**params, "candidates": 20}).all()
     assert PG_INDEX in "\n".join(row[0] for row in plan)
     # Bare words are looked up by their stems, in the stems' index.
     sql, params = pg_best_per_ticket_sql(parse_query("toners -x OR printers"))
     with store.engine.begin() as conn:
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        plan = conn.execute(sa.text("EXPLAIN " + sql), params).all()
+        plan = conn.execute(sa.text("EXPLAIN " + sql), {**params, "candidates": 20}).all()
     assert PG_STEMS_INDEX in "\n".join(row[0] for row in plan)
 
 
