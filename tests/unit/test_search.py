@@ -262,15 +262,21 @@ def test_a_merge_by_threading_finds_the_survivor(store: Store, ingest: Ingest) -
     assert numbers(store, "vpn") == [first]
 
 
-def test_status_filter_and_limit(store: Store, ingest: Ingest) -> None:
+def jammed_printers(store: Store, ingest: Ingest, count: int) -> list[int]:
+    """`count` tickets saying "Jammed.", the first two of them closed."""
     made = [
         ingest(make_message(f"n{i}@customer.example.org", subject=f"Printer {i}", body="Jammed."))
-        for i in range(4)
+        for i in range(count)
     ]
     with store.write() as session:
         session.execute(
             sa.update(Ticket).where(Ticket.number.in_(made[:2])).values(status="closed")  # type: ignore[union-attr]
         )
+    return made
+
+
+def test_status_filter_and_limit(store: Store, ingest: Ingest) -> None:
+    made = jammed_printers(store, ingest, 4)  # the first two closed
     assert sorted(numbers(store, "jammed", status="closed")) == made[:2]
     assert sorted(numbers(store, "jammed", status="new")) == made[2:]
     assert numbers(store, "jammed", status="pending") == []
@@ -283,14 +289,7 @@ def test_the_best_tickets_are_read_first_then_all_when_filters_leave_too_few(
 ) -> None:
     import mailsupport.search as search_module
 
-    made = [
-        ingest(make_message(f"n{i}@customer.example.org", subject=f"Printer {i}", body="Jammed."))
-        for i in range(6)
-    ]
-    with store.write() as session:
-        session.execute(
-            sa.update(Ticket).where(Ticket.number.in_(made[:2])).values(status="closed")  # type: ignore[union-attr]
-        )
+    made = jammed_printers(store, ingest, 6)  # the first two closed
     everything = numbers(store, "jammed")
     # Equal ranks: the newest ticket first. Only the first candidate read at first: the
     # order is the same, and a status filter that leaves it out reads them all.
