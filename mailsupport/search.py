@@ -20,6 +20,10 @@ so a query finds the same tickets on either backend:
   is text, never syntax: each term reaches the database as a bound value, quoted as a
   string literal on SQLite and through phraseto_tsquery on PostgreSQL.
 
+Ranking is over the newest NEWEST_MATCHES (10,000) matching messages: a word that matches
+more, a common one on a big desk, finds the best of the latest ones (ranking them all would
+take seconds), and a narrower query finds older ones.
+
 Customers' mail, our replies and agents' internal notes are searched. Our automatic mail is
 not the ticket's words and is not indexed: acknowledgements (with the knowledge-base
 articles they quote) are left out (store/stems.py says how they are told), and agents'
@@ -63,6 +67,10 @@ _WORD = SEARCH_WORD  # letters and digits
 _ADDRESS = re.compile(r'[^\s@<>()"*]+@[^\s@<>()"*]+')
 MIN_PREFIX = 3  # letters a prefix needs; shorter ones are searched as whole words
 _CHUNK = 500  # tickets looked up per query while picking the hits
+# A query matching more messages than this ranks the newest this many of them (a common word
+# on a big desk: ranking every match, hundreds of thousands, takes seconds). Ids grow as mail
+# is stored, so these are the latest, and a match older than all of them is not listed.
+NEWEST_MATCHES = 10_000
 FIRST_CANDIDATES = 200  # best tickets read at first, see search_reader
 CANDIDATES_PER_HIT = 10  # or this many for each hit asked for, when that is more
 # Words, phrases, addresses and exclusions a query may have. Each is a node of the SQL
@@ -360,6 +368,14 @@ def _best_per_ticket(matches: str, with_ticket: bool = False) -> str:
     )
 
 
+def _lowest_of_newest(newest: str, column: str) -> str:
+    """SQL for the lowest message id among the NEWEST_MATCHES first rows of `newest` (the
+    matching messages' ids, newest first), 0 when there are none: the messages ranked."""
+    return (
+        f"SELECT coalesce(min({column}), 0) FROM ({newest} LIMIT {int(NEWEST_MATCHES)}) AS newest"
+    )
+
+
 def _rows(result: Sequence[Record]) -> list[tuple[int, int, float]]:
     return [(int(r["id"]), int(r["ticket_id"]), float(r["score"])) for r in result]
 
@@ -428,6 +444,10 @@ def sqlite_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
             where = f"{FTS_TABLE} MATCH {params(match)}"
             if addresses:
                 where += f" AND rowid IN (SELECT id FROM messages WHERE {addresses})"
+            # FTS5 walks the matches newest first and stops; the rowid bound then limits
+            # the ranking (bm25 reads each match's column sizes) to those.
+            newest = f"SELECT rowid FROM {FTS_TABLE} WHERE {where} ORDER BY rowid DESC"
+            where += f" AND rowid >= ({_lowest_of_newest(newest, 'rowid')})"
             selects.append(
                 f"SELECT rowid AS id, -bm25({FTS_TABLE}, {subject}, {text}, {subject}, {text})"
                 f" AS score, -bm25({FTS_TABLE}, 0.0, {text}, 0.0, {text}) AS text_score"
@@ -497,10 +517,12 @@ def pg_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
             any_term = pg_tsquery(terms, params, " || ")
             score.append(f"ts_rank({column}, {any_term}, 1)")
             text_score.append(f"ts_rank('{{0.1, 0, 0, 0}}', {column}, {any_term}, 1)")
+    where = " OR ".join(alternatives)
+    newest = f"SELECT id FROM messages WHERE {where} ORDER BY id DESC"
     matches = (
         f"SELECT id, ticket_id, {' + '.join(score)} AS score,"
         f" {' + '.join(text_score)} AS text_score"
-        f" FROM messages WHERE {' OR '.join(alternatives)}"
+        f" FROM messages WHERE ({where}) AND id >= ({_lowest_of_newest(newest, 'id')})"
     )
     return _best_per_ticket(matches, with_ticket=True), params
 

@@ -453,3 +453,18 @@ def test_the_command_exit_codes(run, ingest: Ingest) -> None:  # type: ignore[no
         assert len(empty.stderr.splitlines()) == 1
     assert run("search", "--status", "lost", "jam").exit_code == 2
     assert run("search", "--limit", "0", "jam").exit_code == 2
+
+
+def test_a_word_matching_more_than_newest_matches_ranks_the_newest(
+    store: Store, ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailsupport.search as search_module
+
+    made = jammed_printers(store, ingest, 4)
+    newer = ingest(make_message("x@customer.example.org", subject="Scanner", body="Paper stuck."))
+    monkeypatch.setattr(search_module, "NEWEST_MATCHES", 2)
+    assert numbers(store, "jammed") == [made[3], made[2]]  # of the four, the newest two
+    assert numbers(store, "jammed", status="closed") == []  # the closed ones are older
+    assert numbers(store, "paper") == [newer]
+    assert sorted(numbers(store, "jammed OR paper")) == sorted([newer, made[3]])
+    assert numbers(store, "jammed printer 1") == [made[1]]  # a narrower query finds older
