@@ -1,16 +1,11 @@
 """Read-side queries: tickets and messages as plain dicts for the CLI, JSON and export.
 
-`list`, `show`, `search` and `export` read through a `Reader`: plain SQL text that runs
-unchanged on SQLite and PostgreSQL. The reader talks to the driver directly, the stdlib
-`sqlite3` module or psycopg, because importing SQLAlchemy and SQLModel takes most of a second
-of a command that should answer in a fraction of one (see docs/benchmarks.md). When the fast
-path cannot vouch for the schema (a new database, one behind, a URL it does not read, a
-server that does not answer), the usual `Store` is opened: it creates the schema, or says
-what is wrong, exactly as for every other command, and the reader then reads through its
-SQLAlchemy connection, with the same SQL.
-
-Module level imports stay light on purpose: SQLAlchemy, SQLModel and the models are imported
-inside the functions that need them.
+`list`, `show`, `search` and `export` read plain SQL through a `Reader`, on the driver
+itself (sqlite3; psycopg, store/pgread.py): importing SQLAlchemy and SQLModel takes most of
+a second of a command that should answer in a fraction of one (docs/benchmarks.md). When it
+cannot vouch for the schema, the usual `Store` creates it or says what is wrong, as for every
+other command, and the reader runs the same SQL on its SQLAlchemy connection. Module level
+imports stay light on purpose: SQLAlchemy, SQLModel and the models only in functions.
 """
 
 from __future__ import annotations
@@ -24,10 +19,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from mailsupport.store import MAILED_ROLES
+from mailsupport.store import MAILED_ROLES, pgread
 
 if TYPE_CHECKING:
     from mailsupport.store.db import Store
@@ -36,10 +30,6 @@ if TYPE_CHECKING:
 SQLITE_BUSY_SECONDS = 30
 # An SQLite URL whose path sqlite3 can open as it is (no query string, no %-escapes).
 _SQLITE_URL = re.compile(r"sqlite(?:\+pysqlite)?:///(?P<path>[^?#%]+)")
-# A PostgreSQL URL of psycopg's, which libpq reads as it is once the driver name is gone.
-_PG_URL = re.compile(r"postgresql(?:\+psycopg)?://(?P<rest>.*)", re.DOTALL)
-# A `:name` parameter (not a `::cast`, nor the minutes of a time in a literal).
-_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 # Columns converted to Python values the same way on both backends.
 _TIME_COLUMNS = frozenset(
     {
@@ -99,15 +89,14 @@ class Reader:
     def __init__(self, connection: Any, *, sqlite: bool, dbapi: bool) -> None:
         self._connection = connection
         self.sqlite = sqlite  # stored times are text in SQLite, JSON is text
-        # A driver's connection (sqlite3, or psycopg on PostgreSQL), else a SQLAlchemy one.
-        self._dbapi = dbapi
+        self._dbapi = dbapi  # a driver's connection (sqlite3, psycopg), else SQLAlchemy's
         self._pyformat = dbapi and not sqlite  # psycopg's %(name)s parameters
 
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Record]:
         params = dict(params or {})
         if self._dbapi:
             if self._pyformat:
-                sql = _pyformat(sql)
+                sql = pgread.pyformat(sql)
             cursor = self._connection.execute(sql, params)
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
@@ -144,12 +133,6 @@ class Reader:
         if name in _BOOL_COLUMNS:
             return _bool
         return None
-
-
-@lru_cache(maxsize=256)
-def _pyformat(sql: str) -> str:
-    """`:name` parameters as psycopg's `%(name)s`, a literal % doubled."""
-    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
 def _time(value: Any) -> datetime | None:
@@ -206,10 +189,10 @@ def reading(url: str, open_store: Callable[[], Store]) -> Iterator[Reader]:
     the schema itself, and for every database that is not SQLite."""
     path = sqlite_file(url)
     if path is None:
-        fast = _current_pg(url)
+        fast = pgread.connect(url, schema_revision())
         if fast is not None:
             try:
-                with _pg_translated():
+                with pgread.translated():
                     yield Reader(fast, sqlite=False, dbapi=True)
             finally:
                 fast.close()  # ends the read-only transaction: nothing to commit
@@ -256,57 +239,6 @@ def _current_sqlite(path: str) -> sqlite3.Connection | None:
         connection.close()
         return None
     return connection
-
-
-def _current_pg(url: str) -> Any:
-    """A psycopg connection in a read-only REPEATABLE READ transaction (one snapshot, as the
-    Store's reader has) when the URL is psycopg's, the server answers and its schema is the
-    one we read; else None, and the Store will say what is wrong."""
-    match = _PG_URL.fullmatch(url)
-    if not match:
-        return None
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - installed with mailsupport
-        return None
-    try:
-        connection = psycopg.connect("postgresql://" + match["rest"])
-    except (psycopg.Error, ValueError):
-        return None  # the Store's connection fails the same way and says why
-    try:
-        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        connection.read_only = True
-        # A read answers in milliseconds: compiling a big table's plan (JIT) costs more.
-        connection.execute("SET jit = off")
-        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-    except psycopg.Error:
-        connection.close()
-        return None  # no schema yet, or not ours: Store creates it or says what is wrong
-    if row is None or row[0] != schema_revision():
-        connection.close()
-        return None
-    return connection
-
-
-@contextmanager
-def _pg_translated() -> Iterator[None]:
-    """psycopg errors as the Store reports SQLAlchemy's (a server gone is temporary...)."""
-    import psycopg
-
-    try:
-        yield
-    except psycopg.Error as error:
-        from sqlalchemy import exc
-
-        from mailsupport.store.db import translate_db_error
-
-        kind = exc.IntegrityError if isinstance(error, psycopg.IntegrityError) else exc.DBAPIError
-        if isinstance(error, psycopg.OperationalError):
-            kind = exc.OperationalError
-        mapped = translate_db_error(kind(None, None, error))
-        if mapped is None:
-            raise
-        raise mapped from error
 
 
 @contextmanager

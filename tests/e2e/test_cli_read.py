@@ -667,11 +667,11 @@ def test_the_table_fits_the_terminal(run, desk) -> None:  # type: ignore[no-unty
 
 
 def test_the_psycopg_reader_takes_the_same_sql() -> None:
-    from mailsupport.store.queries import _pyformat
+    from mailsupport.store.pgread import pyformat
 
     sql = "SELECT ''::tsquery, '12:30', x FROM t WHERE a = :a AND b LIKE 'reply by %' "
     sql += "AND c IN (:p0, :p1)"
-    assert _pyformat(sql) == (
+    assert pyformat(sql) == (
         "SELECT ''::tsquery, '12:30', x FROM t WHERE a = %(a)s AND b LIKE 'reply by %%' "
         "AND c IN (%(p0)s, %(p1)s)"
     )
