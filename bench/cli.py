@@ -6,7 +6,8 @@
     python -m bench --only import --import-size 1000000 --backends sqlite
 
 Parts:
-  read    `list` and `show` on 100,000 tickets (bench/run.py; its options --tickets --runs)
+  read    `list`, `show`, `search` and `report` on --tickets tickets (100,000), per backend
+          (bench/run.py; its options --tickets --runs --match; PostgreSQL: bench_read_<N>)
   intake  `mailsupport poll` from Dovecot on loopback, per size and backend, and the parse
           ceiling (mail-parser alone, and our parse alone, on one core) for each size
   big     peak RSS of the poll that takes one message of just under 25 MiB, and of a
@@ -26,7 +27,8 @@ Results are kept in the cache directory (results.json), so parts run on differen
 add up; --write renders all of them into docs/benchmarks.md, between the intake markers
 (and the mailboxes and import markers).
 PostgreSQL: BENCH_POSTGRES (default postgresql+psycopg://postgres@127.0.0.1:5432) must
-allow CREATE DATABASE; the runs use a database named bench_intake, dropped each time.
+allow CREATE DATABASE; intake uses a database named bench_intake, dropped each time, and
+read one per store size, bench_read_<tickets>, kept until its schema or generator changes.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=default_cache_dir())
     parser.add_argument("--tickets", type=int, default=100_000, help="read: store size")
     parser.add_argument("--runs", type=int, default=7, help="read: timed runs per command")
-    parser.add_argument("--fresh", action="store_true", help="read: build the store again")
+    parser.add_argument("--fresh", action="store_true", help="read: build the stores again")
+    parser.add_argument("--match", default="", help="read: only commands whose label has this")
     parser.add_argument("--mailboxes", type=int, default=50, help="mailboxes: how many (50)")
     parser.add_argument("--deliveries", type=int, default=20, help="mailboxes: messages (20)")
     parser.add_argument("--pollers", default="1,2,4", help="pollers: how many at once")
@@ -127,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
             str(args.runs),
             "--cache",
             str(args.cache),
+            "--backends",
+            ",".join(backends),
+            "--match",
+            args.match,
         ] + (["--fresh"] if args.fresh else [])
         read_main(read)
     if {"intake", "big", "stored"} & set(parts):

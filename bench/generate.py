@@ -1,13 +1,23 @@
-"""Builds a SQLite store of many tickets for the benchmark, quickly, and caches it.
+"""Builds a store of many tickets for the benchmark, quickly, and caches it: a SQLite file,
+or a PostgreSQL database of its own (bench_read_<tickets>).
 
-The schema comes from the real migrations (`Store.open`), the rows from bulk inserts of
-SQLAlchemy Core through the model tables, so the store is what mailsupport itself would
-have written: aware times stored the same way, the search index filled by its triggers.
-Subjects and bodies are English and Russian; replies quote what they answer, as mail
-clients do ("On ... wrote:" or "... пишет:" and "> " lines).
+The schema comes from the real migrations (`Store.open`); the rows go in as bulk inserts
+(SQLite: executemany on the driver; PostgreSQL: COPY), each value converted by the model
+column's own bind processor, so the store is what mailsupport itself would have written:
+aware times stored the same way, the search index filled by the migrations' triggers and
+generated columns. Subjects and bodies are English and Russian; replies quote what they
+answer, as mail clients do ("On ... wrote:" or "... пишет:" and "> " lines).
 
+The stems search indexes (store/stems.py) are computed here as the column defaults would
+compute them, but in pieces: a message's text is its own words, then the quote head, then
+the message it quotes, and `stems_of` of text joined at a line break is the stems of each
+part joined by a space. Each part's stems are computed once (the quoted message's are
+those of the message before), which is what makes 4,000,000 messages take minutes. The
+first batch of every build is checked against `stem_columns` row by row.
+
+Generation is streamed: BATCH tickets at a time, so memory stays flat whatever the size.
 Raw message bytes are kept only for the ticket `show` is timed on: they are never read by
-`list` or `show` (only by `show --raw`) and would make the file several times larger.
+`list` or `show` (only by `show --raw`) and would make the store several times larger.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from typing import Any
 # Bump when the generated data changes, so a cached store is built again.
 GENERATOR_VERSION = 2  # 2: tickets say who wrote last
 SEED = 20260302
-BATCH = 2000  # tickets per transaction
+BATCH = 5000  # tickets generated and written at a time (one transaction)
 SHOW_MESSAGES = 10  # the ticket `show` is timed on has this many messages
 AGENTS = ("anna", "boris", "chen", "dmitry", "elena", "farid", "gwen", "hugo")
 QUEUES = ("", "", "", "billing", "technical", "sales")
@@ -104,11 +114,26 @@ def store_path(cache_dir: Path, tickets: int, revision: str, raw_all: bool = Fal
     return cache_dir / f"store-{tickets}{kind}-r{revision}-g{GENERATOR_VERSION}.db"
 
 
+def pg_database(tickets: int) -> str:
+    """The PostgreSQL database of a store of `tickets` tickets (kept between runs)."""
+    return f"bench_read_{tickets}"
+
+
+def pg_stamp(tickets: int) -> str:
+    """What the comment of a complete PostgreSQL store says: a build stopped halfway, or made
+    for another schema or generator, has another (or none) and is built again."""
+    from mailsupport.store.db import SCHEMA_REVISION
+
+    return f"mailsupport bench store: {tickets} tickets, r{SCHEMA_REVISION} g{GENERATOR_VERSION}"
+
+
 def build(path: Path, tickets: int, log: Any = print, raw_all: bool = False) -> int:
     """Write a store of `tickets` tickets to `path` (atomically); returns the number of the
     ticket with SHOW_MESSAGES messages. `raw_all`: a raw_messages row for every message (a
     short placeholder for the bytes), so that the indexes intake searches on every message
     (sha256, Message-ID, references) are as large as a real store's."""
+    import sqlite3
+
     from mailsupport.store.db import Store
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,18 +142,38 @@ def build(path: Path, tickets: int, log: Any = print, raw_all: bool = False) -> 
     os.unlink(partial)  # an empty file would not count as a brand-new database
     started = time.monotonic()
     try:
-        store = Store.open(f"sqlite:///{partial}")
+        store = Store.open(f"sqlite:///{partial}")  # the schema, by the migrations
+        dialect = store.engine.dialect
+        store.engine.dispose()
+        # Bulk loading a file nobody uses yet: durability buys nothing here. No ANALYZE: a
+        # desk's own store never gets one, so the plans timed are its plans.
+        conn = sqlite3.connect(partial, isolation_level=None)
         try:
-            with store.engine.connect() as conn:
-                # Bulk loading a file nobody uses yet: durability buys nothing here. Straight
-                # on the driver's connection, outside the transaction the engine begins. No
-                # ANALYZE: a desk's own store never gets one, so the plans timed are its plans.
-                driver = conn.connection.dbapi_connection
-                driver.execute("PRAGMA synchronous=OFF")
-                show_number = _fill(conn, tickets, log, raw_all)
-                driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: the indexes being written
+            # The search index is filled at the end, by migration 0014's own statement (as it
+            # indexes the messages of a store it upgrades), then its triggers come back: half
+            # the time of indexing each message through the triggers as it goes in.
+            fts = _sqlite_fts_statements()
+            for statement in fts["drop triggers"]:
+                conn.execute(statement)
+
+            def write(rows: dict[str, list[dict[str, Any]]]) -> None:
+                conn.execute("BEGIN")
+                for table, columns, values in _converted(rows, dialect):
+                    names = ", ".join(f'"{c}"' for c in columns)
+                    marks = ", ".join("?" * len(columns))
+                    conn.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', values)
+                conn.execute("COMMIT")
+
+            show_number = _fill(write, tickets, log, raw_all)
+            log(f"  rows in after {time.monotonic() - started:.0f} s; the search index")
+            for statement in fts["fill"] + fts["create triggers"]:
+                conn.execute(statement)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
-            store.engine.dispose()
+            conn.close()
         os.replace(partial, path)
     finally:
         for leftover in (partial, partial + "-wal", partial + "-shm"):
@@ -137,12 +182,133 @@ def build(path: Path, tickets: int, log: Any = print, raw_all: bool = False) -> 
     return show_number
 
 
-def show_ticket(tickets: int) -> int:
-    """The ticket `show` is timed on: the middle one, given SHOW_MESSAGES messages."""
-    return tickets // 2
+def _sqlite_fts_statements() -> dict[str, list[str]]:
+    """Migration 0014's SQL for the FTS5 index: its triggers dropped, the index filled from
+    the messages, the triggers made."""
+    import importlib
+
+    search = importlib.import_module("mailsupport.store.migrations.versions.0014_search_stems")
+    drop = [s for s in search.SQLITE_DROP if s.startswith("DROP TRIGGER")]
+    create = [s for s in search.SQLITE_UP if s.startswith("CREATE TRIGGER")]
+    fill = [s for s in search.SQLITE_UP if s.startswith("INSERT INTO messages_fts")]
+    assert len(drop) == len(create) == 3 and len(fill) == 1, "migration 0014 changed"
+    return {"drop triggers": drop, "fill": fill, "create triggers": create}
 
 
-def _fill(conn: Any, tickets: int, log: Any, raw_all: bool = False) -> int:
+# The GIN indexes of the search (migration 0014): made after the load, as CREATE INDEX over
+# the whole table, which is many times faster than keeping them up to date row by row. The
+# index is the same either way.
+_PG_LATE_INDEXES = ("ix_messages_search", "ix_messages_search_stems")
+
+
+def build_postgresql(server: str, tickets: int, log: Any = print) -> int:
+    """(Re)create the database pg_database(tickets) on `server` (a SQLAlchemy URL without
+    a database) and fill it; returns the number of the ticket with SHOW_MESSAGES messages.
+    It is marked complete (pg_stamp, as the database's comment) only at the end."""
+    import importlib
+
+    import psycopg
+    import sqlalchemy as sa
+
+    from mailsupport.store.db import Store
+
+    name = pg_database(tickets)
+    started = time.monotonic()
+    admin = _pg_dsn(server, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    store = Store.open(url)
+    dialect = store.engine.dialect
+    store.engine.dispose()
+    search = importlib.import_module("mailsupport.store.migrations.versions.0014_search_stems")
+    late = [s for s in search.PG_UP if any(f"INDEX {i} " in s for i in _PG_LATE_INDEXES)]
+    assert len(late) == len(_PG_LATE_INDEXES), "migration 0014 no longer makes these indexes"
+    with psycopg.connect(_pg_dsn(server, name), autocommit=True) as conn:
+        for index in _PG_LATE_INDEXES:
+            conn.execute(f"DROP INDEX {index}")
+
+        def write(rows: dict[str, list[dict[str, Any]]]) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                for table, columns, values in _converted(rows, dialect):
+                    names = ", ".join(f'"{c}"' for c in columns)
+                    with cur.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
+                        for value in values:
+                            copy.write_row(value)
+
+        show_number = _fill(write, tickets, log)
+        log(f"  rows in after {time.monotonic() - started:.0f} s; the search indexes")
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        for statement in late:
+            conn.execute(statement)
+        for table in ("tickets", "raw_messages", "messages", "ticket_events", "outbox"):
+            conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
+            )
+        # What autovacuum does to a table this size soon after: statistics for the planner
+        # and the visibility map (index-only scans). A desk's database has both.
+        log("  vacuum analyze")
+        conn.execute("VACUUM ANALYZE")
+        conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{pg_stamp(tickets)}'")
+    log(f"built PostgreSQL {name} in {time.monotonic() - started:.0f} s")
+    return show_number
+
+
+def _pg_dsn(server: str, database: str) -> str:
+    """A libpq connection string for `database` on `server` (a SQLAlchemy URL)."""
+    import sqlalchemy as sa
+
+    url = sa.make_url(server).set(drivername="postgresql", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def pg_store_ready(server: str, tickets: int) -> bool:
+    """Whether a complete store of `tickets` tickets, of this schema and generator, is there."""
+    import psycopg
+
+    with psycopg.connect(_pg_dsn(server, "postgres"), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            (pg_database(tickets),),
+        ).fetchone()
+    return row is not None and row[0] == pg_stamp(tickets)
+
+
+def _converted(
+    rows: dict[str, list[dict[str, Any]]], dialect: Any
+) -> Iterator[tuple[str, list[str], list[tuple[Any, ...]]]]:
+    """(table, columns, values) of each table with rows, parents first: the columns the rows
+    name and those with a default in the model; each value as the model column's bind
+    processor gives it to the driver (times, JSON), as SQLAlchemy's INSERT would."""
+    for name, table in _tables().items():
+        batch = rows[name]
+        if not batch:
+            continue
+        columns = list(batch[0])
+        # What SQLAlchemy would add to an INSERT that leaves them out: the model's defaults.
+        defaults = {
+            c.name: c.default.arg if c.default.is_scalar else c.default.arg(None)
+            for c in table.columns
+            if c.name not in batch[0] and c.default is not None
+        }
+        if defaults:
+            columns += list(defaults)
+            batch = [row | defaults for row in batch]
+        processors = [table.c[c].type._cached_bind_processor(dialect) for c in columns]
+        pairs = list(zip(columns, processors, strict=True))
+        if all(p is None for p in processors):
+            values = [tuple(row[c] for c in columns) for row in batch]
+        else:
+            values = [
+                tuple(row[c] if p is None or row[c] is None else p(row[c]) for c, p in pairs)
+                for row in batch
+            ]
+        yield name, columns, values
+
+
+def _tables() -> dict[str, Any]:
     from mailsupport.store.models import (
         Message,
         MessageRef,
@@ -154,9 +320,7 @@ def _fill(conn: Any, tickets: int, log: Any, raw_all: bool = False) -> int:
         TicketTag,
     )
 
-    rng = random.Random(SEED)
-    target = show_ticket(tickets)
-    tables = {  # parents before children: foreign keys are enforced
+    return {  # parents before children: foreign keys are enforced
         "tickets": Ticket.__table__,
         "raw_messages": RawMessage.__table__,
         "messages": Message.__table__,
@@ -166,18 +330,68 @@ def _fill(conn: Any, tickets: int, log: Any, raw_all: bool = False) -> int:
         "ticket_tags": TicketTag.__table__,
         "outbox": OutboxItem.__table__,
     }
+
+
+def show_ticket(tickets: int) -> int:
+    """The ticket `show` is timed on: the middle one, given SHOW_MESSAGES messages."""
+    return tickets // 2
+
+
+def generate(tickets: int, raw_all: bool = False) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    """The rows of the store, BATCH tickets at a time (a dict of table -> rows)."""
+    rng = random.Random(SEED)
+    target = show_ticket(tickets)
+    stems = _Stems()
     message_pk = 0
     for first in range(1, tickets + 1, BATCH):
-        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
+        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in _tables()}
         for number in range(first, min(first + BATCH, tickets + 1)):
-            message_pk = _ticket(rng, number, number == target, message_pk, rows, raw_all)
-        with conn.begin():
-            for name, table in tables.items():
-                if rows[name]:
-                    conn.execute(table.insert(), rows[name])
-        if (first // BATCH) % 10 == 0:
-            log(f"  {min(first + BATCH - 1, tickets)} of {tickets} tickets")
-    return target
+            message_pk = _ticket(rng, number, number == target, message_pk, rows, stems, raw_all)
+        yield rows
+
+
+def check_stems(messages: list[dict[str, Any]]) -> None:
+    """Raise AssertionError unless each message's stems are those the column defaults would
+    give it (store/stems.py)."""
+    from mailsupport.store.stems import stem_columns
+
+    for row in messages:
+        expected = stem_columns(row)
+        got = {name: row[name] for name in expected}
+        assert got == expected, f"message {row['message_id']}: stems {got} != {expected}"
+
+
+def _fill(write: Any, tickets: int, log: Any, raw_all: bool = False, report_every: int = 50) -> int:
+    for i, rows in enumerate(generate(tickets, raw_all)):
+        if i == 0:
+            check_stems(rows["messages"])
+        write(rows)
+        if i % report_every == 0:
+            log(f"  {min((i + 1) * BATCH, tickets)} of {tickets} tickets")
+    return show_ticket(tickets)
+
+
+class _Stems:
+    """`stems_of`, once per distinct piece of text (bodies and replies repeat, with a few
+    names), and of a text that ends with a quote, from the stems of its parts."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}
+
+    def __call__(self, text: str) -> str:
+        from mailsupport.words import stems_of
+
+        found = self._known.get(text)
+        if found is None:
+            found = stems_of(text)
+            if len(self._known) < 100_000:
+                self._known[text] = found
+        return found
+
+    @staticmethod
+    def joined(*parts: str) -> str:
+        """The stems of texts joined by characters that are no part of a word."""
+        return " ".join(p for p in parts if p)
 
 
 def _ticket(
@@ -186,8 +400,11 @@ def _ticket(
     is_target: bool,
     message_pk: int,
     rows: dict[str, list[dict[str, Any]]],
+    stems: _Stems,
     raw_all: bool = False,
 ) -> int:
+    from mailsupport.words import stems_of
+
     russian = rng.random() < 0.4
     first, last = rng.choice(FIRST), rng.choice(LAST)
     name = f"{first} {last}"
@@ -195,13 +412,15 @@ def _ticket(
     if not first.isascii():
         address = f"client{number}@mail{number % 89}.example.ru"
     subject = rng.choice(SUBJECTS_RU if russian else SUBJECTS_EN).format(n=rng.randint(1000, 99999))
+    subject_stems = stems_of(subject)
+    reply_subject_stems = stems.joined(stems("Re:"), subject_stems, str(number))
     created = END - SPAN * rng.random()
     count = SHOW_MESSAGES if is_target else rng.randint(3, 5)
     status = rng.choices(("new", "open", "pending", "closed"), (5, 15, 10, 70))[0]
     agent = rng.choice(AGENTS)
     assigned = status != "new" and rng.random() < 0.7
     when = created
-    previous_text, previous_who = "", name
+    previous_text, previous_who, previous_stems = "", name, ""
     last_writer = ""
     for i in range(count):
         message_pk += 1
@@ -229,8 +448,11 @@ def _ticket(
             else:
                 text = rng.choice(FOLLOWUPS_RU if russian else FOLLOWUPS_EN)
             sender_name, sender = name, address
+        text_stems = stems(text)
         if i and previous_text and direction != "note":
-            text += "\n\n" + _quote(previous_text, previous_who, when, russian)
+            head = _quote_head(previous_who, when, russian)
+            text += "\n\n" + head + "\n" + _quoted(previous_text)
+            text_stems = stems.joined(text_stems, stems_of(head), previous_stems)
         raw_id = None
         if is_target and direction == "in":
             data = _raw(sender_name, sender, subject, mid, when, text)
@@ -258,6 +480,8 @@ def _ticket(
                 "author": author,
                 "ack_decision": "" if ours or i else f"acknowledged to {address}",
                 "created_at": when,
+                "subject_stems": subject_stems if i == 0 else reply_subject_stems,
+                "text_stems": text_stems,
             }
         )  # fmt: skip
         rows["message_refs"].append({"message_id": mid, "ticket_id": number})
@@ -270,7 +494,7 @@ def _ticket(
                  "sent_at": when}
             )  # fmt: skip
         if direction != "note":
-            previous_text, previous_who = text, sender_name
+            previous_text, previous_who, previous_stems = text, sender_name, text_stems
             last_writer = "customer" if direction == "in" else "us"
         when += timedelta(minutes=rng.randint(5, 3 * 24 * 60))
     updated = when
@@ -302,12 +526,14 @@ def _ticket(
     return message_pk
 
 
-def _quote(text: str, who: str, when: datetime, russian: bool) -> str:
+def _quote_head(who: str, when: datetime, russian: bool) -> str:
     if russian:
-        head = f"{when:%d.%m.%Y %H:%M}, {who} пишет:"
-    else:
-        head = f"On {when:%a, %d %b %Y at %H:%M}, {who} wrote:"
-    return head + "\n" + "\n".join("> " + line if line else ">" for line in text.splitlines())
+        return f"{when:%d.%m.%Y %H:%M}, {who} пишет:"
+    return f"On {when:%a, %d %b %Y at %H:%M}, {who} wrote:"
+
+
+def _quoted(text: str) -> str:
+    return "\n".join("> " + line if line else ">" for line in text.splitlines())
 
 
 def _raw(name: str, address: str, subject: str, mid: str, when: datetime, text: str) -> bytes:
@@ -335,6 +561,20 @@ def cached_store(
         log(f"building a store of {tickets} tickets in {cache_dir} (once; it is cached)")
         build(path, tickets, log, raw_all)
     return path, show_ticket(tickets)
+
+
+def cached_postgresql(
+    tickets: int, server: str, fresh: bool = False, log: Any = print
+) -> tuple[str, int]:
+    """The SQLAlchemy URL of a PostgreSQL store of `tickets` tickets on `server` (built when
+    missing, incomplete or of another schema) and the ticket to show."""
+    import sqlalchemy as sa
+
+    if fresh or not pg_store_ready(server, tickets):
+        log(f"building PostgreSQL {pg_database(tickets)} (once; it is kept)")
+        build_postgresql(server, tickets, log)
+    url = sa.make_url(server).set(database=pg_database(tickets))
+    return url.render_as_string(hide_password=False), show_ticket(tickets)
 
 
 def iter_sizes(path: Path) -> Iterator[tuple[str, int]]:

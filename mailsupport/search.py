@@ -20,6 +20,10 @@ so a query finds the same tickets on either backend:
   is text, never syntax: each term reaches the database as a bound value, quoted as a
   string literal on SQLite and through phraseto_tsquery on PostgreSQL.
 
+Ranking is over the newest NEWEST_MATCHES (10,000) matching messages: a word that matches
+more, a common one on a big desk, finds the best of the latest ones (ranking them all would
+take seconds), and a narrower query finds older ones.
+
 Customers' mail, our replies and agents' internal notes are searched. Our automatic mail is
 not the ticket's words and is not indexed: acknowledgements (with the knowledge-base
 articles they quote) are left out (store/stems.py says how they are told), and agents'
@@ -35,17 +39,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlmodel import Session, col, select
-
 from mailsupport.errors import UsageError
 from mailsupport.snippets import MARK_END, MARK_START, Phrase, make_snippet
-from mailsupport.store.models import Message, Ticket
+from mailsupport.store.queries import Reader, Record
 from mailsupport.store.stems import AUTOMATIC, TEXT_CHARS
-from mailsupport.store.tickets import follow_merges
 from mailsupport.words import SEARCH_WORD, fold_yo, normalise, stems_of
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from mailsupport.store.db import Store
 
 FTS_TABLE = "messages_fts"  # SQLite; FTS5 adds shadow tables named messages_fts_*
@@ -65,6 +67,12 @@ _WORD = SEARCH_WORD  # letters and digits
 _ADDRESS = re.compile(r'[^\s@<>()"*]+@[^\s@<>()"*]+')
 MIN_PREFIX = 3  # letters a prefix needs; shorter ones are searched as whole words
 _CHUNK = 500  # tickets looked up per query while picking the hits
+# A query matching more messages than this ranks the newest this many of them (a common word
+# on a big desk: ranking every match, hundreds of thousands, takes seconds). Ids grow as mail
+# is stored, so these are the latest, and a match older than all of them is not listed.
+NEWEST_MATCHES = 10_000
+FIRST_CANDIDATES = 200  # best tickets read at first, see search_reader
+CANDIDATES_PER_HIT = 10  # or this many for each hit asked for, when that is more
 # Words, phrases, addresses and exclusions a query may have. Each is a node of the SQL
 # expression: with some 5,000 PostgreSQL plans for seconds and then stops at its stack depth
 # limit. People type a few; a pasted paragraph stays well below.
@@ -236,32 +244,40 @@ def search(session: Session, text: str, *, status: str | None = None, limit: int
 
     Merged tickets count as the ticket they were merged into, and `status` filters on that
     ticket. A query with nothing to search for finds nothing."""
+    connection = session.connection()
+    sqlite = connection.dialect.name == "sqlite"
+    return search_reader(Reader(connection, sqlite=sqlite, dbapi=False), text, status, limit)
+
+
+def search_reader(
+    reader: Reader, text: str, status: str | None = None, limit: int = 20
+) -> list[Hit]:
+    """`search` through a Reader (store/queries.py): plain SQL, so that the `search` command
+    reads the way `list` does, without loading SQLAlchemy and the models."""
     query = parse_query(text)
     if query.empty or limit < 1:
         return []
     check_size(query)
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        candidates = _sqlite_best_per_ticket(session, query)
-    elif dialect == "postgresql":
-        candidates = _pg_best_per_ticket(session, query)
-    else:  # pragma: no cover - mailsupport runs on these two only
-        raise NotImplementedError(f"no full-text search on {dialect}")
-    picked = _pick(session, candidates, status, limit)
+    sql, params = (sqlite_best_per_ticket_sql if reader.sqlite else pg_best_per_ticket_sql)(query)
+    # The best tickets first: enough for `limit` unless many are merged away or filtered
+    # out by status, and then all of them. A common word matches a good part of a big desk,
+    # and every row more is a row more to send and convert.
+    first = max(FIRST_CANDIDATES, CANDIDATES_PER_HIT * limit)
+    candidates = _rows(reader.all(sql, {**params, "candidates": first}))
+    picked = _pick(reader, candidates, status, limit)
+    if len(picked) < limit and len(candidates) == first:
+        every = -1 if reader.sqlite else None  # LIMIT -1 on SQLite, LIMIT NULL on PostgreSQL
+        candidates = _rows(reader.all(sql, {**params, "candidates": every}))
+        picked = _pick(reader, candidates, status, limit)
     if not picked:
         return []
-    pks = [pk for _, pk, _ in picked]
+    marks = ", ".join(f":m{i}" for i in range(len(picked)))
     messages = {
         row.id: row
-        for row in session.execute(
-            sa.select(
-                col(Message.id),
-                col(Message.message_id),
-                col(Message.direction),
-                col(Message.date),
-                col(Message.received_at),
-                col(Message.text),
-            ).where(col(Message.id).in_(pks))
+        for row in reader.all(
+            "SELECT id, message_id, direction, date, received_at, text FROM messages"
+            f" WHERE id IN ({marks})",
+            {f"m{i}": pk for i, (_, pk, _) in enumerate(picked)},
         )
     }
     stems = {s for t in query.includes(exact=False) for s in t.stems.split()}
@@ -288,22 +304,29 @@ def search(session: Session, text: str, *, status: str | None = None, limit: int
     return hits
 
 
+_TICKET = "SELECT id, number, subject, status, merged_into_id FROM tickets"
+
+
 def _pick(
-    session: Session, candidates: Sequence[tuple[int, int, float]], status: str | None, limit: int
-) -> list[tuple[Ticket, int, float]]:
+    reader: Reader, candidates: Sequence[tuple[int, int, float]], status: str | None, limit: int
+) -> list[tuple[Record, int, float]]:
     """Resolve merges and the status filter, in rank order, until `limit` tickets are found.
 
     `candidates` are (message pk, ticket id, score), best first, one per ticket id; a merged
     ticket's best message may beat the survivor's own, so the first one seen wins."""
-    picked: list[tuple[Ticket, int, float]] = []
+    picked: list[tuple[Record, int, float]] = []
     seen: set[int] = set()
     for start in range(0, len(candidates), _CHUNK):
         chunk = candidates[start : start + _CHUNK]
-        ids = {ticket_id for _, ticket_id, _ in chunk}
-        tickets = {t.id: t for t in session.exec(select(Ticket).where(col(Ticket.id).in_(ids)))}
+        ids = sorted({ticket_id for _, ticket_id, _ in chunk})
+        marks = ", ".join(f":i{i}" for i in range(len(ids)))
+        rows = reader.all(
+            f"{_TICKET} WHERE id IN ({marks})", {f"i{i}": v for i, v in enumerate(ids)}
+        )
+        tickets = {t.id: t for t in rows}
         for pk, ticket_id, score in chunk:
-            ticket = follow_merges(session, tickets.get(ticket_id))
-            if ticket is None or ticket.id is None or ticket.id in seen:
+            ticket = _follow_merges(reader, tickets.get(ticket_id))
+            if ticket is None or ticket.id in seen:
                 continue
             seen.add(ticket.id)
             if status is not None and ticket.status != status:
@@ -314,24 +337,47 @@ def _pick(
     return picked
 
 
-def _best_per_ticket(matches: str) -> str:
-    """SQL for (message pk, ticket id, score) per ticket, best ticket first.
+def _follow_merges(reader: Reader, ticket: Record | None) -> Record | None:
+    """The ticket that lives on after `ticket` was merged (itself when it was not)."""
+    seen: set[int] = set()
+    while ticket is not None and ticket.merged_into_id is not None and ticket.id not in seen:
+        seen.add(ticket.id)
+        ticket = reader.first(f"{_TICKET} WHERE id = :id", {"id": ticket.merged_into_id})
+    return ticket
 
-    `matches` is a subquery of (id, score, text_score) for every matching message. A ticket
-    ranks by its best message; the message shown is the one whose text matches best, since
-    every reply repeats the subject and a subject-only match makes a poor snippet."""
+
+def _best_per_ticket(matches: str, with_ticket: bool = False) -> str:
+    """SQL for (message pk, ticket id, score) per ticket, best ticket first; at most
+    :candidates rows, a bound value the caller gives (all of them: -1 on SQLite, None on
+    PostgreSQL).
+
+    `matches` is a subquery of (id, score, text_score) for every matching message, and its
+    ticket_id when `with_ticket` (else it is looked up in messages). A ticket ranks by its
+    best message; the message shown is the one whose text matches best, since every reply
+    repeats the subject and a subject-only match makes a poor snippet."""
+    source = (
+        f"({matches}) AS m" if with_ticket else f"({matches}) AS f JOIN messages AS m USING (id)"
+    )
     return (
         "SELECT id, ticket_id, score FROM ("
-        " SELECT m.id, m.ticket_id, max(f.score) OVER (PARTITION BY m.ticket_id) AS score,"
+        " SELECT id, m.ticket_id, max(score) OVER (PARTITION BY m.ticket_id) AS score,"
         "  row_number() OVER (PARTITION BY m.ticket_id"
-        "   ORDER BY f.text_score DESC, f.score DESC, m.id DESC) AS n"
-        f" FROM ({matches}) AS f JOIN messages AS m ON m.id = f.id"
-        ") AS best WHERE n = 1 ORDER BY score DESC, ticket_id DESC"
+        "   ORDER BY text_score DESC, score DESC, id DESC) AS n"
+        f" FROM {source}"
+        ") AS best WHERE n = 1 ORDER BY score DESC, ticket_id DESC LIMIT :candidates"
     )
 
 
-def _rows(result: sa.Result[Any]) -> list[tuple[int, int, float]]:
-    return [(int(pk), int(ticket_id), float(score)) for pk, ticket_id, score in result]
+def _lowest_of_newest(newest: str, column: str) -> str:
+    """SQL for the lowest message id among the NEWEST_MATCHES first rows of `newest` (the
+    matching messages' ids, newest first), 0 when there are none: the messages ranked."""
+    return (
+        f"SELECT coalesce(min({column}), 0) FROM ({newest} LIMIT {int(NEWEST_MATCHES)}) AS newest"
+    )
+
+
+def _rows(result: Sequence[Record]) -> list[tuple[int, int, float]]:
+    return [(int(r["id"]), int(r["ticket_id"]), float(r["score"])) for r in result]
 
 
 # -- which tickets an address takes part in ------------------------------------------------
@@ -398,6 +444,10 @@ def sqlite_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
             where = f"{FTS_TABLE} MATCH {params(match)}"
             if addresses:
                 where += f" AND rowid IN (SELECT id FROM messages WHERE {addresses})"
+            # FTS5 walks the matches newest first and stops; the rowid bound then limits
+            # the ranking (bm25 reads each match's column sizes) to those.
+            newest = f"SELECT rowid FROM {FTS_TABLE} WHERE {where} ORDER BY rowid DESC"
+            where += f" AND rowid >= ({_lowest_of_newest(newest, 'rowid')})"
             selects.append(
                 f"SELECT rowid AS id, -bm25({FTS_TABLE}, {subject}, {text}, {subject}, {text})"
                 f" AS score, -bm25({FTS_TABLE}, 0.0, {text}, 0.0, {text}) AS text_score"
@@ -412,11 +462,6 @@ def sqlite_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
             where += f" WHERE {FTS_TABLE} MATCH {params(excluded)})"
         selects.append(f"SELECT id, 0.0 AS score, 0.0 AS text_score FROM messages WHERE {where}")
     return _best_per_ticket(" UNION ALL ".join(selects)), params
-
-
-def _sqlite_best_per_ticket(session: Session, query: Query) -> list[tuple[int, int, float]]:
-    sql, params = sqlite_best_per_ticket_sql(query)
-    return _rows(session.execute(sa.text(sql), params))
 
 
 # -- PostgreSQL: tsvector / tsquery -------------------------------------------------------
@@ -472,16 +517,14 @@ def pg_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
             any_term = pg_tsquery(terms, params, " || ")
             score.append(f"ts_rank({column}, {any_term}, 1)")
             text_score.append(f"ts_rank('{{0.1, 0, 0, 0}}', {column}, {any_term}, 1)")
+    where = " OR ".join(alternatives)
+    newest = f"SELECT id FROM messages WHERE {where} ORDER BY id DESC"
     matches = (
-        f"SELECT id, {' + '.join(score)} AS score, {' + '.join(text_score)} AS text_score"
-        f" FROM messages WHERE {' OR '.join(alternatives)}"
+        f"SELECT id, ticket_id, {' + '.join(score)} AS score,"
+        f" {' + '.join(text_score)} AS text_score"
+        f" FROM messages WHERE ({where}) AND id >= ({_lowest_of_newest(newest, 'id')})"
     )
-    return _best_per_ticket(matches), params
-
-
-def _pg_best_per_ticket(session: Session, query: Query) -> list[tuple[int, int, float]]:
-    sql, params = pg_best_per_ticket_sql(query)
-    return _rows(session.execute(sa.text(sql), params))
+    return _best_per_ticket(matches, with_ticket=True), params
 
 
 # -- the schema -------------------------------------------------------------------------

@@ -45,7 +45,14 @@ COMMAND_MODULES = (
     "tickets",
 )
 # Commands that need no module but the one defining them.
-LIGHT_COMMANDS = {"list": "tickets", "show": "tickets", "export": "tickets", "next": "tickets"}
+LIGHT_COMMANDS = {
+    "list": "tickets",
+    "show": "tickets",
+    "export": "tickets",
+    "next": "tickets",
+    "search": "searchcmd",
+    "report": "reportcmd",
+}
 # The options of the main callback (app._main), which come before the command.
 _ROOT_FLAGS = frozenset({"-v", "--verbose"})
 _ROOT_OPTIONS_WITH_VALUE = frozenset({"--config"})

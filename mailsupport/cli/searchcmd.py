@@ -62,8 +62,9 @@ def search(
         mailsupport search ivan@example.org принтер
     """
     from mailsupport.errors import NotFoundError, UsageError
-    from mailsupport.search import check_size, parse_query, search_store
+    from mailsupport.search import check_size, parse_query, search_reader
     from mailsupport.store import TICKET_STATUSES
+    from mailsupport.store.queries import reading
 
     text = " ".join(words or []).strip()
     query = parse_query(text)
@@ -76,7 +77,10 @@ def search(
     check_size(query)  # before the database is opened
     if status is not None and status not in TICKET_STATUSES:
         raise UsageError(f"unknown status {status!r}: use one of {', '.join(TICKET_STATUSES)}")
-    hits = search_store(state(ctx).store(), text, status=status, limit=limit)
+    st = state(ctx)
+    # The fast path of `list`: the driver alone, without SQLAlchemy and the models.
+    with reading(st.settings.db_url, st.store) as reader:
+        hits = search_reader(reader, text, status=status, limit=limit)
     if as_json:
         print_json([hit.as_json() for hit in hits])
         if not hits:

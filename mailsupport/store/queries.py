@@ -1,14 +1,11 @@
 """Read-side queries: tickets and messages as plain dicts for the CLI, JSON and export.
 
-`list`, `show` and `export` read through a `Reader`: plain SQL text that runs unchanged on
-SQLite and PostgreSQL. On SQLite the reader talks to the stdlib `sqlite3` module directly,
-because importing SQLAlchemy and SQLModel takes most of a second of a command that should
-answer in a fraction of one (see docs/benchmarks.md). Every other database is read through a
-SQLAlchemy connection of the usual `Store`, with the same SQL. The schema is still checked
-(and a brand-new database created) by `Store`, exactly as for every other command.
-
-Module level imports stay light on purpose: SQLAlchemy, SQLModel and the models are imported
-inside the functions that need them.
+`list`, `show`, `search` and `export` read plain SQL through a `Reader`, on the driver
+itself (sqlite3; psycopg, store/pgread.py): importing SQLAlchemy and SQLModel takes most of
+a second of a command that should answer in a fraction of one (docs/benchmarks.md). When it
+cannot vouch for the schema, the usual `Store` creates it or says what is wrong, as for every
+other command, and the reader runs the same SQL on its SQLAlchemy connection. Module level
+imports stay light on purpose: SQLAlchemy, SQLModel and the models only in functions.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mailsupport.store import MAILED_ROLES
+from mailsupport.store import MAILED_ROLES, pgread
 
 if TYPE_CHECKING:
     from mailsupport.store.db import Store
@@ -92,11 +89,14 @@ class Reader:
     def __init__(self, connection: Any, *, sqlite: bool, dbapi: bool) -> None:
         self._connection = connection
         self.sqlite = sqlite  # stored times are text in SQLite, JSON is text
-        self._dbapi = dbapi  # a sqlite3 connection, else a SQLAlchemy one
+        self._dbapi = dbapi  # a driver's connection (sqlite3, psycopg), else SQLAlchemy's
+        self._pyformat = dbapi and not sqlite  # psycopg's %(name)s parameters
 
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Record]:
         params = dict(params or {})
         if self._dbapi:
+            if self._pyformat:
+                sql = pgread.pyformat(sql)
             cursor = self._connection.execute(sql, params)
             names = [d[0] for d in cursor.description]
             rows = cursor.fetchall()
@@ -189,6 +189,14 @@ def reading(url: str, open_store: Callable[[], Store]) -> Iterator[Reader]:
     the schema itself, and for every database that is not SQLite."""
     path = sqlite_file(url)
     if path is None:
+        fast = pgread.connect(url, schema_revision())
+        if fast is not None:
+            try:
+                with pgread.translated():
+                    yield Reader(fast, sqlite=False, dbapi=True)
+            finally:
+                fast.close()  # ends the read-only transaction: nothing to commit
+            return
         store = open_store()
         with store.translated(), store.engine.connect() as connection:
             if connection.dialect.name == "postgresql":

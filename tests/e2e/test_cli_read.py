@@ -558,18 +558,18 @@ def test_read_modules_do_not_import_sqlalchemy() -> None:
     not hasattr(store_package, "SCHEMA_REVISION"),
     reason="SCHEMA_REVISION still lives in store.db, which imports SQLAlchemy",
 )
-def test_list_and_show_on_sqlite_load_neither_sqlalchemy_nor_the_models(
-    env_for_cli: dict[str, str], conversation: int, settings: Settings
+def test_list_show_and_search_load_neither_sqlalchemy_nor_the_models(
+    env_for_cli: dict[str, str], conversation: int
 ) -> None:
-    if not settings.db_url.startswith("sqlite"):
-        pytest.skip("the fast path is SQLite's")
+    # On SQLite through sqlite3, on PostgreSQL through psycopg: the same fast path.
     code = (
         "import sys\nfrom mailsupport.cli import main\nsys.argv[1:] = ARGS\n"
         "try:\n    main()\nexcept SystemExit as done:\n    assert not done.code, done.code\n"
         "heavy = [m for m in ('sqlalchemy', 'sqlmodel', 'mailsupport.store.models') "
         "if m in sys.modules]\nassert not heavy, heavy"
     )
-    for args in (["list"], ["show", str(conversation)], ["show", str(conversation), "--raw", "1"]):
+    shown = ["show", str(conversation)]
+    for args in (["list"], shown, [*shown, "--raw", "1"], ["search", "invoice"]):
         done = python_process(env_for_cli, "-c", code.replace("ARGS", repr(args)))
         assert done.returncode == 0, done.stderr
 
@@ -664,3 +664,28 @@ def test_the_table_fits_the_terminal(run, desk) -> None:  # type: ignore[no-unty
         assert "REQUESTER" in wide[0] and all(len(line) <= 160 for line in wide)
     piped = ticket_table([{**rows[0], "subject": "x" * 300}], None, colour=False)
     assert piped[1].endswith("x" * 300)  # not a terminal: nothing clipped
+
+
+def test_the_psycopg_reader_takes_the_same_sql() -> None:
+    from mailsupport.store.pgread import pyformat
+
+    sql = "SELECT ''::tsquery, '12:30', x FROM t WHERE a = :a AND b LIKE 'reply by %' "
+    sql += "AND c IN (:p0, :p1)"
+    assert pyformat(sql) == (
+        "SELECT ''::tsquery, '12:30', x FROM t WHERE a = %(a)s AND b LIKE 'reply by %%' "
+        "AND c IN (%(p0)s, %(p1)s)"
+    )
+
+
+def test_a_postgresql_schema_behind_is_refused_as_before(
+    run, settings: Settings, store: Store
+) -> None:  # type: ignore[no-untyped-def]
+    if not settings.db_url.startswith("postgresql"):
+        pytest.skip("the psycopg fast path")
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0013'"))
+    done = run("list")
+    assert done.exit_code != 0
+    assert "revision 0013" in done.output and "db upgrade" in done.output

@@ -262,20 +262,44 @@ def test_a_merge_by_threading_finds_the_survivor(store: Store, ingest: Ingest) -
     assert numbers(store, "vpn") == [first]
 
 
-def test_status_filter_and_limit(store: Store, ingest: Ingest) -> None:
+def jammed_printers(store: Store, ingest: Ingest, count: int) -> list[int]:
+    """`count` tickets saying "Jammed.", the first two of them closed."""
     made = [
         ingest(make_message(f"n{i}@customer.example.org", subject=f"Printer {i}", body="Jammed."))
-        for i in range(4)
+        for i in range(count)
     ]
     with store.write() as session:
         session.execute(
             sa.update(Ticket).where(Ticket.number.in_(made[:2])).values(status="closed")  # type: ignore[union-attr]
         )
+    return made
+
+
+def test_status_filter_and_limit(store: Store, ingest: Ingest) -> None:
+    made = jammed_printers(store, ingest, 4)  # the first two closed
     assert sorted(numbers(store, "jammed", status="closed")) == made[:2]
     assert sorted(numbers(store, "jammed", status="new")) == made[2:]
     assert numbers(store, "jammed", status="pending") == []
     assert len(numbers(store, "jammed", limit=3)) == 3
     assert len(numbers(store, "jammed")) == 4
+
+
+def test_the_best_tickets_are_read_first_then_all_when_filters_leave_too_few(
+    store: Store, ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailsupport.search as search_module
+
+    made = jammed_printers(store, ingest, 6)  # the first two closed
+    everything = numbers(store, "jammed")
+    # Equal ranks: the newest ticket first. Only the first candidate read at first: the
+    # order is the same, and a status filter that leaves it out reads them all.
+    assert everything == sorted(made, reverse=True)
+    monkeypatch.setattr(search_module, "FIRST_CANDIDATES", 1)
+    monkeypatch.setattr(search_module, "CANDIDATES_PER_HIT", 1)
+    assert numbers(store, "jammed", limit=1) == everything[:1]
+    assert numbers(store, "jammed", limit=2) == everything[:2]
+    assert sorted(numbers(store, "jammed", status="closed")) == made[:2]
+    assert numbers(store, "jammed", limit=3, status="closed") == everything[-2:]
 
 
 def test_the_index_follows_updates_and_deletes(store: Store, ingest: Ingest) -> None:
@@ -361,13 +385,13 @@ def test_postgresql_uses_the_index(store: Store, ingest: Ingest) -> None:
     sql, params = pg_best_per_ticket_sql(parse_query('toner* -x OR "is empty"'))
     with store.engine.begin() as conn:
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        plan = conn.execute(sa.text("EXPLAIN " + sql), params).all()
+        plan = conn.execute(sa.text("EXPLAIN " + sql), {**params, "candidates": 20}).all()
     assert PG_INDEX in "\n".join(row[0] for row in plan)
     # Bare words are looked up by their stems, in the stems' index.
     sql, params = pg_best_per_ticket_sql(parse_query("toners -x OR printers"))
     with store.engine.begin() as conn:
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        plan = conn.execute(sa.text("EXPLAIN " + sql), params).all()
+        plan = conn.execute(sa.text("EXPLAIN " + sql), {**params, "candidates": 20}).all()
     assert PG_STEMS_INDEX in "\n".join(row[0] for row in plan)
 
 
@@ -429,3 +453,18 @@ def test_the_command_exit_codes(run, ingest: Ingest) -> None:  # type: ignore[no
         assert len(empty.stderr.splitlines()) == 1
     assert run("search", "--status", "lost", "jam").exit_code == 2
     assert run("search", "--limit", "0", "jam").exit_code == 2
+
+
+def test_a_word_matching_more_than_newest_matches_ranks_the_newest(
+    store: Store, ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailsupport.search as search_module
+
+    made = jammed_printers(store, ingest, 4)
+    newer = ingest(make_message("x@customer.example.org", subject="Scanner", body="Paper stuck."))
+    monkeypatch.setattr(search_module, "NEWEST_MATCHES", 2)
+    assert numbers(store, "jammed") == [made[3], made[2]]  # of the four, the newest two
+    assert numbers(store, "jammed", status="closed") == []  # the closed ones are older
+    assert numbers(store, "paper") == [newer]
+    assert sorted(numbers(store, "jammed OR paper")) == sorted([newer, made[3]])
+    assert numbers(store, "jammed printer 1") == [made[1]]  # a narrower query finds older
