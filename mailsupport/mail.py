@@ -64,6 +64,9 @@ class Inbound:
     # headers or addresses, or a display name that is another address. Such a sender is
     # a stranger, whatever address `from_` holds.
     sender_doubt: str = ""
+    # The search stems of the subject and the text (store/stems.py), when the parse worker
+    # computed them beside the parse; None: computed when the message is stored.
+    stems: tuple[str, str] | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""

@@ -443,6 +443,8 @@ class Pipeline:
             "defects": "\n".join(message.defects),
             "created_at": now,
         }
+        if message.stems is not None:  # the parse worker's (else the column defaults')
+            values["subject_stems"], values["text_stems"] = message.stems
         message_pk = db.store_message(
             session, values, message.attachments, self.files, [message.message_id, *references],
             counts=not bounce, ticket=ticket,

@@ -14,8 +14,14 @@ import threading
 from functools import lru_cache
 
 __all__ = [
-    "STOP_WORDS", "URL", "WORD", "fold_yo", "normalise", "stem", "stems_of", "terms", "words",
+    "STOP_WORDS", "URL", "WORD", "fold_yo", "message_stems", "normalise", "stem", "stems_of",
+    "terms", "words",
 ]  # fmt: skip
+
+# How much of a message search indexes (store/stems.py keeps its stems in two columns):
+# PostgreSQL refuses a tsvector over 1 MB.
+INDEXED_SUBJECT_CHARS = 1000
+INDEXED_TEXT_CHARS = 100_000
 
 
 def _wordlist(text: str) -> frozenset[str]:
@@ -119,3 +125,8 @@ def stems_of(text: str) -> str:
         stem(word) if len(word) <= STEM_MAX_CHARS else word
         for word in SEARCH_WORD.findall(normalise(text))
     )
+
+
+def message_stems(subject: str, text: str) -> tuple[str, str]:
+    """The stems search indexes for a message's subject and text."""
+    return stems_of(subject[:INDEXED_SUBJECT_CHARS]), stems_of(text[:INDEXED_TEXT_CHARS])

@@ -20,13 +20,14 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
 from mailsupport.errors import PermanentError
 from mailsupport.mail import Inbound
 from mailsupport.parsing.message import parse
+from mailsupport.words import message_stems
 
 T = TypeVar("T")
 
@@ -51,6 +52,15 @@ def parse_safely(raw: bytes) -> Parsed:
     except Exception as error:  # a parser bug must not block the mailbox behind it
         detail = f"internal error while parsing: {type(error).__name__}: {error}"
         return ParseFailure(detail, traceback.format_exc())
+
+
+def with_stems(parsed: Parsed) -> Parsed:
+    """The parse with the search stems of its subject and text, as the message's row will
+    hold them (store/stems.py): the worker computes them, so the process that stores the
+    message does not."""
+    if isinstance(parsed, ParseFailure):
+        return parsed
+    return replace(parsed, stems=message_stems(parsed.subject, parsed.text))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -93,7 +103,7 @@ def _serve(conn: Connection, others: list[Connection], parent: int) -> None:
     while True:
         try:
             raw = conn.recv_bytes()
-            parsed = parse_safely(raw)
+            parsed = with_stems(parse_safely(raw))
             # The message's bytes go before its result is pickled, and the result before
             # the next message comes: a large message is never in memory twice.
             del raw

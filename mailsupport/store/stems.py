@@ -25,12 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mailsupport.words import stems_of
+from mailsupport.words import INDEXED_SUBJECT_CHARS, INDEXED_TEXT_CHARS, stems_of
 
-# How much of a message is indexed (the exact text too, see migration 0006): PostgreSQL
-# refuses a tsvector over 1 MB.
-SUBJECT_CHARS = 1000
-TEXT_CHARS = 100_000
+# How much of a message is indexed (the exact text too, see migration 0006).
+SUBJECT_CHARS = INDEXED_SUBJECT_CHARS
+TEXT_CHARS = INDEXED_TEXT_CHARS
 # The rule of `automatic` as SQL over a `messages` row, for queries that read messages
 # without the index. Migration 0014 writes its own copy into the index's SQL.
 AUTOMATIC = "(direction = 'out' AND author = '' AND raw_id IS NULL)"

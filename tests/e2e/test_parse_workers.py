@@ -24,7 +24,7 @@ from mailsupport.config import Settings
 from mailsupport.mail import Inbound
 from mailsupport.parsing import parse
 from mailsupport.parsing import workers as parsers
-from mailsupport.parsing.workers import ParseFailure, ParserPool, parse_safely
+from mailsupport.parsing.workers import ParseFailure, ParserPool, parse_safely, with_stems
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, QuarantineEntry
@@ -70,8 +70,31 @@ def test_workers_give_the_same_results_as_parsing_here_in_the_same_order(
     raws = fixtures() * 3
     results = list(pool.parse_all(enumerate(raws), lambda pair: pair[1]))
     assert [i for (i, _), _ in results] == list(range(len(raws)))
-    assert [parsed for _, parsed in results] == [parse_safely(raw) for raw in raws]
+    # The same parse, with the search stems the worker computes beside it.
+    assert [parsed for _, parsed in results] == [with_stems(parse_safely(raw)) for raw in raws]
     assert len(pool._workers) == 2
+
+
+def test_the_stems_a_worker_computes_are_those_the_stored_row_would_get(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    """A message filed with its parse from a worker and the same message filed with a parse
+    made here (its stems then come from the column defaults) get the same index terms."""
+    raws = [raw for raw in fixtures() if not isinstance(parse_safely(raw), ParseFailure)]
+    here = Store.open(f"sqlite:///{tmp_path / 'here' / 'mailsupport.db'}")
+    now = datetime.now(UTC)
+    with Pipeline(settings, store) as pipeline, store.write() as a, here.write() as b:
+        items = [Incoming(raw, f"t#{i}") for i, raw in enumerate(raws)]
+        for item, parsed in pipeline.parse_all(items):
+            assert parsed is not None and parsed.stems is not None
+            pipeline.process(a, item, now, parsed)
+            pipeline.process(b, item, now, parse_safely(item.raw))
+    columns = (Message.message_id, Message.subject_stems, Message.text_stems)
+    with store.read() as a, here.read() as b:
+        stored = sorted(a.exec(select(*columns)).all())
+        assert stored == sorted(b.exec(select(*columns)).all())
+    assert sum(bool(row[2]) for row in stored) > len(raws) // 2
+    here.engine.dispose()
 
 
 def test_items_without_bytes_are_passed_through_unparsed(pool: ParserPool) -> None:
@@ -248,7 +271,7 @@ def test_a_shared_pool_serves_several_threads_one_batch_at_a_time() -> None:
     from mailsupport.parsing.workers import SharedParserPool
 
     raws = fixtures()[:12]
-    expected = [parse_safely(raw) for raw in raws]
+    expected = [with_stems(parse_safely(raw)) for raw in raws]
     with SharedParserPool(2, timeout=10.0) as shared:
         shared.start()  # forked before the threads
         assert len(shared._workers) == 2
