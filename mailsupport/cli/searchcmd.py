@@ -45,7 +45,9 @@ def search(
     letters or more); -word must not occur; OR between words finds either.
     An address (ivan@example.org) finds the tickets it takes part in, and
     -ivan@example.org leaves them out. Other punctuation only separates
-    words. A query has at most 200 words, phrases and addresses.
+    words. A query has at most 200 words, phrases and addresses. A query that
+    matches more than 10,000 messages ranks the newest 10,000 of them: add a
+    word, a phrase or an address to find older ones.
 
     --json gives a list of objects: number, subject and status of the
     ticket; message_id, direction (in, out, note), date (ISO 8601, UTC)
