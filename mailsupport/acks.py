@@ -198,18 +198,11 @@ class Acknowledger:
             subject=ack_subject(message.subject),
             from_name=person_name(sender_name),
         )
-        # compose() takes the title from the ticket: a detached copy carries the bounded
-        # one, and the stored title stays whole. It is never added to the session.
-        title = Ticket(
-            id=ticket.id,
-            number=ticket.number,
-            subject=ack_subject(ticket.subject),
-            mailbox=ticket.mailbox,
-        )
         composed, _ = self.outgoing.send(
             session,
             "ack",
-            title,
+            ticket,
+            title=ack_subject(ticket.subject),  # bounded here; the stored title stays whole
             to=[to],
             parent=parent,
             now=now,

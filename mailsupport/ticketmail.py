@@ -124,10 +124,12 @@ class Outgoing:
         thread_reason: str,
         articles: Sequence[tuple[str, str]] = (),
         from_address: str = "",
+        title: str | None = None,
     ) -> tuple[Composed, int]:
         """Compose `kind`, queue it, and store it on `ticket`; returns it with its outbox
         item's id. Raises TemplateError or ComposeError before anything is written. It comes
-        from the ticket's mailbox, or from `from_address` (see `mailbox_of`)."""
+        from the ticket's mailbox, or from `from_address` (see `mailbox_of`). `title`: the
+        ticket's subject as this mail repeats it (None: as it is)."""
         box, address = self.mailbox_of(ticket, from_address)
         s = box.settings
         if not address:
@@ -141,7 +143,7 @@ class Outgoing:
             to=to,
             cc=cc,
             ticket_number=ticket.number,
-            ticket_subject=ticket.subject,
+            ticket_subject=ticket.subject if title is None else title,
             parent=parent,
             language=language
             or choose_language(s.language, language_hint or (parent.text if parent else "")),
