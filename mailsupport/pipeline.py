@@ -54,7 +54,8 @@ class NeedsSavepoint(Exception):
 
 def _set_aside_when_careful(error: Exception) -> bool:
     """Whether the careful path (Pipeline._failed) sets the message aside and goes on after
-    `error`, rather than stopping the batch: then a batched attempt needs the savepoint."""
+    `error` (or finds it a duplicate), rather than stopping the batch: then a batched attempt
+    needs the savepoint. The one place that tells the two apart."""
     if isinstance(error, Dropped | exc.IntegrityError):
         return True
     if isinstance(error, exc.DBAPIError):
@@ -326,6 +327,8 @@ class Pipeline:
         value the database refuses for good, or a bug on odd input is set aside and the batch
         goes on; temporary trouble (the database, the disk, one we name) stops the batch, to
         be retried later."""
+        if not _set_aside_when_careful(error):
+            raise error
         if isinstance(error, Dropped):
             return self._set_aside(session, raw, item.origin, str(error), now)
         if isinstance(error, exc.IntegrityError):
@@ -337,16 +340,12 @@ class Pipeline:
             ) from None
         if isinstance(error, exc.DBAPIError):
             refused = translate_db_error(error)
-            if not isinstance(refused, PermanentError):
-                raise error
             # The database refuses this message's data for good (a limit, a value it cannot
             # hold): set it aside like any message we cannot take, and go on.
             log.error("cannot store <%s>: %s", message.message_id, refused)
             return self._set_aside(
                 session, raw, item.origin, f"the database refused it: {refused}", now
             )
-        if isinstance(error, MailSupportError | OSError):
-            raise error
         log.error("cannot store <%s>", message.message_id, exc_info=error)
         return self._set_aside(
             session, raw, item.origin, f"internal error: {type(error).__name__}: {error}", now

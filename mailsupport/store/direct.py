@@ -156,16 +156,30 @@ def run(session: Session, statement: sa.Executable, params: Params) -> int:
 LIST_PIECE = 500
 
 
-def listed(values: Sequence[Any]) -> list[dict[str, Any]]:
-    """`values` as the parameters of statements built by `in_values`, piece by piece."""
+def _listed(values: Sequence[Any]) -> list[dict[str, Any]]:
+    """`values` as the parameters of statements built with `in_values`, piece by piece."""
     return [
         {f"v{i}": value for i, value in enumerate(values[start : start + LIST_PIECE])}
         for start in range(0, len(values), LIST_PIECE)
     ]
 
 
+def rows_in(
+    session: Session,
+    build: Callable[[int], sa.Executable],
+    values: Sequence[Any],
+    fixed: Params | None = None,
+) -> list[tuple[Any, ...]]:
+    """The rows of the statements `build(n)` makes (with `in_values` for n values) for all
+    of `values`, piece by piece, each with the parameters `fixed` too."""
+    found: list[tuple[Any, ...]] = []
+    for piece in _listed(values):
+        found += rows(session, build(len(piece)), {**piece, **(fixed or {})})
+    return found
+
+
 def in_values(column: Any, count: int) -> Any:
-    """`column IN (:v0, :v1, ...)` for `count` values (see listed)."""
+    """`column IN (:v0, :v1, ...)` for `count` values (see rows_in)."""
     return column.in_([sa.bindparam(f"v{i}") for i in range(count)])
 
 

@@ -138,10 +138,7 @@ def known_refs(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
     wanted = list(dict.fromkeys(message_ids))
     if not wanted:
         return {}
-    found: dict[str, int] = {}
-    for piece in direct.listed(wanted):
-        found.update(direct.rows(session, _refs_of(len(piece)), piece))
-    return found
+    return dict(direct.rows_in(session, _refs_of, wanted))
 
 
 @functools.cache
@@ -178,11 +175,8 @@ def participating(session: Session, ticket_ids: Iterable[int], address: str) -> 
     wanted = list(dict.fromkeys(ticket_ids))
     if not wanted or not address:
         return set()
-    found: set[int] = set()
-    for piece in direct.listed(wanted):
-        values = {**piece, "address": address.lower()}
-        found.update(row[0] for row in direct.rows(session, _participating(len(piece)), values))
-    return found
+    rows = direct.rows_in(session, _participating, wanted, {"address": address.lower()})
+    return {ticket_id for (ticket_id,) in rows}
 
 
 @functools.cache
@@ -200,11 +194,8 @@ def ticket_numbers(session: Session, ticket_ids: Iterable[int]) -> dict[int, int
     wanted = list(dict.fromkeys(ticket_ids))
     if not wanted:
         return {}
-    numbers: dict[int, int] = {}
-    for piece in direct.listed(wanted):
-        rows = direct.rows(session, _numbers_of(len(piece)), piece)
-        numbers.update((ticket_id, number) for ticket_id, number in rows if ticket_id and number)
-    return numbers
+    rows = direct.rows_in(session, _numbers_of, wanted)
+    return {ticket_id: number for ticket_id, number in rows if ticket_id and number}
 
 
 @functools.cache
