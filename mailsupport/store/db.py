@@ -31,7 +31,14 @@ SQLITE_BUSY_SECONDS = 30
 # PostgreSQL writers take this transaction-level advisory lock first, so they take turns as
 # SQLite's BEGIN IMMEDIATE makes them: threading reads the Message-ID index and then writes
 # it, and two interleaved writers could split a conversation or merge past each other.
-WRITE_LOCK_KEY = 0x6D61696C73757070  # "mailsupp"
+# Advisory locks belong to the whole database, so the key is made from the schema the desk's
+# tables are in (current_schema(), set by search_path in the URL): desks that share a
+# database in schemas of their own do not wait on each other's writers. Computed by the
+# server in the same statement, so it costs no round trip.
+WRITE_LOCK = sa.text(
+    "SELECT pg_advisory_xact_lock(('x' || left(md5("
+    "'mailsupport writers ' || coalesce(current_schema(), '')), 16))::bit(64)::bigint)"
+)
 # PostgreSQL errors that mean the settings are wrong, not that the server is away.
 CONFIG_SQLSTATES = {"3D000", "28P01", "28000", "3F000"}  # no such database or schema, login
 # PostgreSQL errors that end a transaction because another one was in the way: the work was
@@ -223,7 +230,7 @@ class Store:
             session.begin(),
         ):
             if self._serialize:
-                session.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+                session.execute(WRITE_LOCK)
             yield session
 
     @contextmanager
@@ -278,7 +285,7 @@ class Store:
             # Writers' lock: two first runs on an empty database must not both create it.
             with self.translated(), self._writer.begin() as conn:
                 if self._serialize:
-                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+                    conn.execute(WRITE_LOCK)
                 config = alembic_config()
                 config.attributes["connection"] = conn
                 command.upgrade(config, target)

@@ -34,7 +34,7 @@ from typing import IO, Any, Self
 import sqlalchemy as sa
 from sqlmodel import select
 
-from mailsupport.store.db import WRITE_LOCK_KEY, Store
+from mailsupport.store.db import WRITE_LOCK, Store
 from mailsupport.store.models import OutboxItem
 from tests.support.paths import ROOT
 from tests.support.processes import DIE_WITH_PARENT
@@ -451,7 +451,7 @@ def write_lock_held(store: Store) -> Iterator[None]:
             conn.close()
         return
     with store.engine.connect() as pg:
-        pg.execute(sa.select(sa.func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+        pg.execute(WRITE_LOCK)
         try:
             yield
         finally:

@@ -20,6 +20,7 @@ from mailsupport.errors import SchemaError, TemporaryError
 from mailsupport.search import include_name
 from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config, translate_db_error
 from mailsupport.store.models import Ticket
+from tests.conftest import postgresql_schema
 from tests.support.faults import impatient, write_lock_held
 
 
@@ -132,6 +133,34 @@ def test_lock_timeout_deadlock_and_conflict_on_postgresql_are_temporary_errors(
         assert isinstance(mapped, TemporaryError), error
         assert str(mapped).startswith(expected) and str(mapped).endswith("; try again")
         assert "\n" not in str(mapped)
+
+
+def test_desks_in_other_schemas_of_one_database_do_not_wait_for_each_others_writers(
+    store: Store, settings: Settings
+) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's advisory locks belong to the whole database")
+    now = datetime.now(UTC)
+    with postgresql_schema() as other_url:
+        env, _ = impatient(store, {"MAILSUPPORT_DATABASE_URL": other_url}, 0.2)
+        other = Store.open(env["MAILSUPPORT_DATABASE_URL"])
+        try:
+            with write_lock_held(store):
+                # Another desk's writer goes ahead while this desk's lock is held...
+                with other.write() as session:
+                    session.add(Ticket(subject="other desk", created_at=now, updated_at=now))
+                # ...and still waits for a writer of its own desk.
+                with (
+                    write_lock_held(other),
+                    pytest.raises(TemporaryError, match="locked"),
+                    other.write() as session,
+                ):
+                    session.add(Ticket(subject="waits", created_at=now, updated_at=now))
+            with other.read() as session:
+                subjects = session.exec(sa.select(Ticket.subject)).scalars().all()
+            assert subjects == ["other desk"]
+        finally:
+            other.engine.dispose()
 
 
 def test_no_pooled_connection_free_in_time_is_a_temporary_error(store: Store) -> None:
