@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from mailsupport.config import Settings, load_settings
 from mailsupport.store.db import Store
 from tests.support.cli import Run, cli, cli_env
+from tests.support.schemas import migrated
 
 if TYPE_CHECKING:  # imported by pytest as a plugin, so that its asserts are rewritten
     from tests.support.smtpserver import SmtpServer
@@ -84,6 +85,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
+    migrated(settings.db_url)  # what Store.open's migration makes, without running it again
     store = Store.open(settings.db_url)
     yield store
     store.engine.dispose()
