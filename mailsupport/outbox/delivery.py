@@ -117,21 +117,32 @@ def deliver_due(
         _release(store, token, why, item.id)
         note(item, "held")
 
-    def record(item: _Claimed, results: Results) -> None:
-        outcome, first_sent_at = _record(store, settings, item, results, now(), token, rand)
-        note(item, outcome)
-        if first_sent_at is not None:  # committed as sent: only now may a copy exist
-            senders.copies(item.mailbox).add(store, item.id, item.message_id, first_sent_at)
+    def record(*attempts: tuple[_Claimed, Results]) -> None:
+        written = _record(store, settings, attempts, now(), token, rand)
+        for (item, _), (outcome, first_sent_at) in zip(attempts, written, strict=True):
+            note(item, outcome)
+            if first_sent_at is not None:  # committed as sent: only now may a copy exist
+                senders.copies(item.mailbox).add(store, item.id, item.message_id, first_sent_at)
 
     # Mailboxes whose SMTP server is unreachable in this run -> why.
     down: dict[str, str] = {}
+    # Attempts that failed with their server down, written together (an outage with
+    # thousands of queued acknowledgements is one transaction a claim, not one an item)
+    # before the next item is looked at, so the order of outcomes stays the same.
+    failing: list[tuple[_Claimed, Results]] = []
+
+    def record_failing() -> None:
+        if failing:
+            record(*failing)
+            failing.clear()
 
     try:
         for item in claimed:
             mailbox = senders.name(item.mailbox)
             if mailbox in down and item.pending:  # one connection attempt per server and run
-                record(item, {r: ("temporary", down[mailbox]) for r in item.pending})
+                failing.append((item, {r: ("temporary", down[mailbox]) for r in item.pending}))
                 continue
+            record_failing()
             if item.ticket_id in behind:
                 hold(item, "waits until the ticket's earlier mail is sent")
                 continue
@@ -141,7 +152,7 @@ def deliver_due(
             if lease_end - now() < senders.budget * (LEASE_BUDGETS - 1):
                 lease_end = _renew(store, now(), lease, token)
             if not item.pending:  # every recipient answered already (e.g. edited by hand)
-                record(item, {})
+                record((item, {}))
                 continue
             if not senders.settings(mailbox).smtp_host:
                 hold(item, f"mailbox {mailbox!r} has no SMTP server (smtp_host)")
@@ -152,9 +163,10 @@ def deliver_due(
             except ConnectionDown as error:
                 # The rest of this mailbox's items count a failed attempt too.
                 down[mailbox] = str(error)
-                record(item, {r: ("temporary", str(error)) for r in item.pending})
+                record((item, {r: ("temporary", str(error)) for r in item.pending}))
                 continue
-            record(item, results)
+            record((item, results))
+        record_failing()
     except ConfigError as error:
         _release(store, token, str(error))
         raise
@@ -317,70 +329,86 @@ def _release(store: Store, token: str, error: str | None, item_id: int | None = 
 def _record(
     store: Store,
     settings: Settings,
+    attempts: Sequence[tuple[_Claimed, Results]],
+    at: datetime,
+    token: str,
+    rand: Callable[[], float],
+) -> list[tuple[str, datetime | None]]:
+    """Write the outcomes of attempts in one transaction: for each, "sent", "retry",
+    "failed" or "lost", and the sent time when the attempt made the message sent for the
+    first time (else None)."""
+    with store.write() as session:
+        return [
+            _record_one(session, settings, claimed, results, at, token, rand)
+            for claimed, results in attempts
+        ]
+
+
+def _record_one(
+    session: Session,
+    settings: Settings,
     claimed: _Claimed,
     results: Results,
     at: datetime,
     token: str,
     rand: Callable[[], float],
 ) -> tuple[str, datetime | None]:
-    """Write the outcome of one attempt: "sent", "retry", "failed" or "lost", and the sent
-    time when this attempt made the message sent for the first time (else None)."""
-    with store.write() as session:
-        item = session.exec(
-            select(OutboxItem)
-            .where(OutboxItem.id == claimed.id, OutboxItem.claim_token == token)
-            .with_for_update()
-        ).first()
-        if item is None or item.status != "queued":
-            # Our lease ran out and another sender took the row over: it records.
-            log.warning(
-                "outbox item %s <%s>: claim lost before its result was recorded",
-                claimed.id, claimed.message_id,
-            )  # fmt: skip
-            return "lost", None
-        status = dict(item.recipient_status)
-        refused: dict[str, str] = {}
-        waiting: dict[str, str] = {}
-        first_sent: datetime | None = None
-        for rcpt, (verdict, reply) in results.items():
-            if verdict == "sent":
-                status[rcpt] = "sent"
-            elif verdict == "permanent":
-                status[rcpt] = refused[rcpt] = reply
-            else:
-                waiting[rcpt] = reply
-        item.attempts += 1
-        item.claimed_until = item.claim_token = None
-        deadline = item.queued_at + timedelta(seconds=settings.smtp_max_age)
-        if waiting and at >= deadline:
-            age = _age(at - item.queued_at)
-            for rcpt, reply in waiting.items():
-                status[rcpt] = refused[rcpt] = f"gave up after {age}: {reply}"
-            waiting = {}
-        item.recipient_status = status
-        problems = {**refused, **waiting}
-        item.last_error = _describe(problems)[:ERROR_MAX_CHARS]
-        where = f"ticket #{claimed.ticket_number} {claimed.kind} <{claimed.message_id}>"
-        if refused:
-            record_event(
-                session, item.ticket_id, "delivery-failed",
-                f"{claimed.kind} <{claimed.message_id}> not delivered: {_describe(refused)}", at,
-            )  # fmt: skip
-        if waiting:
-            item.next_attempt_at = min(at + backoff(item.attempts, rand), deadline)
-            outcome = "retry"
-            next_try = item.next_attempt_at.isoformat(timespec="seconds")
-            log.info("%s: temporary failure, next try %s: %s", where, next_try, _describe(waiting))
-        elif any(v == "sent" for v in status.values()):
-            # Already sent once (`outbox retry` then reached a recipient refused before):
-            # the copy was made that first time.
-            first_sent = at if item.sent_at is None else None
-            item.status, item.sent_at, outcome = "sent", at, "sent"
-            log.info("%s sent to %s", where, ", ".join(r for r in results if r not in refused))
+    """One attempt's outcome, written in the caller's transaction."""
+    item = session.exec(
+        select(OutboxItem)
+        .where(OutboxItem.id == claimed.id, OutboxItem.claim_token == token)
+        .with_for_update()
+    ).first()
+    if item is None or item.status != "queued":
+        # Our lease ran out and another sender took the row over: it records.
+        log.warning(
+            "outbox item %s <%s>: claim lost before its result was recorded",
+            claimed.id, claimed.message_id,
+        )  # fmt: skip
+        return "lost", None
+    status = dict(item.recipient_status)
+    refused: dict[str, str] = {}
+    waiting: dict[str, str] = {}
+    first_sent: datetime | None = None
+    for rcpt, (verdict, reply) in results.items():
+        if verdict == "sent":
+            status[rcpt] = "sent"
+        elif verdict == "permanent":
+            status[rcpt] = refused[rcpt] = reply
         else:
-            item.status, outcome = "failed", "failed"
-            log.warning("%s failed: %s", where, item.last_error)
-        session.add(item)
+            waiting[rcpt] = reply
+    item.attempts += 1
+    item.claimed_until = item.claim_token = None
+    deadline = item.queued_at + timedelta(seconds=settings.smtp_max_age)
+    if waiting and at >= deadline:
+        age = _age(at - item.queued_at)
+        for rcpt, reply in waiting.items():
+            status[rcpt] = refused[rcpt] = f"gave up after {age}: {reply}"
+        waiting = {}
+    item.recipient_status = status
+    problems = {**refused, **waiting}
+    item.last_error = _describe(problems)[:ERROR_MAX_CHARS]
+    where = f"ticket #{claimed.ticket_number} {claimed.kind} <{claimed.message_id}>"
+    if refused:
+        record_event(
+            session, item.ticket_id, "delivery-failed",
+            f"{claimed.kind} <{claimed.message_id}> not delivered: {_describe(refused)}", at,
+        )  # fmt: skip
+    if waiting:
+        item.next_attempt_at = min(at + backoff(item.attempts, rand), deadline)
+        outcome = "retry"
+        next_try = item.next_attempt_at.isoformat(timespec="seconds")
+        log.info("%s: temporary failure, next try %s: %s", where, next_try, _describe(waiting))
+    elif any(v == "sent" for v in status.values()):
+        # Already sent once (`outbox retry` then reached a recipient refused before):
+        # the copy was made that first time.
+        first_sent = at if item.sent_at is None else None
+        item.status, item.sent_at, outcome = "sent", at, "sent"
+        log.info("%s sent to %s", where, ", ".join(r for r in results if r not in refused))
+    else:
+        item.status, outcome = "failed", "failed"
+        log.warning("%s failed: %s", where, item.last_error)
+    session.add(item)
     return outcome, first_sent
 
 

@@ -200,6 +200,32 @@ def test_smtp_down_longer_than_a_poll_cycle_loses_nothing(
     assert all(smtp_server.count(f"down{n}@example.com") == 1 for n in range(5))
 
 
+def test_an_outage_with_many_tickets_waiting_counts_one_attempt_on_each(
+    store: Store, smtp_settings: Settings, smtp_server: SmtpServer
+) -> None:
+    # One connection attempt for the whole claim; every item's outcome is still its own:
+    # the ones queued past SMTP_MAX_AGE fail for good, the rest wait for their next try.
+    short = smtp_settings.model_copy(update={"smtp_max_age": 3600})
+    now = T0 + timedelta(minutes=90)
+    old = [queue(store, new_ticket(store), f"old{n}@example.com", when=T0) for n in range(3)]
+    young = [queue(store, new_ticket(store), f"new{n}@example.com", when=now) for n in range(9)]
+    smtp_server.stop()
+    assert deliver_due(store, short, at(now), rand=half) == Counter(retry=9, failed=3)
+    for item_id in old:
+        item = get(store, item_id)
+        assert (item.status, item.attempts) == ("failed", 1)
+        [event] = events(store, item.ticket_id)
+        assert "gave up after 1.5 hours" in event.detail and "cannot connect" in event.detail
+    for item_id in young:
+        item = get(store, item_id)
+        assert (item.status, item.attempts, item.claim_token) == ("queued", 1, None)
+        assert item.next_attempt_at == now + timedelta(seconds=45)  # backoff(1) with rand 0.5
+        assert "cannot connect" in item.last_error
+        assert events(store, item.ticket_id) == []
+    smtp_server.start()
+    assert deliver_due(store, short, at(now + timedelta(minutes=1))) == Counter(sent=9)
+
+
 def test_past_max_age_a_temporary_failure_becomes_failed(
     store: Store, settings: Settings, smtp_settings: Settings, smtp_server: SmtpServer
 ) -> None:
