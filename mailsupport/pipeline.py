@@ -6,6 +6,7 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -27,6 +28,7 @@ from mailsupport.notify import Notifier
 from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_safely
 from mailsupport.practice import Dropped, Practice
 from mailsupport.signing import is_our_message_id
+from mailsupport.store import direct
 from mailsupport.store import tickets as db
 from mailsupport.store.attachments import attachment_store
 from mailsupport.store.bounces import find_bounced, record_bounce
@@ -61,6 +63,12 @@ def _set_aside_when_careful(error: Exception) -> bool:
     if isinstance(error, exc.DBAPIError):
         return isinstance(translate_db_error(error), PermanentError)
     return not isinstance(error, MailSupportError | OSError)
+
+
+def _pipelined(session: Session, batched: bool) -> AbstractContextManager[None]:
+    """A batched attempt sends its writes without waiting for each answer (PostgreSQL):
+    each message's answers are awaited at its end, where its savepoint would have ended."""
+    return direct.pipelined(session) if batched else nullcontext()
 
 
 def describe(counts: Counter[str]) -> str:
@@ -227,7 +235,7 @@ class Pipeline:
         careful = not self.batched
         while True:
             try:
-                with self.store.write() as session:
+                with self.store.write() as session, _pipelined(session, not careful):
                     outcomes = [
                         self.process(session, item, now(), parsed, careful=careful)
                         for item, parsed in replayed()
@@ -300,6 +308,7 @@ class Pipeline:
             else:
                 outcome = self._file(session, message, raw, item, now)
                 session.flush()  # what the end of its savepoint would write: the ticket
+                direct.sync(session)  # the answers to its pipelined writes (PostgreSQL)
         except Exception as error:
             if not careful and _set_aside_when_careful(error):
                 raise NeedsSavepoint(f"<{message.message_id}>: {error!r}") from None

@@ -10,12 +10,19 @@ comes out as SQLAlchemy's (IntegrityError, OperationalError, ...), so the caller
 handling of errors does not change.
 
 Only for statements whose results need no conversion: ids, counts, text.
+
+On PostgreSQL every statement is a round trip. Inside `pipelined()` (intake's batched
+attempt), writes whose answer nobody reads (`write`, `execute_many`) are sent without
+waiting for it, in psycopg's pipeline mode; a read, a statement SQLAlchemy runs, or `sync()`
+waits for the answers so far. A write's error therefore comes out there, as SQLAlchemy's
+exception, and the caller's handling of it is the same as when it came out at once.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +31,11 @@ from sqlalchemy import exc
 from sqlmodel import Session
 
 Params = Mapping[str, Any]
+
+# Keys of session.info: the psycopg Pipeline of a pipelined() block, and whether writes of
+# it wait for their answers.
+_PIPELINE = "mailsupport.direct.pipeline"
+_UNANSWERED = "mailsupport.direct.unanswered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,39 +128,90 @@ def execute_many(session: Session, statement: sa.Executable, rows: Sequence[Para
         raise _wrapped(compiled.sql, values, error, dialect) from error
     finally:
         cursor.close()
+    _unanswered(session)
+
+
+def write(session: Session, statement: sa.Executable, params: Params) -> None:
+    """Run a statement whose answer nobody reads; in pipelined(), without waiting for it."""
+    execute(session, statement, params).close()
+    _unanswered(session)
 
 
 def scalar(session: Session, statement: sa.Executable, params: Params) -> Any:
     """The first column of the first row, or None."""
-    cursor = execute(session, statement, params)
-    try:
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    return None if row is None else row[0]
+    found = rows(session, statement, params, one=True)
+    return found[0][0] if found else None
 
 
-def rows(session: Session, statement: sa.Executable, params: Params) -> list[tuple[Any, ...]]:
+def rows(
+    session: Session, statement: sa.Executable, params: Params, *, one: bool = False
+) -> list[tuple[Any, ...]]:
+    """The rows of a query (only the first when `one`)."""
     cursor = execute(session, statement, params)
     try:
-        return [tuple(row) for row in cursor.fetchall()]
+        fetched = cursor.fetchmany(1) if one else cursor.fetchall()
+    except Exception as error:  # pipelined: an earlier write's error comes out here
+        raise _driver_error(session, statement, error) from error
     finally:
         cursor.close()
+    session.info.pop(_UNANSWERED, None)  # every answer before this one has come
+    return [tuple(row) for row in fetched]
+
+
+def _driver_error(session: Session, statement: sa.Executable, error: Exception) -> Exception:
+    dialect = session.connection().dialect
+    if isinstance(error, dialect.loaded_dbapi.Error):
+        return _wrapped(str(statement), None, error, dialect)
+    return error
+
+
+def _unanswered(session: Session) -> None:
+    if _PIPELINE in session.info:
+        session.info[_UNANSWERED] = True
+
+
+@contextmanager
+def pipelined(session: Session) -> Iterator[None]:
+    """Within, on PostgreSQL: writes are sent without waiting for their answers (see the
+    module's docstring). Statements SQLAlchemy runs wait for theirs as before (the ORM reads
+    the count of rows an UPDATE changed). The block ends with sync(). Elsewhere: nothing."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    with connection.connection.dbapi_connection.pipeline() as pipeline:  # type: ignore[union-attr]
+
+        def answered(*_: Any) -> None:
+            pipeline.sync()  # inside SQLAlchemy's execution: an error comes out as its own
+            session.info.pop(_UNANSWERED, None)
+
+        session.info[_PIPELINE] = pipeline
+        sa.event.listen(connection, "after_cursor_execute", answered)
+        try:
+            yield
+            sync(session)
+        finally:
+            sa.event.remove(connection, "after_cursor_execute", answered)
+            session.info.pop(_PIPELINE, None)
+            session.info.pop(_UNANSWERED, None)
+
+
+def sync(session: Session) -> None:
+    """In pipelined(): wait for the answers to the writes sent so far; their first error
+    comes out here, as SQLAlchemy's exception. A no-op when nothing waits."""
+    pipeline = session.info.get(_PIPELINE)
+    if pipeline is None or not session.info.pop(_UNANSWERED, False):
+        return
+    try:
+        pipeline.sync()
+    except Exception as error:
+        raise _driver_error(session, sa.text("(pipelined writes)"), error) from error
 
 
 def _wrapped(sql: str, params: Any, error: Exception, dialect: sa.Dialect) -> exc.DBAPIError:
     return exc.DBAPIError.instance(  # type: ignore[return-value]
         sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect
     )
-
-
-def run(session: Session, statement: sa.Executable, params: Params) -> int:
-    """Run a statement that returns no rows; the number of rows it changed."""
-    cursor = execute(session, statement, params)
-    try:
-        return int(cursor.rowcount)
-    finally:
-        cursor.close()
 
 
 # Lists in IN (...) go in pieces of at most this many values, each piece a statement compiled
@@ -183,10 +246,10 @@ def in_values(column: Any, count: int) -> Any:
     return column.in_([sa.bindparam(f"v{i}") for i in range(count)])
 
 
-def set_by_id(session: Session, model: Any, row_id: int, **values: Any) -> int:
-    """UPDATE the row of `model` with this id: its columns `values`. Rows changed (0 or 1)."""
+def set_by_id(session: Session, model: Any, row_id: int, **values: Any) -> None:
+    """UPDATE the row of `model` with this id: its columns `values` (a write)."""
     statement = _update_by_id(model.__table__, tuple(sorted(values)))
-    return run(session, statement, {"b_id": row_id, **{f"b_{k}": v for k, v in values.items()}})
+    write(session, statement, {"b_id": row_id, **{f"b_{k}": v for k, v in values.items()}})
 
 
 @functools.cache

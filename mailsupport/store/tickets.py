@@ -403,7 +403,7 @@ def record_event(
 ) -> None:
     """One line of the ticket's history, written at once (by a statement, not the ORM)."""
     values = {"ticket_id": ticket_id, "at": at, "actor": actor, "action": action, "detail": detail}
-    direct.run(session, _insert_plain(TicketEvent), values)
+    direct.write(session, _insert_plain(TicketEvent), values)
 
 
 def merge_tickets(

@@ -327,6 +327,65 @@ def test_a_batch_redone_one_at_a_time_leaves_no_trace_of_its_first_attempt(
     store.engine.dispose()
 
 
+# A trigger that refuses one message's row in the Message-ID index, as the server refuses a
+# value it cannot hold: the error comes from the server, after the write was sent.
+REFUSE_INDEX_ROW = [
+    """CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF starts_with(NEW.message_id, 'refused') THEN
+        RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023';
+      END IF;
+      RETURN NEW;
+    END $$""",
+    """CREATE TRIGGER refuse_marked BEFORE INSERT ON message_refs
+      FOR EACH ROW EXECUTE FUNCTION refuse_marked()""",
+]
+
+
+def test_a_pipelined_write_the_server_refuses_sets_only_its_message_aside(
+    settings: Settings, db_url: str, second_url: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """On PostgreSQL a batch sends its writes without waiting for each answer, so a write's
+    error arrives later than the write: it is still the message that made it that is set
+    aside, and the batch ends as one-at-a-time filing ends."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("writes are pipelined on PostgreSQL only")
+    mail = [
+        make_message(f"q{n}@x.example.org", subject=f"Question {n}", sender=f"c{n}@x.example.org")
+        for n in range(6)
+    ]
+    mail.insert(3, make_message("refused@x.example.org", subject="Hi", sender="r@x.example.org"))
+    reply = make_message(
+        "q1.2@x.example.org", subject="Re: Question 1", sender="c1@x.example.org",
+        in_reply_to="<q1@x.example.org>",
+    )  # fmt: skip
+    mail.append(reply)
+    items = [Incoming(raw, f"t#{i}") for i, raw in enumerate(mail)]
+    for url in (db_url, second_url):
+        refusing = Store.open(url)
+        with refusing.engine.begin() as conn:
+            for statement in REFUSE_INDEX_ROW:
+                conn.exec_driver_sql(statement)
+        refusing.engine.dispose()
+
+    store = Store.open(db_url)
+    outcomes: list[Outcome] = []
+    caplog.set_level(logging.INFO, logger="mailsupport.pipeline")
+    with Pipeline(desk_settings(settings, db_url, tmp_path, "batched"), store) as pipeline:
+        pipeline.run(items, lambda: NOW, batch_size=len(items), on_each=outcomes.append)
+    batched = decisions(store)
+    store.engine.dispose()
+    assert [o.kind for o in outcomes] == ["new"] * 3 + ["quarantined"] + ["new"] * 3 + ["reply"]
+    assert "refused by the test" in outcomes[3].detail
+    assert any("one message at a time" in r.getMessage() for r in caplog.records)
+
+    kinds, reference = one_at_a_time(desk_settings(settings, second_url, tmp_path, "one"), items)
+    assert [o.kind for o in outcomes] == kinds
+    for part in reference:
+        assert batched[part] == reference[part], part
+
+
 # -- kill -9 in the middle of a batch ---------------------------------------------------------
 
 
