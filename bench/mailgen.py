@@ -19,6 +19,7 @@ that window is held in memory.
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,22 +106,40 @@ class Person:
     charset: str  # what their mail client writes in
 
 
-def generate(count: int, seed: int = 1) -> Iterator[bytes]:
-    """`count` messages as bytes (CRLF line ends), in the order they are delivered."""
+def generate(count: int, seed: int = 1, processes: int = 1) -> Iterator[bytes]:
+    """`count` messages as bytes (CRLF line ends), in the order they are delivered. With
+    several `processes`, conversations are drawn in parallel: the same bytes, sooner (each
+    conversation depends on its number and the seed alone)."""
     heap: list[tuple[int, int, bytes]] = []  # (slot, tie-break, message)
     emitted = 0
-    conversation = 0
     tie = 0
-    while emitted < count:
+    for conversation, messages in enumerate(_conversations(seed, processes)):
+        if emitted >= count:
+            break
         start = conversation * 4 // 3  # about 3 messages per 4 slots on average
         while heap and heap[0][0] < start and emitted < count:
             yield heapq.heappop(heap)[2]
             emitted += 1
-        for slot, raw in _conversation(seed, conversation, start):
+        for slot, raw in messages:
             tie += 1
             heapq.heappush(heap, (slot, tie, raw))
-        conversation += 1
     # (what is still in the heap belongs to conversations past the end: dropped)
+
+
+def _conversations(seed: int, processes: int) -> Iterator[list[tuple[int, bytes]]]:
+    """Conversation 0, 1, 2, ... with their delivery slots, drawn by `processes` at once."""
+    numbers = itertools.count()
+    if processes <= 1:
+        for number in numbers:
+            yield _conversation(seed, number, number * 4 // 3)
+        return
+    import multiprocessing
+
+    block = 2_000  # conversations drawn per round: bounded memory, little waiting
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        while True:
+            wanted = [(seed, n, n * 4 // 3) for n in itertools.islice(numbers, block)]
+            yield from pool.starmap(_conversation, wanted, chunksize=50)
 
 
 def large_message(size: int, seed: int = 1) -> bytes:
