@@ -214,17 +214,23 @@ def _wrapped(sql: str, params: Any, error: Exception, dialect: sa.Dialect) -> ex
     )
 
 
-# Lists in IN (...) go in pieces of at most this many values, each piece a statement compiled
-# once for its length (SQLite allows 32,766 variables in one statement).
+# Lists in IN (...) go in pieces of at most this many values (SQLite allows 32,766 variables
+# in one statement), each piece padded to one of a few lengths with its own last value (IN
+# takes a value twice as once): a statement is compiled and kept for every length it is
+# built for, and one for each length up to 500 took 80 MiB, a slow climb in a long run.
 LIST_PIECE = 500
+LIST_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, LIST_PIECE)
 
 
 def _listed(values: Sequence[Any]) -> list[dict[str, Any]]:
     """`values` as the parameters of statements built with `in_values`, piece by piece."""
-    return [
-        {f"v{i}": value for i, value in enumerate(values[start : start + LIST_PIECE])}
-        for start in range(0, len(values), LIST_PIECE)
-    ]
+    pieces = []
+    for start in range(0, len(values), LIST_PIECE):
+        piece = list(values[start : start + LIST_PIECE])
+        length = next(n for n in LIST_LENGTHS if n >= len(piece))
+        piece += [piece[-1]] * (length - len(piece))
+        pieces.append({f"v{i}": value for i, value in enumerate(piece)})
+    return pieces
 
 
 def rows_in(

@@ -18,6 +18,7 @@ from sqlmodel import SQLModel
 from mailsupport.config import Settings
 from mailsupport.errors import SchemaError, TemporaryError
 from mailsupport.search import include_name
+from mailsupport.store import direct, tickets
 from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config, translate_db_error
 from mailsupport.store.models import Ticket
 from tests.conftest import postgresql_schema
@@ -195,3 +196,27 @@ def test_upgrade_from_the_first_schema_keeps_data(db_url: str, tmp_path: Path) -
     with store.read() as session:
         assert [t.subject for t in session.exec(sa.select(Ticket)).scalars()] == ["kept"]
     store.engine.dispose()
+
+
+def test_lookups_of_lists_of_any_length_find_exactly_the_known_and_keep_few_statements(
+    store: Store,
+) -> None:
+    # Threading looks up a message's references as one IN list. Every list length used to
+    # be a statement of its own, compiled and kept for the life of the process: memory that
+    # climbed through a long import. Lists are padded to a few lengths instead.
+    now = datetime.now(UTC)
+    with store.write() as session:
+        ticket = Ticket(subject="refs", created_at=now, updated_at=now)
+        session.add(ticket)
+        session.flush()
+        assert ticket.id is not None
+        known = [f"known{n}@example.org" for n in range(700)]
+        tickets.index_refs(session, ticket.id, known)
+    lengths_before = tickets._refs_of.cache_info().currsize
+    with store.read() as session:
+        for length in [*range(1, 70), 127, 128, 129, 255, 256, 257, 499, 500, 501, 619]:
+            wanted = [f"unknown{n}@example.org" for n in range(length)]
+            wanted[::3] = known[: len(wanted[::3])]
+            found = tickets.known_refs(session, wanted)
+            assert found == {mid: ticket.id for mid in wanted[::3]}, length
+    assert tickets._refs_of.cache_info().currsize - lengths_before <= len(direct.LIST_LENGTHS)
