@@ -65,6 +65,9 @@ def log_to_stderr(
     )
     quiet = numeric > logging.DEBUG
     logging.getLogger("alembic").setLevel(logging.WARNING if quiet else logging.NOTSET)
+    # psycopg warns when a pipeline cannot be ended after the error that ended its block
+    # (the connection lost): that error is reported already, in its one line.
+    logging.getLogger("psycopg").setLevel(logging.ERROR if quiet else logging.NOTSET)
     root = logging.getLogger()
     if root.handlers and not replace:
         return

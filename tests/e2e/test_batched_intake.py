@@ -386,6 +386,53 @@ def test_a_pipelined_write_the_server_refuses_sets_only_its_message_aside(
         assert batched[part] == reference[part], part
 
 
+def test_a_connection_lost_in_the_middle_of_a_pipelined_batch_says_one_line_and_loses_nothing(
+    settings: Settings, db_url: str, tmp_path: Path, env_for_cli: dict[str, str]
+) -> None:
+    """The server goes away while a batch's writes are on their way (its backend ends
+    itself from a trigger): `import` exits 75 with one line, nothing of the batch is
+    committed, and the same command run again files every message once."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("writes are pipelined on PostgreSQL only")
+    mail = [
+        make_message(f"q{n}@x.example.org", subject=f"Question {n}", sender=f"c{n}@x.example.org")
+        for n in range(6)
+    ]
+    mail.insert(3, make_message("refused@x.example.org", subject="Hi", sender="r@x.example.org"))
+    box = mbox_file(tmp_path / "lost.mbox", *mail)
+    store = Store.open(db_url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            """CREATE FUNCTION hang_up() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF starts_with(NEW.message_id, 'refused') THEN
+                PERFORM pg_terminate_backend(pg_backend_pid());
+              END IF;
+              RETURN NEW;
+            END $$"""
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER hang_up BEFORE INSERT ON message_refs "
+            "FOR EACH ROW EXECUTE FUNCTION hang_up()"
+        )
+    proc = start_cli(env_for_cli, ["import", str(box)])
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    [line] = err.decode().splitlines()
+    assert line.startswith("mailsupport: database unavailable: "), line
+    with store.read() as session:
+        assert session.exec(select(Message)).all() == []  # the batch is one transaction
+
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER hang_up ON message_refs")
+    again = cli(env_for_cli, "import", str(box))
+    assert again.exit_code == 0, again.output
+    with store.read() as session:
+        stored = sorted(m.message_id for m in session.exec(select(Message)).all())
+    store.engine.dispose()
+    assert stored == sorted(["refused@x.example.org", *(f"q{n}@x.example.org" for n in range(6))])
+
+
 # -- kill -9 in the middle of a batch ---------------------------------------------------------
 
 
