@@ -342,6 +342,17 @@ REFUSE_INDEX_ROW = [
 ]
 
 
+def questions_and_one_marked() -> list[bytes]:
+    """Six new questions, and as the fourth message one whose Message-ID starts with
+    "refused", which the tests' triggers pick out."""
+    mail = [
+        make_message(f"q{n}@x.example.org", subject=f"Question {n}", sender=f"c{n}@x.example.org")
+        for n in range(6)
+    ]
+    mail.insert(3, make_message("refused@x.example.org", subject="Hi", sender="r@x.example.org"))
+    return mail
+
+
 def test_a_pipelined_write_the_server_refuses_sets_only_its_message_aside(
     settings: Settings, db_url: str, second_url: str, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -351,11 +362,7 @@ def test_a_pipelined_write_the_server_refuses_sets_only_its_message_aside(
     aside, and the batch ends as one-at-a-time filing ends."""
     if not db_url.startswith("postgresql"):
         pytest.skip("writes are pipelined on PostgreSQL only")
-    mail = [
-        make_message(f"q{n}@x.example.org", subject=f"Question {n}", sender=f"c{n}@x.example.org")
-        for n in range(6)
-    ]
-    mail.insert(3, make_message("refused@x.example.org", subject="Hi", sender="r@x.example.org"))
+    mail = questions_and_one_marked()
     reply = make_message(
         "q1.2@x.example.org", subject="Re: Question 1", sender="c1@x.example.org",
         in_reply_to="<q1@x.example.org>",
@@ -394,11 +401,7 @@ def test_a_connection_lost_in_the_middle_of_a_pipelined_batch_says_one_line_and_
     committed, and the same command run again files every message once."""
     if not db_url.startswith("postgresql"):
         pytest.skip("writes are pipelined on PostgreSQL only")
-    mail = [
-        make_message(f"q{n}@x.example.org", subject=f"Question {n}", sender=f"c{n}@x.example.org")
-        for n in range(6)
-    ]
-    mail.insert(3, make_message("refused@x.example.org", subject="Hi", sender="r@x.example.org"))
+    mail = questions_and_one_marked()
     box = mbox_file(tmp_path / "lost.mbox", *mail)
     store = Store.open(db_url)
     with store.engine.begin() as conn:
