@@ -26,6 +26,7 @@ from mailsupport.notify import ANSWER as NOTIFY_ANSWER
 from mailsupport.notify import NEW as NOTIFY_NEW
 from mailsupport.notify import Notifier
 from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_safely
+from mailsupport.placing import thread
 from mailsupport.practice import Dropped, Practice
 from mailsupport.signing import is_our_message_id
 from mailsupport.store import direct
@@ -34,13 +35,7 @@ from mailsupport.store.attachments import attachment_store
 from mailsupport.store.bounces import find_bounced, record_bounce
 from mailsupport.store.db import Store, translate_db_error
 from mailsupport.store.models import Ticket
-from mailsupport.threads import (
-    ThreadDecision,
-    decide_thread,
-    find_tag,
-    normalize_subject,
-    reference_ids,
-)
+from mailsupport.threads import ThreadDecision, normalize_subject, reference_ids
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +290,11 @@ class Pipeline:
             if message.trace:
                 log.error("cannot parse %s\n%s", item.origin, message.trace.rstrip())
             return self._set_aside(session, raw, item.origin, message.detail, now)
-        if db.message_exists(session, message.message_id):  # 4. seen before: stored once
+        sender = message.from_  # 4. seen before: stored once (its own Message-ID indexed)
+        facts = db.thread_facts(
+            session, [message.message_id, *reference_ids(message)], sender.address if sender else ""
+        )
+        if message.message_id in facts.known and db.message_exists(session, message.message_id):
             if not fresh:
                 db.release_quarantine(session, raw)
             log.info("duplicate <%s> skipped", message.message_id)
@@ -304,16 +303,18 @@ class Pipeline:
         try:  # 5. thread and store; a failure here must not block the messages behind it
             if careful:
                 with session.begin_nested():
-                    outcome = self._file(session, message, raw, item, now)
+                    outcome = self._file(session, message, raw, item, now, facts)
             else:
-                outcome = self._file(session, message, raw, item, now)
+                outcome = self._file(session, message, raw, item, now, facts)
                 session.flush()  # what the end of its savepoint would write: the ticket
                 direct.sync(session)  # the answers to its pipelined writes (PostgreSQL)
         except Exception as error:
             if not careful and _set_aside_when_careful(error):
                 raise NeedsSavepoint(f"<{message.message_id}>: {error!r}") from None
             db.forget_created(session, created)  # the savepoint took them back
+            db.expire_written(session)
             return self._failed(session, message, raw, item, error, now)
+        db.forget_written(session)
         if not fresh:  # stored after all: out of the quarantine
             db.release_quarantine(session, raw)
         log.info(
@@ -368,8 +369,16 @@ class Pipeline:
         return Outcome(QUARANTINED, detail=error)
 
     def _file(
-        self, session: Session, message: Inbound, raw: db.StoredRaw, item: Incoming, now: datetime
+        self,
+        session: Session,
+        message: Inbound,
+        raw: db.StoredRaw,
+        item: Incoming,
+        now: datetime,
+        facts: db.ThreadFacts | None = None,
     ) -> Outcome:
+        """File one parsed message. `facts`: thread_facts() of its Message-IDs, when the
+        caller looked them up already (with its sender's address)."""
         settings = self.settings
         sender = message.from_
         outgoing, doubt = self._who(message, item)
@@ -387,7 +396,10 @@ class Pipeline:
             ours = db.follow_merges(session, session.get(Ticket, bounced.item.ticket_id))
             decision = ThreadDecision(ours.id if ours else None, (), bounced.reason)
         else:
-            decision = self._thread(session, message, references, outgoing, trusted=not doubt)
+            decision = thread(
+                session, message, references, self.settings, self._signed_by_us,
+                outgoing=outgoing, trusted=not doubt, facts=facts,
+            )  # fmt: skip
         if doubt:  # said wherever the decision shows: the ticket's history, `show`
             decision = replace(decision, reason=f"{decision.reason}; a stranger: {doubt}")
 
@@ -492,6 +504,7 @@ class Pipeline:
                     session, ticket, NOTIFY_NEW if kind == NEW else NOTIFY_ANSWER,
                     now=now, message_pk=message_pk, by=item.forwarded_by,
                 )  # fmt: skip
+        db.write_changes(session, ticket)  # now, by a statement: not at the ORM's flush
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)
 
     def _original_filer(self, raw: db.StoredRaw, item: Incoming, now: datetime) -> FileOriginal:
@@ -549,46 +562,6 @@ class Pipeline:
         if now - ticket.closed_at <= timedelta(days=days) or is_automated(message):
             return None
         return ticket
-
-    def _thread(
-        self,
-        session: Session,
-        message: Inbound,
-        references: list[str],
-        outgoing: bool,
-        *,
-        trusted: bool = True,
-    ) -> ThreadDecision:
-        """Where the message goes. An untrusted sender (not clear who it is, or our own
-        address without our signature) is a stranger everywhere: no ticket counts it as a
-        participant, and even our signed references do not let it in."""
-        tag_number = find_tag(message.subject, self.settings.tag_pattern)
-        tag_ticket = db.ticket_by_number(session, tag_number) if tag_number is not None else None
-        tag_id = tag_ticket.id if tag_ticket else None
-        known = db.known_refs(session, [message.message_id, *references])
-        linked = set(known.values()) | ({tag_id} if tag_id is not None else set())
-        sender = message.from_
-        if outgoing:  # our own copy (a Sent folder): we take part in every ticket
-            participant_in = linked
-        elif sender is not None and trusted:
-            participant_in = db.participating(session, linked, sender.address)
-        else:
-            participant_in = set()
-        # The HMAC check only matters for references the sender could not join otherwise
-        # (and lets no untrusted sender in).
-        doubtful = [r for r in references if r in known and known[r] not in participant_in]
-        doubtful = doubtful if trusted else []
-        return decide_thread(
-            message,
-            known,
-            tag_id,
-            tag_id in participant_in,
-            tag_number,
-            verified={r for r in doubtful if self._signed_by_us(r)},
-            participant_in=participant_in,
-            policy=self.settings.stranger_replies,
-            numbers=db.ticket_numbers(session, linked - participant_in),
-        )
 
     def _signed_by_us(self, message_id: str) -> bool:
         """Whether `message_id` is one of ours, by the HMAC token only we can make, at the

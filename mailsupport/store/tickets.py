@@ -149,6 +149,55 @@ def _refs_of(count: int) -> sa.Select[tuple[str, int]]:
     )
 
 
+class ThreadFacts(NamedTuple):
+    """What threading needs to know of a message's Message-IDs (see thread_facts)."""
+
+    known: dict[str, int]  # the ticket each indexed Message-ID points at
+    numbers: dict[int, int]  # the number agents see of each of those tickets
+    taking_part: set[int]  # those tickets the sender takes part in (a mailed role)
+
+
+def thread_facts(session: Session, message_ids: Iterable[str], address: str) -> ThreadFacts:
+    """known_refs(), with the numbers of the tickets found and participating() of `address`
+    in them, in one statement (on PostgreSQL each of the three was a round trip)."""
+    wanted = list(dict.fromkeys(message_ids))
+    known: dict[str, int] = {}
+    numbers: dict[int, int] = {}
+    taking_part: set[int] = set()
+    if wanted:
+        fixed = {"address": address.lower()}
+        for message_id, ticket_id, number, takes_part in direct.rows_in(
+            session, _facts_of, wanted, fixed
+        ):
+            known[message_id] = ticket_id
+            if number:
+                numbers[ticket_id] = number
+            if takes_part and address:
+                taking_part.add(ticket_id)
+    return ThreadFacts(known, numbers, taking_part)
+
+
+@functools.cache
+def _facts_of(count: int) -> sa.Select[tuple[str, int, int | None, bool]]:
+    refs = MessageRef.__table__  # type: ignore[attr-defined]
+    tickets = Ticket.__table__  # type: ignore[attr-defined]
+    people = Participant.__table__  # type: ignore[attr-defined]
+    takes_part = (
+        sa.exists()
+        .where(
+            people.c.ticket_id == refs.c.ticket_id,
+            people.c.address == sa.bindparam("address"),
+            sa.or_(*(people.c.role == role for role in MAILED_ROLES)),  # not one only in Cc
+        )
+        .label("takes_part")
+    )
+    return (
+        sa.select(refs.c.message_id, refs.c.ticket_id, tickets.c.number, takes_part)
+        .select_from(refs.outerjoin(tickets, tickets.c.id == refs.c.ticket_id))
+        .where(direct.in_values(refs.c.message_id, count))
+    )
+
+
 def ticket_by_number(session: Session, number: int) -> Ticket | None:
     """The ticket with this number, following merges to the ticket that lives on."""
     found = session.exec(select(Ticket).where(Ticket.number == number)).first()
@@ -189,21 +238,6 @@ def _participating(count: int) -> sa.Select[tuple[int]]:
     )
 
 
-def ticket_numbers(session: Session, ticket_ids: Iterable[int]) -> dict[int, int]:
-    """The number agents see for each of these ticket ids."""
-    wanted = list(dict.fromkeys(ticket_ids))
-    if not wanted:
-        return {}
-    rows = direct.rows_in(session, _numbers_of, wanted)
-    return {ticket_id: number for ticket_id, number in rows if ticket_id and number}
-
-
-@functools.cache
-def _numbers_of(count: int) -> sa.Select[tuple[int, int]]:
-    table = Ticket.__table__  # type: ignore[attr-defined]
-    return sa.select(table.c.id, table.c.number).where(direct.in_values(table.c.id, count))
-
-
 def create_ticket(
     session: Session, subject: str, requester: Address | None, at: datetime
 ) -> Ticket:
@@ -224,6 +258,46 @@ def create_ticket(
     ticket.number = ticket.id  # the number agents see; equal to the id, but its own column
     session.info.setdefault(_CREATED, []).append(ticket)
     return ticket
+
+
+def write_changes(session: Session, ticket: Ticket) -> None:
+    """Write what changed on a loaded `ticket` by one statement now, as the session's flush
+    would, and let the ORM take those values as stored. Intake ends each message this way:
+    the ORM's flush of a ticket cost more than the UPDATE (intake's profile), and on
+    PostgreSQL it waited for the answer, where this one is pipelined. A caller whose
+    savepoint rolls back after this must call expire_written() (the ORM, which expires
+    what it flushed itself, does not know of these)."""
+    state = sa.inspect(ticket)
+    if ticket.id is None or not state.persistent or not state.modified:
+        return
+    changed = {
+        attr.key: attr.value
+        for attr in state.attrs
+        if attr.key != "id" and attr.history.has_changes()
+    }
+    if changed:
+        direct.set_by_id(session, Ticket, ticket.id, **changed)
+        session.info.setdefault(_WRITTEN, []).append(ticket)
+    # What the ORM does after its own UPDATE: the values are the stored ones now and the
+    # object is not modified. (The public set_committed_value leaves it marked modified, and
+    # the next flush would go through all of it again: no faster than before.)
+    state._commit_all(state.dict, session.identity_map)
+
+
+def expire_written(session: Session) -> None:
+    """After a savepoint that wrote tickets by write_changes() rolled back: make the ORM read
+    them again (it took the values written as stored)."""
+    for ticket in session.info.pop(_WRITTEN, ()):
+        if ticket in session:
+            session.expire(ticket)
+
+
+def forget_written(session: Session) -> None:
+    """A message's writes stand (its savepoint was released): nothing to take back."""
+    session.info.pop(_WRITTEN, None)
+
+
+_WRITTEN = "mailsupport_written_tickets"
 
 
 def created_tickets(session: Session) -> int:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from mailsupport import joining
@@ -17,6 +20,7 @@ from mailsupport.store.db import Store
 from mailsupport.store.models import (
     Attachment,
     Message,
+    MessageRef,
     Participant,
     QuarantineEntry,
     RawMessage,
@@ -28,8 +32,11 @@ NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def pipeline(settings: Settings, store: Store) -> Pipeline:
-    return Pipeline(settings, store)
+def pipeline(settings: Settings, store: Store) -> Iterator[Pipeline]:
+    # Closed here: a failing test's traceback keeps it alive, and its parse workers would
+    # hold up the end of the run.
+    with Pipeline(settings, store) as made:
+        yield made
 
 
 def feed(pipeline: Pipeline, *raws: bytes, sent: bool = False) -> list[Outcome]:
@@ -254,6 +261,25 @@ def test_a_message_id_seen_before_is_stored_once(pipeline: Pipeline, store: Stor
     assert len(live_tickets(store)) == 1
 
 
+def test_a_stored_message_missing_from_the_index_is_still_a_duplicate(
+    pipeline: Pipeline, store: Store
+) -> None:
+    # Intake looks for an earlier copy only among the Message-IDs the index knows (every
+    # stored message indexes its own). Should a row of the index be missing all the same
+    # (a hand edit, a bug), the unique Message-ID still makes the copy a duplicate.
+    original = make_message("unindexed@x.example.org", body="first copy")
+    assert [o.kind for o in feed(pipeline, original)] == ["new"]
+    with store.write() as session:
+        session.execute(
+            sa.delete(MessageRef).where(MessageRef.message_id == "unindexed@x.example.org")
+        )
+    resent = make_message("unindexed@x.example.org", body="second copy, other bytes")
+    assert [o.kind for o in feed(pipeline, resent)] == ["duplicate"]
+    assert len(live_tickets(store)) == 1
+    with store.read() as session:
+        assert len(session.exec(select(QuarantineEntry)).all()) == 0
+
+
 def test_a_message_without_message_id_gets_a_stable_one(pipeline: Pipeline, store: Store) -> None:
     raw = make_message(None)
     first, again = feed(pipeline, raw, raw)
@@ -383,6 +409,37 @@ def test_a_customer_reply_reopens_a_closed_ticket(pipeline: Pipeline, store: Sto
         ticket.status, ticket.closed_at = "closed", NOW
         session.add(ticket)
     feed(pipeline, make_message("q2@customer.example.org", in_reply_to="<q1@customer.example.org>"))
+    [ticket] = live_tickets(store)
+    assert ticket.status == "open"
+    assert ticket.closed_at is None
+
+
+def test_a_reply_failing_after_its_ticket_was_written_leaves_no_stale_ticket_behind(
+    pipeline: Pipeline, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Filing writes a ticket's changes by a statement and tells the ORM they are stored. When
+    # the message then fails, its savepoint takes the statement back: the ORM must read the
+    # ticket again, or the next reply would see it reopened and leave it closed.
+    feed(pipeline, make_message("q1@customer.example.org"))
+    with store.write() as session:
+        ticket = session.exec(select(Ticket)).one()
+        ticket.status, ticket.closed_at = "closed", NOW
+        session.add(ticket)
+    file = pipeline._file
+
+    def failing_after_filing(session: Any, message: Any, *args: Any, **kwargs: Any) -> Outcome:
+        outcome = file(session, message, *args, **kwargs)
+        if message.message_id == "q2@customer.example.org":
+            raise RuntimeError("failed after its ticket was written")
+        return outcome
+
+    monkeypatch.setattr(pipeline, "_file", failing_after_filing)
+    outcomes = feed(
+        pipeline,
+        make_message("q2@customer.example.org", in_reply_to="<q1@customer.example.org>"),
+        make_message("q3@customer.example.org", in_reply_to="<q1@customer.example.org>"),
+    )
+    assert [o.kind for o in outcomes] == ["quarantined", "reply"]
     [ticket] = live_tickets(store)
     assert ticket.status == "open"
     assert ticket.closed_at is None

@@ -17,8 +17,9 @@ from sqlmodel import SQLModel
 
 from mailsupport.config import Settings
 from mailsupport.errors import SchemaError, TemporaryError
+from mailsupport.mail import Address
 from mailsupport.search import include_name
-from mailsupport.store import direct, tickets
+from mailsupport.store import CC, REQUESTER, SEEN, direct, tickets
 from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config, translate_db_error
 from mailsupport.store.models import Ticket
 from tests.conftest import postgresql_schema
@@ -220,3 +221,54 @@ def test_lookups_of_lists_of_any_length_find_exactly_the_known_and_keep_few_stat
             found = tickets.known_refs(session, wanted)
             assert found == {mid: ticket.id for mid in wanted[::3]}, length
     assert tickets._refs_of.cache_info().currsize - lengths_before <= len(direct.LIST_LENGTHS)
+
+
+def test_thread_facts_answer_as_the_three_lookups_they_replace(store: Store) -> None:
+    # Threading's one statement: the ticket each known ID points at, those tickets' numbers,
+    # and which of them the sender takes part in by mail (a role seen only in passing is not).
+    now = datetime.now(UTC)
+    with store.write() as session:
+        first = tickets.create_ticket(session, "first", None, now)
+        second = tickets.create_ticket(session, "second", None, now)
+        session.flush()
+        assert first.id is not None and second.id is not None
+        tickets.index_refs(session, first.id, ["a1@x", "a2@x"])
+        tickets.index_refs(session, second.id, ["b1@x"])
+        alice, bob = Address("Alice", "alice@example.org"), Address("", "bob@example.org")
+        tickets.add_participants(session, first, [(alice, REQUESTER)], now)
+        tickets.add_participants(session, second, [(alice, SEEN), (bob, CC)], now)
+    wanted = ["a1@x", "b1@x", "nowhere@x", "a2@x"]
+    with store.read() as session:
+        for address in ("ALICE@example.org", "bob@example.org", "carol@example.org", ""):
+            facts = tickets.thread_facts(session, wanted, address)
+            known = tickets.known_refs(session, wanted)
+            assert facts.known == known == {"a1@x": first.id, "a2@x": first.id, "b1@x": second.id}
+            assert facts.numbers == {first.id: first.number, second.id: second.number}
+            expected = tickets.participating(session, set(known.values()), address)
+            assert facts.taking_part == expected, address
+        assert tickets.thread_facts(session, wanted, "alice@example.org").taking_part == {first.id}
+        assert tickets.thread_facts(session, wanted, "bob@example.org").taking_part == {second.id}
+        assert tickets.thread_facts(session, [], "bob@example.org") == ({}, {}, set())
+
+
+def test_a_tickets_changes_written_by_a_statement_are_stored_and_leave_nothing_to_flush(
+    store: Store,
+) -> None:
+    now = datetime.now(UTC)
+    with store.write() as session:
+        ticket = tickets.create_ticket(session, "written", None, now)
+        session.flush()
+    with store.write() as session:
+        ticket = session.get(Ticket, ticket.id)
+        assert ticket is not None
+        ticket.status, ticket.priority, ticket.queue = "open", "urgent", "billing"
+        ticket.first_response_due = now + timedelta(hours=4)
+        tickets.write_changes(session, ticket)
+        assert not session.is_modified(ticket) and not session.dirty
+        ticket_id = ticket.id
+    with store.read() as session:
+        stored = session.get(Ticket, ticket_id)
+        assert stored is not None
+        assert (stored.status, stored.priority, stored.queue) == ("open", "urgent", "billing")
+        assert stored.first_response_due == now + timedelta(hours=4)
+        assert (stored.subject, stored.number) == ("written", ticket_id)
