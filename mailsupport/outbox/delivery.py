@@ -338,8 +338,17 @@ def _record(
     "failed" or "lost", and the sent time when the attempt made the message sent for the
     first time (else None)."""
     with store.write() as session:
+        ids = [claimed.id for claimed, _ in attempts]
+        ours = {  # one statement for all of them: an outage writes up to a claim's worth
+            item.id: item
+            for item in session.exec(
+                select(OutboxItem)
+                .where(col(OutboxItem.id).in_(ids), OutboxItem.claim_token == token)
+                .with_for_update()
+            )
+        }
         return [
-            _record_one(session, settings, claimed, results, at, token, rand)
+            _record_one(session, settings, claimed, ours.get(claimed.id), results, at, rand)
             for claimed, results in attempts
         ]
 
@@ -348,17 +357,13 @@ def _record_one(
     session: Session,
     settings: Settings,
     claimed: _Claimed,
+    item: OutboxItem | None,
     results: Results,
     at: datetime,
-    token: str,
     rand: Callable[[], float],
 ) -> tuple[str, datetime | None]:
-    """One attempt's outcome, written in the caller's transaction."""
-    item = session.exec(
-        select(OutboxItem)
-        .where(OutboxItem.id == claimed.id, OutboxItem.claim_token == token)
-        .with_for_update()
-    ).first()
+    """One attempt's outcome, written in the caller's transaction. `item`: its row, locked,
+    when it is still claimed by this run."""
     if item is None or item.status != "queued":
         # Our lease ran out and another sender took the row over: it records.
         log.warning(

@@ -270,10 +270,9 @@ def write_changes(session: Session, ticket: Ticket) -> None:
     state = sa.inspect(ticket)
     if ticket.id is None or not state.persistent or not state.modified:
         return
-    changed = {
-        attr.key: attr.value
-        for attr in state.attrs
-        if attr.key != "id" and attr.history.has_changes()
+    values = state.dict
+    changed = {  # the attributes set since the ticket was loaded (a value set again too)
+        key: values[key] for key in state.committed_state if key != "id" and key in values
     }
     if changed:
         direct.set_by_id(session, Ticket, ticket.id, **changed)
