@@ -278,22 +278,24 @@ class Pipeline:
         savepoint, which takes back what it did when it fails; not careful (take()'s batched
         attempt): without one, and NeedsSavepoint is raised where the savepoint would have
         been needed."""
-        raw, fresh = db.save_raw(session, item.raw, item.origin, now)  # 1. keep the bytes
+        stored = db.save_raw(session, item.raw, item.origin, now)  # 1. keep the bytes
         limit = self.settings.max_message_bytes
-        if raw.size > limit:  # 2. too large to process, never truncated
+        if len(item.raw) > limit:  # 2. too large to process, never truncated
             return self._set_aside(
-                session, raw, item.origin,
-                f"message is {raw.size} bytes, over MAILSUPPORT_MAX_MESSAGE_BYTES ({limit})", now,
+                session, stored()[0], item.origin,
+                f"message is {len(item.raw)} bytes, over MAILSUPPORT_MAX_MESSAGE_BYTES ({limit})",
+                now,
             )  # fmt: skip
         message = parse_safely(item.raw) if parsed is None else parsed  # 3. parse
         if isinstance(message, ParseFailure):
             if message.trace:
                 log.error("cannot parse %s\n%s", item.origin, message.trace.rstrip())
-            return self._set_aside(session, raw, item.origin, message.detail, now)
+            return self._set_aside(session, stored()[0], item.origin, message.detail, now)
         sender = message.from_  # 4. seen before: stored once (its own Message-ID indexed)
         facts = db.thread_facts(
             session, [message.message_id, *reference_ids(message)], sender.address if sender else ""
         )
+        raw, fresh = stored()  # its answer came with the read's (PostgreSQL)
         if message.message_id in facts.known and db.message_exists(session, message.message_id):
             if not fresh:
                 db.release_quarantine(session, raw)
@@ -494,15 +496,16 @@ class Pipeline:
                 session, message, ticket, new_ticket=kind == NEW, source_reason=no_ack, now=now
             )
             db.set_ack(
-                session, message_pk, result.decision, result.to, result.sender, result.domain
-            )
+                session, message.message_id, result.decision, result.to, result.sender,
+                result.domain,
+            )  # fmt: skip
             ack = result.decision
             backlog = bool(item.no_ack_reason) and not item.forwarded_by
             people = item.live and not backlog and self.notifier.agents(session)
             if people and not is_automated(message):  # news of a person's mail, for someone
                 self.notifier.tell(
                     session, ticket, NOTIFY_NEW if kind == NEW else NOTIFY_ANSWER,
-                    now=now, message_pk=message_pk, by=item.forwarded_by,
+                    now=now, message_pk=message_pk.get(), by=item.forwarded_by,
                 )  # fmt: skip
         db.write_changes(session, ticket)  # now, by a statement: not at the ORM's flush
         return Outcome(kind, ticket.number, message.message_id, decision.reason, ack)

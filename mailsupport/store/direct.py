@@ -137,6 +137,41 @@ def write(session: Session, statement: sa.Executable, params: Params) -> None:
     _unanswered(session)
 
 
+class Later:
+    """The first column of a statement's first row, or None, read when asked for (get()).
+    In pipelined() the statement goes out without waiting for its answer, which arrives
+    with the next read's (the server answers in order), so a value needed a little later
+    costs no round trip of its own. Elsewhere it is read at once."""
+
+    __slots__ = ("_cursor", "_session", "_statement", "_value")
+
+    def __init__(self, session: Session, statement: sa.Executable, cursor: Any) -> None:
+        self._session, self._statement = session, statement
+        self._cursor: Any = cursor
+        self._value: Any = None
+        if _PIPELINE not in session.info:
+            self.get()
+
+    def get(self) -> Any:
+        if self._cursor is not None:
+            cursor, self._cursor = self._cursor, None
+            try:
+                row = cursor.fetchone()
+            except Exception as error:  # pipelined: this or an earlier write's error
+                raise _driver_error(self._session, self._statement, error) from error
+            finally:
+                cursor.close()
+            self._value = row[0] if row else None
+        return self._value
+
+
+def later(session: Session, statement: sa.Executable, params: Params) -> Later:
+    """scalar(), its answer read when needed (see Later)."""
+    cursor = execute(session, statement, params)
+    _unanswered(session)
+    return Later(session, statement, cursor)
+
+
 def scalar(session: Session, statement: sa.Executable, params: Params) -> Any:
     """The first column of the first row, or None."""
     found = rows(session, statement, params, one=True)

@@ -557,3 +557,47 @@ def test_an_empty_or_unreadable_secret_file_is_a_configuration_error(tmp_path: P
     blocked.write_text("not a directory")
     with pytest.raises(ConfigError, match="MAILSUPPORT_DATA_DIR"):
         load_or_create_secret(blocked, None)
+
+
+@pytest.mark.parametrize(
+    "name, address",
+    [
+        ("Anna", "anna@example.org"),
+        ("Анна Петрова", "anna.petrova+support@mail.example.ru"),
+        ("", "o'brien@example.com"),
+        ("Bob", "bob@пример.рф"),
+        ("Q", '"odd,name"@example.org'),
+        ("Q", "a..b@example.org"),
+        ("Q", ".lead@example.org"),
+        ("L", "user@[192.0.2.1]"),
+        ("X", "x@example..org"),
+        ("X", "x@-example.org"),
+        ("X", "x(comment)@example.org"),
+        ("X", "x@exa_mple.org"),
+    ],
+)
+def test_an_address_composed_without_the_parse_is_what_the_parse_gives(
+    name: str, address: str
+) -> None:
+    # Plain addresses skip the stdlib's address parser (most of an address's cost); any
+    # address must still come out as the parser reads it, or be refused alike.
+    from email import headerregistry
+    from email.errors import MessageError
+
+    from mailsupport.compose import _mailbox
+    from mailsupport.signing import ascii_domain
+
+    local, _, domain = address.rpartition("@")
+    try:
+        parsed = headerregistry.Address(
+            display_name=name, addr_spec=f"{local}@{ascii_domain(domain)}"
+        )
+    except (ValueError, IndexError, MessageError, ComposeError):
+        with pytest.raises(ComposeError):
+            _mailbox(name, address)
+        return
+    made = _mailbox(name, address)
+    assert (made.display_name, made.username, made.domain) == (
+        parsed.display_name, parsed.username, parsed.domain,
+    )  # fmt: skip
+    assert str(made) == str(parsed)

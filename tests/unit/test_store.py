@@ -21,7 +21,7 @@ from mailsupport.mail import Address
 from mailsupport.search import include_name
 from mailsupport.store import CC, REQUESTER, SEEN, direct, tickets
 from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config, translate_db_error
-from mailsupport.store.models import Ticket
+from mailsupport.store.models import RawMessage, Ticket
 from tests.conftest import postgresql_schema
 from tests.support.faults import impatient, write_lock_held
 
@@ -272,3 +272,44 @@ def test_a_tickets_changes_written_by_a_statement_are_stored_and_leave_nothing_t
         assert (stored.status, stored.priority, stored.queue) == ("open", "urgent", "billing")
         assert stored.first_response_due == now + timedelta(hours=4)
         assert (stored.subject, stored.number) == ("written", ticket_id)
+
+
+def test_a_new_ticket_in_the_session_is_the_row_it_wrote(store: Store) -> None:
+    # create_ticket builds the object as the ORM builds one it loads, not through the
+    # model's __init__: it must hold exactly what the row holds, defaults included.
+    at = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    with store.write() as session:
+        made = tickets.create_ticket(session, "Счёт не пришёл", Address("Анна", "Anna@X.org"), at)
+        made.queue = "billing"
+        session.flush()
+        seen = made.model_dump()
+    with store.read() as session:
+        stored = session.get(Ticket, seen["id"])
+        assert stored is not None
+        assert stored.model_dump() == seen
+    assert seen["number"] == seen["id"] and seen["requester"] == "anna@x.org"
+    assert (seen["status"], seen["priority"], seen["line"]) == ("new", "normal", 1)
+
+
+def test_a_value_read_later_arrives_with_the_next_read_and_so_does_its_error(
+    store: Store,
+) -> None:
+    # Intake sends the INSERTs whose ids it needs a little later without waiting for them
+    # (PostgreSQL's pipeline); the id comes with the next read's answer, and a refusal
+    # comes out there as SQLAlchemy's error, as it would have at once.
+    now = datetime.now(UTC)
+    table = RawMessage.__table__  # type: ignore[attr-defined]
+    insert = sa.insert(table).returning(table.c.id)
+    count = sa.select(sa.func.count()).select_from(table)
+
+    def row(n: int) -> dict[str, object]:
+        return {"sha256": f"{n:064x}", "size": 1, "data": b"x", "origin": "t", "stored_at": now}
+
+    with store.write() as session, direct.pipelined(session):
+        first, second = direct.later(session, insert, row(1)), direct.later(session, insert, row(2))
+        assert direct.scalar(session, count, {}) == 2
+        assert second.get() == first.get() + 1
+    with pytest.raises(exc.IntegrityError), store.write() as session, direct.pipelined(session):
+        again = direct.later(session, insert, row(1))  # the same sha256: refused
+        direct.scalar(session, count, {})
+        again.get()
