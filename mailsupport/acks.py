@@ -43,7 +43,7 @@ from mailsupport.mail import Address, Inbound
 from mailsupport.store import MAILED_ROLES, direct
 from mailsupport.store.models import Message, Participant, Ticket
 from mailsupport.templating import TemplateError, check_templates, choose_language
-from mailsupport.ticketmail import Outgoing
+from mailsupport.ticketmail import Outgoing, Prepared
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,14 @@ class AckOutcome:
     # next counts (ACK_LIMIT per From address, ACK_DOMAIN_LIMIT).
     sender: str | None = None
     domain: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedAck:
+    """A decision on acknowledging, with the acknowledgement composed when one goes out."""
+
+    outcome: AckOutcome
+    mail: Prepared | None = None
 
 
 class Acknowledger:
@@ -101,7 +109,7 @@ class Acknowledger:
         if paths:
             self.outgoing.key()
 
-    def acknowledge(
+    def prepare(
         self,
         session: Session,
         message: Inbound,
@@ -110,26 +118,34 @@ class Acknowledger:
         new_ticket: bool,
         source_reason: str,
         now: datetime,
-    ) -> AckOutcome:
-        """Decide; when the answer is yes, compose the acknowledgement, queue it and store it
-        on the ticket. Writes in the caller's transaction."""
+    ) -> PreparedAck:
+        """Decide; when the answer is yes, compose the acknowledgement (send_prepared()
+        queues it and stores it on the ticket, in the caller's transaction). Intake records
+        the decision with the message's own row, then has the mail queued."""
         off = source_reason or self.off_reason(ticket)
         if off:
-            return AckOutcome(f"no acknowledgement: {off}")
+            return PreparedAck(AckOutcome(f"no acknowledgement: {off}"))
         recipient = ack_recipient(message, self.settings.our_addresses)
         context = self._context(session, message, recipient, new_ticket, now)
         decision = ack_decision(message, context)
         if not decision.send or recipient is None:
-            return AckOutcome(decision.reason)
+            return PreparedAck(AckOutcome(decision.reason))
         try:
-            outcome = self._send(session, message, ticket, recipient, now)
+            mail, outcome = self._compose(message, ticket, recipient, now)
         except (ConfigError, ComposeError) as error:
             # A broken template or an address we cannot write: the customer's message is
             # filed all the same, and the reason is on it for the agent to see.
             log.error("ticket #%s: no acknowledgement: %s", ticket.number, error)
-            return AckOutcome(f"no acknowledgement: could not compose it: {error}")
+            return PreparedAck(AckOutcome(f"no acknowledgement: could not compose it: {error}"))
         sender = message.from_.key if message.from_ is not None else None
-        return replace(outcome, sender=sender, domain=sender_domain(message) or None)
+        return PreparedAck(
+            replace(outcome, sender=sender, domain=sender_domain(message) or None), mail
+        )
+
+    def send_prepared(self, session: Session, ticket: Ticket, prepared: PreparedAck) -> None:
+        """Queue the acknowledgement prepare() composed, if any, and store it on the ticket."""
+        if prepared.mail is not None:
+            self.outgoing.queue_composed(session, ticket, prepared.mail)
 
     def _context(
         self,
@@ -170,7 +186,7 @@ class Acknowledger:
         """Acknowledgements within the window: to `to`, of mail from `sender`, of mail from
         `domain` ("" = not counted)."""
         # A statement on the connection, without the ORM's autoflush: acknowledgements are
-        # recorded on messages by statements too (store.tickets.set_ack).
+        # recorded with the messages' own rows, written by statements too (pipeline.py).
         since = now - timedelta(seconds=self.settings.ack_window)
         values = {"to": to, "sender": sender, "domain": domain, "since": since}
         [row] = direct.rows(session, _acks_since(), values)
@@ -182,9 +198,9 @@ class Acknowledger:
         us before is not enough: the stranger's first mail would make them known."""
         return direct.scalar(session, _known_sender(), {"address": address}) is not None
 
-    def _send(
-        self, session: Session, message: Inbound, ticket: Ticket, to: Address, now: datetime
-    ) -> AckOutcome:
+    def _compose(
+        self, message: Inbound, ticket: Ticket, to: Address, now: datetime
+    ) -> tuple[Prepared, AckOutcome]:
         from mailsupport.kb import article_body, suggestions_for
 
         language = choose_language(self.outgoing.settings_of(ticket).language, message.text)
@@ -198,8 +214,7 @@ class Acknowledger:
             subject=ack_subject(message.subject),
             from_name=person_name(sender_name),
         )
-        composed, _ = self.outgoing.send(
-            session,
+        mail = self.outgoing.compose_for(
             "ack",
             ticket,
             title=ack_subject(ticket.subject),  # bounded here; the stored title stays whole
@@ -210,8 +225,9 @@ class Acknowledger:
             thread_reason="acknowledgement of a new ticket",
             articles=[(s.article.title, article_body(s.article)) for s in found],
         )
+        composed = mail.composed
         suggested = f" with articles {', '.join(s.article.slug for s in found)}" if found else ""
-        return AckOutcome(
+        return mail, AckOutcome(
             f"{ACKNOWLEDGED} to {to.address} as <{composed.message_id}>{suggested}",
             to=to.key,
             message_id=composed.message_id,

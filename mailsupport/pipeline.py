@@ -467,6 +467,16 @@ class Pipeline:
         }
         if message.stems is not None:  # the parse worker's (else the column defaults')
             values["subject_stems"], values["text_stems"] = message.stems
+        acked = None
+        if not outgoing:  # decided now, so that the message's row goes in with the decision
+            no_ack = item.no_ack_reason or spam
+            no_ack = no_ack or (f"the sender is not clear: {doubt}" if doubt else "")
+            acked = self.acks.prepare(
+                session, message, ticket, new_ticket=kind == NEW, source_reason=no_ack, now=now
+            )
+            result = acked.outcome
+            values["ack_decision"], values["ack_to"] = result.decision, result.to
+            values["ack_from"], values["ack_domain"] = result.sender, result.domain
         message_pk = db.store_message(
             session, values, message.attachments, self.files, [message.message_id, *references],
             counts=not bounce, ticket=ticket,
@@ -489,17 +499,9 @@ class Pipeline:
         if bounced is not None:
             record_bounce(session, bounced, now)
         ack = ""
-        if not outgoing:
-            no_ack = item.no_ack_reason or spam
-            no_ack = no_ack or (f"the sender is not clear: {doubt}" if doubt else "")
-            result = self.acks.acknowledge(
-                session, message, ticket, new_ticket=kind == NEW, source_reason=no_ack, now=now
-            )
-            db.set_ack(
-                session, message.message_id, result.decision, result.to, result.sender,
-                result.domain,
-            )  # fmt: skip
-            ack = result.decision
+        if acked is not None:
+            self.acks.send_prepared(session, ticket, acked)  # stored after the customer's
+            ack = acked.outcome.decision
             backlog = bool(item.no_ack_reason) and not item.forwarded_by
             people = item.live and not backlog and self.notifier.agents(session)
             if people and not is_automated(message):  # news of a person's mail, for someone

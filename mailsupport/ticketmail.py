@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
@@ -57,6 +59,22 @@ def parent_of(message: Message) -> ThreadParent:
         date=message.date or message.received_at,
         text=message.text,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Mail of ours composed for a ticket, not yet queued or stored (Outgoing.compose_for)."""
+
+    kind: Kind
+    composed: Composed
+    box: Mailbox
+    address: str  # the From address
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    now: datetime
+    thread_reason: str
+    author: str
+    attachments: tuple[FilePart, ...]
 
 
 class Outgoing:
@@ -111,6 +129,17 @@ class Outgoing:
         session: Session,
         kind: Kind,
         ticket: Ticket,
+        **how: Any,
+    ) -> tuple[Composed, int]:
+        """Compose `kind`, queue it, and store it on `ticket`; returns it with its outbox
+        item's id. Raises TemplateError or ComposeError before anything is written. `how`:
+        compose_for()'s options."""
+        return self.queue_composed(session, ticket, self.compose_for(kind, ticket, **how))
+
+    def compose_for(
+        self,
+        kind: Kind,
+        ticket: Ticket,
         *,
         to: Sequence[Address],
         cc: Sequence[Address] = (),
@@ -125,11 +154,11 @@ class Outgoing:
         articles: Sequence[tuple[str, str]] = (),
         from_address: str = "",
         title: str | None = None,
-    ) -> tuple[Composed, int]:
-        """Compose `kind`, queue it, and store it on `ticket`; returns it with its outbox
-        item's id. Raises TemplateError or ComposeError before anything is written. It comes
-        from the ticket's mailbox, or from `from_address` (see `mailbox_of`). `title`: the
-        ticket's subject as this mail repeats it (None: as it is)."""
+    ) -> Prepared:
+        """`kind` composed for `ticket`, nothing written yet (queue_composed() does).
+        Raises TemplateError or ComposeError. It comes from the ticket's mailbox, or from
+        `from_address` (see `mailbox_of`). `title`: the ticket's subject as this mail
+        repeats it (None: as it is)."""
         box, address = self.mailbox_of(ticket, from_address)
         s = box.settings
         if not address:
@@ -157,17 +186,37 @@ class Outgoing:
             tag_pattern=s.tag_pattern,
             articles=articles,
         )
-        envelope = [a.address for a in (*to, *cc) if a.key not in s.our_addresses]
+        return Prepared(
+            kind,
+            composed,
+            box,
+            address,
+            tuple(to),
+            tuple(cc),
+            now,
+            thread_reason,
+            author,
+            tuple(attachments),
+        )
+
+    def queue_composed(
+        self, session: Session, ticket: Ticket, prepared: Prepared
+    ) -> tuple[Composed, int]:
+        """Queue what compose_for() made and store it on `ticket`; returns it with its
+        outbox item's id."""
+        composed, s, now = prepared.composed, prepared.box.settings, prepared.now
+        assert ticket.id is not None
+        people = (*prepared.to, *prepared.cc)
         item_id = queue(
             session,
             ticket_id=ticket.id,
-            kind=kind,
+            kind=prepared.kind,
             message=composed.data,
             message_id=composed.message_id,
-            mail_from=address,
-            recipients=envelope,
+            mail_from=prepared.address,
+            recipients=[a.address for a in people if a.key not in s.our_addresses],
             now=now,
-            mailbox=box.name,
+            mailbox=prepared.box.name,
         )
         values = {
             "ticket_id": ticket.id,
@@ -175,20 +224,20 @@ class Outgoing:
             "direction": "out",
             "in_reply_to": composed.in_reply_to or "",
             "refs": " ".join(composed.references),
-            "from_address": address,
+            "from_address": prepared.address,
             "from_name": s.support_name,
-            "to": [a.as_json() for a in to],
-            "cc": [a.as_json() for a in cc],
+            "to": [a.as_json() for a in prepared.to],
+            "cc": [a.as_json() for a in prepared.cc],
             "subject": composed.subject,
             "date": now,
             "received_at": now,
             "text": composed.text,
             "html": composed.html,
-            "thread_reason": thread_reason,
-            "author": author,
+            "thread_reason": prepared.thread_reason,
+            "author": prepared.author,
             "created_at": now,
         }
-        parts = [MailPart(name, content_type, data) for name, content_type, data in attachments]
+        parts = [MailPart(*part) for part in prepared.attachments]
         # The customer's answer threads here by its In-Reply-To.
         store_message(session, values, parts, self.files, [composed.message_id])
         return composed, item_id

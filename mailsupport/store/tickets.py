@@ -124,32 +124,6 @@ def _message_by_id() -> sa.Select[tuple[int]]:
     return sa.select(table.c.id).where(table.c.message_id == sa.bindparam("message_id"))
 
 
-def set_ack(
-    session: Session,
-    message_id: str,
-    decision: str,
-    to: str | None,
-    sender: str | None = None,
-    domain: str | None = None,
-) -> None:
-    """Record on an incoming message (by its Message-ID: no need to wait for the row's id)
-    whether (and to whom) it was acknowledged, and for an acknowledged one whose mail (and
-    which domain's) it was, for the next counts."""
-    values = {"ack_decision": decision, "ack_to": to, "ack_from": sender, "ack_domain": domain}
-    direct.write(session, _set_ack(), {"mid": message_id, **values})
-
-
-@functools.cache
-def _set_ack() -> sa.Update:
-    table = Message.__table__  # type: ignore[attr-defined]
-    columns = ("ack_decision", "ack_to", "ack_from", "ack_domain")
-    return (
-        sa.update(table)
-        .where(table.c.message_id == sa.bindparam("mid"))
-        .values({name: sa.bindparam(name) for name in columns})
-    )
-
-
 def known_refs(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
     """The ticket each of these Message-IDs is indexed to, for those that are known.
     (Read without flushing the session: the index is only ever written by statements.)"""

@@ -97,6 +97,9 @@ def test_a_new_message_gets_exactly_one_acknowledgement(
     ours = incoming(store, ack_id)
     assert ours.direction == "out" and ours.ticket_id == row.ticket_id
     assert "[#1]" in ours.text
+    # Decided before the customer's row goes in, written after it: the ticket reads in order.
+    assert row.id is not None and ours.id is not None and row.id < ours.id
+    assert row.ack_from == ANNA and row.ack_domain == "customer.example.org"
 
     # The same message again (a second poll, a re-import) is a duplicate: no second ack.
     assert ingest_at(pipeline, make_message(subject="Cannot log in")).kind == "duplicate"
