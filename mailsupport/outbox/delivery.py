@@ -219,6 +219,24 @@ def _first_unclaimed(item_id: Any, ticket_id: Any, token: str) -> Any:
     )
 
 
+def _candidates(at: datetime, limit: int, tickets: Sequence[int] | None = None) -> Any:
+    """The query of the items a claim may take (ids and tickets), oldest first."""
+    due = sa.and_(_due(at), _not_behind(at))
+    if tickets is not None:
+        numbered = select(Ticket.id).where(col(Ticket.number).in_(tickets))
+        due = sa.and_(due, col(OutboxItem.ticket_id).in_(numbered))
+    # SKIP LOCKED lets a second sender on PostgreSQL take other rows instead of waiting for
+    # these; SQLite serializes writers anyway and ignores the clause. In id order, so that
+    # an item's earlier ones on its ticket are candidates before it.
+    return (
+        select(OutboxItem.id, OutboxItem.ticket_id)
+        .where(due)
+        .order_by(col(OutboxItem.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
 def _claim(
     store: Store,
     at: datetime,
@@ -230,21 +248,8 @@ def _claim(
     """Claim up to `limit` due items, oldest first, keeping each ticket's order: an item is
     claimed only together with every earlier queued item of its ticket, so a later one never
     leaves while an earlier one waits. Failed and sent items do not hold anything back."""
-    due = sa.and_(_due(at), _not_behind(at))
-    if tickets is not None:
-        numbered = select(Ticket.id).where(col(Ticket.number).in_(tickets))
-        due = sa.and_(due, col(OutboxItem.ticket_id).in_(numbered))
     with store.write() as session:
-        # SKIP LOCKED lets a second sender on PostgreSQL take other rows instead of waiting
-        # for these; SQLite serializes writers anyway and ignores the clause. In id order,
-        # so that an item's earlier ones on its ticket are candidates before it.
-        candidates = session.exec(
-            select(OutboxItem.id, OutboxItem.ticket_id)
-            .where(due)
-            .order_by(col(OutboxItem.id))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
+        candidates = session.exec(_candidates(at, limit, tickets)).all()
         # One statement for every candidate (built once: building it per row cost more than
         # running it, in a profile of a poll delivering thousands of acknowledgements).
         claim = (

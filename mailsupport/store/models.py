@@ -294,7 +294,17 @@ class OutboxItem(SQLModel, table=True):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+        # Each ticket's queued items, for delivery's order check (migration 0017).
+        sa.Index(
+            "ix_outbox_queued_ticket_id",
+            "ticket_id",
+            "id",
+            sqlite_where=sa.text("status = 'queued'"),
+            postgresql_where=sa.text("status = 'queued'"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="tickets.id", index=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pydantic import SecretStr
 from sqlmodel import select
 
@@ -26,10 +27,10 @@ from mailsupport.errors import ConfigError, NotFoundError, UsageError
 from mailsupport.mail import Address
 from mailsupport.outbox import queue as outbox
 from mailsupport.outbox.admin import item_dict, list_items, retry
-from mailsupport.outbox.delivery import BACKOFF_MAX, _claim, backoff, deliver_due
+from mailsupport.outbox.delivery import BACKOFF_MAX, _candidates, _claim, backoff, deliver_due
 from mailsupport.parsing import parse
 from mailsupport.store.db import Store
-from mailsupport.store.models import TicketEvent
+from mailsupport.store.models import OutboxItem, TicketEvent
 from mailsupport.templating import Templates
 from tests.support.mailfactory import make_message
 from tests.support.outbox import ANNA, SUPPORT, T0, at, get, new_ticket, plain_message, queue
@@ -577,3 +578,49 @@ def test_the_daemon_sends_the_outbox_as_a_periodic_task(
     task.run()
     assert len(smtp_server.arrivals) == 1
     assert get(store, 1).status == "sent"
+
+
+def test_a_claims_order_check_looks_up_each_tickets_queued_items_by_index(
+    store: Store,
+) -> None:
+    # A claim takes an item only when no earlier queued item of its ticket waits. Checked
+    # by scanning every queued item for each candidate, a queue of thousands (an SMTP
+    # outage; a poll that just queued its acknowledgements, before the table's statistics
+    # know of them) took seconds a claim, growing with the square of the queue.
+    tickets = [new_ticket(store) for _ in range(30)]
+    with store.write() as session:
+        for n in range(300):
+            outbox.queue(
+                session, ticket_id=tickets[n % 30], kind="ack", now=T0, mail_from=SUPPORT,
+                message=plain_message(f"q{n}@example.com"), message_id=f"q{n}@example.com",
+                recipients=[ANNA],
+            )  # fmt: skip
+    seen: list[tuple[str, Any]] = []
+
+    def capture(*args: Any) -> None:
+        seen.append((args[2], args[3]))  # the SQL and parameters the driver gets
+
+    with store.engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if not sqlite:  # small tables are scanned whatever their indexes: ask for them
+            conn.exec_driver_sql("SET enable_seqscan = off")
+        sa.event.listen(conn, "before_cursor_execute", capture)
+        try:
+            conn.execute(_candidates(T0 + timedelta(seconds=1), 100)).all()
+        finally:
+            sa.event.remove(conn, "before_cursor_execute", capture)
+        sql, params = seen[-1]
+        explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(explain + sql, params))
+    assert "ix_outbox_queued_ticket_id" in plan, plan
+    with store.write() as session:  # the first ticket's first item waits for a retry
+        first = select(OutboxItem).where(OutboxItem.message_id == "q0@example.com")
+        waiting = session.exec(first).one()
+        waiting.next_attempt_at = T0 + timedelta(hours=1)
+        session.add(waiting)
+    with store.read() as session:
+        taken = session.exec(_candidates(T0 + timedelta(seconds=1), 100)).all()
+        rest = session.exec(
+            select(OutboxItem.id).where(OutboxItem.ticket_id != tickets[0]).order_by(OutboxItem.id)
+        ).all()
+    assert [item for item, _ in taken] == list(rest[:100])  # none of the waiting ticket's
