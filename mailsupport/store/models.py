@@ -122,24 +122,24 @@ class RawMessage(SQLModel, table=True):
     stored_at: datetime = _time()
 
 
+def _partial_index(name: str, where: str, *columns: str) -> sa.Index:
+    """An index of `columns` over the rows matching `where` only, on both backends."""
+    return sa.Index(name, *columns, sqlite_where=sa.text(where), postgresql_where=sa.text(where))
+
+
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
     __table_args__ = (
         sa.Index("ix_messages_ack_to_created_at", "ack_to", "created_at"),
         # Partial: only acknowledged messages have these, and intake writes every message.
-        sa.Index(
-            "ix_messages_ack_from_created_at",
-            "ack_from",
-            "created_at",
-            sqlite_where=sa.text("ack_from IS NOT NULL"),
-            postgresql_where=sa.text("ack_from IS NOT NULL"),
+        _partial_index(
+            "ix_messages_ack_from_created_at", "ack_from IS NOT NULL", "ack_from", "created_at"
         ),
-        sa.Index(
+        _partial_index(
             "ix_messages_ack_domain_created_at",
+            "ack_domain IS NOT NULL",
             "ack_domain",
             "created_at",
-            sqlite_where=sa.text("ack_domain IS NOT NULL"),
-            postgresql_where=sa.text("ack_domain IS NOT NULL"),
         ),
     )
 
@@ -297,13 +297,7 @@ class OutboxItem(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
         # Each ticket's queued items, for delivery's order check (migration 0017).
-        sa.Index(
-            "ix_outbox_queued_ticket_id",
-            "ticket_id",
-            "id",
-            sqlite_where=sa.text("status = 'queued'"),
-            postgresql_where=sa.text("status = 'queued'"),
-        ),
+        _partial_index("ix_outbox_queued_ticket_id", "status = 'queued'", "ticket_id", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
