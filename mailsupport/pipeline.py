@@ -6,7 +6,7 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -60,10 +60,22 @@ def _set_aside_when_careful(error: Exception) -> bool:
     return not isinstance(error, MailSupportError | OSError)
 
 
-def _pipelined(session: Session, batched: bool) -> AbstractContextManager[None]:
-    """A batched attempt sends its writes without waiting for each answer (PostgreSQL):
-    each message's answers are awaited at its end, where its savepoint would have ended."""
-    return direct.pipelined(session) if batched else nullcontext()
+@contextmanager
+def _batched(session: Session, batched: bool) -> Iterator[None]:
+    """A batched attempt sends its writes without waiting for their answers (PostgreSQL):
+    they come with the next read's, so the server's refusal of a write may come out while a
+    later message is filed, or at the end of the batch. Wherever it comes out, the batch
+    needs the savepoints it went without (NeedsSavepoint)."""
+    if not batched:
+        yield
+        return
+    try:
+        with direct.pipelined(session):
+            yield
+    except exc.DBAPIError as error:  # (a message's other failures are its own: process())
+        if not _set_aside_when_careful(error):
+            raise
+        raise NeedsSavepoint(repr(error)) from None
 
 
 def describe(counts: Counter[str]) -> str:
@@ -230,7 +242,7 @@ class Pipeline:
         careful = not self.batched
         while True:
             try:
-                with self.store.write() as session, _pipelined(session, not careful):
+                with self.store.write() as session, _batched(session, not careful):
                     outcomes = [
                         self.process(session, item, now(), parsed, careful=careful)
                         for item, parsed in replayed()
@@ -308,8 +320,7 @@ class Pipeline:
                     outcome = self._file(session, message, raw, item, now, facts)
             else:
                 outcome = self._file(session, message, raw, item, now, facts)
-                session.flush()  # what the end of its savepoint would write: the ticket
-                direct.sync(session)  # the answers to its pipelined writes (PostgreSQL)
+                session.flush()  # what the end of its savepoint would write
         except Exception as error:
             if not careful and _set_aside_when_careful(error):
                 raise NeedsSavepoint(f"<{message.message_id}>: {error!r}") from None

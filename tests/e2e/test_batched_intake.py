@@ -342,6 +342,16 @@ REFUSE_INDEX_ROW = [
 ]
 
 
+def refuse_marked_rows(*urls: str) -> None:
+    """REFUSE_INDEX_ROW in each of these databases."""
+    for url in urls:
+        refusing = Store.open(url)
+        with refusing.engine.begin() as conn:
+            for statement in REFUSE_INDEX_ROW:
+                conn.exec_driver_sql(statement)
+        refusing.engine.dispose()
+
+
 def questions_and_one_marked() -> list[bytes]:
     """Six new questions, and as the fourth message one whose Message-ID starts with
     "refused", which the tests' triggers pick out."""
@@ -369,12 +379,7 @@ def test_a_pipelined_write_the_server_refuses_sets_only_its_message_aside(
     )  # fmt: skip
     mail.append(reply)
     items = [Incoming(raw, f"t#{i}") for i, raw in enumerate(mail)]
-    for url in (db_url, second_url):
-        refusing = Store.open(url)
-        with refusing.engine.begin() as conn:
-            for statement in REFUSE_INDEX_ROW:
-                conn.exec_driver_sql(statement)
-        refusing.engine.dispose()
+    refuse_marked_rows(db_url, second_url)
 
     store = Store.open(db_url)
     outcomes: list[Outcome] = []
@@ -386,6 +391,34 @@ def test_a_pipelined_write_the_server_refuses_sets_only_its_message_aside(
     assert [o.kind for o in outcomes] == ["new"] * 3 + ["quarantined"] + ["new"] * 3 + ["reply"]
     assert "refused by the test" in outcomes[3].detail
     assert any("one message at a time" in r.getMessage() for r in caplog.records)
+
+    kinds, reference = one_at_a_time(desk_settings(settings, second_url, tmp_path, "one"), items)
+    assert [o.kind for o in outcomes] == kinds
+    for part in reference:
+        assert batched[part] == reference[part], part
+
+
+def test_a_refusal_that_comes_out_only_at_the_end_of_the_batch_sets_its_message_aside(
+    settings: Settings, db_url: str, second_url: str, tmp_path: Path
+) -> None:
+    """The last message's writes are answered only when the batch ends (no later message
+    reads anything): that answer's refusal still sends the batch back to be filed one at a
+    time, with the same outcome."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("writes are pipelined on PostgreSQL only")
+    mail = questions_and_one_marked()
+    mail.append(mail.pop(3))  # the refused one last
+    items = [Incoming(raw, f"t#{i}") for i, raw in enumerate(mail)]
+    refuse_marked_rows(db_url, second_url)
+
+    store = Store.open(db_url)
+    outcomes: list[Outcome] = []
+    with Pipeline(desk_settings(settings, db_url, tmp_path, "batched"), store) as pipeline:
+        pipeline.run(items, lambda: NOW, batch_size=len(items), on_each=outcomes.append)
+    batched = decisions(store)
+    store.engine.dispose()
+    assert [o.kind for o in outcomes] == ["new"] * 6 + ["quarantined"]
+    assert "refused by the test" in outcomes[6].detail
 
     kinds, reference = one_at_a_time(desk_settings(settings, second_url, tmp_path, "one"), items)
     assert [o.kind for o in outcomes] == kinds
