@@ -75,39 +75,54 @@ def _die_with_parent(parent: int) -> None:
 
 _PR_SET_PDEATHSIG = 1
 
+# The size asked for a pipe that carries messages to a worker (Linux lets any process ask
+# for up to /proc/sys/fs/pipe-max-size, 1 MiB unless changed). Writing a larger message, or
+# elsewhere, waits while the worker reads it, as before.
+PIPE_BYTES = 1 << 20
 
-def _close_all_but(keep: int) -> None:
+
+def _widen(pipe: Connection) -> None:
+    # Not on Linux (no fcntl, or no F_SETPIPE_SZ), or over the user's limit: as it is.
+    with contextlib.suppress(ImportError, OSError, AttributeError):
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def _close_all_but(keep: set[int]) -> None:
     try:
         open_fds: Iterable[int] = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:  # no /proc: try the usual range
         open_fds = range(3, 4096)
     for fd in open_fds:
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd not in keep:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
 
-def _serve(conn: Connection, others: list[Connection], parent: int) -> None:
+def _serve(
+    requests: Connection, results: Connection, others: list[Connection], parent: int
+) -> None:
     """A worker's life: bytes in, a Parsed out, until the parent closes the pipe."""
     _die_with_parent(parent)
     for other in others:  # the parent's ends of the pipes, inherited by fork: closed, so
         other.close()  # that EOF comes when the parent closes (or dies)
     # Everything else fork handed down too: the folder lock's file, database and IMAP
     # connections. Holding them would keep the lock (and the PostgreSQL session that holds
-    # an advisory lock) alive after the parent died. Only the pipe and stdio stay.
-    _close_all_but(conn.fileno())
+    # an advisory lock) alive after the parent died. Only the pipes and stdio stay.
+    _close_all_but({requests.fileno(), results.fileno()})
     # Ctrl-C and systemd's SIGTERM reach the whole group: the parent finishes the message in
     # hand, which may need our result, then closes the pipe, and that ends us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         try:
-            raw = conn.recv_bytes()
+            raw = requests.recv_bytes()
             parsed = with_stems(parse_safely(raw))
             # The message's bytes go before its result is pickled, and the result before
             # the next message comes: a large message is never in memory twice.
             del raw
-            conn.send(parsed)
+            results.send(parsed)
             del parsed
         except (EOFError, OSError):  # the parent is gone or done with us
             return
@@ -122,20 +137,30 @@ class _Job:
 
 class _Worker:
     def __init__(self, context: Any, others: list[_Worker]) -> None:
-        self.conn, child = context.Pipe()
-        inherited = [self.conn, *(worker.conn for worker in others)]
+        # A pipe each way: a message's bytes go into a pipe widened to PIPE_BYTES, so that
+        # handing a worker one (up to that size) never waits for the worker to read it.
+        their_requests, self.requests = context.Pipe(duplex=False)
+        self.results, their_results = context.Pipe(duplex=False)
+        _widen(self.requests)
+        inherited = [self.requests, self.results]
+        for worker in others:
+            inherited += [worker.requests, worker.results]
         self.process = context.Process(
-            target=_serve, args=(child, inherited, os.getpid()), daemon=True
+            target=_serve,
+            args=(their_requests, their_results, inherited, os.getpid()),
+            daemon=True,
         )
         self.process.start()
-        child.close()  # only the worker holds its end: its death shows as EOF here
+        their_requests.close()  # only the worker holds its ends: its death shows as EOF here
+        their_results.close()
         self.job: _Job | None = None  # the message it is parsing
         self.since = 0.0  # when that message was handed over (monotonic)
 
     def stop(self, kill: bool = False) -> None:
         if kill and self.process.is_alive():
             self.process.kill()
-        self.conn.close()
+        self.requests.close()
+        self.results.close()
         self.process.join(timeout=5)
         if self.process.is_alive():  # stuck even after EOF: do not wait for it
             self.process.kill()
@@ -226,7 +251,7 @@ class ParserPool:
     def _hand_over(worker: _Worker, job: _Job, raw: bytes) -> None:
         worker.job, worker.since = job, time.monotonic()
         with contextlib.suppress(OSError):  # it died between messages: _collect sees EOF
-            worker.conn.send_bytes(raw)
+            worker.requests.send_bytes(raw)
 
     def _collect(self, block: bool) -> None:
         """Take the results that are ready (waiting for one when `block`), and replace the
@@ -236,13 +261,13 @@ class ParserPool:
             return
         deadline = min(w.since for w in busy) + self.timeout
         ready = wait(
-            [w.conn for w in busy],
+            [w.results for w in busy],
             timeout=max(0.0, deadline - time.monotonic()) if block else 0.0,
         )
         for worker in busy:
-            if worker.conn in ready:
+            if worker.results in ready:
                 try:
-                    result: Parsed = worker.conn.recv()
+                    result: Parsed = worker.results.recv()
                 except (EOFError, OSError):
                     self._replace(worker, self._death(worker))
                     continue

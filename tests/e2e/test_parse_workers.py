@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -137,6 +139,29 @@ def test_a_parser_process_that_dies_costs_only_its_message(trouble: None, pool: 
     assert [isinstance(r, Inbound) for r in results] == [True, False, True]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipes widen on Linux")
+def test_handing_a_large_message_over_does_not_wait_for_the_worker_to_read_it(
+    pool: ParserPool,
+) -> None:
+    """The caller goes on storing the message before while the worker takes the next one's
+    bytes: a worker that cannot read yet (stopped here) does not hold the caller up."""
+    raw = make_message("big@x.example", body=("y" * 70 + "\n") * 12_000)  # 850 KB
+    assert 500_000 < len(raw) < parsers.PIPE_BYTES
+    worker = pool._idle()  # (starts one)
+    job = parsers._Job(raw)
+    os.kill(worker.process.pid, signal.SIGSTOP)
+    try:
+        handing = threading.Thread(target=pool._hand_over, args=(worker, job, raw))
+        handing.start()
+        handing.join(timeout=10)
+        assert not handing.is_alive()  # a socket pair's 200 KB would have blocked it
+    finally:
+        os.kill(worker.process.pid, signal.SIGCONT)
+    while not job.done:
+        pool._collect(block=True)
+    assert isinstance(job.result, Inbound) and job.result.message_id == "big@x.example"
+
+
 def test_a_caller_that_stops_early_leaves_the_pool_usable(pool: ParserPool) -> None:
     raws = [make_message(f"m{i}@x.example") for i in range(10)]
     results = pool.parse_all(raws, lambda raw: raw)
@@ -261,7 +286,7 @@ def test_workers_keep_none_of_the_parents_files(pool: ParserPool, tmp_path: Path
             fds = Path(f"/proc/{worker.process.pid}/fd")
             targets = {os.readlink(fd) for fd in fds.iterdir() if int(fd.name) > 2}
             assert lock.name not in targets
-            assert len(targets) == 1  # its end of the pipe
+            assert len(targets) == 2  # its ends of the two pipes
     assert len(pool._workers) == 1  # one message: the second worker was never needed
 
 
