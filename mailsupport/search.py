@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailsupport.errors import UsageError
 from mailsupport.snippets import MARK_END, MARK_START, Phrase, make_snippet
+from mailsupport.store import EXPRESSION_INDEXES
 from mailsupport.store.queries import Reader, Record
 from mailsupport.store.stems import AUTOMATIC, TEXT_CHARS
 from mailsupport.words import SEARCH_WORD, fold_yo, normalise, stems_of
@@ -534,8 +535,9 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     """Alembic's `include_name` hook: the search index is made by migrations 0006 and 0014 in
     SQL the models do not describe (an FTS5 table with its shadow tables; generated columns
     and their indexes), so comparing the models with the database leaves it out. (The stem
-    columns it reads are the models'.) Used by migrations/env.py and the model comparison
-    test."""
+    columns it reads are the models'.) So are the indexes on expressions (those of the
+    priority order): SQLite cannot give them back, PostgreSQL gives them back rewritten.
+    Used by migrations/env.py and the model comparison test."""
     if name is None:
         return True
     if type_ == "table":
@@ -544,5 +546,11 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
         generated = name in (PG_COLUMN, PG_STEMS)
         return not (generated and parent_names.get("table_name") == "messages")
     if type_ == "index":
-        return name not in (PG_INDEX, PG_STEMS_INDEX)
+        return name not in (PG_INDEX, PG_STEMS_INDEX, *EXPRESSION_INDEXES)
     return True
+
+
+def include_object(item: Any, name: str | None, type_: str, *_: Any) -> bool:
+    """Alembic's `include_object` hook: include_name's rule for the models' side, where the
+    indexes on expressions are declared."""
+    return not (type_ == "index" and name in EXPRESSION_INDEXES)

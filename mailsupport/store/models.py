@@ -12,6 +12,7 @@ from sqlmodel import Field, SQLModel
 # Re-exported: they live in mailsupport.store so that they load without SQLAlchemy.
 from mailsupport.store import DIRECTIONS as DIRECTIONS
 from mailsupport.store import PRIORITIES as PRIORITIES
+from mailsupport.store import PRIORITY_RANK
 from mailsupport.store import TICKET_STATUSES as TICKET_STATUSES
 from mailsupport.store.stems import column_default, restem
 
@@ -51,6 +52,11 @@ def _stems(name: str) -> Any:
     )
 
 
+def _by_priority() -> tuple[sa.TextClause, ...]:
+    """The order of `list --sort priority` (store/queries.SORTS), as index columns."""
+    return (sa.text(PRIORITY_RANK), sa.text("updated_at DESC"), sa.text("id DESC"))
+
+
 class Ticket(SQLModel, table=True):
     __tablename__ = "tickets"
     # Every filter of `list` is indexed together with its default order.
@@ -63,8 +69,10 @@ class Ticket(SQLModel, table=True):
         sa.Index("ix_tickets_type_updated_at", "type", "updated_at"),
         sa.Index("ix_tickets_mailbox_updated_at", "mailbox", "updated_at"),
         sa.Index("ix_tickets_last_writer_updated_at", "last_writer", "updated_at"),
-        # `next` and `list --waiting --mine`: an agent's waiting tickets, a few to sort.
         sa.Index("ix_tickets_waiting_assignee", "last_writer", "assignee", "updated_at"),
+        # `--sort priority`, and `next`: an agent's waiting tickets in that order.
+        sa.Index("ix_tickets_priority_rank", *_by_priority()),
+        sa.Index("ix_tickets_waiting_priority", "last_writer", "assignee", *_by_priority()),
         sa.Index("ix_tickets_requester_updated_at", "requester", "updated_at"),
     )
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mailsupport.store import MAILED_ROLES, pgread
+from mailsupport.store import MAILED_ROLES, PRIORITY_RANK, pgread
 
 if TYPE_CHECKING:
     from mailsupport.store.db import Store
@@ -48,10 +48,7 @@ _TIME_COLUMNS = frozenset(
 _JSON_COLUMNS = frozenset({"to", "cc"})
 _BOOL_COLUMNS = frozenset({"inline"})
 # Most urgent first (as models.PRIORITIES, highest last).
-_PRIORITY_RANK = (
-    "CASE t.priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 "
-    "WHEN 'low' THEN 3 ELSE 4 END"
-)
+_PRIORITY_RANK = PRIORITY_RANK.replace("CASE priority", "CASE t.priority")  # (indexed)
 # `list --sort`: each order with its tie-breakers, most recent / most important first.
 SORTS: dict[str, tuple[tuple[str, bool], ...]] = {
     "updated": (("t.updated_at", True), ("t.id", True)),

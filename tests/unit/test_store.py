@@ -18,7 +18,7 @@ from sqlmodel import SQLModel
 from mailsupport.config import Settings
 from mailsupport.errors import SchemaError, TemporaryError
 from mailsupport.mail import Address
-from mailsupport.search import include_name
+from mailsupport.search import include_name, include_object
 from mailsupport.store import CC, REQUESTER, SEEN, direct, tickets
 from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config, translate_db_error
 from mailsupport.store.models import RawMessage, Ticket
@@ -34,6 +34,7 @@ def test_migrations_create_exactly_the_models(store: Store) -> None:
     with store.engine.connect() as conn:
         # The same filter as migrations/env.py: the search index is SQL the models do not describe.
         opts = {"compare_type": True, "include_name": include_name}
+        opts["include_object"] = include_object
         context = MigrationContext.configure(conn, opts=opts)
         assert compare_metadata(context, SQLModel.metadata) == []
 

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-from mailsupport.search import include_name
+from mailsupport.search import include_name, include_object
 from mailsupport.store import models  # noqa: F401  (registers the tables on the metadata)
 
 connection = context.config.attributes.get("connection")
@@ -16,6 +16,7 @@ context.configure(
     render_as_batch=connection.dialect.name == "sqlite",
     # The search index (migration 0006) is SQL the models do not describe.
     include_name=include_name,
+    include_object=include_object,
 )
 with context.begin_transaction():
     context.run_migrations()
