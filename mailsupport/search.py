@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from mailsupport.errors import UsageError
 from mailsupport.snippets import MARK_END, MARK_START, Phrase, make_snippet
 from mailsupport.store import EXPRESSION_INDEXES
-from mailsupport.store.queries import Reader, Record
+from mailsupport.store.reader import Reader, Record
 from mailsupport.store.stems import AUTOMATIC, TEXT_CHARS
 from mailsupport.words import SEARCH_WORD, fold_yo, normalise, stems_of
 

@@ -331,7 +331,7 @@ class State:
                 name = ""
         if not name:
             raise UsageError("who are you? set MAILSUPPORT_AGENT or pass --as NAME")
-        from mailsupport.store.queries import reading
+        from mailsupport.store.reader import reading
         from mailsupport.team import registered_name
 
         with reading(self.settings.db_url, self.store) as reader:  # the fast path of `list`

@@ -188,7 +188,8 @@ def attachments(
     from mailsupport.cli.render import terminal_text
     from mailsupport.store.attachments import attachment_store
     from mailsupport.store.files import AttachmentDamaged, AttachmentMissing
-    from mailsupport.store.queries import messages_of, reading, ticket_by_number
+    from mailsupport.store.queries import messages_of, ticket_by_number
+    from mailsupport.store.reader import reading
 
     st = state(ctx)
     with reading(st.settings.db_url, st.store) as reader:

@@ -66,7 +66,7 @@ def search(
     from mailsupport.errors import NotFoundError, UsageError
     from mailsupport.search import check_size, parse_query, search_reader
     from mailsupport.store import TICKET_STATUSES
-    from mailsupport.store.queries import reading
+    from mailsupport.store.reader import reading
 
     text = " ".join(words or []).strip()
     query = parse_query(text)

@@ -1,6 +1,6 @@
 """Read side for people and scripts: `list`, `show`, `export`.
 
-These read through `store.queries.reading`, which on SQLite needs neither SQLAlchemy nor
+These read through `store.reader.reading`, which on SQLite needs neither SQLAlchemy nor
 the models: keep heavy imports out of this module and inside the commands.
 """
 
@@ -22,7 +22,7 @@ from mailsupport.store import TICKET_STATUSES as STATUSES
 
 if TYPE_CHECKING:
     from mailsupport.cli.app import State
-    from mailsupport.store.queries import Reader
+    from mailsupport.store.reader import Reader
 
 AGENT = "Agent"
 SORT_KEYS = ("updated", "created", "priority", "number")
@@ -311,7 +311,7 @@ def export(ctx: typer.Context) -> None:
 
 
 def _reading(st: State) -> AbstractContextManager[Reader]:
-    from mailsupport.store.queries import reading
+    from mailsupport.store.reader import reading
 
     return reading(st.settings.db_url, st.store)
 

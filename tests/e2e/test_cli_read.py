@@ -499,14 +499,15 @@ def test_fold_and_the_reply_quote_agree_on_what_is_new() -> None:
 
 def test_schema_revision_is_the_stores() -> None:
     from mailsupport.store.db import SCHEMA_REVISION
-    from mailsupport.store.queries import schema_revision
+    from mailsupport.store.reader import schema_revision
 
     assert schema_revision() == SCHEMA_REVISION
 
 
 @pytest.mark.slow
 def test_every_filter_uses_an_index(settings: Settings, store: Store, desk) -> None:  # type: ignore[no-untyped-def]
-    from mailsupport.store.queries import Reader, TicketFilter, sqlite_file, ticket_query
+    from mailsupport.store.queries import TicketFilter, ticket_query
+    from mailsupport.store.reader import Reader, sqlite_file
 
     path = sqlite_file(settings.db_url)
     if path is None:
@@ -554,7 +555,8 @@ def test_the_priority_order_comes_from_an_index_on_postgresql(
     PostgreSQL sorts every ticket of the filter again (with sorting made as dear as the
     planner allows, it still sorts when no index gives the order)."""
     from mailsupport.store import EXPRESSION_INDEXES, pgread
-    from mailsupport.store.queries import Reader, TicketFilter, ticket_query
+    from mailsupport.store.queries import TicketFilter, ticket_query
+    from mailsupport.store.reader import Reader
 
     if not settings.db_url.startswith("postgresql"):
         pytest.skip("SQLite's plans: test_every_filter_uses_an_index")
@@ -668,12 +670,12 @@ def test_a_brand_new_database_is_created_by_list(env_for_cli: dict[str, str], tm
 def test_a_locked_database_is_a_temporary_failure(
     env_for_cli: dict[str, str], settings: Settings, store: Store, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from mailsupport.store import queries
+    from mailsupport.store import reader
 
-    if queries.sqlite_file(settings.db_url) is None:
+    if reader.sqlite_file(settings.db_url) is None:
         pytest.skip("SQLite's locking")
-    monkeypatch.setattr(queries, "SQLITE_BUSY_SECONDS", 0.1)
-    path = queries.sqlite_file(settings.db_url)
+    monkeypatch.setattr(reader, "SQLITE_BUSY_SECONDS", 0.1)
+    path = reader.sqlite_file(settings.db_url)
     assert path is not None
     store.engine.dispose()  # the journal mode changes only with no other connection open
     holder = sqlite3.connect(path, isolation_level=None)

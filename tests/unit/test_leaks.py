@@ -30,13 +30,8 @@ from mailsupport.locks import Lock, folder_lock
 from mailsupport.signing import load_or_create_secret
 from mailsupport.store.db import Store, translate_db_error
 from mailsupport.store.models import ImapFolder, OutboxItem, Ticket
-from mailsupport.store.queries import (
-    TicketFilter,
-    list_tickets,
-    reading,
-    ticket_by_number,
-    ticket_detail,
-)
+from mailsupport.store.queries import TicketFilter, list_tickets, ticket_by_number, ticket_detail
+from mailsupport.store.reader import reading
 from tests.support.cli import Run
 from tests.support.mailfactory import make_message
 
