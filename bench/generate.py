@@ -22,6 +22,7 @@ Raw message bytes are kept only for the ticket `show` is timed on: they are neve
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import tempfile
@@ -29,10 +30,13 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailsupport.topicterms import Terms
 
 # Bump when the generated data changes, so a cached store is built again.
-GENERATOR_VERSION = 2  # 2: tickets say who wrote last
+GENERATOR_VERSION = 3  # 2: tickets say who wrote last; 3: and keep their topic terms
 SEED = 20260302
 BATCH = 5000  # tickets generated and written at a time (one transaction)
 SHOW_MESSAGES = 10  # the ticket `show` is timed on has this many messages
@@ -361,10 +365,23 @@ def check_stems(messages: list[dict[str, Any]]) -> None:
         assert got == expected, f"message {row['message_id']}: stems {got} != {expected}"
 
 
+def check_terms(rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Raise AssertionError unless each ticket's topic terms are those intake would store
+    (from its subject and first incoming message: the generator's first message)."""
+    from mailsupport.topicterms import ticket_terms
+
+    first = {m["ticket_id"]: m for m in reversed(rows["messages"]) if m["direction"] == "in"}
+    for ticket in rows["tickets"]:
+        message = first[ticket["id"]]
+        expected = ticket_terms(ticket["subject"], message["text"], message["received_at"])
+        assert ticket["topic_terms"] == expected, f"ticket {ticket['id']}: topic terms differ"
+
+
 def _fill(write: Any, tickets: int, log: Any, raw_all: bool = False, report_every: int = 50) -> int:
     for i, rows in enumerate(generate(tickets, raw_all)):
         if i == 0:
             check_stems(rows["messages"])
+            check_terms(rows)
         write(rows)
         if i % report_every == 0:
             log(f"  {min((i + 1) * BATCH, tickets)} of {tickets} tickets")
@@ -394,6 +411,32 @@ class _Stems:
         return " ".join(p for p in parts if p)
 
 
+@functools.lru_cache(maxsize=4096)
+def _subject_terms(subject: str) -> Terms:
+    from mailsupport.topicterms import terms_of
+
+    return terms_of(subject)
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_terms(text: str) -> Terms:
+    from mailsupport.topicterms import TEXT_CHARS, clean_text, terms_of
+
+    return terms_of(clean_text(text[:TEXT_CHARS]))
+
+
+def _topic_terms(subject: str, text: str, at: datetime) -> str:
+    """`topicterms.ticket_terms`, from the terms of the subject and of the text found once
+    each: a line break parts them, so the terms of both are the subject's, then the text's
+    (a key in both has the subject's forms first)."""
+    from mailsupport.topicterms import encode
+
+    found: Terms = {key: list(forms) for key, forms in _subject_terms(subject).items()}
+    for key, forms in _text_terms(text).items():
+        found.setdefault(key, []).extend(forms)
+    return encode(found, at)
+
+
 def _ticket(
     rng: random.Random,
     number: int,
@@ -421,7 +464,7 @@ def _ticket(
     assigned = status != "new" and rng.random() < 0.7
     when = created
     previous_text, previous_who, previous_stems = "", name, ""
-    last_writer = ""
+    last_writer = first_text = ""
     for i in range(count):
         message_pk += 1
         ours = i % 2 == 1
@@ -444,7 +487,7 @@ def _ticket(
             if i == 0:
                 body = BODY_RU if russian else BODY_EN
                 problems = PROBLEMS_RU if russian else PROBLEMS_EN
-                text = body.format(problem=rng.choice(problems), name=first)
+                text = first_text = body.format(problem=rng.choice(problems), name=first)
             else:
                 text = rng.choice(FOLLOWUPS_RU if russian else FOLLOWUPS_EN)
             sender_name, sender = name, address
@@ -505,7 +548,7 @@ def _ticket(
             "requester": address, "requester_name": name, "created_at": created,
             "updated_at": updated, "closed_at": updated if status == "closed" else None,
             "assignee": agent if assigned else None, "queue": rng.choice(QUEUES),
-            "last_writer": last_writer,
+            "last_writer": last_writer, "topic_terms": _topic_terms(subject, first_text, created),
         }
     )  # fmt: skip
     rows["participants"].append(

@@ -15,6 +15,7 @@ from mailsupport.store import CC, REQUESTER, SEEN
 from mailsupport.store import tickets as db
 from mailsupport.store.models import Ticket
 from mailsupport.threads import StrangerPolicy, ThreadDecision
+from mailsupport.topicterms import found_at, ticket_terms
 
 
 def merge_same_customer(
@@ -98,13 +99,19 @@ def join(
 ) -> None:
     """Update a ticket that a message joins."""
     assert ticket.id is not None
-    if at < ticket.created_at:
+    renamed = at < ticket.created_at
+    if renamed:
         # An older message arrived late (a parent after its reply): the earliest message
         # of the conversation names the ticket and its customer.
         ticket.created_at = at
         ticket.subject = title
         if customer is not None:
             ticket.requester, ticket.requester_name = customer.key, customer.name
+    first = found_at(ticket.topic_terms)  # when the first incoming message was written
+    if not outgoing and (first is None or at < first):  # this one is first now
+        ticket.topic_terms = ticket_terms(ticket.subject, message.text, at)
+    elif renamed and ticket.topic_terms is not None:  # the same message, a new subject
+        ticket.topic_terms = db.first_topic_terms(session, ticket.id, ticket.subject)
     ticket.updated_at = max(ticket.updated_at, at)
     # A person writing reopens; an out-of-office answer to our closing notice does not.
     reopen = not outgoing and ticket.status in ("pending", "closed")

@@ -36,6 +36,7 @@ from mailsupport.store.bounces import find_bounced, record_bounce
 from mailsupport.store.db import Store, translate_db_error
 from mailsupport.store.models import Ticket
 from mailsupport.threads import ThreadDecision, normalize_subject, reference_ids
+from mailsupport.topicterms import ticket_terms
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +421,9 @@ class Pipeline:
         customer = None if doubt else joining.customer_of(message, outgoing, settings.our_addresses)
         old = self._closed_long_ago(session, decision, message, outgoing, now)
         if old is not None:  # a new conversation about an old, long closed one
-            ticket = db.create_ticket(session, title, customer, at)
+            ticket = db.create_ticket(
+                session, title, customer, at, _terms(title, message, at, outgoing)
+            )
             self._place(ticket, message, item, outgoing)
             ticket.follows_id = old.id
             reason = f"follows #{old.number}, closed over {self.settings.reopen_days} days ago"
@@ -429,7 +432,9 @@ class Pipeline:
             db.record_event(session, old.id, "followed", f"continued in #{ticket.number}", now)  # type: ignore[arg-type]
             kind = NEW
         elif decision.ticket_id is None:
-            ticket = db.create_ticket(session, title, customer, at)
+            ticket = db.create_ticket(
+                session, title, customer, at, _terms(title, message, at, outgoing)
+            )
             self._place(ticket, message, item, outgoing)
             db.record_event(session, ticket.id, "created", decision.reason, now)  # type: ignore[arg-type]
             if decision.follows_id is not None:  # it refers to a ticket it may not join
@@ -587,3 +592,8 @@ class Pipeline:
             return False  # without an address we never sent any mail
         key = self.acks.outgoing.key()
         return any(is_our_message_id(message_id, key, domain) for domain in domains)
+
+
+def _terms(title: str, message: Inbound, at: datetime, outgoing: bool) -> str | None:
+    """What the report counts of a new ticket: the words of its first incoming message."""
+    return None if outgoing else ticket_terms(title, message.text, at)

@@ -4,8 +4,8 @@ The package's face is pure: it works on plain data, `TicketFacts` rows, the rang
 `build_report` (figures) turns them into one JSON-ready dict, and `render_text` (text) and
 `render_html` (page) only lay that dict out, so the terminal, `--json` and `--html` always
 show the same figures. The facts come from the database through `mailsupport.report.database`,
-the one module here that imports SQLAlchemy: it is imported by name, not from this face, so
-that rendering a report loads no database code.
+the one module here that reads it: it is imported by name, not from this face, so that
+rendering a report loads no database code.
 
 Modules: facts (ticket facts, the range), figures (`build_report`), topics (`find_topics`),
 text and page (the renderings), database (`load_tickets`, `read_tickets`).

@@ -6,9 +6,11 @@ out; the definitions of its figures are in the package's docstring.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from mailsupport.report.facts import DEFAULT_TOP, Period, TicketFacts
@@ -61,7 +63,13 @@ def _counted(
 
 
 def _top(key: str, counts: Counter[str], top: int) -> list[dict[str, Any]]:
-    return _counted(key, counts)[:top]
+    """The first `top` of `_counted`, without sorting them all (a year of a big desk has
+    hundreds of thousands of senders): those with at least the top-th count, sorted."""
+    if len(counts) <= top:
+        return _counted(key, counts)
+    least = counts.most_common(top)[-1][1]
+    values = sorted((v for v, n in counts.items() if n >= least), key=lambda v: (-counts[v], v))
+    return [{key: value, "tickets": counts[value]} for value in values[:top]]
 
 
 def _breaches(
@@ -114,17 +122,29 @@ def closed_spans(t: TicketFacts) -> list[tuple[datetime, bool]]:
 
 def backlog(tickets: Iterable[TicketFacts], period: Period) -> list[dict[str, Any]]:
     """Tickets open (created, not closed) at the end of each day of the period."""
-    deltas: list[tuple[datetime, int]] = []
+    days = period.days()
+    first, until = days[0], period.until
+    opening = 0  # open at the start of the first day
+    change: Counter[date] = Counter()  # opened less closed during each day
     for t in tickets:
-        deltas.append((t.created_at, 1))
-        deltas.extend((when, -1 if closed else 1) for when, closed in closed_spans(t))
-    deltas.sort(key=lambda d: d[0])
-    points, running, i = [], 0, 0
-    for day in period.days():
-        end = period.day_end(day)
-        while i < len(deltas) and deltas[i][0] < end:
-            running += deltas[i][1]
-            i += 1
+        created = t.created_at
+        if t.status_changes:
+            deltas = [(when, -1 if closed else 1) for when, closed in closed_spans(t)]
+        elif t.status == "closed":  # (most tickets: no history to follow)
+            deltas = [(max(t.closed_at or created, created), -1)]
+        else:
+            deltas = []
+        for when, delta in ((created, 1), *deltas):
+            if when >= until:  # after the end of the last day
+                continue
+            day = (when if when.tzinfo is UTC else when.astimezone(UTC)).date()
+            if day < first:
+                opening += delta
+            else:
+                change[day] += delta
+    points, running = [], opening
+    for day in days:
+        running += change[day]
         points.append({"date": day.isoformat(), "open": running})
     return points
 
@@ -167,7 +187,7 @@ def build_report(
     everything = [t for t in everything if not t.automatic]  # no work: counted apart
     ours = sorted(
         (t for t in everything if period.since <= t.created_at < period.until),
-        key=lambda t: t.number,
+        key=attrgetter("number"),
     )
     days = period.days()
     per_day = Counter(t.created_at.astimezone(UTC).date() for t in ours)
@@ -176,8 +196,12 @@ def build_report(
     ]
     resolution = [_seconds(t.resolved_at - t.created_at) for t in ours if t.resolved_at]
     senders = Counter(t.requester.lower() for t in ours if t.requester)
-    domains = Counter(a.rpartition("@")[2] for a in senders.elements() if "@" in a)
+    domains: Counter[str] = Counter()
+    for address, count in senders.items():
+        if "@" in address:
+            domains[address.rpartition("@")[2]] += count
     topics = find_topics(ours, top=top)
+    by_number = {t.number: t for t in ours} if topics else {}
     return {
         "report_version": REPORT_VERSION,
         "generated_at": _iso(now.replace(microsecond=0)),
@@ -218,12 +242,9 @@ def build_report(
                 "label": topic.label,
                 "tickets": topic.count,
                 "terms": list(topic.terms),
-                "examples": [
-                    {"number": t.number, "subject": t.subject}
-                    for t in sorted(
-                        (t for t in ours if t.number in topic.tickets),
-                        key=lambda t: -t.number,
-                    )[:EXAMPLES]
+                "examples": [  # the latest tickets: the highest numbers
+                    {"number": number, "subject": by_number[number].subject}
+                    for number in heapq.nlargest(EXAMPLES, topic.tickets)
                 ],
             }
             for topic in topics

@@ -1,20 +1,28 @@
 """The most frequent problems: recurring words and phrases of subjects and first messages.
 
 `find_topics` explains the method. The words are those of `mailsupport.words`, the knowledge
-base's vocabulary, so both fold the same inflections together.
+base's vocabulary, so both fold the same inflections together. Each ticket's words and
+phrases are found by `mailsupport.topicterms`, mostly at intake (stored with the ticket):
+here they are only counted.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from mailsupport.report.facts import DEFAULT_TOP, TicketFacts
-from mailsupport.words import URL, WORD, normalise, stem, words
+from mailsupport.topicterms import (
+    FORM,
+    FORMS,
+    PAIR,
+    TEXT_CHARS,
+    clean_text,
+    encode_body,
+    terms_of,
+)
 
 __all__ = ["Topic", "clean_text", "find_topics"]
 
@@ -25,31 +33,9 @@ PHRASE_LABEL_SHARE = 0.5  # a phrase names its topic when it covers this share o
 COMMON_SHARE = 0.5  # in bigger reports, words in more tickets than this say nothing
 COMMON_MIN_TICKETS = 20
 MAX_CANDIDATES = 400  # enough for any top list; bounds the merging work
-TEXT_CHARS = 2000  # of the first message: the problem is stated at the top
-
-# Phrases never run across punctuation or lines.
-_BOUNDARY = re.compile(r"[\r\n.!?;:,()\[\]{}<>\"«»„“”|/\\]+")
-# Kept in front of a phrase when shown ("не приходит счёт"), though never matched on.
-_NEGATIONS = frozenset(
-    ("не", "нет", "ни", "not", "no", "never", "cannot", "can't", "don't", "doesn't", "didn't")
-)
-# Words every support mail has, beyond the stop words of mailsupport.words (compared by stem).
-_GENERIC = """
-    re fw fwd aw work works working need needs want try tried trying use using used know see
-    still also anymore today yesterday tomorrow time thing something anything everything ok
-    okay yes attached attachment find
-    работает работать работают хочу хотел хотела хотим сделать делать пробовал пробовала
-    пробовали знаю сейчас сегодня вчера завтра снова опять просто получается никак прошу
-    вложении приложении прикладываю
-"""
-_SIGNATURE = re.compile(r"\s*(--|—|__)\s*")
-_SIGN_OFF = re.compile(
-    r"\s*(best regards|kind regards|regards|thanks|thank you|many thanks|cheers|sincerely|"
-    r"с уважением|спасибо|заранее спасибо|заранее благодарю|благодарю|всего доброго|"
-    r"всего хорошего)\b[\s,.!]*(\S+\s*){0,3}",
-    re.IGNORECASE,
-)
-_DEVICE = re.compile(r"\s*(sent from|get outlook|отправлено (с|из))\b", re.IGNORECASE)
+# Over more tickets than this, an even sample of this many finds the topics; the biggest
+# have their tickets counted over all (see find_topics).
+SAMPLE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +49,8 @@ class Topic:
 @dataclass(slots=True)
 class _Candidate:
     key: tuple[str, ...]  # one stem, or two stems in sorted order
-    tickets: set[int]
-    forms: list[str]  # every written form met, repeats included
+    tickets: set[int]  # of the sample (all of them when there is no sample)
+    forms: list[str]  # its forms in each of those, whitespace folded, joined by FORM
     _surface: str | None = None
 
     @property
@@ -75,7 +61,7 @@ class _Candidate:
     def surface(self) -> str:
         """The most common original form; ties to the shorter, then by text."""
         if self._surface is None:
-            counts = Counter(" ".join(form.split()) for form in self.forms)
+            counts = Counter(FORM.join(self.forms).split(FORM))
             self._surface = min(counts, key=lambda s: (-counts[s], len(s), s))
         return self._surface
 
@@ -84,58 +70,6 @@ class _Candidate:
         # pair with words between them ("войти в личном").
         surface = self.surface
         return (-len(self.tickets), 0 if self.phrase else 1, len(surface.split()), surface)
-
-
-def clean_text(text: str) -> str:
-    """The customer's own words: no quoted history, no signature, no links or addresses."""
-    from mailsupport.quoting import is_quoted, new_text
-
-    kept: list[str] = []
-    for line in new_text(text.splitlines()):
-        if _SIGNATURE.fullmatch(line) or _DEVICE.match(line):
-            break
-        if kept and len(line.strip()) <= 40 and _SIGN_OFF.fullmatch(line):
-            break
-        if not is_quoted(line):
-            kept.append(line)
-    return URL.sub(" ", "\n".join(kept))
-
-
-@lru_cache(maxsize=1)
-def _generic_stems() -> frozenset[str]:
-    return frozenset(stem(normalise(word)) for word in _GENERIC.split())
-
-
-@lru_cache(maxsize=65536)
-def _term(token: str) -> str | None:
-    """The stem a lowercased token counts as, or None for a word that says nothing."""
-    found = words(token)  # the knowledge base's vocabulary: its normalising and stop words
-    if token in _NEGATIONS or len(found) != 1 or len(found[0]) < 3 or found[0].isdigit():
-        return None
-    stemmed = stem(found[0])
-    return None if stemmed in _generic_stems() else stemmed
-
-
-def _ticket_terms(text: str) -> dict[tuple[str, ...], list[str]]:
-    """Stems (as 1-tuples) and stem pairs (adjacent once stop words are left out, sorted)
-    of one ticket's text, each with the forms it was written in."""
-    found: dict[tuple[str, ...], list[str]] = defaultdict(list)
-    for segment in _BOUNDARY.split(text.lower().replace("’", "'")):
-        previous, previous_at = "", 0  # the last kept stem, where its written form starts
-        before, before_at = "", 0  # the word just before the current one, kept or not
-        for match in WORD.finditer(segment):  # the ’ became ' above, as WORD wants
-            word = match.group()
-            stemmed = _term(word)
-            if stemmed is not None:
-                found[(stemmed,)].append(word)
-                # "не приходит" reads very differently from "приходит": show the negation
-                start = before_at if before in _NEGATIONS else match.start()
-                if previous and previous != stemmed:
-                    key = (previous, stemmed) if previous < stemmed else (stemmed, previous)
-                    found[key].append(segment[previous_at : match.end()])
-                previous, previous_at = stemmed, start
-            before, before_at = word, match.start()
-    return found
 
 
 def _absorb_narrower(
@@ -162,6 +96,86 @@ def _absorb_narrower(
     return [(members, numbers) for members, numbers, _ in kept]
 
 
+def _terms_body(t: TicketFacts) -> str:
+    """The ticket's terms as `topicterms.body` has them: stored at intake, else (an older
+    ticket, terms of another version) worked out from its subject and first message."""
+    if t.terms is not None:
+        return t.terms
+    return encode_body(terms_of(f"{t.subject}\n{clean_text(t.text[:TEXT_CHARS])}"))
+
+
+def _count_keys(bodies: Sequence[tuple[int, str]]) -> Counter[str]:
+    """How many tickets each key is in: no sets, no forms (a year of a big desk is millions
+    of keys), a few big updates (each call costs more than counting a ticket's keys)."""
+    counts: Counter[str] = Counter()
+    for start in range(0, len(bodies), _CHUNK):
+        chunk = bodies[start : start + _CHUNK]
+        counts.update(" ".join(stored.partition("\n")[0] for _, stored in chunk).split())
+    return counts
+
+
+def _contenders(counts: Counter[str], min_tickets: int, ceiling: float) -> set[str]:
+    """The keys in [min_tickets, ceiling] tickets that can be among the MAX_CANDIDATES first:
+    those counted at least as often as the MAX_CANDIDATES-th (ties included: the order among
+    equal counts needs their forms)."""
+    eligible = {key: n for key, n in counts.items() if min_tickets <= n <= ceiling}
+    if len(eligible) > MAX_CANDIDATES:
+        cut = sorted(eligible.values(), reverse=True)[MAX_CANDIDATES - 1]
+        return {key for key, n in eligible.items() if n >= cut}
+    return set(eligible)
+
+
+def _gather(
+    bodies: Sequence[tuple[int, str]], wanted: set[str], with_forms: bool
+) -> tuple[dict[str, list[int]], dict[str, list[str]]]:
+    """For each wanted key, the tickets it is in (and its forms in each)."""
+    where: dict[str, list[int]] = {key: [] for key in wanted}
+    forms: dict[str, list[str]] = {key: [] for key in wanted}
+    # The inner loop runs once for each of these keys in each ticket (millions of times in
+    # a year of a big desk): bound methods save the attribute lookups.
+    add_ticket = {key: numbers.append for key, numbers in where.items()}
+    add_forms = {key: written.append for key, written in forms.items()}
+    for number, stored in bodies:
+        line, _, written = stored.partition("\n")
+        keys = line.split()
+        found = wanted.intersection(keys)
+        if not found:
+            continue
+        for key in found:
+            add_ticket[key](number)
+        if with_forms:
+            split, index = written.split(FORMS), keys.index
+            for key in found:
+                add_forms[key](split[index(key)])
+    return where, forms
+
+
+_CHUNK = 4096  # tickets whose keys are counted at a time
+
+
+def _grouped(ordered: Sequence[_Candidate]) -> list[tuple[list[_Candidate], set[int]]]:
+    """Candidates as topics: each joins the group it overlaps most (Jaccard), else starts
+    one; then narrower groups join the wider ones they lie in."""
+    groups: list[tuple[list[_Candidate], set[int]]] = []
+    for candidate in ordered:
+        best, best_score = None, MERGE_JACCARD
+        size = len(candidate.tickets)
+        for index, (_, numbers) in enumerate(groups):
+            other = len(numbers)
+            if min(size, other) < MERGE_JACCARD * max(size, other):
+                continue  # cannot reach the threshold: skip the set work
+            shared = len(candidate.tickets & numbers)
+            score = shared / (size + other - shared)
+            if score >= best_score and (best is None or score > best_score):
+                best, best_score = index, score
+        if best is None:
+            groups.append(([candidate], set(candidate.tickets)))
+        else:
+            groups[best][0].append(candidate)
+            groups[best][1].update(candidate.tickets)
+    return _absorb_narrower(groups)
+
+
 def find_topics(
     tickets: Sequence[TicketFacts], top: int = DEFAULT_TOP, min_tickets: int = MIN_TOPIC_TICKETS
 ) -> list[Topic]:
@@ -184,51 +198,39 @@ def find_topics(
     4. A topic is named by its widest phrase when that covers at least half of its tickets,
        else by its first member; a name is the member's most common written form (ties to
        the shorter, then by text). Topics are ranked by tickets, then name.
-    """
-    where: dict[tuple[str, ...], set[int]] = defaultdict(set)
-    forms: dict[tuple[str, ...], list[str]] = defaultdict(list)
-    for t in tickets:
-        text = f"{t.subject}\n{clean_text(t.text[:TEXT_CHARS])}"
-        for key, written in _ticket_terms(text).items():
-            where[key].add(t.number)
-            forms[key].extend(written)
-    ceiling = len(tickets) * COMMON_SHARE if len(tickets) >= COMMON_MIN_TICKETS else math.inf
-    ordered = sorted(
-        (
-            _Candidate(key, numbers, forms[key])
-            for key, numbers in where.items()
-            if min_tickets <= len(numbers) <= ceiling
-        ),
-        key=_Candidate.order,
-    )[:MAX_CANDIDATES]
 
-    groups: list[tuple[list[_Candidate], set[int]]] = []
-    for candidate in ordered:
-        best, best_score = None, MERGE_JACCARD
-        size = len(candidate.tickets)
-        for index, (_, numbers) in enumerate(groups):
-            other = len(numbers)
-            if min(size, other) < MERGE_JACCARD * max(size, other):
-                continue  # cannot reach the threshold: skip the set work
-            shared = len(candidate.tickets & numbers)
-            score = shared / (size + other - shared)
-            if score >= best_score and (best is None or score > best_score):
-                best, best_score = index, score
-        if best is None:
-            groups.append(([candidate], set(candidate.tickets)))
-        else:
-            groups[best][0].append(candidate)
-            groups[best][1].update(candidate.tickets)
-    groups = _absorb_narrower(groups)
+    Over more than SAMPLE tickets (a year of a big desk), steps 1 to 4 work on an even sample
+    of about SAMPLE of them (every n-th ticket); then the 2 * `top` biggest topics of the
+    sample have their tickets (their members' union) counted over every ticket, and are
+    ranked by those. Up to SAMPLE tickets nothing is sampled.
+    """
+    bodies = [(t.number, _terms_body(t)) for t in tickets]
+    step = max(1, -(-len(bodies) // SAMPLE))  # 1: no sample, every ticket
+    sample = bodies[::step]
+    ceiling = len(sample) * COMMON_SHARE if len(sample) >= COMMON_MIN_TICKETS else math.inf
+    contenders = _contenders(_count_keys(sample), min_tickets, ceiling)
+    where, forms = _gather(sample, contenders, with_forms=True)
+    candidates = [
+        _Candidate(tuple(key.split(PAIR)), set(where[key]), forms[key]) for key in contenders
+    ]
+    del where, forms
+    groups = _grouped(sorted(candidates, key=_Candidate.order)[:MAX_CANDIDATES])
+    if step > 1:  # the biggest, counted over every ticket
+        groups = sorted(groups, key=lambda group: -len(group[1]))[: 2 * top]
+        members = {PAIR.join(m.key) for group, _ in groups for m in group}
+        every, _ = _gather(bodies, members, with_forms=False)
+        counted = [set().union(*(every[PAIR.join(m.key)] for m in group)) for group, _ in groups]
+    else:
+        counted = [numbers for _, numbers in groups]
 
     topics = []
-    for members, numbers in groups:
+    for (members, numbers), tickets_of in zip(groups, counted, strict=True):
         phrases = sorted((m for m in members if m.phrase), key=_Candidate.order)
         name = members[0]
         if phrases and len(phrases[0].tickets) >= PHRASE_LABEL_SHARE * len(numbers):
             name = phrases[0]
         label = name.surface
         terms = tuple(dict.fromkeys(m.surface for m in members if m.surface != label))
-        topics.append(Topic(label, len(numbers), frozenset(numbers), terms[:5]))
+        topics.append(Topic(label, len(tickets_of), frozenset(tickets_of), terms[:5]))
     topics.sort(key=lambda t: (-t.count, t.label))
     return topics[:top]

@@ -7,7 +7,7 @@ fast read path of `list` and `show` do not pay for loading it.
 import re
 
 # The Alembic revision this code expects. tests/unit/test_store.py checks it is the head.
-SCHEMA_REVISION = "0018"
+SCHEMA_REVISION = "0019"
 
 # "spam": set aside by a spam verdict; outside the default `list`, no SLA, not in the report.
 TICKET_STATUSES = ("new", "open", "pending", "closed", "spam")
@@ -21,6 +21,11 @@ PRIORITY_RANK = (
 # Their names (the schema comparison leaves them out: search.include_object).
 EXPRESSION_INDEXES = ("ix_tickets_priority_rank", "ix_tickets_waiting_priority")
 DIRECTIONS = ("in", "out", "note")
+# Messages in which a person on our side answered: an agent's reply (`reply` says who) or our
+# mail imported from a Sent folder (it has raw bytes; mail composed here has none), not our
+# automatic mail. The report's first response for tickets without a stored one; a partial
+# index of messages (migration 0019 has the same condition) makes that a lookup.
+AGENT_ANSWERS = "direction = 'out' AND (thread_reason LIKE 'reply by %' OR raw_id IS NOT NULL)"
 # A participant's role. Requesters and cc are mailed with every reply; "seen" are addresses
 # that mail after the ticket's first message brought in: shown, mailed only once an agent
 # adds them (they could be anyone a stranger put in Cc). Only mailed roles take part in

@@ -9,10 +9,11 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from mailsupport.store import AGENT_ANSWERS, PRIORITY_RANK
+
 # Re-exported: they live in mailsupport.store so that they load without SQLAlchemy.
 from mailsupport.store import DIRECTIONS as DIRECTIONS
 from mailsupport.store import PRIORITIES as PRIORITIES
-from mailsupport.store import PRIORITY_RANK
 from mailsupport.store import TICKET_STATUSES as TICKET_STATUSES
 from mailsupport.store.stems import column_default, restem
 
@@ -108,6 +109,9 @@ class Ticket(SQLModel, table=True):
     # Who wrote last: "customer" (their mail: the ball is in our court), "us" (an agent's
     # reply or notice), "" (nobody yet). Acknowledgements and notes do not count.
     last_writer: str = Field(default="", max_length=16, sa_column_kwargs={"server_default": ""})
+    # The words and phrases of the subject and first incoming message that the report
+    # counts (mailsupport.topicterms), stored when that message is filed; None: none yet.
+    topic_terms: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class TicketTag(SQLModel, table=True):
@@ -149,6 +153,7 @@ class Message(SQLModel, table=True):
             "ack_domain",
             "created_at",
         ),
+        _partial_index("ix_messages_agent_answers", AGENT_ANSWERS, "ticket_id", "received_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -231,7 +231,11 @@ def _participating(count: int) -> sa.Select[tuple[int]]:
 
 
 def create_ticket(
-    session: Session, subject: str, requester: Address | None, at: datetime
+    session: Session,
+    subject: str,
+    requester: Address | None,
+    at: datetime,
+    topic_terms: str | None = None,
 ) -> Ticket:
     """A new ticket, in the database and in the session. Its row goes in by a statement (the
     ORM's unit of work cost intake more than the insert); the object joins the session as
@@ -243,6 +247,7 @@ def create_ticket(
         "requester_name": requester.name if requester else "",
         "created_at": at,
         "updated_at": at,
+        "topic_terms": topic_terms,
     }
     ticket_id = int(direct.scalar(session, _insert_returning_id(Ticket), values))
     # The object is made as the ORM makes one it loads: the model's __init__ sets and checks
@@ -533,5 +538,21 @@ def merge_tickets(
             session, target.id, "merged", f"#{source.number} merged in: {reason}", at, actor
         )
         record_event(session, source.id, "merged", f"merged into #{target.number}", at, actor)  # type: ignore[arg-type]
+    # Its first incoming message may be one it took over, and its subject may have changed.
+    target.topic_terms = first_topic_terms(session, target.id, target.subject)
     session.add(target)
     session.flush()
+
+
+def first_topic_terms(session: Session, ticket_id: int, subject: str) -> str | None:
+    """The topic terms (mailsupport.topicterms) of a ticket with this subject, from its first
+    incoming message as stored (None: it has none)."""
+    from mailsupport.topicterms import ticket_terms
+
+    first = session.execute(
+        sa.select(col(Message.text), col(Message.received_at))
+        .where(col(Message.ticket_id) == ticket_id, col(Message.direction) == "in")
+        .order_by(col(Message.received_at), col(Message.id))
+        .limit(1)
+    ).first()
+    return None if first is None else ticket_terms(subject, first.text, first.received_at)

@@ -207,6 +207,8 @@ def decisions(store: Store) -> dict[str, Any]:
                     name.get(t.follows_id, ""),
                     t.first_response_due is not None,
                     t.last_writer,
+                    # the words, not when they were written (undated mail: the clock's time)
+                    (t.topic_terms or "").partition("\n")[2],
                 )
                 for tid, t in tickets.items()
             ),

@@ -65,7 +65,8 @@ def _write_postgresql_template(url: sa.URL) -> None:
             ).scalar()
             if tables:
                 return  # not empty: Store.open decides what to do with it
-            conn.exec_driver_sql(sql.replace(name, schema))
+            # On the driver without parameters: the dump's SQL has '%' of its own (LIKE).
+            conn.connection.driver_connection.execute(sql.replace(name, schema))  # type: ignore[union-attr]
             conn.exec_driver_sql(
                 f"INSERT INTO {schema}.alembic_version VALUES (%(r)s)", {"r": revision}
             )

@@ -431,10 +431,9 @@ def week(store: Store) -> Store:
 
 
 def week_report(store: Store) -> dict[str, Any]:
-    from mailsupport.report.database import load_tickets
+    from mailsupport.report.database import read_tickets
 
-    with store.read() as session:
-        rows = load_tickets(session, SINCE, UNTIL)
+    rows = read_tickets(store, SINCE, UNTIL)
     assert sorted(t.number for t in rows) == [1, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     return build_report(rows, Period(SINCE, UNTIL), NOW)
 
@@ -534,10 +533,9 @@ def test_every_figure_of_a_known_week(week: Store) -> None:
 
 @pytest.mark.slow
 def test_top_lists_are_cut(week: Store) -> None:
-    from mailsupport.report.database import load_tickets
+    from mailsupport.report.database import read_tickets
 
-    with week.read() as session:
-        rows = load_tickets(session, SINCE, UNTIL)
+    rows = read_tickets(week, SINCE, UNTIL)
     report = build_report(rows, Period(SINCE, UNTIL), NOW, top=2)
     assert len(report["top_senders"]) == 2 and len(report["top_domains"]) == 2
     assert len(report["topics"]) == 2
@@ -547,7 +545,7 @@ def test_automatic_mail_is_no_work_and_counted_apart(week: Store) -> None:
     """Tickets opened by bounces and auto-replies change no figure of the known week, even
     with due times past (an older database) and a sender that recurs; they are counted in
     `automatic` by kind (issue 16)."""
-    from mailsupport.report.database import load_tickets
+    from mailsupport.report.database import read_tickets
 
     before = week_report(week)
     robots = [
@@ -562,8 +560,7 @@ def test_automatic_mail_is_no_work_and_counted_apart(week: Store) -> None:
             status="open", automatic=kind,
             first_response_due=created + H, resolution_due=created + 2 * H,
         )  # fmt: skip
-    with week.read() as session:
-        rows = load_tickets(session, SINCE, UNTIL)
+    rows = read_tickets(week, SINCE, UNTIL)
     after = build_report(rows, Period(SINCE, UNTIL), NOW)
     assert after.pop("automatic") == {
         "tickets": 3,
@@ -585,10 +582,9 @@ def test_an_empty_range(store: Store) -> None:
 
 
 def week_report_empty(store: Store) -> dict[str, Any]:
-    from mailsupport.report.database import load_tickets
+    from mailsupport.report.database import read_tickets
 
-    with store.read() as session:
-        rows = load_tickets(session, SINCE, UNTIL)
+    rows = read_tickets(store, SINCE, UNTIL)
     return build_report(rows, Period(SINCE, UNTIL), NOW)
 
 

@@ -21,6 +21,7 @@ from mailsupport.store.models import Message, Ticket
 from mailsupport.ticketmail import Outgoing
 from mailsupport.words import stems_of
 from tests.support.mailfactory import make_message
+from tests.support.oldstores import insert_messages
 from tests.support.paths import ROOT
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -230,14 +231,8 @@ def store_before_stems(db_url: str, tmp_path: Path) -> Store:
         )
         rows = [("in", "Принтер не печатает страницы."), ("out", "Try your phone's hotspot.")]
         rows += [("in", f"Ещё одно письмо, номер {n}.") for n in range(MORE)]
-        conn.execute(
-            sa.text(
-                "INSERT INTO messages (ticket_id, message_id, direction, in_reply_to, refs,"
-                ' from_address, from_name, "to", cc, subject, received_at, text,'
-                " thread_reason, defects, author, ack_decision, created_at)"
-                " VALUES (:ticket, :mid, :direction, '', '', 'a@example.org', '',"
-                " '[]', '[]', 'Принтеры', :t, :text, 'new', '', '', '', :t)"
-            ),
+        insert_messages(
+            conn,
             [
                 {"ticket": ticket, "mid": f"old{n}@example.org", "direction": direction,
                  "text": text, "t": at}
