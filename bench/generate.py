@@ -412,29 +412,17 @@ class _Stems:
 
 
 @functools.lru_cache(maxsize=4096)
-def _subject_terms(subject: str) -> Terms:
-    from mailsupport.topicterms import terms_of
-
-    return terms_of(subject)
-
-
-@functools.lru_cache(maxsize=4096)
 def _text_terms(text: str) -> Terms:
-    from mailsupport.topicterms import TEXT_CHARS, clean_text, terms_of
+    from mailsupport.topicterms import text_terms
 
-    return terms_of(clean_text(text[:TEXT_CHARS]))
+    return text_terms(text)
 
 
 def _topic_terms(subject: str, text: str, at: datetime) -> str:
-    """`topicterms.ticket_terms`, from the terms of the subject and of the text found once
-    each: a line break parts them, so the terms of both are the subject's, then the text's
-    (a key in both has the subject's forms first)."""
-    from mailsupport.topicterms import encode
+    """`topicterms.ticket_terms`, the terms of each distinct text found once."""
+    from mailsupport.topicterms import ticket_terms
 
-    found: Terms = {key: list(forms) for key, forms in _subject_terms(subject).items()}
-    for key, forms in _text_terms(text).items():
-        found.setdefault(key, []).extend(forms)
-    return encode(found, at)
+    return ticket_terms(subject, text, at, _text_terms(text))
 
 
 def _ticket(

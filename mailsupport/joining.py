@@ -109,7 +109,7 @@ def join(
             ticket.requester, ticket.requester_name = customer.key, customer.name
     first = found_at(ticket.topic_terms)  # when the first incoming message was written
     if not outgoing and (first is None or at < first):  # this one is first now
-        ticket.topic_terms = ticket_terms(ticket.subject, message.text, at)
+        ticket.topic_terms = ticket_terms(ticket.subject, message.text, at, message.text_terms)
     elif renamed and ticket.topic_terms is not None:  # the same message, a new subject
         ticket.topic_terms = db.first_topic_terms(session, ticket.id, ticket.subject)
     ticket.updated_at = max(ticket.updated_at, at)

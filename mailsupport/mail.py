@@ -67,6 +67,9 @@ class Inbound:
     # The search stems of the subject and the text (store/stems.py), when the parse worker
     # computed them beside the parse; None: computed when the message is stored.
     stems: tuple[str, str] | None = None
+    # The report's terms of the text (topicterms.text_terms), likewise; None: found when a
+    # ticket is opened with it.
+    text_terms: dict[tuple[str, ...], list[str]] | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""

@@ -596,4 +596,4 @@ class Pipeline:
 
 def _terms(title: str, message: Inbound, at: datetime, outgoing: bool) -> str | None:
     """What the report counts of a new ticket: the words of its first incoming message."""
-    return None if outgoing else ticket_terms(title, message.text, at)
+    return None if outgoing else ticket_terms(title, message.text, at, message.text_terms)

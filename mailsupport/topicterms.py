@@ -32,6 +32,7 @@ __all__ = [
     "encode_body",
     "found_at",
     "terms_of",
+    "text_terms",
     "ticket_terms",
 ]
 
@@ -138,10 +139,23 @@ def encode(found: Terms, at: datetime) -> str:
     return f"{VERSION} {at.astimezone(UTC).isoformat()}\n{encode_body(found)}"
 
 
-def ticket_terms(subject: str, text: str, at: datetime) -> str:
+def text_terms(text: str) -> Terms:
+    """The terms of a first message's text: what a parse worker works out beside the parse,
+    so that the process storing the message has only the subject's to find."""
+    return dict(terms_of(clean_text(text[:TEXT_CHARS])))
+
+
+def ticket_terms(subject: str, text: str, at: datetime, in_text: Terms | None = None) -> str:
     """The stored terms of a ticket with this subject whose first incoming message, written
-    at `at`, has this text."""
-    return encode(terms_of(f"{subject}\n{clean_text(text[:TEXT_CHARS])}"), at)
+    at `at`, has this text (whose terms are `in_text` when known already).
+
+    They are those of the subject and the text joined by a line break: as no phrase runs
+    across a line, the subject's terms, then the text's (a key in both: the subject's forms
+    first)."""
+    found = terms_of(subject)
+    for key, forms in (text_terms(text) if in_text is None else in_text).items():
+        found[key].extend(forms)  # a new list for a new key: `in_text` is left as it was
+    return encode(found, at)
 
 
 def found_at(stored: str | None) -> datetime | None:

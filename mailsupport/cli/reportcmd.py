@@ -81,8 +81,15 @@ def report(
     """
     from mailsupport.cli.render import terminal_safe
     from mailsupport.errors import MailSupportError, UsageError
-    from mailsupport.report import build_report, parse_period, render_html, render_text
-    from mailsupport.report.database import load_tickets
+    from mailsupport.report import (
+        build_report,
+        find_topics,
+        parse_period,
+        render_html,
+        render_text,
+    )
+    from mailsupport.report.database import load_tickets, load_words
+    from mailsupport.report.topicsworker import topics_aside
     from mailsupport.store.reader import reading
 
     if html_file == "-" and as_json:
@@ -95,9 +102,15 @@ def report(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        with reading(st.settings.db_url, st.store) as reader:  # the driver alone, as `list`
-            facts = load_tickets(reader, period.since, period.until)
-        data = build_report(facts, period, now, top=top)
+        # The topics in a second process (report/topicsworker.py), the rest here.
+        with topics_aside(st.settings.db_url, period, top) as pending_topics:
+            with reading(st.settings.db_url, st.store) as reader:  # the driver alone, as `list`
+                facts = load_tickets(reader, period.since, period.until, words=False)
+            topics = pending_topics()
+        if topics is None:  # found here after all
+            with reading(st.settings.db_url, st.store) as reader:
+                topics = find_topics(load_words(reader, period.since, period.until), top=top)
+        data = build_report(facts, period, now, top=top, topics=topics)
     finally:
         if collecting:
             gc.enable()

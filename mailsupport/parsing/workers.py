@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from mailsupport.errors import PermanentError
 from mailsupport.mail import Inbound
 from mailsupport.parsing.message import parse
+from mailsupport.topicterms import text_terms
 from mailsupport.words import message_stems
 
 T = TypeVar("T")
@@ -56,11 +57,12 @@ def parse_safely(raw: bytes) -> Parsed:
 
 def with_stems(parsed: Parsed) -> Parsed:
     """The parse with the search stems of its subject and text, as the message's row will
-    hold them (store/stems.py): the worker computes them, so the process that stores the
-    message does not."""
+    hold them (store/stems.py), and the report's terms of its text (topicterms.py): the
+    worker computes them, so the process that stores the message does not."""
     if isinstance(parsed, ParseFailure):
         return parsed
-    return replace(parsed, stems=message_stems(parsed.subject, parsed.text))
+    stems = message_stems(parsed.subject, parsed.text)
+    return replace(parsed, stems=stems, text_terms=text_terms(parsed.text))
 
 
 def _die_with_parent(parent: int) -> None:

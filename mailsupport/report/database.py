@@ -49,11 +49,21 @@ _FIRST_ANSWER = (
 # Every ticket of the store is looked at (older ones may be open), so SQLite is told to
 # read the table through rather than through the index of creation times.
 _CURRENT_TERMS = f"CASE WHEN t.topic_terms LIKE '{VERSION} %' THEN t.topic_terms END"
+_WORDS = f"{_CURRENT_TERMS}, {_FIRST_TEXT}"
 _TICKETS = (
     "SELECT t.id, t.number, t.created_at, t.subject, t.status, t.priority, t.requester, "
     "t.queue, t.type, t.line, t.closed_at, COALESCE(t.first_response_at, "
     f"{_FIRST_ANSWER}), t.first_response_due, t.resolution_due, t.automatic, "
-    f"{_CURRENT_TERMS}, {_FIRST_TEXT} FROM tickets t {{not_indexed}} WHERE {_IN_PLAY}"
+    f"{{words}} FROM tickets t {{not_indexed}} WHERE {_IN_PLAY}"
+)
+_CREATED_IN = (
+    "t.merged_into_id IS NULL AND t.status <> 'spam' AND t.created_at >= :since "
+    "AND t.created_at < :until"
+)
+# What the topics need alone: the words of the tickets of the range that are work.
+_TICKET_WORDS = (
+    f"SELECT t.id, t.number, t.created_at, t.subject, {_WORDS} FROM tickets t "
+    f"WHERE {_CREATED_IN} AND t.automatic = ''"
 )
 # Closings and reopenings, of every ticket: fewer rows to read than the join with the
 # tickets in play would probe for; the tickets not in play are left out here.
@@ -70,16 +80,20 @@ def read_tickets(store: Store, since: datetime, until: datetime) -> list[TicketF
         return load_tickets(Reader(connection, sqlite=sqlite, dbapi=False), since, until)
 
 
-def load_tickets(reader: Reader, since: datetime, until: datetime) -> list[TicketFacts]:
+def load_tickets(
+    reader: Reader, since: datetime, until: datetime, *, words: bool = True
+) -> list[TicketFacts]:
     """The tickets a report over [since, until) needs, as plain facts.
 
     That is the tickets created in the range, with their topic terms (or the text of their
     first incoming message), and older tickets that were not closed for the whole range
     (they count in the backlog). Merged tickets are left out: their messages live on in the
-    ticket they joined; so are spam tickets."""
+    ticket they joined; so are spam tickets. Without `words`, the facts have no terms and
+    no text (for a caller that has the topics: `load_words`)."""
     bounds = {"since": reader.time_param(since), "until": reader.time_param(until)}
     not_indexed = "NOT INDEXED" if reader.sqlite else ""
-    tickets = reader.rows(_TICKETS.format(not_indexed=not_indexed), bounds)
+    sql = _TICKETS.format(words=_WORDS if words else "NULL, NULL", not_indexed=not_indexed)
+    tickets = reader.rows(sql, bounds)
     in_play = {row[0] for row in tickets}
     changes: dict[int, list[tuple[datetime, bool]]] = defaultdict(list)
     for ticket_id, at, action, detail in reader.rows(_STATUS_CHANGES):
@@ -111,7 +125,7 @@ def load_tickets(reader: Reader, since: datetime, until: datetime) -> list[Ticke
             text or "",
             tuple(changes.get(ticket_id, nothing)),
             automatic or "",
-            terms.partition("\n")[2] if text is None and terms else None,
+            _stored(terms, text),
         )
         for (
             ticket_id, number, created, subject, status, priority, requester, queue, kind,
@@ -119,6 +133,29 @@ def load_tickets(reader: Reader, since: datetime, until: datetime) -> list[Ticke
             terms, text,
         ) in tickets
     ]  # fmt: skip
+
+
+def load_words(reader: Reader, since: datetime, until: datetime) -> list[TicketFacts]:
+    """What `find_topics` needs of the tickets of the range that are work (created in it,
+    not merged, not spam, not opened by automatic mail): numbers, subjects, terms or text."""
+    bounds = {"since": reader.time_param(since), "until": reader.time_param(until)}
+    time = _sqlite_time if reader.sqlite else stored_time
+    return [
+        TicketFacts(
+            number if number is not None else ticket_id,
+            time(created),
+            subject,
+            text=text or "",
+            terms=_stored(terms, text),
+        )
+        for ticket_id, number, created, subject, terms, text in reader.rows(_TICKET_WORDS, bounds)
+    ]
+
+
+def _stored(terms: str | None, text: str | None) -> str | None:
+    """The keys and forms of stored terms (their first line only says whose they are), when
+    the query took them (it read the text instead of terms it could not use)."""
+    return terms.partition("\n")[2] if terms is not None and text is None else None
 
 
 def _sqlite_time(value: str) -> datetime:

@@ -14,7 +14,7 @@ from operator import attrgetter
 from typing import Any
 
 from mailsupport.report.facts import DEFAULT_TOP, Period, TicketFacts
-from mailsupport.report.topics import find_topics
+from mailsupport.report.topics import Topic, find_topics
 
 __all__ = ["REPORT_VERSION", "backlog", "build_report", "closed_spans", "percentile"]
 
@@ -172,12 +172,17 @@ def _iso(value: datetime) -> str:
 
 
 def build_report(
-    tickets: Iterable[TicketFacts], period: Period, now: datetime, top: int = DEFAULT_TOP
+    tickets: Iterable[TicketFacts],
+    period: Period,
+    now: datetime,
+    top: int = DEFAULT_TOP,
+    topics: list[Topic] | None = None,
 ) -> dict[str, Any]:
     """The whole report as one JSON-ready dict (see the `report` command's help for fields).
 
     `tickets` holds the tickets created in the period, plus any older ones that were open
-    during it (they count only in the backlog)."""
+    during it (they count only in the backlog). `topics`, when given, are `find_topics` of
+    the tickets of the period that are work, found elsewhere (report/topicsworker.py)."""
     everything = list(tickets)
     robots = Counter(
         t.automatic
@@ -200,7 +205,8 @@ def build_report(
     for address, count in senders.items():
         if "@" in address:
             domains[address.rpartition("@")[2]] += count
-    topics = find_topics(ours, top=top)
+    if topics is None:
+        topics = find_topics(ours, top=top)
     by_number = {t.number: t for t in ours} if topics else {}
     return {
         "report_version": REPORT_VERSION,

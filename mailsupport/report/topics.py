@@ -12,6 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 from mailsupport.report.facts import DEFAULT_TOP, TicketFacts
 from mailsupport.topicterms import (
@@ -204,7 +205,8 @@ def find_topics(
     sample have their tickets (their members' union) counted over every ticket, and are
     ranked by those. Up to SAMPLE tickets nothing is sampled.
     """
-    bodies = [(t.number, _terms_body(t)) for t in tickets]
+    # By number: the sample is the same whichever order the tickets come in.
+    bodies = sorted(((t.number, _terms_body(t)) for t in tickets), key=itemgetter(0))
     step = max(1, -(-len(bodies) // SAMPLE))  # 1: no sample, every ticket
     sample = bodies[::step]
     ceiling = len(sample) * COMMON_SHARE if len(sample) >= COMMON_MIN_TICKETS else math.inf

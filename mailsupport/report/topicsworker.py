@@ -1,0 +1,75 @@
+"""The report's topics, found in a second process while the command reads everything else.
+
+Over a year of a big desk, finding the most frequent problems (reading each ticket's stored
+words, counting them) and reading the other figures take seconds each, and neither needs
+the other: side by side they take the longer of the two, not the sum (docs/benchmarks.md).
+The second process reads in a read transaction of its own, begun as the command's is, so
+mail filed in that instant may be in one and not the other. Should it fail in any way, or
+where processes cannot be forked, `topics_aside` gives None and the command finds the
+topics itself: any database error then comes out as every command reports one.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from multiprocessing.connection import Connection
+
+from mailsupport.report.facts import Period
+from mailsupport.report.topics import Topic, find_topics
+
+__all__ = ["topics_aside"]
+
+
+@contextmanager
+def topics_aside(url: str, period: Period, top: int) -> Iterator[Callable[[], list[Topic] | None]]:
+    """Start finding the topics of the database at `url` over `period`; the function given
+    waits for them (None: find them here). Enter it before opening a connection of one's
+    own: the process is forked, and a connection must not be shared with it."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        yield lambda: None
+        return
+    context = multiprocessing.get_context("fork")
+    answers, send = context.Pipe(duplex=False)
+    worker = context.Process(
+        target=_find, args=(send, url, period.since, period.until, top), daemon=True
+    )
+    worker.start()
+    send.close()  # ours: the worker's end is its own
+
+    def result() -> list[Topic] | None:
+        try:
+            found = answers.recv()  # EOFError when it ended without an answer
+        except (EOFError, OSError):
+            return None
+        return found if isinstance(found, list) else None
+
+    try:
+        yield result
+    finally:
+        if worker.is_alive():  # the command stopped before it asked (an error, Ctrl-C)
+            worker.terminate()
+        worker.join()
+        answers.close()
+
+
+def _find(send: Connection, url: str, since: datetime, until: datetime, top: int) -> None:
+    """In the worker: the topics, or None when anything went wrong (said by the command)."""
+    from mailsupport.report.database import load_words
+    from mailsupport.store.db import Store
+    from mailsupport.store.reader import reading
+
+    gc.disable()  # many small objects, no cycles (see the report command)
+    found: list[Topic] | None = None
+    try:
+        with reading(url, lambda: Store.open(url)) as reader:
+            words = load_words(reader, since, until)
+        found = find_topics(words, top=top)
+    except BaseException:  # Ctrl-C too: the command finds them itself, or says why it stopped
+        found = None
+    finally:
+        send.send(found)
+        send.close()
