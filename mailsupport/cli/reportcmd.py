@@ -82,6 +82,7 @@ def report(
     from mailsupport.cli.render import terminal_safe
     from mailsupport.errors import MailSupportError, UsageError
     from mailsupport.report import (
+        Topic,
         build_report,
         find_topics,
         parse_period,
@@ -104,13 +105,18 @@ def report(
     try:
         # The topics in a second process (report/topicsworker.py), the rest here.
         with topics_aside(st.settings.db_url, period, top) as pending_topics:
+
+            def topics() -> list[Topic]:
+                found = pending_topics()
+                if found is None:  # found here after all
+                    with reading(st.settings.db_url, st.store) as reader:
+                        words = load_words(reader, period.since, period.until)
+                    found = find_topics(words, top=top)
+                return found
+
             with reading(st.settings.db_url, st.store) as reader:  # the driver alone, as `list`
                 facts = load_tickets(reader, period.since, period.until, words=False)
-            topics = pending_topics()
-        if topics is None:  # found here after all
-            with reading(st.settings.db_url, st.store) as reader:
-                topics = find_topics(load_words(reader, period.since, period.until), top=top)
-        data = build_report(facts, period, now, top=top, topics=topics)
+            data = build_report(facts, period, now, top=top, topics=topics)
     finally:
         if collecting:
             gc.enable()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter
 from typing import Any
@@ -176,13 +176,14 @@ def build_report(
     period: Period,
     now: datetime,
     top: int = DEFAULT_TOP,
-    topics: list[Topic] | None = None,
+    topics: Callable[[], list[Topic]] | None = None,
 ) -> dict[str, Any]:
     """The whole report as one JSON-ready dict (see the `report` command's help for fields).
 
     `tickets` holds the tickets created in the period, plus any older ones that were open
-    during it (they count only in the backlog). `topics`, when given, are `find_topics` of
-    the tickets of the period that are work, found elsewhere (report/topicsworker.py)."""
+    during it (they count only in the backlog). `topics`, when given, gives `find_topics` of
+    the tickets of the period that are work, found elsewhere (report/topicsworker.py): it
+    is called last, so that they are found while the other figures are."""
     everything = list(tickets)
     robots = Counter(
         t.automatic
@@ -205,10 +206,7 @@ def build_report(
     for address, count in senders.items():
         if "@" in address:
             domains[address.rpartition("@")[2]] += count
-    if topics is None:
-        topics = find_topics(ours, top=top)
-    by_number = {t.number: t for t in ours} if topics else {}
-    return {
+    report = {
         "report_version": REPORT_VERSION,
         "generated_at": _iso(now.replace(microsecond=0)),
         "range": {
@@ -243,16 +241,19 @@ def build_report(
             "tickets": sum(robots.values()),
             "by_kind": _counted("kind", robots),
         },
-        "topics": [
-            {
-                "label": topic.label,
-                "tickets": topic.count,
-                "terms": list(topic.terms),
-                "examples": [  # the latest tickets: the highest numbers
-                    {"number": number, "subject": by_number[number].subject}
-                    for number in heapq.nlargest(EXAMPLES, topic.tickets)
-                ],
-            }
-            for topic in topics
-        ],
     }
+    found = find_topics(ours, top=top) if topics is None else topics()
+    by_number = {t.number: t for t in ours} if found else {}
+    report["topics"] = [
+        {
+            "label": topic.label,
+            "tickets": topic.count,
+            "terms": list(topic.terms),
+            "examples": [  # the latest tickets: the highest numbers
+                {"number": number, "subject": by_number[number].subject}
+                for number in heapq.nlargest(EXAMPLES, topic.tickets)
+            ],
+        }
+        for topic in found
+    ]
+    return report

@@ -12,7 +12,6 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 
 from mailsupport.report.facts import DEFAULT_TOP, TicketFacts
 from mailsupport.topicterms import (
@@ -154,6 +153,19 @@ def _gather(
 _CHUNK = 4096  # tickets whose keys are counted at a time
 
 
+def _count_groups(
+    bodies: Sequence[tuple[int, str]], groups: Sequence[Sequence[_Candidate]]
+) -> list[set[int]]:
+    """The tickets of each group of candidates: those with any of its keys."""
+    found: list[set[int]] = [set() for _ in groups]
+    add = {PAIR.join(m.key): found[i].add for i, members in enumerate(groups) for m in members}
+    wanted = set(add)
+    for number, stored in bodies:
+        for key in wanted.intersection(stored.partition("\n")[0].split()):
+            add[key](number)
+    return found
+
+
 def _grouped(ordered: Sequence[_Candidate]) -> list[tuple[list[_Candidate], set[int]]]:
     """Candidates as topics: each joins the group it overlaps most (Jaccard), else starts
     one; then narrower groups join the wider ones they lie in."""
@@ -205,8 +217,8 @@ def find_topics(
     sample have their tickets (their members' union) counted over every ticket, and are
     ranked by those. Up to SAMPLE tickets nothing is sampled.
     """
-    # By number: the sample is the same whichever order the tickets come in.
-    bodies = sorted(((t.number, _terms_body(t)) for t in tickets), key=itemgetter(0))
+    bodies = [(t.number, t.terms if t.terms is not None else _terms_body(t)) for t in tickets]
+    bodies.sort()  # by number (unique): the sample is the same in whatever order they came
     step = max(1, -(-len(bodies) // SAMPLE))  # 1: no sample, every ticket
     sample = bodies[::step]
     ceiling = len(sample) * COMMON_SHARE if len(sample) >= COMMON_MIN_TICKETS else math.inf
@@ -219,9 +231,7 @@ def find_topics(
     groups = _grouped(sorted(candidates, key=_Candidate.order)[:MAX_CANDIDATES])
     if step > 1:  # the biggest, counted over every ticket
         groups = sorted(groups, key=lambda group: -len(group[1]))[: 2 * top]
-        members = {PAIR.join(m.key) for group, _ in groups for m in group}
-        every, _ = _gather(bodies, members, with_forms=False)
-        counted = [set().union(*(every[PAIR.join(m.key)] for m in group)) for group, _ in groups]
+        counted = _count_groups(bodies, [members for members, _ in groups])
     else:
         counted = [numbers for _, numbers in groups]
 
