@@ -8,7 +8,8 @@ the one module here that reads it: it is imported by name, not from this face, s
 rendering a report loads no database code.
 
 Modules: facts (ticket facts, the range), figures (`build_report`), topics (`find_topics`),
-text and page (the renderings), database (`load_tickets`, `read_tickets`).
+text and page (the renderings), database (`load_tickets`, `load_words`, `read_tickets`),
+topicsworker (`find_topics` in a second process while the command reads the rest).
 
 Definitions (the contract of the figures):
 

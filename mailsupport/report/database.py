@@ -1,11 +1,12 @@
 """Reads what the report needs from the database: the report's only adapter.
 
-`load_tickets` runs two queries (none per ticket) in plain SQL
-through a `Reader` (store/reader.py): on the driver itself for the `report` command, so that
-a year of a big desk (hundreds of thousands of rows) pays neither SQLAlchemy's import nor its
-per-row processing. Each ticket's topic terms come stored with it (intake works them out);
-only tickets without them have their first message's text read. `read_tickets` does the
-same for callers that hold a Store.
+`load_tickets` runs two queries (none per ticket) in plain SQL through a `Reader`
+(store/reader.py): on the driver itself for the `report` command, so that a year of a big
+desk (hundreds of thousands of rows) pays neither SQLAlchemy's import nor its per-row
+processing. Each ticket's topic terms come stored with it (intake works them out); only
+tickets without them have their first message's text read. `load_words` reads those words
+alone, for the topics found in a second process (report/topicsworker.py). `read_tickets`
+does what `load_tickets` does for callers that hold a Store.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mailsupport.topicterms import VERSION
 if TYPE_CHECKING:
     from mailsupport.store.db import Store
 
-__all__ = ["load_tickets", "read_tickets"]
+__all__ = ["load_tickets", "load_words", "read_tickets"]
 
 # Closed before the range and still closed: it cannot be open on any day of it. Merged
 # tickets live on in the ticket they joined; spam is no request.
@@ -46,10 +47,10 @@ _FIRST_ANSWER = (
     "CASE WHEN t.created_at >= :since AND t.first_response_at IS NULL THEN (SELECT "
     f"MIN(m.received_at) FROM messages m WHERE m.ticket_id = t.id AND {AGENT_ANSWERS}) END"
 )
-# Every ticket of the store is looked at (older ones may be open), so SQLite is told to
-# read the table through rather than through the index of creation times.
 _CURRENT_TERMS = f"CASE WHEN t.topic_terms LIKE '{VERSION} %' THEN t.topic_terms END"
 _WORDS = f"{_CURRENT_TERMS}, {_FIRST_TEXT}"
+# Every ticket of the store is looked at (older ones may be open), so SQLite is told to
+# read the table through rather than through the index of creation times.
 _TICKETS = (
     "SELECT t.id, t.number, t.created_at, t.subject, t.status, t.priority, t.requester, "
     "t.queue, t.type, t.line, t.closed_at, COALESCE(t.first_response_at, "

@@ -96,11 +96,10 @@ def _absorb_narrower(
     return [(members, numbers) for members, numbers, _ in kept]
 
 
-def _terms_body(t: TicketFacts) -> str:
-    """The ticket's terms as `topicterms.body` has them: stored at intake, else (an older
-    ticket, terms of another version) worked out from its subject and first message."""
-    if t.terms is not None:
-        return t.terms
+def _worked_out(t: TicketFacts) -> str:
+    """The keys and forms lines (`topicterms.encode_body`) of a ticket without stored terms
+    (a conversation we opened, terms of another version): from its subject and first
+    message, as intake finds them."""
     return encode_body(terms_of(f"{t.subject}\n{clean_text(t.text[:TEXT_CHARS])}"))
 
 
@@ -126,9 +125,9 @@ def _contenders(counts: Counter[str], min_tickets: int, ceiling: float) -> set[s
 
 
 def _gather(
-    bodies: Sequence[tuple[int, str]], wanted: set[str], with_forms: bool
+    bodies: Sequence[tuple[int, str]], wanted: set[str]
 ) -> tuple[dict[str, list[int]], dict[str, list[str]]]:
-    """For each wanted key, the tickets it is in (and its forms in each)."""
+    """For each wanted key, the tickets it is in and its forms in each."""
     where: dict[str, list[int]] = {key: [] for key in wanted}
     forms: dict[str, list[str]] = {key: [] for key in wanted}
     # The inner loop runs once for each of these keys in each ticket (millions of times in
@@ -141,12 +140,10 @@ def _gather(
         found = wanted.intersection(keys)
         if not found:
             continue
+        split, index = written.split(FORMS), keys.index
         for key in found:
             add_ticket[key](number)
-        if with_forms:
-            split, index = written.split(FORMS), keys.index
-            for key in found:
-                add_forms[key](split[index(key)])
+            add_forms[key](split[index(key)])
     return where, forms
 
 
@@ -217,13 +214,13 @@ def find_topics(
     sample have their tickets (their members' union) counted over every ticket, and are
     ranked by those. Up to SAMPLE tickets nothing is sampled.
     """
-    bodies = [(t.number, t.terms if t.terms is not None else _terms_body(t)) for t in tickets]
+    bodies = [(t.number, t.terms if t.terms is not None else _worked_out(t)) for t in tickets]
     bodies.sort()  # by number (unique): the sample is the same in whatever order they came
     step = max(1, -(-len(bodies) // SAMPLE))  # 1: no sample, every ticket
     sample = bodies[::step]
     ceiling = len(sample) * COMMON_SHARE if len(sample) >= COMMON_MIN_TICKETS else math.inf
     contenders = _contenders(_count_keys(sample), min_tickets, ceiling)
-    where, forms = _gather(sample, contenders, with_forms=True)
+    where, forms = _gather(sample, contenders)
     candidates = [
         _Candidate(tuple(key.split(PAIR)), set(where[key]), forms[key]) for key in contenders
     ]
