@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from multiprocessing.connection import Connection
+from typing import NoReturn
 
 from mailsupport.report.facts import Period
 from mailsupport.report.topics import Topic, find_topics
@@ -37,7 +38,13 @@ def topics_aside(url: str, period: Period, top: int) -> Iterator[Callable[[], li
     worker = context.Process(
         target=_find, args=(send, url, period.since, period.until, top), daemon=True
     )
-    worker.start()
+    try:
+        worker.start()
+    except OSError:  # no process to be had (a limit): the command does it all
+        answers.close()
+        send.close()
+        yield lambda: None
+        return
     send.close()  # ours: the worker's end is its own
 
     def result() -> list[Topic] | None:
@@ -59,13 +66,17 @@ def topics_aside(url: str, period: Period, top: int) -> Iterator[Callable[[], li
 def _find(send: Connection, url: str, since: datetime, until: datetime, top: int) -> None:
     """In the worker: the topics, or None when anything went wrong (said by the command)."""
     from mailsupport.report.database import load_words
-    from mailsupport.store.db import Store
     from mailsupport.store.reader import reading
+
+    def no_store() -> NoReturn:
+        # A database the fast path cannot vouch for (new, behind, another driver) is the
+        # command's to create or refuse: two processes must not both try.
+        raise LookupError("not read here")
 
     gc.disable()  # many small objects, no cycles (see the report command)
     found: list[Topic] | None = None
     try:
-        with reading(url, lambda: Store.open(url)) as reader:
+        with reading(url, no_store) as reader:
             words = load_words(reader, since, until)
         found = find_topics(words, top=top)
     except BaseException:  # Ctrl-C too: the command finds them itself, or says why it stopped

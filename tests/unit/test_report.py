@@ -726,6 +726,16 @@ def test_a_failing_topics_process_leaves_the_report_as_it_is(
     assert json.loads(result.stdout) == json.loads(json.dumps(week_report(week)))
 
 
+def test_a_report_on_a_database_not_made_yet(run: Any, tmp_path: Path) -> None:
+    """The command creates it, as every command does; its topics process leaves that to it
+    (two processes creating one schema at once would collide)."""
+    fresh = tmp_path / "fresh" / "m.db"
+    result = run("report", "--json", env={"MAILSUPPORT_DATABASE_URL": f"sqlite:///{fresh}"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["tickets"] == 0
+    assert fresh.exists()
+
+
 def topics_aside_of(store: Store) -> Any:
     from mailsupport.report.topicsworker import topics_aside
 
