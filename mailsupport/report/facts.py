@@ -36,8 +36,8 @@ class TicketFacts(NamedTuple):
     # (when, closed?) from the ticket's history, oldest first: closings and reopenings.
     status_changes: tuple[tuple[datetime, bool], ...] = ()
     automatic: str = ""  # opened by automatic mail: its kind (bounce, auto-reply...); no work
-    # The topic terms intake stored (`topicterms.body`: keys and forms); None: worked out
-    # from `text`.
+    # The topic terms intake stored (keys and forms: `topicterms.encode_body`); None:
+    # worked out from `text`.
     terms: str | None = None
 
     @property
