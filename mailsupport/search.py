@@ -519,11 +519,14 @@ def pg_best_per_ticket_sql(query: Query) -> tuple[str, dict[str, str]]:
             score.append(f"ts_rank({column}, {any_term}, 1)")
             text_score.append(f"ts_rank('{{0.1, 0, 0, 0}}', {column}, {any_term}, 1)")
     where = " OR ".join(alternatives)
-    newest = f"SELECT id FROM messages WHERE {where} ORDER BY id DESC"
+    newest = f"SELECT id FROM messages WHERE {where} ORDER BY id DESC LIMIT {int(NEWEST_MATCHES)}"
+    # The newest matches' ids in one backward walk of the key, then their rows by key: a
+    # second walk over the ids they span, checking each message again, took as long again
+    # (a word at a million tickets: 0.23 -> 0.16 s).
     matches = (
-        f"SELECT id, ticket_id, {' + '.join(score)} AS score,"
+        f"SELECT m.id, m.ticket_id, {' + '.join(score)} AS score,"
         f" {' + '.join(text_score)} AS text_score"
-        f" FROM messages WHERE ({where}) AND id >= ({_lowest_of_newest(newest, 'id')})"
+        f" FROM ({newest}) AS newest JOIN messages AS m USING (id)"
     )
     return _best_per_ticket(matches, with_ticket=True), params
 
