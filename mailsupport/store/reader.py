@@ -67,19 +67,7 @@ class Reader:
         self._pyformat = dbapi and not sqlite  # psycopg's %(name)s parameters
 
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Record]:
-        params = dict(params or {})
-        if self._dbapi:
-            if self._pyformat:
-                sql = pgread.pyformat(sql)
-            cursor = self._connection.execute(sql, params)
-            names = [d[0] for d in cursor.description]
-            rows = cursor.fetchall()
-        else:
-            from sqlalchemy import text
-
-            result = self._connection.execute(text(sql), params)
-            names = list(result.keys())
-            rows = result.all()
+        names, rows = self._execute(sql, params)
         convert = [self._converter(name) for name in names]
         return [
             Record({n: c(v) if c else v for n, c, v in zip(names, convert, row, strict=True)})
@@ -90,16 +78,22 @@ class Reader:
         """The rows as the driver gives them, by position and unconverted (times are text on
         SQLite: see `stored_time`): for reads of many rows, where a Record each costs more
         than the query."""
-        params = dict(params or {})
-        if not self._dbapi:
-            from sqlalchemy import text
+        return self._execute(sql, params)[1]
 
-            return list(self._connection.execute(text(sql), params).all())
-        return list(
-            self._connection.execute(
-                pgread.pyformat(sql) if self._pyformat else sql, params
-            ).fetchall()
-        )
+    def _execute(
+        self, sql: str, params: Mapping[str, Any] | None
+    ) -> tuple[list[str], list[Sequence[Any]]]:
+        """The column names and the rows of `sql` (`:name` parameters)."""
+        params = dict(params or {})
+        if self._dbapi:
+            if self._pyformat:
+                sql = pgread.pyformat(sql)
+            cursor = self._connection.execute(sql, params)
+            return [d[0] for d in cursor.description], cursor.fetchall()
+        from sqlalchemy import text
+
+        result = self._connection.execute(text(sql), params)
+        return list(result.keys()), list(result.all())
 
     def first(self, sql: str, params: Mapping[str, Any] | None = None) -> Record | None:
         rows = self.all(sql, params)

@@ -16,9 +16,6 @@ Revision ID: 0019
 Revises: 0018
 """
 
-from datetime import UTC, datetime
-from typing import Any
-
 import sqlalchemy as sa
 from alembic import op
 
@@ -53,6 +50,7 @@ def downgrade() -> None:
 def _compute_terms() -> None:
     """The terms of every ticket from its subject and the text of its first incoming
     message (by when it was written, then by id: as the report picks it)."""
+    from mailsupport.store.reader import stored_time
     from mailsupport.topicterms import ticket_terms
 
     conn = op.get_bind()
@@ -69,17 +67,10 @@ def _compute_terms() -> None:
     after = 0
     while rows := conn.execute(read, {"after": after, "n": _BATCH}).all():
         updates = [
-            {"id": row.id, "terms": ticket_terms(row.subject, row.text or "", _aware(row.at))}
+            {"id": row.id, "terms": ticket_terms(row.subject, row.text or "", stored_time(row.at))}
             for row in rows
             if row.at is not None
         ]
         if updates:
             conn.execute(write, updates)
         after = rows[-1].id
-
-
-def _aware(value: Any) -> datetime:
-    """A stored time as the models read it: SQLite keeps naive UTC text."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
