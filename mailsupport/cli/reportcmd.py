@@ -83,16 +83,9 @@ def report(
     """
     from mailsupport.cli.render import terminal_safe
     from mailsupport.errors import MailSupportError, UsageError
-    from mailsupport.report import (
-        Topic,
-        build_report,
-        find_topics,
-        parse_period,
-        render_html,
-        render_text,
-    )
-    from mailsupport.report.database import load_tickets, load_words
-    from mailsupport.report.topicsworker import topics_aside
+    from mailsupport.report import Topic, build_report, parse_period, render_html, render_text
+    from mailsupport.report.database import load_tickets
+    from mailsupport.report.topicsworker import topics_aside, topics_of
     from mailsupport.store.reader import reading
 
     if html_file == "-" and as_json:
@@ -111,9 +104,7 @@ def report(
             def topics() -> list[Topic]:
                 found = pending_topics()
                 if found is None:  # found here after all
-                    with reading(st.settings.db_url, st.store) as reader:
-                        words = load_words(reader, period.since, period.until)
-                    found = find_topics(words, top=top)
+                    found = topics_of(st.settings.db_url, st.store, period, top)
                 return found
 
             with reading(st.settings.db_url, st.store) as reader:  # the driver alone, as `list`

@@ -17,12 +17,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from multiprocessing.connection import Connection
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from mailsupport.report.facts import Period
 from mailsupport.report.topics import Topic, find_topics
 
-__all__ = ["topics_aside"]
+if TYPE_CHECKING:
+    from mailsupport.store.db import Store
+
+__all__ = ["topics_aside", "topics_of"]
 
 
 @contextmanager
@@ -63,10 +66,20 @@ def topics_aside(url: str, period: Period, top: int) -> Iterator[Callable[[], li
         answers.close()
 
 
-def _find(send: Connection, url: str, since: datetime, until: datetime, top: int) -> None:
-    """In the worker: the topics, or None when anything went wrong (said by the command)."""
+def topics_of(url: str, open_store: Callable[[], Store], period: Period, top: int) -> list[Topic]:
+    """`find_topics` of the tickets of `period` that are work, read from the database at
+    `url` (`open_store` as `store.reader.reading` takes it): what the second process does,
+    and what the command does when it could not."""
     from mailsupport.report.database import load_words
     from mailsupport.store.reader import reading
+
+    with reading(url, open_store) as reader:
+        words = load_words(reader, period.since, period.until)
+    return find_topics(words, top=top)
+
+
+def _find(send: Connection, url: str, since: datetime, until: datetime, top: int) -> None:
+    """In the worker: the topics, or None when anything went wrong (said by the command)."""
 
     def no_store() -> NoReturn:
         # A database the fast path cannot vouch for (new, behind, another driver) is the
@@ -76,9 +89,7 @@ def _find(send: Connection, url: str, since: datetime, until: datetime, top: int
     gc.disable()  # many small objects, no cycles (see the report command)
     found: list[Topic] | None = None
     try:
-        with reading(url, no_store) as reader:
-            words = load_words(reader, since, until)
-        found = find_topics(words, top=top)
+        found = topics_of(url, no_store, Period(since, until), top)
     except BaseException:  # Ctrl-C too: the command finds them itself, or says why it stopped
         found = None
     finally:

@@ -718,7 +718,13 @@ def test_a_failing_topics_process_leaves_the_report_as_it_is(
     def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("the worker's own failure")
 
-    monkeypatch.setattr(topicsworker, "find_topics", broken)  # the forked worker has it too
+    worker = topicsworker._find
+
+    def failing_worker(*args: Any) -> None:  # runs in the forked process: breaks it alone
+        topicsworker.topics_of = broken  # type: ignore[assignment]
+        worker(*args)
+
+    monkeypatch.setattr(topicsworker, "_find", failing_worker)
     with topics_aside_of(week) as pending:
         assert pending() is None
     result = run("report", *RANGE, "--json")
