@@ -40,6 +40,7 @@ from mailsupport.errors import NotFoundError, RefusedError, UsageError
 from mailsupport.mail import Inbound
 from mailsupport.notify import ASSIGNED, Notifier
 from mailsupport.signing import notice_ticket
+from mailsupport.store import claims
 from mailsupport.store import tickets as db
 from mailsupport.store.models import Agent, Message, Ticket
 
@@ -88,6 +89,7 @@ class AgentMail:
             return None  # an agent's out-of-office answering a notification is no answer
         number = self._answered(message, agent)
         if number is not None:
+            claims.everything(session)  # an agent's work: no other writer meanwhile
             ticket = db.ticket_by_number(session, number)
             if ticket is None:
                 return None
@@ -97,6 +99,7 @@ class AgentMail:
         original = _forwarded(message)
         if original is None:
             return None
+        claims.everything(session)
         if self._seen(session, message):
             return Taken(DUPLICATE, None, "a forward taken before")
         return self._forward(session, agent, message, original, now, file_original, raw_id)

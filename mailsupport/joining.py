@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from mailsupport.automated import is_automated
 from mailsupport.mail import Address, Inbound
-from mailsupport.store import CC, REQUESTER, SEEN
+from mailsupport.store import CC, REQUESTER, SEEN, claims
 from mailsupport.store import tickets as db
 from mailsupport.store.models import Ticket
 from mailsupport.threads import StrangerPolicy, ThreadDecision
@@ -29,7 +29,7 @@ def merge_same_customer(
     of the same customer: one message must never make one customer's conversation
     another's. Under STRANGER_REPLIES=join (an open mailing list, where anyone answers
     anyone) the references decide alone, as the policy says."""
-    others = [t for t in (session.get(Ticket, i) for i in decision.merge_ids) if t]
+    others = [t for t in (claims.ticket(session, i) for i in decision.merge_ids) if t]
     same = [t for t in others if policy == "join" or t.requester == ticket.requester]
     kept = [t for t in others if t not in same]
     if same:

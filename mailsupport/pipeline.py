@@ -6,7 +6,6 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -18,9 +17,10 @@ from mailsupport.acks import Acknowledger
 from mailsupport.agentmail import AgentMail, FileOriginal
 from mailsupport.agents import Roster
 from mailsupport.automated import is_automated, is_bounce
+from mailsupport.batching import NeedsSavepoint, file_batch, set_aside_when_careful
 from mailsupport.config import Settings
-from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
-from mailsupport.mail import Inbound
+from mailsupport.errors import TemporaryError
+from mailsupport.mail import Address, Inbound
 from mailsupport.mailboxes import Mailboxes, load_mailboxes
 from mailsupport.notify import ANSWER as NOTIFY_ANSWER
 from mailsupport.notify import NEW as NOTIFY_NEW
@@ -29,7 +29,7 @@ from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_
 from mailsupport.placing import thread
 from mailsupport.practice import Dropped, Practice
 from mailsupport.signing import is_our_message_id
-from mailsupport.store import direct
+from mailsupport.store import claims
 from mailsupport.store import tickets as db
 from mailsupport.store.attachments import attachment_store
 from mailsupport.store.bounces import find_bounced, record_bounce
@@ -43,40 +43,6 @@ log = logging.getLogger(__name__)
 NEW, REPLY, DUPLICATE, QUARANTINED = "new", "reply", "duplicate", "quarantined"
 # Why mail from our own address is a stranger's (in its thread reason).
 UNPROVEN_OURS = "our own address, without our signed Message-ID"
-
-
-class NeedsSavepoint(Exception):
-    """A message of a batched attempt needs the savepoint it was filed without (see
-    Pipeline.take): the batch is taken again one message at a time."""
-
-
-def _set_aside_when_careful(error: Exception) -> bool:
-    """Whether the careful path (Pipeline._failed) sets the message aside and goes on after
-    `error` (or finds it a duplicate), rather than stopping the batch: then a batched attempt
-    needs the savepoint. The one place that tells the two apart."""
-    if isinstance(error, Dropped | exc.IntegrityError):
-        return True
-    if isinstance(error, exc.DBAPIError):
-        return isinstance(translate_db_error(error), PermanentError)
-    return not isinstance(error, MailSupportError | OSError)
-
-
-@contextmanager
-def _batched(session: Session, batched: bool) -> Iterator[None]:
-    """A batched attempt sends its writes without waiting for their answers (PostgreSQL):
-    they come with the next read's, so the server's refusal of a write may come out while a
-    later message is filed, or at the end of the batch. Wherever it comes out, the batch
-    needs the savepoints it went without (NeedsSavepoint)."""
-    if not batched:
-        yield
-        return
-    try:
-        with direct.pipelined(session):
-            yield
-    except exc.DBAPIError as error:  # (a message's other failures are its own: process())
-        if not _set_aside_when_careful(error):
-            raise
-        raise NeedsSavepoint(repr(error)) from None
 
 
 def describe(counts: Counter[str]) -> str:
@@ -231,33 +197,23 @@ class Pipeline:
         PostgreSQL two round trips). When one needs it after all (it cannot be stored, a
         rule drops it: what its savepoint would have taken back), the transaction is rolled
         back and the same messages are filed again one at a time, each in a savepoint, as
-        `self.batched = False` does from the start: the outcome is the same either way."""
-        seen: list[tuple[Incoming, Parsed | None]] = []
-
-        def replayed() -> Iterator[tuple[Incoming, Parsed | None]]:
-            yield from seen  # what the first attempt took, then the rest
-            for pair in messages:
-                seen.append(pair)
-                yield pair
-
-        careful = not self.batched
-        while True:
-            try:
-                with self.store.write() as session, _batched(session, not careful):
-                    outcomes = [
-                        self.process(session, item, now(), parsed, careful=careful)
-                        for item, parsed in replayed()
-                    ]
-                    finish(session, outcomes)
-                return outcomes
-            except NeedsSavepoint as need:
-                log.info("batch taken again one message at a time: %s", need)
-                careful = True
+        `self.batched = False` does from the start: the outcome is the same either way.
+        Filed again from the start when another poller's transaction was in the way
+        (batching.py)."""
+        return file_batch(
+            self.store,
+            messages,
+            lambda session, pair, careful: self.process(
+                session, pair[0], now(), pair[1], careful=careful
+            ),
+            finish,
+            careful=not self.batched,
+        )
 
     def ingest(self, item: Incoming, now: datetime) -> Outcome:
         """One message in its own transaction (MTA pipe delivery)."""
         parsed = self.parse_one(item)
-        with self.store.write() as session:
+        with self.store.write(intake=True) as session:
             return self.process(session, item, now, parsed)
 
     def parse_one(self, item: Incoming) -> Parsed | None:
@@ -305,9 +261,9 @@ class Pipeline:
                 log.error("cannot parse %s\n%s", item.origin, message.trace.rstrip())
             return self._set_aside(session, stored()[0], item.origin, message.detail, now)
         sender = message.from_  # 4. seen before: stored once (its own Message-ID indexed)
-        facts = db.thread_facts(
-            session, [message.message_id, *reference_ids(message)], sender.address if sender else ""
-        )
+        ids, address = [message.message_id, *reference_ids(message)], _address(sender)
+        claims.claim(session, claims.conversation(ids, address))  # several pollers: claims.py
+        facts = db.thread_facts(session, ids, address)
         raw, fresh = stored()  # its answer came with the read's (PostgreSQL)
         if message.message_id in facts.known and db.message_exists(session, message.message_id):
             if not fresh:
@@ -323,7 +279,7 @@ class Pipeline:
                 outcome = self._file(session, message, raw, item, now, facts)
                 session.flush()  # what the end of its savepoint would write
         except Exception as error:
-            if not careful and _set_aside_when_careful(error):
+            if not careful and set_aside_when_careful(error):
                 raise NeedsSavepoint(f"<{message.message_id}>: {error!r}") from None
             db.forget_created(session, created)  # the savepoint took them back
             db.expire_written(session)
@@ -351,7 +307,7 @@ class Pipeline:
         value the database refuses for good, or a bug on odd input is set aside and the batch
         goes on; temporary trouble (the database, the disk, one we name) stops the batch, to
         be retried later."""
-        if not _set_aside_when_careful(error):
+        if not set_aside_when_careful(error):
             raise error
         if isinstance(error, Dropped):
             return self._set_aside(session, raw, item.origin, str(error), now)
@@ -407,9 +363,14 @@ class Pipeline:
         bounce = not outgoing and is_bounce(message)
         bounced = find_bounced(session, message) if bounce else None
         if bounced is not None:  # a report on our own mail joins that mail's ticket
+            claims.claim(session, [f"outbox {bounced.item.id}"])
+            session.refresh(bounced.item)
             ours = db.follow_merges(session, session.get(Ticket, bounced.item.ticket_id))
             decision = ThreadDecision(ours.id if ours else None, (), bounced.reason)
         else:
+            if facts is None:  # a forwarded original (agentmail), claimed as in process()
+                ids, address = [message.message_id, *references], _address(sender)
+                claims.claim(session, claims.conversation(ids, address))
             decision = thread(
                 session, message, references, self.settings, self._signed_by_us,
                 outgoing=outgoing, trusted=not doubt, facts=facts,
@@ -419,7 +380,8 @@ class Pipeline:
 
         title = normalize_subject(message.subject, settings.tag_pattern) or "(no subject)"
         customer = None if doubt else joining.customer_of(message, outgoing, settings.our_addresses)
-        old = self._closed_long_ago(session, decision, message, outgoing, now)
+        joined = None if decision.ticket_id is None else claims.ticket(session, decision.ticket_id)
+        old = self._closed_long_ago(joined, decision, message, outgoing, now)
         if old is not None:  # a new conversation about an old, long closed one
             ticket = db.create_ticket(
                 session, title, customer, at, _terms(title, message, at, outgoing)
@@ -441,8 +403,9 @@ class Pipeline:
                 joining.follow(session, ticket, decision, now)
             kind = NEW
         else:
-            ticket = session.get(Ticket, decision.ticket_id)  # type: ignore[assignment]
-            if decision.merge_ids:
+            ticket = joined  # type: ignore[assignment]
+            if decision.merge_ids:  # rare, and it moves much: with no other writer about
+                claims.everything(session)
                 decision = joining.merge_same_customer(
                     session, ticket, decision, now, settings.stranger_replies
                 )
@@ -507,6 +470,7 @@ class Pipeline:
                 ours=settings.our_addresses,
             )
             limit = settings.max_participants
+            claims.claim(session, claims.addresses(a.address for a, _ in people[:limit]))
             db.add_participants(session, ticket, people[:limit], now)
             if len(people) > limit:
                 left = f"{len(people) - limit} more addresses of <{message.message_id}> not added"
@@ -566,18 +530,18 @@ class Pipeline:
 
     def _closed_long_ago(
         self,
-        session: Session,
+        ticket: Ticket | None,
         decision: ThreadDecision,
         message: Inbound,
         outgoing: bool,
         now: datetime,
     ) -> Ticket | None:
-        """The ticket this message would reopen, when it was closed longer than REOPEN_DAYS
-        ago and a person wrote: such mail opens a new ticket that follows it."""
+        """The ticket this message would reopen (`ticket`, its decision's), when it was
+        closed longer than REOPEN_DAYS ago and a person wrote: such mail opens a new ticket
+        that follows it."""
         days = self.settings.reopen_days
-        if not days or decision.ticket_id is None or decision.merge_ids or outgoing:
+        if not days or decision.merge_ids or outgoing:
             return None
-        ticket = session.get(Ticket, decision.ticket_id)
         if ticket is None or ticket.status != "closed" or ticket.closed_at is None:
             return None
         if now - ticket.closed_at <= timedelta(days=days) or is_automated(message):
@@ -592,6 +556,10 @@ class Pipeline:
             return False  # without an address we never sent any mail
         key = self.acks.outgoing.key()
         return any(is_our_message_id(message_id, key, domain) for domain in domains)
+
+
+def _address(sender: Address | None) -> str:
+    return sender.address if sender is not None else ""
 
 
 def _terms(title: str, message: Inbound, at: datetime, outgoing: bool) -> str | None:

@@ -39,6 +39,12 @@ WRITE_LOCK = sa.text(
     "SELECT pg_advisory_xact_lock(('x' || left(md5("
     "'mailsupport writers ' || coalesce(current_schema(), '')), 16))::bit(64)::bigint)"
 )
+# Intake takes the same lock shared: intake transactions run side by side, each holding
+# what it reads and writes (store/claims.py), and any other writer still runs alone.
+INTAKE_LOCK = sa.text(
+    "SELECT pg_advisory_xact_lock_shared(('x' || left(md5("
+    "'mailsupport writers ' || coalesce(current_schema(), '')), 16))::bit(64)::bigint)"
+)
 # PostgreSQL errors that mean the settings are wrong, not that the server is away.
 CONFIG_SQLSTATES = {"3D000", "28P01", "28000", "3F000"}  # no such database or schema, login
 # PostgreSQL errors that end a transaction because another one was in the way: the work was
@@ -222,15 +228,17 @@ class Store:
         return store
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error."""
+    def write(self, *, intake: bool = False) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error. An
+        `intake` transaction shares the database with other intake transactions on
+        PostgreSQL, claiming what it touches as it goes (store/claims.py)."""
         with (
             self.translated(),
             Session(self._writer, expire_on_commit=False) as session,
             session.begin(),
         ):
             if self._serialize:
-                session.execute(WRITE_LOCK)
+                session.execute(INTAKE_LOCK if intake else WRITE_LOCK)
             yield session
 
     @contextmanager

@@ -280,7 +280,7 @@ def test_batched_intake_decides_what_one_at_a_time_decides(
     batched_settings = desk_settings(settings, db_url, tmp_path, "batched")
     store = Store.open(db_url)
     outcomes: list[Outcome] = []
-    caplog.set_level(logging.INFO, logger="mailsupport.pipeline")
+    caplog.set_level(logging.INFO, logger="mailsupport.batching")
     with Pipeline(batched_settings, store) as pipeline:
         assert pipeline.batched
         pipeline.run(items, lambda: NOW, batch_size=9, on_each=outcomes.append)
@@ -385,7 +385,7 @@ def test_a_pipelined_write_the_server_refuses_sets_only_its_message_aside(
 
     store = Store.open(db_url)
     outcomes: list[Outcome] = []
-    caplog.set_level(logging.INFO, logger="mailsupport.pipeline")
+    caplog.set_level(logging.INFO, logger="mailsupport.batching")
     with Pipeline(desk_settings(settings, db_url, tmp_path, "batched"), store) as pipeline:
         pipeline.run(items, lambda: NOW, batch_size=len(items), on_each=outcomes.append)
     batched = decisions(store)

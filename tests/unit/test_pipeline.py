@@ -26,7 +26,12 @@ from mailsupport.store.models import (
     RawMessage,
     Ticket,
 )
-from tests.support.mailfactory import BASE_TIME, mailing_list_archive, make_message
+from tests.support.mailfactory import (
+    BASE_TIME,
+    Conversation,
+    mailing_list_archive,
+    make_message,
+)
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -54,6 +59,21 @@ def feed(pipeline: Pipeline, *raws: bytes, sent: bool = False) -> list[Outcome]:
 def tickets_by_message(store: Store) -> dict[str, int]:
     with store.read() as session:
         return dict(session.exec(select(Message.message_id, Message.ticket_id)).all())
+
+
+def assert_one_ticket_per_conversation(
+    store: Store, messages: list[bytes], conversations: list[Conversation]
+) -> dict[str, int]:
+    """Every message stored once, each conversation in one live ticket of its own."""
+    placed = tickets_by_message(store)
+    assert len(placed) == len(messages)
+    live = {t.id for t in live_tickets(store)}
+    assert len(live) == len(conversations)
+    for conversation in conversations:
+        tickets = {placed[mid] for mid in conversation.message_ids}
+        assert len(tickets) == 1, conversation.root
+        assert tickets <= live
+    return placed
 
 
 def live_tickets(store: Store) -> list[Ticket]:
@@ -163,14 +183,7 @@ def test_a_shuffled_mailing_list_archive_gives_one_ticket_per_conversation(
     pipeline = Pipeline(settings.model_copy(update={"stranger_replies": "join"}), store)
     messages, conversations = mailing_list_archive(threads=25, seed=seed)
     feed(pipeline, *messages)
-    placed = tickets_by_message(store)
-    assert len(placed) == len(messages)
-    live = {t.id for t in live_tickets(store)}
-    assert len(live) == len(conversations)
-    for conversation in conversations:
-        tickets = {placed[mid] for mid in conversation.message_ids}
-        assert len(tickets) == 1, conversation.root
-        assert tickets <= live
+    placed = assert_one_ticket_per_conversation(store, messages, conversations)
     # The same run again changes nothing.
     again = feed(pipeline, *messages)
     assert Counter(o.kind for o in again) == {"duplicate": len(messages)}
