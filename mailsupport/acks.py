@@ -40,7 +40,7 @@ from mailsupport.compose import ComposeError, ThreadParent
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address, Inbound
-from mailsupport.store import MAILED_ROLES, claims, direct
+from mailsupport.store import MAILED_ROLES, direct
 from mailsupport.store.models import Message, Participant, Ticket
 from mailsupport.templating import TemplateError, check_templates, choose_language
 from mailsupport.ticketmail import Outgoing, Prepared
@@ -164,10 +164,8 @@ class Acknowledger:
         to_recipient = from_sender = from_domain = 0
         known = False
         if new_ticket and recipient is not None:
-            counted = domain if domain_limit else ""
-            claims.claim(session, claims.ack_keys(recipient.key, sender, counted))
             to_recipient, from_sender, from_domain = self._recent_acks(
-                session, recipient.key, sender, counted, now
+                session, recipient.key, sender, domain if domain_limit else "", now
             )
             if sender and other_domain_reply_to(message, s.our_addresses) is not None:
                 known = self._known(session, sender)

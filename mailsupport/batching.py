@@ -16,14 +16,16 @@ from sqlmodel import Session
 from mailsupport.errors import MailSupportError, PermanentError, TemporaryError
 from mailsupport.practice import Dropped
 from mailsupport.store import direct
-from mailsupport.store.claims import contended
+from mailsupport.store.claims import contended, verify
 from mailsupport.store.db import Store, translate_db_error
 
 log = logging.getLogger(__name__)
 
 # How often a batch is filed again after another transaction was in the way (a deadlock
-# between two pollers' claims), before the poll stops with the temporary error.
-CONTENDED_TRIES = 20
+# between two pollers, a Message-ID both indexed), before the poll stops with the temporary
+# error; from the CONTENDED_ALONE-th time on with no other writer beside it.
+CONTENDED_TRIES = 5
+CONTENDED_ALONE = 2
 
 Pair = TypeVar("Pair")
 Result = TypeVar("Result")
@@ -74,7 +76,8 @@ def file_batch(
     """`file_one(session, pair, careful)` for each of `pairs` in one intake transaction, then
     `finish`; the results in order. Not careful: no savepoints, and the batch is filed again
     carefully when a message raises NeedsSavepoint. When another transaction was in the
-    way, the batch is filed again from its start, after a pause that grows."""
+    way, the batch is filed again from its start, after a pause that grows; after the
+    second time, alone."""
     seen: list[Pair] = []
 
     def replayed() -> Iterator[Pair]:
@@ -86,8 +89,11 @@ def file_batch(
     tries = 0
     while True:
         try:
-            with store.write(intake=True) as session, batched(session, not careful):
+            # Met again and again: alone at last, as every other writer (sure to get on).
+            alone = tries >= CONTENDED_ALONE
+            with store.write(intake=not alone) as session, batched(session, not careful):
                 results = [file_one(session, pair, careful) for pair in replayed()]
+                verify(session)  # raises Contended when another poller was in the way
                 finish(session, results)
             return results
         except NeedsSavepoint as need:

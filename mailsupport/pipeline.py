@@ -20,7 +20,7 @@ from mailsupport.automated import is_automated, is_bounce
 from mailsupport.batching import NeedsSavepoint, file_batch, set_aside_when_careful
 from mailsupport.config import Settings
 from mailsupport.errors import TemporaryError
-from mailsupport.mail import Address, Inbound
+from mailsupport.mail import Inbound
 from mailsupport.mailboxes import Mailboxes, load_mailboxes
 from mailsupport.notify import ANSWER as NOTIFY_ANSWER
 from mailsupport.notify import NEW as NOTIFY_NEW
@@ -213,8 +213,16 @@ class Pipeline:
     def ingest(self, item: Incoming, now: datetime) -> Outcome:
         """One message in its own transaction (MTA pipe delivery)."""
         parsed = self.parse_one(item)
-        with self.store.write(intake=True) as session:
-            return self.process(session, item, now, parsed)
+        [outcome] = file_batch(
+            self.store,
+            iter([(item, parsed)]),
+            lambda session, pair, careful: self.process(
+                session, pair[0], now, pair[1], careful=careful
+            ),
+            lambda session, outcomes: None,
+            careful=True,
+        )
+        return outcome
 
     def parse_one(self, item: Incoming) -> Parsed | None:
         """parse_all() for one message: parsed by a worker, within the time limit."""
@@ -261,9 +269,8 @@ class Pipeline:
                 log.error("cannot parse %s\n%s", item.origin, message.trace.rstrip())
             return self._set_aside(session, stored()[0], item.origin, message.detail, now)
         sender = message.from_  # 4. seen before: stored once (its own Message-ID indexed)
-        ids, address = [message.message_id, *reference_ids(message)], _address(sender)
-        claims.claim(session, claims.conversation(ids, address))  # several pollers: claims.py
-        facts = db.thread_facts(session, ids, address)
+        ids = [message.message_id, *reference_ids(message)]
+        facts = db.thread_facts(session, ids, sender.address if sender else "")
         raw, fresh = stored()  # its answer came with the read's (PostgreSQL)
         if message.message_id in facts.known and db.message_exists(session, message.message_id):
             if not fresh:
@@ -363,14 +370,10 @@ class Pipeline:
         bounce = not outgoing and is_bounce(message)
         bounced = find_bounced(session, message) if bounce else None
         if bounced is not None:  # a report on our own mail joins that mail's ticket
-            claims.claim(session, [f"outbox {bounced.item.id}"])
-            session.refresh(bounced.item)
-            ours = db.follow_merges(session, session.get(Ticket, bounced.item.ticket_id))
+            claims.outbox_item(session, bounced.item)  # several pollers: store/claims.py
+            ours = db.follow_merges(session, claims.ticket(session, bounced.item.ticket_id))
             decision = ThreadDecision(ours.id if ours else None, (), bounced.reason)
         else:
-            if facts is None:  # a forwarded original (agentmail), claimed as in process()
-                ids, address = [message.message_id, *references], _address(sender)
-                claims.claim(session, claims.conversation(ids, address))
             decision = thread(
                 session, message, references, self.settings, self._signed_by_us,
                 outgoing=outgoing, trusted=not doubt, facts=facts,
@@ -380,7 +383,7 @@ class Pipeline:
 
         title = normalize_subject(message.subject, settings.tag_pattern) or "(no subject)"
         customer = None if doubt else joining.customer_of(message, outgoing, settings.our_addresses)
-        joined = None if decision.ticket_id is None else claims.ticket(session, decision.ticket_id)
+        joined = claims.ticket(session, decision.ticket_id)  # locked: another poller's waits
         old = self._closed_long_ago(joined, decision, message, outgoing, now)
         if old is not None:  # a new conversation about an old, long closed one
             ticket = db.create_ticket(
@@ -456,9 +459,10 @@ class Pipeline:
             result = acked.outcome
             values["ack_decision"], values["ack_to"] = result.decision, result.to
             values["ack_from"], values["ack_domain"] = result.sender, result.domain
+        ids = [message.message_id, *references]
         message_pk = db.store_message(
-            session, values, message.attachments, self.files, [message.message_id, *references],
-            counts=not bounce, ticket=ticket,
+            session, values, message.attachments, self.files, ids, counts=not bounce,
+            ticket=ticket, unseen=[i for i in ids if i not in facts.known] if facts else (),
         )  # fmt: skip
         if not bounce:  # MAILER-DAEMON is nobody to write to
             people = joining.people_of(
@@ -470,7 +474,6 @@ class Pipeline:
                 ours=settings.our_addresses,
             )
             limit = settings.max_participants
-            claims.claim(session, claims.addresses(a.address for a, _ in people[:limit]))
             db.add_participants(session, ticket, people[:limit], now)
             if len(people) > limit:
                 left = f"{len(people) - limit} more addresses of <{message.message_id}> not added"
@@ -556,10 +559,6 @@ class Pipeline:
             return False  # without an address we never sent any mail
         key = self.acks.outgoing.key()
         return any(is_our_message_id(message_id, key, domain) for domain in domains)
-
-
-def _address(sender: Address | None) -> str:
-    return sender.address if sender is not None else ""
 
 
 def _terms(title: str, message: Inbound, at: datetime, outgoing: bool) -> str | None:

@@ -1,85 +1,140 @@
-"""What an intake transaction on PostgreSQL holds, so that several pollers file mail at once.
+"""How intake transactions on PostgreSQL file mail side by side (several pollers) and still
+decide what one at a time would decide.
 
 Every other writer takes the desk's writers' lock (db.WRITE_LOCK) and so has the database to
-itself, as on SQLite. Intake takes that lock shared instead (db.INTAKE_LOCK): intake
-transactions run side by side, and each claims what its decisions read and its writes
-change, before it reads them (transaction-level advisory locks, released at commit):
+itself, as on SQLite. Intake takes that lock shared (db.INTAKE_LOCK), so intake transactions
+run at the same time, and each makes sure of what its decisions read:
 
-- the Message-IDs a message has and refers to: threading reads their index rows and the
-  message writes them, so two messages of one conversation take turns (`conversation`);
-- the addresses whose participation it reads (its sender) or writes (its people);
-- a ticket it joins, before its row is read (`ticket`), and an outbox item a bounce
-  reports on;
-- the counts acknowledgements are limited by (`ack_keys`).
+- **Tickets by their rows' locks.** Threading locks the tickets a message's Message-IDs
+  point at (FOR UPDATE, in the order of their ids) before it reads who takes part in them
+  (store.tickets.thread_facts), and a ticket is locked before its row is read to be changed
+  (`ticket`, `ticket_by_number`): another message joining the same ticket waits for this
+  transaction to end and then reads what it wrote. A row lock is kept in the row itself,
+  not in PostgreSQL's shared lock table, so a batch may hold thousands (advisory locks per
+  Message-ID, tried first, filled that table with a few pollers' batches).
+- **The Message-ID index by its unique key.** A Message-ID that threading found in no
+  ticket, and that another transaction indexed meanwhile, cannot go in for this message:
+  the insert says so (`index_checked`), and before the batch commits (`verify`) that
+  makes the whole batch be filed again (Contended), now seeing the other's rows.
+- **What is rare and touches much** (merging tickets, an agent's answer or forward by mail)
+  takes the writers' lock itself (`everything`): it waits for the other intake
+  transactions to end and keeps them out until it ends.
 
-What is rare and touches much (merging tickets, an agent's answer or forward by mail) takes
-the writers' lock itself (`everything`): it waits for the other intake transactions to
-end and keeps the rest out until it ends.
-
-Two transactions that claim the same keys in different orders can deadlock; PostgreSQL
-ends one of them (40P01) and intake files that batch again (`contended`). On SQLite, whose
-one writer has the database to itself, claiming does nothing.
+Two batches can still lock two tickets in opposite orders; PostgreSQL then fails one of
+them (40P01), which is filed again too (batching.file_batch). Not made exact: the counts
+acknowledgements are limited by (ACK_LIMIT, ACK_DOMAIN_LIMIT) see what other pollers have
+committed, not what they are filing in the same second. On SQLite, whose one writer has the
+database to itself, all of this does nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlmodel import Session
+from sqlmodel import Session, select
 
+from mailsupport.errors import TemporaryError
 from mailsupport.store import direct
 from mailsupport.store.db import WRITE_LOCK
-from mailsupport.store.models import Ticket
+from mailsupport.store.models import MessageRef, OutboxItem, Ticket
 
-# The keys in one statement, each once and in order (two claims of the same keys never
-# wait on each other half-way), in the namespace of the desk's schema as db.WRITE_LOCK.
-_CLAIM = sa.text(
-    "SELECT count(pg_advisory_xact_lock(k)) FROM ("
-    " SELECT DISTINCT ('x' || left(md5('mailsupport claim ' || coalesce(current_schema(), '')"
-    "  || ' ' || v), 16))::bit(64)::bigint AS k"
-    " FROM unnest(CAST(:keys AS text[])) AS v ORDER BY k) AS keys"
-)
 # SQLSTATEs of a transaction ended because another was in the way (db.RETRY_SQLSTATES):
 # the batch succeeds when filed again.
 CONTENTION = {"40P01", "55P03", "40001"}
+# session.info: the index inserts whose rows must all have gone in (index_checked).
+_EXPECTED = "mailsupport.claims.expected"
+
+
+class Contended(TemporaryError):
+    """Another transaction indexed a Message-ID this one found nowhere: file it again."""
 
 
 def _claims(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def claim(session: Session, keys: Iterable[str]) -> None:
-    """Hold `keys` until the transaction ends (PostgreSQL; elsewhere nothing)."""
-    wanted = [key for key in keys if key]
-    if wanted and _claims(session):
-        direct.write(session, _CLAIM, {"keys": wanted})  # pipelined: the next read waits
-
-
-def conversation(message_ids: Iterable[str], sender: str) -> list[str]:
-    """The keys of a message's Message-IDs (its own and those it refers to) and its sender's
-    participation: what threading reads."""
-    return [*(f"id {m}" for m in message_ids if m), *addresses([sender])]
-
-
-def addresses(found: Iterable[str]) -> list[str]:
-    """The keys of these addresses' participation in tickets."""
-    return [f"address {a.lower()}" for a in found if a]
-
-
-def ack_keys(to: str, sender: str, domain: str) -> list[str]:
-    """The keys of the acknowledgement counts a decision reads."""
-    return [f"ack-to {to}", f"ack-from {sender}" if sender else "", f"ack-domain {domain}"]
-
-
-def ticket(session: Session, ticket_id: int) -> Ticket | None:
-    """The ticket's row, claimed and read afresh: one this transaction read before it held
-    the claim may have changed since."""
+def ticket(session: Session, ticket_id: int | None) -> Ticket | None:
+    """The ticket's row, locked and read afresh: one this transaction read before may have
+    changed since."""
+    if ticket_id is None:
+        return None
     if not _claims(session):
         return session.get(Ticket, ticket_id)
-    claim(session, [f"ticket {ticket_id}"])
-    return session.get(Ticket, ticket_id, populate_existing=True)
+    return session.get(Ticket, ticket_id, with_for_update=True, populate_existing=True)
+
+
+def ticket_by_number(session: Session, number: int) -> Ticket | None:
+    """The ticket with this number, following merges to the one that lives on, each locked
+    and read afresh (see `ticket`)."""
+    found = session.exec(select(Ticket.id).where(Ticket.number == number)).first()
+    seen: set[int] = set()
+    current = ticket(session, found)
+    while current is not None and current.merged_into_id is not None and current.id not in seen:
+        seen.add(current.id)  # type: ignore[arg-type]
+        current = ticket(session, current.merged_into_id)
+    return current
+
+
+def outbox_item(session: Session, item: OutboxItem) -> OutboxItem:
+    """`item` locked and read afresh, before a bounce changes it."""
+    if _claims(session):
+        session.get(OutboxItem, item.id, with_for_update=True, populate_existing=True)
+    return item
+
+
+def lock_tickets_of(session: Session, message_ids: Sequence[str]) -> None:
+    """Lock the tickets these Message-IDs point at, in one order for every locker (fewer
+    deadlocks). Sent without waiting: what the caller reads next runs after it all the same."""
+    if message_ids and _claims(session):
+        direct.write_in(session, _lock_tickets_of, message_ids)
+
+
+@functools.cache
+def _lock_tickets_of(count: int) -> sa.Select[tuple[int]]:
+    refs = MessageRef.__table__  # type: ignore[attr-defined]
+    tickets = Ticket.__table__  # type: ignore[attr-defined]
+    linked = sa.select(refs.c.ticket_id).where(direct.in_values(refs.c.message_id, count))
+    return (
+        sa.select(tickets.c.id).where(tickets.c.id.in_(linked)).order_by(tickets.c.id)
+    ).with_for_update()
+
+
+def index_checked(session: Session, ticket_id: int, unseen: set[str]) -> set[str]:
+    """Index the Message-IDs of `unseen` (threading found them in no ticket) to the ticket
+    by a statement that says which went in, for verify(); returns those it took on
+    (PostgreSQL; elsewhere none: the caller indexes them as the others)."""
+    if not unseen or not _claims(session):
+        return set()
+    values = {"ids": sorted(unseen), "ticket_id": ticket_id}
+    session.info.setdefault(_EXPECTED, []).append((direct.sent(session, _INDEX, values), unseen))
+    return unseen
+
+
+# One that another transaction indexed since threading looked is not returned.
+_INDEX = sa.text(
+    "INSERT INTO message_refs (message_id, ticket_id)"
+    " SELECT unnest(CAST(:ids AS text[])), :ticket_id"
+    " ON CONFLICT DO NOTHING RETURNING message_id"
+)
+
+
+def verify(session: Session) -> None:
+    """Raise Contended when an index insert of index_checked() found a Message-ID indexed
+    by another transaction since threading looked it up."""
+    for cursor, wanted in session.info.pop(_EXPECTED, ()):
+        try:
+            inserted = {row[0] for row in cursor.fetchall()}
+        finally:
+            cursor.close()
+        missing = wanted - inserted
+        if missing:
+            raise Contended(
+                f"<{min(missing)}> was indexed by another process while this one filed "
+                "its mail; filing it again"
+            )
 
 
 def everything(session: Session) -> None:
@@ -91,11 +146,13 @@ def everything(session: Session) -> None:
         session.expire_all()
 
 
-def contended(error: BaseException) -> bool:
+def contended(error: BaseException | None) -> bool:
     """Whether `error` (or what it was raised from) ended the transaction because another
     was in the way: what filing again cures."""
     while error is not None:
+        if isinstance(error, Contended):
+            return True
         if isinstance(error, exc.DBAPIError):
             return getattr(error.orig, "sqlstate", None) in CONTENTION
-        error = error.__cause__  # type: ignore[assignment]
+        error = error.__cause__
     return False

@@ -39,8 +39,8 @@ WRITE_LOCK = sa.text(
     "SELECT pg_advisory_xact_lock(('x' || left(md5("
     "'mailsupport writers ' || coalesce(current_schema(), '')), 16))::bit(64)::bigint)"
 )
-# Intake takes the same lock shared: intake transactions run side by side, each holding
-# what it reads and writes (store/claims.py), and any other writer still runs alone.
+# Intake takes the same lock shared: intake transactions run side by side, each locking
+# the tickets it reads and writes (store/claims.py), and any other writer still runs alone.
 INTAKE_LOCK = sa.text(
     "SELECT pg_advisory_xact_lock_shared(('x' || left(md5("
     "'mailsupport writers ' || coalesce(current_schema(), '')), 16))::bit(64)::bigint)"
@@ -231,7 +231,7 @@ class Store:
     def write(self, *, intake: bool = False) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error. An
         `intake` transaction shares the database with other intake transactions on
-        PostgreSQL, claiming what it touches as it goes (store/claims.py)."""
+        PostgreSQL, locking the tickets it touches as it goes (store/claims.py)."""
         with (
             self.translated(),
             Session(self._writer, expire_on_commit=False) as session,

@@ -165,6 +165,14 @@ class Later:
         return self._value
 
 
+def sent(session: Session, statement: sa.Executable, params: Params) -> Any:
+    """Run a statement whose rows are read later from the cursor it returns; in
+    pipelined(), without waiting for its answer."""
+    cursor = execute(session, statement, params)
+    _unanswered(session)
+    return cursor
+
+
 def later(session: Session, statement: sa.Executable, params: Params) -> Later:
     """scalar(), its answer read when needed (see Later)."""
     cursor = execute(session, statement, params)
@@ -280,6 +288,14 @@ def rows_in(
     for piece in _listed(values):
         found += rows(session, build(len(piece)), {**piece, **(fixed or {})})
     return found
+
+
+def write_in(
+    session: Session, build: Callable[[int], sa.Executable], values: Sequence[Any]
+) -> None:
+    """write() the statements `build(n)` makes (with `in_values`) for all of `values`."""
+    for piece in _listed(values):
+        write(session, build(len(piece)), piece)
 
 
 def in_values(column: Any, count: int) -> Any:

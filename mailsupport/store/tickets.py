@@ -14,7 +14,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from mailsupport.mail import Address
 from mailsupport.mail import Attachment as MailPart
-from mailsupport.store import MAILED_ROLES, direct
+from mailsupport.store import MAILED_ROLES, claims, direct
 from mailsupport.store.models import (
     Attachment,
     Message,
@@ -156,6 +156,7 @@ def thread_facts(session: Session, message_ids: Iterable[str], address: str) -> 
     known: dict[str, int] = {}
     numbers: dict[int, int] = {}
     taking_part: set[int] = set()
+    claims.lock_tickets_of(session, wanted)  # PostgreSQL: before who takes part is read
     if wanted:
         fixed = {"address": address.lower()}
         for message_id, ticket_id, number, takes_part in direct.rows_in(
@@ -334,9 +335,15 @@ _TICKET_COLUMNS = tuple(
 )
 
 
-def index_refs(session: Session, ticket_id: int, message_ids: Iterable[str]) -> None:
-    """Point each ID at the ticket unless it is indexed already (possibly by another process)."""
-    rows = [{"message_id": mid, "ticket_id": ticket_id} for mid in dict.fromkeys(message_ids)]
+def index_refs(
+    session: Session, ticket_id: int, message_ids: Iterable[str], unseen: Iterable[str] = ()
+) -> None:
+    """Point each ID at the ticket unless it is indexed already (possibly by another process).
+    `unseen`: those that threading found in no ticket. On PostgreSQL, where another poller
+    may have indexed one of them since, their rows must go in (claims.expect_indexed)."""
+    ids = list(dict.fromkeys(message_ids))
+    checked = claims.index_checked(session, ticket_id, set(unseen).intersection(ids))
+    rows = [{"message_id": mid, "ticket_id": ticket_id} for mid in ids if mid not in checked]
     _insert_new(session, MessageRef, rows)
 
 
@@ -349,6 +356,7 @@ def store_message(
     *,
     counts: bool = True,
     ticket: Ticket | None = None,
+    unseen: Iterable[str] = (),
 ) -> direct.Later:
     """Insert a ticket message (`values`: Message's columns) with its attachments, their
     bytes kept in `files`, and index `refs` (its own Message-ID and those it refers to) to
@@ -356,7 +364,7 @@ def store_message(
     mail are stored alike. The ticket's `last_writer` follows the customer's mail and an
     agent's, unless not `counts` (a bounce). `ticket`, when the caller has it loaded, takes
     the change with its own (no statement of its own). Returns the message's primary key,
-    read when asked for (direct.Later)."""
+    read when asked for (direct.Later). `unseen`: see index_refs."""
     message_pk = direct.later(session, _insert_returning_id(Message), values)
     writer = last_writer_of(values["direction"], values.get("author", "")) if counts else ""
     if writer and ticket is not None:
@@ -376,7 +384,7 @@ def store_message(
         for part in attachments
     ]
     insert_rows(session, Attachment, rows)
-    index_refs(session, values["ticket_id"], refs)
+    index_refs(session, values["ticket_id"], refs, unseen)
     return message_pk
 
 

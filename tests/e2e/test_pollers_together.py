@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from sqlmodel import Session, select
 
 from mailsupport.config import Settings
 from mailsupport.pipeline import Incoming, Outcome, Pipeline
 from mailsupport.store import claims
 from mailsupport.store.db import Store
+from mailsupport.store.models import Ticket
 from tests.support.mailfactory import mailing_list_archive, make_message
 from tests.unit.test_pipeline import assert_one_ticket_per_conversation, tickets_by_message
 
@@ -43,10 +45,20 @@ def in_thread(work: Callable[[], object]) -> tuple[threading.Thread, dict[str, o
     return thread, result
 
 
+def backend_pid(session: Session) -> int:
+    return int(session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def ticket_id(store: Store, outcome: Outcome) -> int:
+    with store.read() as session:
+        found = session.exec(select(Ticket.id).where(Ticket.number == outcome.ticket_number))
+        return int(found.one())
+
+
 def waits_for(store: Store, holder: int) -> bool:
-    """Whether a connection waits for an advisory lock that the backend `holder` holds."""
+    """Whether a connection waits for a lock that the backend `holder` holds."""
     query = (
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        "SELECT count(*) FROM pg_locks WHERE NOT granted"
         " AND CAST(:holder AS integer) = ANY(pg_blocking_pids(pid))"
     )
     with store.engine.connect() as conn:
@@ -90,64 +102,32 @@ def test_intake_runs_beside_intake_and_every_other_writer_alone(
     assert late_result == {"value": "filed"}
 
 
-def test_claims_on_one_conversation_take_turns_and_others_do_not_wait(
-    settings: Settings, store: Store
-) -> None:
-    postgresql_only(settings)
-    conversation = claims.conversation(["a1@x.example.org", "root@x.example.org"], "ann@x.org")
-
-    def claim(keys: list[str]) -> Callable[[], str]:
-        def work() -> str:
-            with store.write(intake=True) as session:
-                claims.claim(session, keys)
-                return "claimed"
-
-        return work
-
-    with store.write(intake=True) as session:
-        claims.claim(session, conversation)
-        other, other_result = in_thread(claim(claims.conversation(["b1@x.example.org"], "")))
-        other.join(WAIT)
-        assert other_result == {"value": "claimed"}
-        # A reply in the same conversation (it refers to the root), from someone else.
-        same, same_result = in_thread(
-            claim(claims.conversation(["a2@x.example.org", "root@x.example.org"], "bob@x.org"))
-        )
-        same.join(0.5)
-        assert same.is_alive() and not same_result
-        # The same sender's participation elsewhere waits too: threading reads it.
-        sender, sender_result = in_thread(claim(claims.addresses(["ANN@x.org"])))
-        sender.join(0.5)
-        assert sender.is_alive() and not sender_result
-    same.join(WAIT)
-    sender.join(WAIT)
-    assert same_result == {"value": "claimed"} and sender_result == {"value": "claimed"}
-
-
 def test_a_batch_that_deadlocks_with_another_poller_is_filed_again(
     settings: Settings, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     postgresql_only(settings)
     caplog.set_level(logging.INFO, logger="mailsupport.batching")
-    first = make_message("first@x.example.org", subject="One")
-    second = make_message("second@x.example.org", subject="Two", in_reply_to="<held@x.org>")
-    # Another poller holds the conversation the batch's second message refers to.
-    other = Store.open(settings.db_url)
     pipeline = Pipeline(settings, Store.open(settings.db_url))
+    other = Store.open(settings.db_url)
     try:
-        with other.write(intake=True) as session:
-            claims.claim(session, claims.conversation(["held@x.org"], ""))
-            holder = int(session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
-            batch = [Incoming(first, "first"), Incoming(second, "second")]
-            thread, result = in_thread(lambda: pipeline.run(batch, lambda: NOW, batch_size=2))
-            wait_until(lambda: waits_for(store, holder))  # the batch waits on it
-            # ... and now the other poller wants what the batch holds: a deadlock, which
-            # PostgreSQL ends by failing the batch's transaction (it waited first).
-            claims.claim(session, claims.conversation(["first@x.example.org"], ""))
+        one, two = (
+            ticket_id(store, pipeline.ingest(Incoming(make_message(f"{n}@x", subject=n), n), NOW))
+            for n in ("one", "two")
+        )
+        replies = [
+            Incoming(make_message(f"re-{n}@x", in_reply_to=f"<{n}@x>"), n) for n in ("one", "two")
+        ]
+        with other.write(intake=True) as session:  # another poller files into ticket two
+            claims.ticket(session, two)
+            holder = backend_pid(session)
+            thread, result = in_thread(lambda: pipeline.run(replies, lambda: NOW, batch_size=2))
+            wait_until(lambda: waits_for(store, holder))  # the batch holds one, waits for two
+            # ... and now the other poller wants ticket one: a deadlock, which PostgreSQL
+            # ends by failing the batch's transaction (it waited first).
+            claims.ticket(session, one)
         thread.join(WAIT * 3)
-        assert not thread.is_alive()
         assert "error" not in result, result
-        assert result["value"] == {"new": 2}
+        assert result["value"] == {"reply": 2}
     finally:
         pipeline.close()
         pipeline.store.engine.dispose()
@@ -155,8 +135,76 @@ def test_a_batch_that_deadlocks_with_another_poller_is_filed_again(
     again = [r for r in caplog.records if "another writer was in the way" in r.getMessage()]
     assert again, "the batch was not filed again"
     placed = tickets_by_message(store)
-    assert set(placed) == {"first@x.example.org", "second@x.example.org"}
-    assert len(set(placed.values())) == 2
+    assert placed["re-one@x"] == placed["one@x"] and placed["re-two@x"] == placed["two@x"]
+
+
+def test_a_reference_another_poller_is_indexing_is_waited_for_then_joined(
+    settings: Settings, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    postgresql_only(settings)
+    caplog.set_level(logging.INFO, logger="mailsupport.batching")
+    parent = make_message("parent@x.example.org", subject="Printer")
+    reply = make_message(
+        "reply@x.example.org", subject="Re: Printer", in_reply_to="<parent@x.example.org>"
+    )
+    other = Pipeline(settings, Store.open(settings.db_url))
+    pipeline = Pipeline(settings, Store.open(settings.db_url))
+    try:
+        with other.store.write(intake=True) as session:  # another poller files the parent
+            assert other.process(session, Incoming(parent, "other"), NOW).kind == "new"
+            holder = backend_pid(session)
+            # The reply finds its parent nowhere yet (not committed) ...
+            thread, result = in_thread(lambda: pipeline.ingest(Incoming(reply, "reply"), NOW))
+            wait_until(lambda: waits_for(store, holder))  # ... and waits to index it
+        thread.join(WAIT)
+        assert "error" not in result, result
+        outcome = result["value"]
+        assert isinstance(outcome, Outcome) and outcome.kind == "reply"
+    finally:
+        for p in (other, pipeline):
+            p.close()
+            p.store.engine.dispose()
+    placed = tickets_by_message(store)
+    assert placed["reply@x.example.org"] == placed["parent@x.example.org"]
+    assert [r for r in caplog.records if "another writer was in the way" in r.getMessage()]
+
+
+def test_a_person_another_poller_is_adding_to_a_ticket_is_a_participant_of_it(
+    settings: Settings, store: Store
+) -> None:
+    # Our answer copies Bob in (he takes part from then on) while Bob's own reply to the
+    # customer's first message comes in through another poller: it waits for the answer's
+    # ticket and joins it, as it would after it; not a stranger's new ticket.
+    postgresql_only(settings)
+    ours = settings.support_address
+    first = make_message("first@x.example.org", sender="anna@x.example.org", to=ours)
+    answer = make_message(
+        "answer@example.com", sender=ours, to="anna@x.example.org", cc="bob@x.example.org",
+        in_reply_to="<first@x.example.org>",
+    )  # fmt: skip
+    bob = make_message(
+        "bob@x.example.org", sender="bob@x.example.org", to=ours,
+        in_reply_to="<first@x.example.org>",
+    )  # fmt: skip
+    other = Pipeline(settings, Store.open(settings.db_url))
+    pipeline = Pipeline(settings, Store.open(settings.db_url))
+    try:
+        assert pipeline.ingest(Incoming(first, "first"), NOW).kind == "new"
+        with other.store.write(intake=True) as session:
+            filed = other.process(session, Incoming(answer, "sent", sent=True), NOW)
+            assert filed.kind == "reply"
+            holder = backend_pid(session)
+            thread, result = in_thread(lambda: pipeline.ingest(Incoming(bob, "bob"), NOW))
+            wait_until(lambda: waits_for(store, holder))
+        thread.join(WAIT)
+        assert "error" not in result, result
+        outcome = result["value"]
+        assert isinstance(outcome, Outcome)
+        assert (outcome.kind, outcome.ticket_number) == ("reply", filed.ticket_number)
+    finally:
+        for p in (other, pipeline):
+            p.close()
+            p.store.engine.dispose()
 
 
 @pytest.mark.slow
