@@ -103,5 +103,5 @@ def file_batch(
             tries += 1
             if not contended(error) or tries >= CONTENDED_TRIES:
                 raise
-            log.info("batch taken again, another writer was in the way: %s", error)
+            log.warning("batch taken again, another writer was in the way: %s", error)
             time.sleep(min(0.05 * tries, 1.0))
