@@ -125,11 +125,7 @@ def verify(session: Session) -> None:
     """Raise Contended when an index insert of index_checked() found a Message-ID indexed
     by another transaction since threading looked it up."""
     for cursor, wanted in session.info.pop(_EXPECTED, ()):
-        try:
-            inserted = {row[0] for row in cursor.fetchall()}
-        finally:
-            cursor.close()
-        missing = wanted - inserted
+        missing = wanted - {row[0] for row in direct.fetched(session, cursor)}
         if missing:
             raise Contended(
                 f"<{min(missing)}> was indexed by another process while this one filed "
@@ -154,5 +150,7 @@ def contended(error: BaseException | None) -> bool:
             return True
         if isinstance(error, exc.DBAPIError):
             return getattr(error.orig, "sqlstate", None) in CONTENTION
+        if getattr(error, "sqlstate", None) in CONTENTION:  # the driver's own
+            return True
         error = error.__cause__
     return False

@@ -173,6 +173,17 @@ def sent(session: Session, statement: sa.Executable, params: Params) -> Any:
     return cursor
 
 
+def fetched(session: Session, cursor: Any) -> list[tuple[Any, ...]]:
+    """The rows of a statement sent(); a pipelined write's error comes out here, as
+    SQLAlchemy's exception (as from rows())."""
+    try:
+        return [tuple(row) for row in cursor.fetchall()]
+    except Exception as error:
+        raise _driver_error(session, sa.text("(pipelined statements)"), error) from error
+    finally:
+        cursor.close()
+
+
 def later(session: Session, statement: sa.Executable, params: Params) -> Later:
     """scalar(), its answer read when needed (see Later)."""
     cursor = execute(session, statement, params)

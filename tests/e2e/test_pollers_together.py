@@ -138,6 +138,42 @@ def test_a_batch_that_deadlocks_with_another_poller_is_filed_again(
     assert placed["re-one@x"] == placed["one@x"] and placed["re-two@x"] == placed["two@x"]
 
 
+def test_a_deadlock_on_the_message_id_index_is_filed_again(
+    settings: Settings, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The batch's second message refers to one another poller is filing (its index row not
+    # committed: the batch waits for it); that poller then files a reply to the batch's
+    # first message (and waits for the batch's row). The waits cross inside the index.
+    postgresql_only(settings)
+    caplog.set_level(logging.INFO, logger="mailsupport.batching")
+    other = Pipeline(settings, Store.open(settings.db_url))
+    pipeline = Pipeline(settings, Store.open(settings.db_url))
+    batch = [
+        Incoming(make_message("a@x", subject="A"), "a"),
+        Incoming(make_message("b@x", subject="B", in_reply_to="<p@x>"), "b"),
+    ]
+    try:
+        with other.store.write(intake=True) as session:
+            assert other.process(session, Incoming(make_message("p@x"), "p"), NOW).kind == "new"
+            holder = backend_pid(session)
+            thread, result = in_thread(lambda: pipeline.run(batch, lambda: NOW, batch_size=2))
+            wait_until(lambda: waits_for(store, holder))
+            late = make_message("re-a@x", in_reply_to="<a@x>")
+            other.process(session, Incoming(late, "re-a"), NOW)  # waits, then goes on
+        thread.join(WAIT * 3)
+        assert "error" not in result, result
+        # Filed again after the other poller: its reply came first, so the batch's first
+        # message joins that reply's ticket as a late parent does.
+        assert result["value"] == {"reply": 2}
+    finally:
+        for p in (other, pipeline):
+            p.close()
+            p.store.engine.dispose()
+    assert [r for r in caplog.records if "another writer was in the way" in r.getMessage()]
+    placed = tickets_by_message(store)
+    assert placed["b@x"] == placed["p@x"] and placed["a@x"] == placed["re-a@x"]
+
+
 def test_a_reference_another_poller_is_indexing_is_waited_for_then_joined(
     settings: Settings, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
