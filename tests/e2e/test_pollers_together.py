@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -65,6 +66,23 @@ def waits_for(store: Store, holder: int) -> bool:
         return bool(conn.execute(sa.text(query), {"holder": holder}).scalar())
 
 
+@contextmanager
+def two_pollers(settings: Settings) -> Iterator[tuple[Pipeline, Pipeline]]:
+    """Two pipelines on connections of their own, as two pollers' processes have."""
+    pipelines = (Pipeline(settings, Store.open(settings.db_url)) for _ in range(2))
+    other, pipeline = pipelines
+    try:
+        yield other, pipeline
+    finally:
+        for p in (other, pipeline):
+            p.close()
+            p.store.engine.dispose()
+
+
+def refiled(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("another writer was in the way" in r.getMessage() for r in caplog.records)
+
+
 def wait_until(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + WAIT
     while not condition():
@@ -107,9 +125,7 @@ def test_a_batch_that_deadlocks_with_another_poller_is_filed_again(
 ) -> None:
     postgresql_only(settings)
     caplog.set_level(logging.INFO, logger="mailsupport.batching")
-    pipeline = Pipeline(settings, Store.open(settings.db_url))
-    other = Store.open(settings.db_url)
-    try:
+    with two_pollers(settings) as (other, pipeline):
         one, two = (
             ticket_id(store, pipeline.ingest(Incoming(make_message(f"{n}@x", subject=n), n), NOW))
             for n in ("one", "two")
@@ -117,7 +133,7 @@ def test_a_batch_that_deadlocks_with_another_poller_is_filed_again(
         replies = [
             Incoming(make_message(f"re-{n}@x", in_reply_to=f"<{n}@x>"), n) for n in ("one", "two")
         ]
-        with other.write(intake=True) as session:  # another poller files into ticket two
+        with other.store.write(intake=True) as session:  # another poller files into ticket two
             claims.ticket(session, two)
             holder = backend_pid(session)
             thread, result = in_thread(lambda: pipeline.run(replies, lambda: NOW, batch_size=2))
@@ -128,12 +144,7 @@ def test_a_batch_that_deadlocks_with_another_poller_is_filed_again(
         thread.join(WAIT * 3)
         assert "error" not in result, result
         assert result["value"] == {"reply": 2}
-    finally:
-        pipeline.close()
-        pipeline.store.engine.dispose()
-        other.engine.dispose()
-    again = [r for r in caplog.records if "another writer was in the way" in r.getMessage()]
-    assert again, "the batch was not filed again"
+    assert refiled(caplog), "the batch was not filed again"
     placed = tickets_by_message(store)
     assert placed["re-one@x"] == placed["one@x"] and placed["re-two@x"] == placed["two@x"]
 
@@ -146,13 +157,11 @@ def test_a_deadlock_on_the_message_id_index_is_filed_again(
     # first message (and waits for the batch's row). The waits cross inside the index.
     postgresql_only(settings)
     caplog.set_level(logging.INFO, logger="mailsupport.batching")
-    other = Pipeline(settings, Store.open(settings.db_url))
-    pipeline = Pipeline(settings, Store.open(settings.db_url))
     batch = [
         Incoming(make_message("a@x", subject="A"), "a"),
         Incoming(make_message("b@x", subject="B", in_reply_to="<p@x>"), "b"),
     ]
-    try:
+    with two_pollers(settings) as (other, pipeline):
         with other.store.write(intake=True) as session:
             assert other.process(session, Incoming(make_message("p@x"), "p"), NOW).kind == "new"
             holder = backend_pid(session)
@@ -165,11 +174,7 @@ def test_a_deadlock_on_the_message_id_index_is_filed_again(
         # Filed again after the other poller: its reply came first, so the batch's first
         # message joins that reply's ticket as a late parent does.
         assert result["value"] == {"reply": 2}
-    finally:
-        for p in (other, pipeline):
-            p.close()
-            p.store.engine.dispose()
-    assert [r for r in caplog.records if "another writer was in the way" in r.getMessage()]
+    assert refiled(caplog)
     placed = tickets_by_message(store)
     assert placed["b@x"] == placed["p@x"] and placed["a@x"] == placed["re-a@x"]
 
@@ -183,9 +188,7 @@ def test_a_reference_another_poller_is_indexing_is_waited_for_then_joined(
     reply = make_message(
         "reply@x.example.org", subject="Re: Printer", in_reply_to="<parent@x.example.org>"
     )
-    other = Pipeline(settings, Store.open(settings.db_url))
-    pipeline = Pipeline(settings, Store.open(settings.db_url))
-    try:
+    with two_pollers(settings) as (other, pipeline):
         with other.store.write(intake=True) as session:  # another poller files the parent
             assert other.process(session, Incoming(parent, "other"), NOW).kind == "new"
             holder = backend_pid(session)
@@ -196,13 +199,9 @@ def test_a_reference_another_poller_is_indexing_is_waited_for_then_joined(
         assert "error" not in result, result
         outcome = result["value"]
         assert isinstance(outcome, Outcome) and outcome.kind == "reply"
-    finally:
-        for p in (other, pipeline):
-            p.close()
-            p.store.engine.dispose()
     placed = tickets_by_message(store)
     assert placed["reply@x.example.org"] == placed["parent@x.example.org"]
-    assert [r for r in caplog.records if "another writer was in the way" in r.getMessage()]
+    assert refiled(caplog)
 
 
 def test_a_person_another_poller_is_adding_to_a_ticket_is_a_participant_of_it(
@@ -222,9 +221,7 @@ def test_a_person_another_poller_is_adding_to_a_ticket_is_a_participant_of_it(
         "bob@x.example.org", sender="bob@x.example.org", to=ours,
         in_reply_to="<first@x.example.org>",
     )  # fmt: skip
-    other = Pipeline(settings, Store.open(settings.db_url))
-    pipeline = Pipeline(settings, Store.open(settings.db_url))
-    try:
+    with two_pollers(settings) as (other, pipeline):
         assert pipeline.ingest(Incoming(first, "first"), NOW).kind == "new"
         with other.store.write(intake=True) as session:
             filed = other.process(session, Incoming(answer, "sent", sent=True), NOW)
@@ -237,10 +234,6 @@ def test_a_person_another_poller_is_adding_to_a_ticket_is_a_participant_of_it(
         outcome = result["value"]
         assert isinstance(outcome, Outcome)
         assert (outcome.kind, outcome.ticket_number) == ("reply", filed.ticket_number)
-    finally:
-        for p in (other, pipeline):
-            p.close()
-            p.store.engine.dispose()
 
 
 @pytest.mark.slow
