@@ -468,3 +468,10 @@ def test_a_word_matching_more_than_newest_matches_ranks_the_newest(
     assert numbers(store, "paper") == [newer]
     assert sorted(numbers(store, "jammed OR paper")) == sorted([newer, made[3]])
     assert numbers(store, "jammed printer 1") == [made[1]]  # a narrower query finds older
+    # A phrase: the newest two messages that have it, not of those that have its words.
+    phrase = [
+        ingest(make_message(f"p{i}@customer.example.org", subject=f"Tray {i}", body="Paper jam."))
+        for i in range(3)
+    ]
+    ingest(make_message("q@customer.example.org", subject="Tray 9", body="Jam? No paper."))
+    assert numbers(store, '"paper jam"') == [phrase[2], phrase[1]]
