@@ -35,16 +35,14 @@ SQLITE_BUSY_SECONDS = 30
 # tables are in (current_schema(), set by search_path in the URL): desks that share a
 # database in schemas of their own do not wait on each other's writers. Computed by the
 # server in the same statement, so it costs no round trip.
-WRITE_LOCK = sa.text(
-    "SELECT pg_advisory_xact_lock(('x' || left(md5("
-    "'mailsupport writers ' || coalesce(current_schema(), '')), 16))::bit(64)::bigint)"
+_WRITERS_KEY = (
+    "('x' || left(md5('mailsupport writers ' || coalesce(current_schema(), '')), 16))"
+    "::bit(64)::bigint"
 )
+WRITE_LOCK = sa.text(f"SELECT pg_advisory_xact_lock({_WRITERS_KEY})")
 # Intake takes the same lock shared: intake transactions run side by side, each locking
 # the tickets it reads and writes (store/claims.py), and any other writer still runs alone.
-INTAKE_LOCK = sa.text(
-    "SELECT pg_advisory_xact_lock_shared(('x' || left(md5("
-    "'mailsupport writers ' || coalesce(current_schema(), '')), 16))::bit(64)::bigint)"
-)
+INTAKE_LOCK = sa.text(f"SELECT pg_advisory_xact_lock_shared({_WRITERS_KEY})")
 # PostgreSQL errors that mean the settings are wrong, not that the server is away.
 CONFIG_SQLSTATES = {"3D000", "28P01", "28000", "3F000"}  # no such database or schema, login
 # PostgreSQL errors that end a transaction because another one was in the way: the work was
