@@ -173,15 +173,20 @@ def sent(session: Session, statement: sa.Executable, params: Params) -> Any:
     return cursor
 
 
-def fetched(session: Session, cursor: Any) -> list[tuple[Any, ...]]:
-    """The rows of a statement sent(); a pipelined write's error comes out here, as
-    SQLAlchemy's exception (as from rows())."""
+def fetched(
+    session: Session, cursor: Any, statement: sa.Executable | None = None, *, one: bool = False
+) -> list[tuple[Any, ...]]:
+    """The rows on `cursor` (only the first when `one`), of `statement` or one sent(). In
+    pipelined(), an earlier write's error comes out here, as SQLAlchemy's exception."""
     try:
-        return [tuple(row) for row in cursor.fetchall()]
+        found = cursor.fetchmany(1) if one else cursor.fetchall()
     except Exception as error:
-        raise _driver_error(session, sa.text("(pipelined statements)"), error) from error
+        what = statement if statement is not None else sa.text("(pipelined statements)")
+        raise _driver_error(session, what, error) from error
     finally:
         cursor.close()
+    session.info.pop(_UNANSWERED, None)  # every answer before this one has come
+    return [tuple(row) for row in found]
 
 
 def later(session: Session, statement: sa.Executable, params: Params) -> Later:
@@ -201,15 +206,7 @@ def rows(
     session: Session, statement: sa.Executable, params: Params, *, one: bool = False
 ) -> list[tuple[Any, ...]]:
     """The rows of a query (only the first when `one`)."""
-    cursor = execute(session, statement, params)
-    try:
-        fetched = cursor.fetchmany(1) if one else cursor.fetchall()
-    except Exception as error:  # pipelined: an earlier write's error comes out here
-        raise _driver_error(session, statement, error) from error
-    finally:
-        cursor.close()
-    session.info.pop(_UNANSWERED, None)  # every answer before this one has come
-    return [tuple(row) for row in fetched]
+    return fetched(session, execute(session, statement, params), statement, one=one)
 
 
 def _driver_error(session: Session, statement: sa.Executable, error: Exception) -> Exception:
