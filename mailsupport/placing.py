@@ -9,7 +9,6 @@ from sqlmodel import Session
 
 from mailsupport.config import Settings
 from mailsupport.mail import Inbound
-from mailsupport.store import claims
 from mailsupport.store import tickets as db
 from mailsupport.threads import ThreadDecision, decide_thread, find_tag
 
@@ -31,7 +30,9 @@ def thread(
     message's own ID and `references` with its sender's address, when the caller has them."""
     tag_number = find_tag(message.subject, settings.tag_pattern)
     # Locked (PostgreSQL): who takes part in it is read below (store/claims.py).
-    tag_ticket = claims.ticket_by_number(session, tag_number) if tag_number is not None else None
+    tag_ticket = (
+        db.ticket_by_number(session, tag_number, locked=True) if tag_number is not None else None
+    )
     tag_id = tag_ticket.id if tag_ticket else None
     sender = message.from_
     address = sender.address if sender is not None else ""

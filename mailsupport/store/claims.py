@@ -8,10 +8,11 @@ run at the same time, and each makes sure of what its decisions read:
 - **Tickets by their rows' locks.** Threading locks the tickets a message's Message-IDs
   point at (FOR UPDATE, in the order of their ids) before it reads who takes part in them
   (store.tickets.thread_facts), and a ticket is locked before its row is read to be changed
-  (`ticket`, `ticket_by_number`): another message joining the same ticket waits for this
-  transaction to end and then reads what it wrote. A row lock is kept in the row itself,
-  not in PostgreSQL's shared lock table, so a batch may hold thousands (advisory locks per
-  Message-ID, tried first, filled that table with a few pollers' batches).
+  (`ticket`; tickets.ticket_by_number with `locked`): another message joining the same
+  ticket waits for this transaction to end and then reads what it wrote. A row lock is
+  kept in the row itself, not in PostgreSQL's shared lock table, so a batch may hold
+  thousands (advisory locks per Message-ID, tried first, filled that table with a few
+  pollers' batches).
 - **The Message-ID index by its unique key.** A Message-ID that threading found in no
   ticket, and that another transaction indexed meanwhile, cannot go in for this message:
   the insert says so (`index_checked`), and before the batch commits (`verify`) that
@@ -34,7 +35,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from mailsupport.errors import TemporaryError
 from mailsupport.store import direct
@@ -64,18 +65,6 @@ def ticket(session: Session, ticket_id: int | None) -> Ticket | None:
     if not _claims(session):
         return session.get(Ticket, ticket_id)
     return session.get(Ticket, ticket_id, with_for_update=True, populate_existing=True)
-
-
-def ticket_by_number(session: Session, number: int) -> Ticket | None:
-    """The ticket with this number, following merges to the one that lives on, each locked
-    and read afresh (see `ticket`)."""
-    found = session.exec(select(Ticket.id).where(Ticket.number == number)).first()
-    seen: set[int] = set()
-    current = ticket(session, found)
-    while current is not None and current.merged_into_id is not None and current.id not in seen:
-        seen.add(current.id)  # type: ignore[arg-type]
-        current = ticket(session, current.merged_into_id)
-    return current
 
 
 def outbox_item(session: Session, item: OutboxItem) -> OutboxItem:

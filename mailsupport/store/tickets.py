@@ -191,18 +191,26 @@ def _facts_of(count: int) -> sa.Select[tuple[str, int, int | None, bool]]:
     )
 
 
-def ticket_by_number(session: Session, number: int) -> Ticket | None:
-    """The ticket with this number, following merges to the ticket that lives on."""
+def ticket_by_number(session: Session, number: int, *, locked: bool = False) -> Ticket | None:
+    """The ticket with this number, following merges to the ticket that lives on. `locked`:
+    each ticket on the way locked and read afresh (claims.ticket)."""
+    if locked:
+        found_id = session.exec(select(Ticket.id).where(Ticket.number == number)).first()
+        return follow_merges(session, claims.ticket(session, found_id), locked=True)
     found = session.exec(select(Ticket).where(Ticket.number == number)).first()
     return follow_merges(session, found)
 
 
-def follow_merges(session: Session, ticket: Ticket | None) -> Ticket | None:
-    """The ticket that lives on after `ticket` was merged (itself when it was not)."""
+def follow_merges(
+    session: Session, ticket: Ticket | None, *, locked: bool = False
+) -> Ticket | None:
+    """The ticket that lives on after `ticket` was merged (itself when it was not).
+    `locked`: see ticket_by_number."""
     seen: set[int] = set()
     while ticket is not None and ticket.merged_into_id is not None and ticket.id not in seen:
         seen.add(ticket.id)  # type: ignore[arg-type]
-        ticket = session.get(Ticket, ticket.merged_into_id)
+        following = ticket.merged_into_id
+        ticket = claims.ticket(session, following) if locked else session.get(Ticket, following)
     return ticket
 
 
@@ -340,7 +348,7 @@ def index_refs(
 ) -> None:
     """Point each ID at the ticket unless it is indexed already (possibly by another process).
     `unseen`: those that threading found in no ticket. On PostgreSQL, where another poller
-    may have indexed one of them since, their rows must go in (claims.expect_indexed)."""
+    may have indexed one of them since, their rows must go in (claims.index_checked)."""
     ids = list(dict.fromkeys(message_ids))
     checked = claims.index_checked(session, ticket_id, set(unseen).intersection(ids))
     rows = [{"message_id": mid, "ticket_id": ticket_id} for mid in ids if mid not in checked]
