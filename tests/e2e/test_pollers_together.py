@@ -83,6 +83,22 @@ def refiled(caplog: pytest.LogCaptureFixture) -> bool:
     return any("another writer was in the way" in r.getMessage() for r in caplog.records)
 
 
+def waiting_on(store: Store, session: Session, work: Callable[[], object]) -> Callable[..., object]:
+    """`work` started in a thread, returned once it waits for a lock that `session`'s
+    transaction holds: call what is returned to join it and get its value (an error it
+    raised fails the test)."""
+    holder = backend_pid(session)
+    thread, result = in_thread(work)
+    wait_until(lambda: waits_for(store, holder))
+
+    def finished(timeout: float = WAIT) -> object:
+        thread.join(timeout)
+        assert "error" not in result, result
+        return result["value"]
+
+    return finished
+
+
 def wait_until(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + WAIT
     while not condition():
@@ -135,15 +151,14 @@ def test_a_batch_that_deadlocks_with_another_poller_is_filed_again(
         ]
         with other.store.write(intake=True) as session:  # another poller files into ticket two
             claims.ticket(session, two)
-            holder = backend_pid(session)
-            thread, result = in_thread(lambda: pipeline.run(replies, lambda: NOW, batch_size=2))
-            wait_until(lambda: waits_for(store, holder))  # the batch holds one, waits for two
+            # The batch holds ticket one and waits for two ...
+            finished = waiting_on(
+                store, session, lambda: pipeline.run(replies, lambda: NOW, batch_size=2)
+            )
             # ... and now the other poller wants ticket one: a deadlock, which PostgreSQL
             # ends by failing the batch's transaction (it waited first).
             claims.ticket(session, one)
-        thread.join(WAIT * 3)
-        assert "error" not in result, result
-        assert result["value"] == {"reply": 2}
+        assert finished(WAIT * 3) == {"reply": 2}
     assert refiled(caplog), "the batch was not filed again"
     placed = tickets_by_message(store)
     assert placed["re-one@x"] == placed["one@x"] and placed["re-two@x"] == placed["two@x"]
@@ -164,16 +179,14 @@ def test_a_deadlock_on_the_message_id_index_is_filed_again(
     with two_pollers(settings) as (other, pipeline):
         with other.store.write(intake=True) as session:
             assert other.process(session, Incoming(make_message("p@x"), "p"), NOW).kind == "new"
-            holder = backend_pid(session)
-            thread, result = in_thread(lambda: pipeline.run(batch, lambda: NOW, batch_size=2))
-            wait_until(lambda: waits_for(store, holder))
+            finished = waiting_on(
+                store, session, lambda: pipeline.run(batch, lambda: NOW, batch_size=2)
+            )
             late = make_message("re-a@x", in_reply_to="<a@x>")
             other.process(session, Incoming(late, "re-a"), NOW)  # waits, then goes on
-        thread.join(WAIT * 3)
-        assert "error" not in result, result
         # Filed again after the other poller: its reply came first, so the batch's first
         # message joins that reply's ticket as a late parent does.
-        assert result["value"] == {"reply": 2}
+        assert finished(WAIT * 3) == {"reply": 2}
     assert refiled(caplog)
     placed = tickets_by_message(store)
     assert placed["b@x"] == placed["p@x"] and placed["a@x"] == placed["re-a@x"]
@@ -191,13 +204,10 @@ def test_a_reference_another_poller_is_indexing_is_waited_for_then_joined(
     with two_pollers(settings) as (other, pipeline):
         with other.store.write(intake=True) as session:  # another poller files the parent
             assert other.process(session, Incoming(parent, "other"), NOW).kind == "new"
-            holder = backend_pid(session)
-            # The reply finds its parent nowhere yet (not committed) ...
-            thread, result = in_thread(lambda: pipeline.ingest(Incoming(reply, "reply"), NOW))
-            wait_until(lambda: waits_for(store, holder))  # ... and waits to index it
-        thread.join(WAIT)
-        assert "error" not in result, result
-        outcome = result["value"]
+            # The reply finds its parent nowhere yet (not committed), and waits to index it.
+            filed = Incoming(reply, "reply")
+            finished = waiting_on(store, session, lambda: pipeline.ingest(filed, NOW))
+        outcome = finished()
         assert isinstance(outcome, Outcome) and outcome.kind == "reply"
     placed = tickets_by_message(store)
     assert placed["reply@x.example.org"] == placed["parent@x.example.org"]
@@ -226,12 +236,10 @@ def test_a_person_another_poller_is_adding_to_a_ticket_is_a_participant_of_it(
         with other.store.write(intake=True) as session:
             filed = other.process(session, Incoming(answer, "sent", sent=True), NOW)
             assert filed.kind == "reply"
-            holder = backend_pid(session)
-            thread, result = in_thread(lambda: pipeline.ingest(Incoming(bob, "bob"), NOW))
-            wait_until(lambda: waits_for(store, holder))
-        thread.join(WAIT)
-        assert "error" not in result, result
-        outcome = result["value"]
+            finished = waiting_on(
+                store, session, lambda: pipeline.ingest(Incoming(bob, "bob"), NOW)
+            )
+        outcome = finished()
         assert isinstance(outcome, Outcome)
         assert (outcome.kind, outcome.ticket_number) == ("reply", filed.ticket_number)
 
