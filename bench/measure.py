@@ -6,14 +6,21 @@ pool included): the tree's maximum, exact. To tell the command's own peak from i
 workers', /proc/<pid>/status VmHWM (a high-water mark, so sampling cannot miss the peak
 already reached) is read for every process in the tree every SAMPLE seconds; the last
 sample before a process exits is its peak up to then.
+
+The peak follows the largest message a run meets (its bytes and their parse are in memory
+for a moment), and a larger input holds larger messages: so the command's VmRSS is sampled
+too, and its median (`own_median_kib`) is its size while it works, which a leak would grow.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,11 +35,13 @@ class Run:
     cpu: float = 0.0  # user + system of the tree (waited-for descendants included)
     tree_peak_kib: int = 0  # ru_maxrss from wait4: the largest process of the tree
     own_peak_kib: int = 0  # the command's own VmHWM, last sample
+    own_median_kib: int = 0  # the median of the command's own VmRSS samples
     worker_peak_kib: int = 0  # the largest descendant's VmHWM, sampled (0: none seen)
     workers_seen: int = 0
     stdout: str = ""
     stderr: str = ""
-    samples: list[int] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)  # the command's own VmRSS, KiB
+    interrupted: bool = False  # sent SIGINT because `interrupt_when` said so
 
     def check(self) -> Run:
         if self.returncode != 0:
@@ -55,19 +64,27 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _hwm_kib(pid: int) -> int:
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """VmHWM and VmRSS of a process, KiB (0, 0 when it is gone)."""
+    found = {"VmHWM:": 0, "VmRSS:": 0}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
+            if line.startswith(("VmHWM:", "VmRSS:")):
+                found[line.split()[0]] = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return found["VmHWM:"], found["VmRSS:"]
 
 
-def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Run:
+def run(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path | None = None,
+    interrupt_when: Callable[[], bool] | None = None,
+) -> Run:
     """Run `argv` to completion; stdout and stderr go to files (a 100,000-line log must not
-    fill a pipe nobody reads while we sample)."""
+    fill a pipe nobody reads while we sample). `interrupt_when`, asked at every sample:
+    once it says so, the command gets SIGINT (Ctrl-C) and is left to finish."""
     result = Run(argv)
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{os.getpid()}-out.txt"
     err_path = out_path.with_suffix(".err")
@@ -82,10 +99,15 @@ def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Run:
                 todo = [proc.pid]
                 while todo:
                     pid = todo.pop()
-                    hwm = _hwm_kib(pid)
+                    hwm, rss = _memory_kib(pid)
                     if hwm:
                         peaks[pid] = max(peaks.get(pid, 0), hwm)
+                    if rss and pid == proc.pid:
+                        result.samples.append(rss)
                     todo += _children(pid)
+                if interrupt_when is not None and not result.interrupted and interrupt_when():
+                    proc.send_signal(signal.SIGINT)
+                    result.interrupted = True
                 stop.wait(SAMPLE)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -100,6 +122,7 @@ def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Run:
     result.cpu = usage.ru_utime + usage.ru_stime
     result.tree_peak_kib = usage.ru_maxrss
     result.own_peak_kib = peaks.pop(proc.pid, 0)
+    result.own_median_kib = int(statistics.median(result.samples)) if result.samples else 0
     result.worker_peak_kib = max(peaks.values(), default=0)
     result.workers_seen = len(peaks)
     result.stdout = out_path.read_text(errors="replace")
