@@ -157,7 +157,7 @@ def build(path: Path, tickets: int, log: Any = print, raw_all: bool = False) -> 
             conn.execute("PRAGMA synchronous=OFF")
             conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: the indexes being written
             # The search index is filled at the end, by migration 0014's own statement (as it
-            # indexes the messages of a store it upgrades), then its triggers come back: half
+            # indexes the messages of a store it upgrades), then the triggers come back: half
             # the time of indexing each message through the triggers as it goes in.
             fts = _sqlite_fts_statements()
             for statement in fts["drop triggers"]:
@@ -187,15 +187,17 @@ def build(path: Path, tickets: int, log: Any = print, raw_all: bool = False) -> 
 
 
 def _sqlite_fts_statements() -> dict[str, list[str]]:
-    """Migration 0014's SQL for the FTS5 index: its triggers dropped, the index filled from
-    the messages, the triggers made."""
+    """The migrations' SQL for the FTS5 index: its triggers dropped, the index filled from
+    the messages (0014), the triggers made as 0020 made them last."""
     import importlib
 
-    search = importlib.import_module("mailsupport.store.migrations.versions.0014_search_stems")
+    versions = "mailsupport.store.migrations.versions"
+    search = importlib.import_module(f"{versions}.0014_search_stems")
+    by_batch = importlib.import_module(f"{versions}.0020_search_index_by_batch")
     drop = [s for s in search.SQLITE_DROP if s.startswith("DROP TRIGGER")]
-    create = [s for s in search.SQLITE_UP if s.startswith("CREATE TRIGGER")]
+    create = by_batch.SQLITE_TRIGGERS
     fill = [s for s in search.SQLITE_UP if s.startswith("INSERT INTO messages_fts")]
-    assert len(drop) == len(create) == 3 and len(fill) == 1, "migration 0014 changed"
+    assert len(drop) == len(create) == 3 and len(fill) == 1, "migration 0014 or 0020 changed"
     return {"drop triggers": drop, "fill": fill, "create triggers": create}
 
 

@@ -18,6 +18,7 @@ from mailsupport.practice import Dropped
 from mailsupport.store import direct
 from mailsupport.store.claims import contended, verify
 from mailsupport.store.db import Store, translate_db_error
+from mailsupport.store.searchindex import indexed_at_end
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,11 @@ def file_batch(
         try:
             # Met again and again: alone at last, as every other writer (sure to get on).
             alone = tries >= CONTENDED_ALONE
-            with store.write(intake=not alone) as session, batched(session, not careful):
+            with (
+                store.write(intake=not alone) as session,
+                batched(session, not careful),
+                indexed_at_end(session),  # SQLite's search index, by one statement
+            ):
                 results = [file_one(session, pair, careful) for pair in replayed()]
                 verify(session)  # raises Contended when another poller was in the way
                 finish(session, results)
