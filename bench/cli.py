@@ -222,7 +222,8 @@ def run_intake(
                     results.setdefault("intake", {})[f"{backend}/{size}"] = found | {"on": stamp}
                     save(cache, results)
                     log(
-                        f"  {found['rate']:.1f} messages/s, {found['seconds']:.1f} s, peak "
+                        f"  {found['rate']:.1f} messages/s, {found['seconds']:.1f} s, CPU "
+                        f"{found['cpu']:.1f} s ({found['poll_cpu']:.1f} s the poll's own), peak "
                         f"{found['own_peak_mib']:.0f} MiB (workers {found['worker_peak_mib']:.0f}"
                         f" MiB); {found['summary']}; {found['acks']} acknowledgements queued"
                     )

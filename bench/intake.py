@@ -162,6 +162,7 @@ def intake(
         "bytes": total_bytes(files),
         "seconds": timed.wall,
         "cpu": timed.cpu,
+        "poll_cpu": timed.own_cpu,  # the poll process alone; the rest is its parse workers'
         # Other work on the machine slows the poll down: the 1-minute load average at the end
         # (the poll itself counts for about 1, its workers while they parse).
         "load": os.getloadavg()[0],

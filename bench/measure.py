@@ -36,6 +36,7 @@ class Run:
     tree_peak_kib: int = 0  # ru_maxrss from wait4: the largest process of the tree
     own_peak_kib: int = 0  # the command's own VmHWM, last sample
     own_median_kib: int = 0  # the median of the command's own VmRSS samples
+    own_cpu: float = 0.0  # user + system of the command's own process, last sample
     worker_peak_kib: int = 0  # the largest descendant's VmHWM, sampled (0: none seen)
     workers_seen: int = 0
     stdout: str = ""
@@ -76,6 +77,15 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     return found["VmHWM:"], found["VmRSS:"]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system time of one process (not its children), from /proc; 0 when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(
     argv: list[str],
     env: dict[str, str],
@@ -104,6 +114,7 @@ def run(
                         peaks[pid] = max(peaks.get(pid, 0), hwm)
                     if rss and pid == proc.pid:
                         result.samples.append(rss)
+                        result.own_cpu = _cpu_seconds(pid) or result.own_cpu
                     todo += _children(pid)
                 if interrupt_when is not None and not result.interrupted and interrupt_when():
                     proc.send_signal(signal.SIGINT)

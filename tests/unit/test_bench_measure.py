@@ -39,6 +39,7 @@ def test_the_median_rss_is_the_size_while_working_and_the_peak_the_spike(tmp_pat
     assert found.own_peak_kib > 60 * 1024
     assert found.own_median_kib < 40 * 1024  # most samples were taken while it waited
     assert len(found.samples) > 10
+    assert 0 < found.own_cpu <= found.cpu + 0.05  # its own, sampled: not more than in all
 
 
 def test_the_largest_message_of_an_mbox(tmp_path: Path) -> None:
