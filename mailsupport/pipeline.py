@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -17,7 +16,12 @@ from mailsupport.acks import Acknowledger
 from mailsupport.agentmail import AgentMail, FileOriginal
 from mailsupport.agents import Roster
 from mailsupport.automated import is_automated, is_bounce
-from mailsupport.batching import NeedsSavepoint, file_batch, set_aside_when_careful
+from mailsupport.batching import (
+    BATCH_BYTES,
+    NeedsSavepoint,
+    file_batch,
+    set_aside_when_careful,
+)
 from mailsupport.config import Settings
 from mailsupport.errors import TemporaryError
 from mailsupport.mail import Inbound
@@ -147,21 +151,22 @@ class Pipeline:
         on_each: Callable[[Outcome], None] | None = None,
         on_batch: Callable[[Session, Incoming], None] | None = None,
     ) -> Counter[str]:
-        """Process every item, committing every `batch_size` messages. Returns counts by kind.
-        `on_batch` gets each batch's last item in its transaction (where a source got to).
+        """Process every item, committing every `batch_size` messages, or sooner when their
+        bytes reach BATCH_BYTES (batching.py). Returns counts by kind. `on_batch` gets each
+        batch's last item in its transaction (where a source got to).
 
         A TemporaryError stops the run; what was committed before it stays, the rest can be
         fed again (duplicates are recognised)."""
         totals: Counter[str] = Counter()
         iterator = iter(self.parse_all(items))
-        while True:
-            outcomes = self._run_batch(iterator, batch_size, now, on_batch)
+        more = True
+        while more:
+            outcomes, more = self._run_batch(iterator, batch_size, now, on_batch)
             totals.update(outcome.kind for outcome in outcomes)
             if on_each is not None:
                 for outcome in outcomes:
                     on_each(outcome)
-            if len(outcomes) < batch_size:
-                return totals
+        return totals
 
     def _run_batch(
         self,
@@ -169,20 +174,27 @@ class Pipeline:
         size: int,
         now: Callable[[], datetime],
         on_batch: Callable[[Session, Incoming], None] | None,
-    ) -> list[Outcome]:
-        """take() the next `size` messages of run()'s."""
-        taken: list[Incoming] = []
+    ) -> tuple[list[Outcome], bool]:
+        """take() the next `size` messages of run()'s, or fewer whose bytes reach
+        BATCH_BYTES; and whether there may be more."""
+        last: list[Incoming] = []  # the batch's last item (the batch itself is take()'s)
+        cut = [False]  # the batch was ended by a limit, not by the end of the messages
 
         def batch() -> Iterator[tuple[Incoming, Parsed | None]]:
-            for item, parse in itertools.islice(parsed, size):
-                taken.append(item)
+            count = held = 0
+            for item, parse in parsed:
+                last[:] = [item]
                 yield item, parse
+                count, held = count + 1, held + len(item.raw)
+                if count >= size or held >= BATCH_BYTES:
+                    cut[0] = True
+                    return
 
         def finish(session: Session, outcomes: list[Outcome]) -> None:
-            if on_batch is not None and taken:
-                on_batch(session, taken[-1])
+            if on_batch is not None and last:
+                on_batch(session, last[0])
 
-        return self.take(batch(), now, finish)
+        return self.take(batch(), now, finish), cut[0]
 
     def take(
         self,
