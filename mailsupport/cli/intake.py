@@ -26,7 +26,9 @@ def import_(
     paths: list[Path] = typer.Argument(
         ..., metavar="PATH...", help="mbox files, Maildirs, message files, or directories of them."
     ),
-    batch: int = typer.Option(200, metavar="N", min=1, help="Messages per database transaction."),
+    batch: int = typer.Option(
+        200, metavar="N", min=1, help="Messages per database transaction (at most 16 MiB)."
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar on a terminal."),
     ack: bool = typer.Option(
         False,
