@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import exc
 from sqlmodel import Session
 
-from mailsupport import joining
+from mailsupport import heap, joining
 from mailsupport.acks import Acknowledger
 from mailsupport.agentmail import AgentMail, FileOriginal
 from mailsupport.agents import Roster
@@ -162,6 +162,7 @@ class Pipeline:
         more = True
         while more:
             outcomes, more = self._run_batch(iterator, batch_size, now, on_batch)
+            heap.give_back()  # what the batch held is free now
             totals.update(outcome.kind for outcome in outcomes)
             if on_each is not None:
                 for outcome in outcomes:

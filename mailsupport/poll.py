@@ -29,6 +29,7 @@ from typing import Any
 from imapclient import IMAPClient
 from sqlmodel import Session
 
+from mailsupport import heap
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, MailSupportError
 from mailsupport.imapconn import connect, disconnect, server_errors
@@ -118,6 +119,7 @@ class FolderPoller:
             if should_stop():
                 break
             self._take(ledger, batch, now, result.counts, on_each, should_stop)
+            heap.give_back()  # what the batch held is free now
             self._flag_pending(ledger, result)
         result.waiting = len([u for u in todo if u > ledger.last_uid])
         if history and not result.waiting:
