@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 CONTENDED_TRIES = 5
 CONTENDED_ALONE = 2
 # A batch's messages and their parses are held until it commits (it may be filed again): a
-# batch ends at this many bytes of them too, whatever its count (an IMAP batch is fetched
-# as large: sources/imap.py).
+# batch ends at this many bytes of them too, whatever its count (Pipeline.run; an IMAP
+# poll fetches its batches by the same bound, sources/imap.py).
 BATCH_BYTES = 16 * 1024 * 1024
 
 Pair = TypeVar("Pair")

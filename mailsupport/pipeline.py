@@ -178,24 +178,26 @@ class Pipeline:
     ) -> tuple[list[Outcome], bool]:
         """take() the next `size` messages of run()'s, or fewer whose bytes reach
         BATCH_BYTES; and whether there may be more."""
-        last: list[Incoming] = []  # the batch's last item (the batch itself is take()'s)
-        cut = [False]  # the batch was ended by a limit, not by the end of the messages
+        last: Incoming | None = None  # the batch's last item (the batch itself is take()'s)
+        cut = False  # the batch was ended by a limit, not by the end of the messages
 
         def batch() -> Iterator[tuple[Incoming, Parsed | None]]:
+            nonlocal last, cut
             count = held = 0
             for item, parse in parsed:
-                last[:] = [item]
+                last = item
                 yield item, parse
                 count, held = count + 1, held + len(item.raw)
                 if count >= size or held >= BATCH_BYTES:
-                    cut[0] = True
+                    cut = True
                     return
 
         def finish(session: Session, outcomes: list[Outcome]) -> None:
-            if on_batch is not None and last:
-                on_batch(session, last[0])
+            if on_batch is not None and last is not None:
+                on_batch(session, last)
 
-        return self.take(batch(), now, finish), cut[0]
+        outcomes = self.take(batch(), now, finish)
+        return outcomes, cut
 
     def take(
         self,

@@ -19,6 +19,7 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
+from mailsupport.batching import BATCH_BYTES
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.imapconn import ensure_folder, reason, server_errors
@@ -27,7 +28,6 @@ from mailsupport.sources import uids as choose
 
 log = logging.getLogger(__name__)
 
-BATCH_BYTES = 16 * 1024 * 1024
 HEADER_BYTES = 256 * 1024  # enough for any real header block
 
 
