@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg.errors import DeadlockDetected, SerializationFailure
 from sqlalchemy import exc
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
 from mailsupport.config import Settings
@@ -21,7 +23,7 @@ from mailsupport.mail import Address
 from mailsupport.search import include_name, include_object
 from mailsupport.store import CC, REQUESTER, SEEN, direct, tickets
 from mailsupport.store.db import SCHEMA_REVISION, Store, alembic_config, translate_db_error
-from mailsupport.store.models import RawMessage, Ticket
+from mailsupport.store.models import RawMessage, Ticket, UTCDateTime
 from tests.conftest import postgresql_schema
 from tests.support.faults import impatient, write_lock_held
 
@@ -84,6 +86,38 @@ def test_times_come_back_aware_utc(store: Store) -> None:
         assert loaded.created_at.tzinfo is not None
         assert loaded.created_at.utcoffset() == timedelta(0)
         assert loaded.created_at.astimezone(UTC).hour == 9
+
+
+def test_sqlite_stores_times_as_sqlalchemys_own_chain_would(sqlite_store: Store) -> None:
+    """UTCDateTime's one-step processor on SQLite writes exactly the text that
+    process_bind_param followed by SQLite's DATETIME wrote: queries compare these texts."""
+    dialect = sqlite_store.engine.dialect
+    utc_type = UTCDateTime().dialect_impl(dialect)
+    ours = utc_type.bind_processor(dialect)
+    chain = TypeDecorator.bind_processor(utc_type, dialect)
+    times = [
+        datetime(2026, 12, 6, 22, 31, 5, 123456, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=3))),  # another day in UTC
+        datetime(2026, 3, 29, 1, 30, 0, 1, tzinfo=ZoneInfo("Europe/Berlin")),
+        datetime(1, 1, 1, 12, 0, tzinfo=UTC),
+        datetime(999, 5, 5, 1, 2, 3, 7, tzinfo=timezone(timedelta(minutes=-90))),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=ZoneInfo("UTC")),
+    ]
+    for at in times:
+        assert ours(at) == chain(at)
+    assert ours(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        ours(datetime(2026, 1, 1))
+    with sqlite_store.write() as session:  # and what the file holds is that text
+        ticket = Ticket(subject="x", created_at=times[1], updated_at=times[2])
+        session.add(ticket)
+        session.flush()
+        stored = session.execute(
+            sa.text("SELECT created_at, updated_at FROM tickets WHERE id = :id"),
+            {"id": ticket.id},
+        ).one()
+    assert tuple(stored) == (chain(times[1]), chain(times[2]))
+    assert stored[0] == "2025-12-31 21:00:00.000000"
 
 
 def test_a_locked_sqlite_database_is_a_temporary_error(
