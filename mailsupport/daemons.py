@@ -48,7 +48,7 @@ from mailsupport.imapconn import connect
 from mailsupport.logs import in_mailbox
 from mailsupport.mailboxes import Mailbox, Mailboxes
 from mailsupport.parsing.workers import SharedParserPool
-from mailsupport.pipeline import NEW
+from mailsupport.pipeline import NEW, parser_pool
 from mailsupport.poll import PollResult, polled_mailboxes
 from mailsupport.store.db import Store
 
@@ -70,7 +70,7 @@ class Daemons:
     ) -> None:
         self.settings = settings
         self.watched, self.same_folder = polled_mailboxes(mailboxes)
-        self.parsers = SharedParserPool(settings.parse_workers_or_default, settings.parse_timeout)
+        self.parsers = parser_pool(settings, SharedParserPool)
         self.tasks = list(periodic_tasks(settings, store) if tasks is None else tasks)
         self._due = {task.name: 0.0 for task in self.tasks}  # all run once at the start
         self._said = NowAndThen()  # the tasks' lasting configuration errors

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import exc
 from sqlmodel import Session
@@ -35,7 +36,7 @@ from mailsupport.practice import Dropped, Practice
 from mailsupport.signing import is_our_message_id
 from mailsupport.store import claims
 from mailsupport.store import tickets as db
-from mailsupport.store.attachments import attachment_store
+from mailsupport.store.attachments import attachment_store, parse_files
 from mailsupport.store.bounces import find_bounced, record_bounce
 from mailsupport.store.db import Store, translate_db_error
 from mailsupport.store.models import Ticket
@@ -44,9 +45,17 @@ from mailsupport.topicterms import ticket_terms
 
 log = logging.getLogger(__name__)
 
+Pool = TypeVar("Pool", bound=ParserPool)
+
 NEW, REPLY, DUPLICATE, QUARANTINED = "new", "reply", "duplicate", "quarantined"
 # Why mail from our own address is a stranger's (in its thread reason).
 UNPROVEN_OURS = "our own address, without our signed Message-ID"
+
+
+def parser_pool(settings: Settings, kind: type[Pool]) -> Pool:
+    """The parse workers `settings` ask for (a ParserPool or a SharedParserPool), storing
+    each parse's attachments where the desk keeps new ones as files (parse_files)."""
+    return kind(settings.parse_workers_or_default, settings.parse_timeout, parse_files(settings))
 
 
 def describe(counts: Counter[str]) -> str:
@@ -119,9 +128,7 @@ class Pipeline:
         # the path a batch falls back to (tests compare the two).
         self.batched = True
         self._own_parsers = parsers is None
-        self.parsers = parsers or ParserPool(
-            settings.parse_workers_or_default, settings.parse_timeout
-        )
+        self.parsers = parsers or parser_pool(settings, ParserPool)
 
     def close(self) -> None:
         """Stop the parser processes (they also stop when the pipeline is dropped), unless

@@ -37,7 +37,7 @@ from mailsupport.locks import exclusive, folder_lock
 from mailsupport.logs import in_mailbox
 from mailsupport.mailboxes import Mailbox, Mailboxes
 from mailsupport.parsing.workers import Parsed, ParserPool, SharedParserPool
-from mailsupport.pipeline import QUARANTINED, Incoming, Outcome, Pipeline
+from mailsupport.pipeline import QUARANTINED, Incoming, Outcome, Pipeline, parser_pool
 from mailsupport.sources.imap import Fetched, ImapFolderSource
 from mailsupport.sources.uids import history_search, start_from, widest
 from mailsupport.store import ledger as ledgers
@@ -317,7 +317,7 @@ def poll_mailboxes(
     if not boxes:
         return []
     first = boxes[0].settings
-    with SharedParserPool(first.parse_workers_or_default, first.parse_timeout) as parsers:
+    with parser_pool(first, SharedParserPool) as parsers:
         if len(boxes) > 1:
             parsers.start()  # before the threads (see SharedParserPool)
 

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from mailsupport.errors import PermanentError
 from mailsupport.mail import Inbound
@@ -44,6 +44,12 @@ class ParseFailure:
 Parsed = Inbound | ParseFailure
 
 
+class FilePlace(Protocol):
+    """Where a worker stores a parse's attachments (store/files.AttachmentStore)."""
+
+    def put(self, connection: Any, data: bytes) -> str: ...
+
+
 def parse_safely(raw: bytes) -> Parsed:
     """parse(), with every failure turned into a ParseFailure."""
     try:
@@ -63,6 +69,22 @@ def with_stems(parsed: Parsed) -> Parsed:
         return parsed
     stems = message_stems(parsed.subject, parsed.text)
     return replace(parsed, stems=stems, text_terms=text_terms(parsed.text))
+
+
+def with_files_kept(parsed: Parsed, files: FilePlace | None) -> Parsed:
+    """The parse with each attachment stored by `files` and marked with its digest, so
+    that the process filing the message does not hash, write and fsync it (an attachment
+    takes as long there as the rest of its message). One that cannot be stored now (a full
+    disk) stays unmarked: the filing process tries again and says why it cannot."""
+    if files is None or not isinstance(parsed, Inbound) or not parsed.attachments:
+        return parsed
+    kept = []
+    for part in parsed.attachments:
+        try:
+            kept.append(replace(part, stored=files.put(None, part.data)))
+        except Exception:  # never a parse lost for it: the filing process writes it
+            kept.append(part)
+    return replace(parsed, attachments=tuple(kept))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -103,7 +125,11 @@ def _close_all_but(keep: set[int]) -> None:
 
 
 def _serve(
-    requests: Connection, results: Connection, others: list[Connection], parent: int
+    requests: Connection,
+    results: Connection,
+    others: list[Connection],
+    parent: int,
+    files: FilePlace | None,
 ) -> None:
     """A worker's life: bytes in, a Parsed out, until the parent closes the pipe."""
     _die_with_parent(parent)
@@ -120,7 +146,7 @@ def _serve(
     while True:
         try:
             raw = requests.recv_bytes()
-            parsed = with_stems(parse_safely(raw))
+            parsed = with_files_kept(with_stems(parse_safely(raw)), files)
             # The message's bytes go before its result is pickled, and the result before
             # the next message comes: a large message is never in memory twice.
             del raw
@@ -138,7 +164,7 @@ class _Job:
 
 
 class _Worker:
-    def __init__(self, context: Any, others: list[_Worker]) -> None:
+    def __init__(self, context: Any, others: list[_Worker], files: FilePlace | None) -> None:
         # A pipe each way: a message's bytes go into a pipe widened to PIPE_BYTES, so that
         # handing a worker one (up to that size) never waits for the worker to read it.
         their_requests, self.requests = context.Pipe(duplex=False)
@@ -149,7 +175,7 @@ class _Worker:
             inherited += [worker.requests, worker.results]
         self.process = context.Process(
             target=_serve,
-            args=(their_requests, their_results, inherited, os.getpid()),
+            args=(their_requests, their_results, inherited, os.getpid(), files),
             daemon=True,
         )
         self.process.start()
@@ -179,11 +205,13 @@ class ParserPool:
     """`workers` processes parsing with a limit of `timeout` seconds per message.
 
     workers=0 parses in this process, without a time limit (for debugging, and where
-    processes cannot be forked). Workers start on first use and stop on close()."""
+    processes cannot be forked). Workers start on first use and stop on close(). With
+    `files`, the workers store each parse's attachments there (with_files_kept)."""
 
-    def __init__(self, workers: int, timeout: float) -> None:
+    def __init__(self, workers: int, timeout: float, files: FilePlace | None = None) -> None:
         self.size = workers
         self.timeout = timeout
+        self.files = files
         self._workers: list[_Worker] = []
         # Stop the workers when the pool is dropped without close() (tests, scripts).
         self._finalizer = weakref.finalize(self, _stop_all, self._workers)
@@ -245,7 +273,7 @@ class ParserPool:
         """A free worker, started if need be (after _can_take() said there is room)."""
         idle = next((w for w in self._workers if w.job is None), None)
         if idle is None:
-            idle = _Worker(_context(), self._workers)
+            idle = _Worker(_context(), self._workers, self.files)
             self._workers.append(idle)
         return idle
 
@@ -291,7 +319,7 @@ class ParserPool:
         self._finish(worker, result)
         worker.stop(kill=kill)
         others = [w for w in self._workers if w is not worker]
-        self._workers[self._workers.index(worker)] = _Worker(_context(), others)
+        self._workers[self._workers.index(worker)] = _Worker(_context(), others, self.files)
 
     @staticmethod
     def _death(worker: _Worker) -> ParseFailure:
@@ -320,15 +348,15 @@ class SharedParserPool(ParserPool):
     Call start() before starting the threads: it forks the workers while the process has
     one thread, so that none inherits a lock that another thread held at the fork."""
 
-    def __init__(self, workers: int, timeout: float) -> None:
-        super().__init__(workers, timeout)
+    def __init__(self, workers: int, timeout: float, files: FilePlace | None = None) -> None:
+        super().__init__(workers, timeout, files)
         self._turn = threading.Lock()
 
     def start(self) -> None:
         """Start every worker now rather than on first use."""
         with self._turn:
             while len(self._workers) < self.size:
-                self._workers.append(_Worker(_context(), self._workers))
+                self._workers.append(_Worker(_context(), self._workers, self.files))
 
     def parse_all(
         self, items: Iterable[T], raw_of: Callable[[T], bytes | None]

@@ -78,9 +78,18 @@ class Attachments:
     def where(self) -> str:
         return self.home.name
 
-    def put(self, connection: sa.Connection, data: bytes) -> str:
-        """Store `data` (once: by its sha256) in the caller's transaction; its sha256."""
-        return self.home.put(connection, data)
+    def put(self, connection: sa.Connection, data: bytes, stored: str = "") -> str:
+        """Store `data` (once: by its sha256) in the caller's transaction; its sha256.
+        `stored`: the digest a parse worker stored it under as a file already (see
+        parse_files), taken as it is when new contents go to files and that file is there."""
+        home = self.home
+        if (
+            stored
+            and isinstance(home, AttachmentStore)
+            and home.size_of(connection, stored) == len(data)
+        ):
+            return stored
+        return home.put(connection, data)
 
     def chunks(self, connection: sa.Connection, sha256: str) -> Iterator[bytes]:
         """The content, a piece at a time, from wherever it is. AttachmentMissing when it
@@ -102,6 +111,16 @@ class Attachments:
         block lasts (a content is read through the connection it was opened on)."""
         with store.translated(), store.engine.connect() as connection:
             yield lambda sha256: self.chunks(connection, sha256)
+
+
+def parse_files(settings: Settings) -> AttachmentStore | None:
+    """Where parse workers store each parsed message's attachments as they parse it, so
+    that the process filing it does not hash, write and fsync them (store_message finds them
+    there): the files place, when new contents go there. None for the database, which only
+    the filing transaction writes."""
+    if place_for(settings) == DATABASE:
+        return None
+    return AttachmentStore(settings.data_dir / "attachments")
 
 
 def attachment_store(settings: Settings) -> Attachments:

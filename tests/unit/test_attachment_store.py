@@ -21,6 +21,7 @@ from sqlmodel import select
 from mailsupport.config import Settings
 from mailsupport.errors import TemporaryError
 from mailsupport.locks import exclusive
+from mailsupport.parsing.workers import parse_safely, with_files_kept
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store import attachments as places
 from mailsupport.store.attachments import (
@@ -115,6 +116,61 @@ def test_the_same_content_is_stored_once(placed: Settings, store: Store) -> None
         assert blob_rows(store) == {}
     assert read_back(placed, store, sha(data)) == data
     assert read_back(placed, store, sha(other)) == other
+
+
+def test_parse_workers_store_the_files_and_the_filing_process_writes_none(
+    placed: Settings, store: Store
+) -> None:
+    """Where new contents go to files, the parse workers write them as they parse and the
+    process that files the message only checks they are there; the database place is
+    written by the filing transaction alone, and no worker writes a file for it."""
+    data, other = blob(3, 300_000), blob(4, 10)
+    parts = [(n, "application/octet-stream", d) for n, d in (("a.bin", data), ("b.bin", other))]
+    raw = make_message("w1@customer.example.org", subject="files", attachments=parts)
+    with Pipeline(placed.model_copy(update={"parse_workers": 2}), store) as pipeline:
+
+        def no_writing_here(*args: object, **kwargs: object) -> int:
+            raise AssertionError("the filing process wrote an attachment file")
+
+        if placed.attachments == FILES:
+            pipeline.files.home._write = no_writing_here  # type: ignore[union-attr,method-assign]
+        counts = pipeline.run([Incoming(raw, "test")], lambda: NOW)
+    assert counts["new"] == 1
+    with store.read() as session:
+        assert sorted(session.exec(select(Attachment.sha256)).all()) == sorted(
+            [sha(data), sha(other)]
+        )
+    if placed.attachments == FILES:
+        assert files_of(placed) == {sha(data), sha(other)}
+        assert blob_rows(store) == {}
+    else:
+        assert files_of(placed) == set()
+        assert blob_rows(store) == {sha(data): 1, sha(other): 1}
+    assert read_back(placed, store, sha(data)) == data
+
+
+def test_a_file_a_worker_could_not_store_is_written_by_the_filing_process(
+    settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    """A worker's write that fails (a full disk, say) leaves the part unmarked, its parse
+    whole; a digest whose file is not there is not taken on trust either."""
+    data = blob(5, 1000)
+    raw = make_message("w2@customer.example.org", attachments=[("a.bin", "text/plain", data)])
+
+    class Full:
+        def put(self, connection: object, data: bytes) -> str:
+            raise TemporaryError("cannot store an attachment: No space left on device")
+
+    [part] = with_files_kept(parse_safely(raw), Full()).attachments  # type: ignore[union-attr]
+    assert part.stored == "" and part.data == data
+    [part] = with_files_kept(  # type: ignore[union-attr]
+        parse_safely(raw), AttachmentStore(tmp_path / "elsewhere")
+    ).attachments
+    assert part.stored == sha(data)
+    files = settings.model_copy(update={"attachments": FILES})
+    with store.write() as session:  # stored elsewhere: not here, so written here
+        assert attachment_store(files).put(session.connection(), data, stored=part.stored)
+    assert files_of(files) == {sha(data)}
 
 
 def test_an_empty_attachment_is_stored_and_read(placed: Settings, store: Store) -> None:
