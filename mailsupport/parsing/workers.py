@@ -265,6 +265,9 @@ class ParserPool:
 
     # -- the workers ----------------------------------------------------------------------------
 
+    def _new_worker(self, others: list[_Worker]) -> _Worker:
+        return _Worker(_context(), others, self.files)
+
     def _can_take(self) -> bool:
         """Whether a worker is free or may be started for one more message."""
         return len(self._workers) < self.size or any(w.job is None for w in self._workers)
@@ -273,7 +276,7 @@ class ParserPool:
         """A free worker, started if need be (after _can_take() said there is room)."""
         idle = next((w for w in self._workers if w.job is None), None)
         if idle is None:
-            idle = _Worker(_context(), self._workers, self.files)
+            idle = self._new_worker(self._workers)
             self._workers.append(idle)
         return idle
 
@@ -319,7 +322,7 @@ class ParserPool:
         self._finish(worker, result)
         worker.stop(kill=kill)
         others = [w for w in self._workers if w is not worker]
-        self._workers[self._workers.index(worker)] = _Worker(_context(), others, self.files)
+        self._workers[self._workers.index(worker)] = self._new_worker(others)
 
     @staticmethod
     def _death(worker: _Worker) -> ParseFailure:
@@ -356,7 +359,7 @@ class SharedParserPool(ParserPool):
         """Start every worker now rather than on first use."""
         with self._turn:
             while len(self._workers) < self.size:
-                self._workers.append(_Worker(_context(), self._workers, self.files))
+                self._workers.append(self._new_worker(self._workers))
 
     def parse_all(
         self, items: Iterable[T], raw_of: Callable[[T], bytes | None]
