@@ -321,7 +321,7 @@ class _ManagedServer:
                 # Short probe: a port squatted by something that never greets must not
                 # delay noticing that our server exited.
                 client = imapclient.IMAPClient(self.host, self.port, ssl=False, timeout=0.5)
-            except OSError as exc:  # not listening yet
+            except (OSError, imaplib.IMAP4.error) as exc:  # not listening, or closed unready
                 last_error = f"connect: {exc}"
                 time.sleep(0.02)
                 continue

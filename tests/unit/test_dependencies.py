@@ -6,11 +6,12 @@ that only this machine happens to have would otherwise pass here and fail for a 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import re
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,13 @@ def imports(path: Path) -> Iterator[tuple[str, int]]:
 
 
 def distributions(module: str) -> set[str]:
-    return {normalise(d) for d in importlib.metadata.packages_distributions().get(module, [])}
+    return {normalise(d) for d in _owners().get(module, [])}
+
+
+@functools.cache
+def _owners() -> Mapping[str, list[str]]:
+    """Each importable name's distributions: read once (it walks every installed one)."""
+    return importlib.metadata.packages_distributions()
 
 
 def undeclared(folder: str, allowed: set[str]) -> list[str]:
