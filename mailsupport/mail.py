@@ -37,9 +37,6 @@ class Attachment:
     data: bytes
     content_id: str | None = None
     inline: bool = False
-    # The sha256 under which a parse worker already stored `data` as a file, where the desk
-    # keeps new attachments as files (parsing/workers.py); "" = not stored yet.
-    stored: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,20 +71,17 @@ def with_stems(parsed: Parsed) -> Parsed:
     return replace(parsed, stems=stems, text_terms=text_terms(parsed.text))
 
 
-def with_files_kept(parsed: Parsed, files: FilePlace | None) -> Parsed:
-    """The parse with each attachment stored by `files` and marked with its digest, so
-    that the process filing the message does not hash, write and fsync it (an attachment
-    takes as long there as the rest of its message). One that cannot be stored now (a full
-    disk) stays unmarked: the filing process tries again and says why it cannot."""
-    if files is None or not isinstance(parsed, Inbound) or not parsed.attachments:
-        return parsed
-    kept = []
+def store_attachments(parsed: Parsed, files: FilePlace | None) -> None:
+    """Store the parse's attachments through `files`, so that the process filing the
+    message finds each one there and does not write and fsync it (its put() writes only what
+    a place lacks; an attachment took as long there as the rest of its message). One that
+    cannot be stored now (a full disk) is left to the filing process, which tries again and
+    says why it cannot."""
+    if files is None or not isinstance(parsed, Inbound):
+        return
     for part in parsed.attachments:
-        try:
-            kept.append(replace(part, stored=files.put(None, part.data)))
-        except Exception:  # never a parse lost for it: the filing process writes it
-            kept.append(part)
-    return replace(parsed, attachments=tuple(kept))
+        with contextlib.suppress(Exception):  # never a parse lost for it
+            files.put(None, part.data)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -146,7 +143,8 @@ def _serve(
     while True:
         try:
             raw = requests.recv_bytes()
-            parsed = with_files_kept(with_stems(parse_safely(raw)), files)
+            parsed = with_stems(parse_safely(raw))
+            store_attachments(parsed, files)
             # The message's bytes go before its result is pickled, and the result before
             # the next message comes: a large message is never in memory twice.
             del raw
@@ -206,7 +204,7 @@ class ParserPool:
 
     workers=0 parses in this process, without a time limit (for debugging, and where
     processes cannot be forked). Workers start on first use and stop on close(). With
-    `files`, the workers store each parse's attachments there (with_files_kept)."""
+    `files`, the workers store each parse's attachments there (store_attachments)."""
 
     def __init__(self, workers: int, timeout: float, files: FilePlace | None = None) -> None:
         self.size = workers

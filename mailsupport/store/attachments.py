@@ -78,18 +78,9 @@ class Attachments:
     def where(self) -> str:
         return self.home.name
 
-    def put(self, connection: sa.Connection, data: bytes, stored: str = "") -> str:
-        """Store `data` (once: by its sha256) in the caller's transaction; its sha256.
-        `stored`: the digest a parse worker stored it under as a file already (see
-        parse_files), taken as it is when new contents go to files and that file is there."""
-        home = self.home
-        if (
-            stored
-            and isinstance(home, AttachmentStore)
-            and home.size_of(connection, stored) == len(data)
-        ):
-            return stored
-        return home.put(connection, data)
+    def put(self, connection: sa.Connection, data: bytes) -> str:
+        """Store `data` (once: by its sha256) in the caller's transaction; its sha256."""
+        return self.home.put(connection, data)
 
     def chunks(self, connection: sa.Connection, sha256: str) -> Iterator[bytes]:
         """The content, a piece at a time, from wherever it is. AttachmentMissing when it

@@ -385,7 +385,7 @@ def store_message(
             "filename": part.filename,
             "content_type": part.content_type,
             "size": len(part.data),
-            "sha256": files.put(session.connection(), part.data, stored=part.stored),
+            "sha256": files.put(session.connection(), part.data),
             "content_id": part.content_id,
             "inline": part.inline,
         }

@@ -21,7 +21,7 @@ from sqlmodel import select
 from mailsupport.config import Settings
 from mailsupport.errors import TemporaryError
 from mailsupport.locks import exclusive
-from mailsupport.parsing.workers import parse_safely, with_files_kept
+from mailsupport.parsing.workers import parse_safely, store_attachments
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store import attachments as places
 from mailsupport.store.attachments import (
@@ -152,8 +152,8 @@ def test_parse_workers_store_the_files_and_the_filing_process_writes_none(
 def test_a_file_a_worker_could_not_store_is_written_by_the_filing_process(
     settings: Settings, store: Store, tmp_path: Path
 ) -> None:
-    """A worker's write that fails (a full disk, say) leaves the part unmarked, its parse
-    whole; a digest whose file is not there is not taken on trust either."""
+    """A worker's write that fails (a full disk, say) costs nothing of the parse; a file a
+    worker wrote elsewhere does not stand in for one here."""
     data = blob(5, 1000)
     raw = make_message("w2@customer.example.org", attachments=[("a.bin", "text/plain", data)])
 
@@ -161,15 +161,17 @@ def test_a_file_a_worker_could_not_store_is_written_by_the_filing_process(
         def put(self, connection: object, data: bytes) -> str:
             raise TemporaryError("cannot store an attachment: No space left on device")
 
-    [part] = with_files_kept(parse_safely(raw), Full()).attachments  # type: ignore[union-attr]
-    assert part.stored == "" and part.data == data
-    [part] = with_files_kept(  # type: ignore[union-attr]
-        parse_safely(raw), AttachmentStore(tmp_path / "elsewhere")
-    ).attachments
-    assert part.stored == sha(data)
+    parsed = parse_safely(raw)
+    store_attachments(parsed, Full())
+    [part] = parsed.attachments  # type: ignore[union-attr]
+    assert part.data == data
+    elsewhere = AttachmentStore(tmp_path / "elsewhere")
+    store_attachments(parsed, elsewhere)
+    assert elsewhere.size_of(None, sha(data)) == len(data)
     files = settings.model_copy(update={"attachments": FILES})
+    assert files_of(files) == set()
     with store.write() as session:  # stored elsewhere: not here, so written here
-        assert attachment_store(files).put(session.connection(), data, stored=part.stored)
+        assert attachment_store(files).put(session.connection(), data) == sha(data)
     assert files_of(files) == {sha(data)}
 
 
