@@ -109,14 +109,17 @@ def parse_files(settings: Settings) -> AttachmentStore | None:
     that the process filing it does not hash, write and fsync them (store_message finds them
     there): the files place, when new contents go there. None for the database, which only
     the filing transaction writes."""
-    if place_for(settings) == DATABASE:
-        return None
+    return None if place_for(settings) == DATABASE else files_place(settings)
+
+
+def files_place(settings: Settings) -> AttachmentStore:
+    """The files place of the desk: DATA_DIR/attachments."""
     return AttachmentStore(settings.data_dir / "attachments")
 
 
 def attachment_store(settings: Settings) -> Attachments:
     """The attachment store `settings` ask for (see place_for)."""
-    files, blobs = AttachmentStore(settings.data_dir / "attachments"), BlobStore()
+    files, blobs = files_place(settings), BlobStore()
     if place_for(settings) == DATABASE:
         return Attachments(blobs, files)
     return Attachments(files, blobs)
@@ -148,7 +151,7 @@ def move(
     (COPIED, PRESENT, DAMAGED or GONE) once it is done. One move runs at a time."""
     if to not in PLACES:
         raise ValueError(f"no such place for attachments: {to!r}")
-    files, blobs = AttachmentStore(settings.data_dir / "attachments"), BlobStore()
+    files, blobs = files_place(settings), BlobStore()
     target, source = (blobs, files) if to == DATABASE else (files, blobs)
     moved = Moved(to)
     with exclusive(store, MOVE_LOCK, settings.data_dir / "locks") as held:
