@@ -13,6 +13,7 @@ from bench.measure import run
 # Holds about 60 MiB for a moment, then waits for Ctrl-C with little in memory; exits 130.
 _SPIKE_THEN_WAIT = """
 import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever it inherited
 block = bytearray(60 * 1024 * 1024)
 for i in range(0, len(block), 4096):
     block[i] = 1
@@ -34,7 +35,10 @@ def test_the_median_rss_is_the_size_while_working_and_the_peak_the_spike(tmp_pat
         tmp_path,
         interrupt_when=lambda: time.monotonic() - started > 2.5,
     )
-    assert found.returncode == 130 and found.interrupted
+    # Seen once in a full parallel run: exit 0 after 30 s, as if SIGINT had been ignored
+    # (the child now sets its handler itself). If it comes back, this says more.
+    seen = f"exit {found.returncode} after {found.wall:.1f} s; stderr: {found.stderr[-500:]!r}"
+    assert found.returncode == 130 and found.interrupted, seen
     assert found.wall < 10  # stopped by the SIGINT, not by the end of its sleep
     assert found.own_peak_kib > 60 * 1024
     assert found.own_median_kib < 40 * 1024  # most samples were taken while it waited
