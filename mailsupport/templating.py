@@ -70,7 +70,7 @@ def detect_language(text: str) -> str:
     Russian. The low bar leaves room for Latin product names, URLs and signatures.
     """
     text = _QUOTED_LINE.sub("", text)
-    letters = sum(map(str.isalpha, text))  # a fifth of the time of a generator's loop
+    letters = sum(map(str.isalpha, text))  # about 60% of the time of a generator's loop
     if not letters:
         return DEFAULT_LANGUAGE
     cyrillic = len(_CYRILLIC.findall(text))
