@@ -26,7 +26,13 @@ from mailsupport.config import Settings
 from mailsupport.mail import Inbound
 from mailsupport.parsing import parse
 from mailsupport.parsing import workers as parsers
-from mailsupport.parsing.workers import ParseFailure, ParserPool, parse_safely, with_stems
+from mailsupport.parsing.workers import (
+    Parsed,
+    ParseFailure,
+    ParserPool,
+    parse_safely,
+    with_stems,
+)
 from mailsupport.pipeline import Incoming, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, QuarantineEntry
@@ -36,6 +42,7 @@ from tests.support.processes import python_process
 
 STALL = b"X-Test-Stall: yes"
 CRASH = b"X-Test-Crash: yes"
+SLOW = b"X-Test-Slow: yes"
 
 
 def fixtures() -> list[bytes]:
@@ -43,7 +50,10 @@ def fixtures() -> list[bytes]:
 
 
 def troublesome_parse(raw: bytes) -> Inbound:
-    """parse(), except that it hangs on STALL and kills its process on CRASH."""
+    """parse(), except that it hangs on STALL, kills its process on CRASH and takes
+    0.4 s on SLOW."""
+    if SLOW in raw:
+        time.sleep(0.4)
     if STALL in raw:
         time.sleep(3600)
     if CRASH in raw:
@@ -148,10 +158,10 @@ def test_handing_a_large_message_over_does_not_wait_for_the_worker_to_read_it(
     raw = make_message("big@x.example", body=("y" * 70 + "\n") * 12_000)  # 850 KB
     assert 500_000 < len(raw) < parsers.PIPE_BYTES
     worker = pool._idle()  # (starts one)
-    job = parsers._Job(raw)
+    job = parsers._Job(raw, raw)
     os.kill(worker.process.pid, signal.SIGSTOP)
     try:
-        handing = threading.Thread(target=pool._hand_over, args=(worker, job, raw))
+        handing = threading.Thread(target=pool._hand_over, args=(worker, job))
         handing.start()
         handing.join(timeout=10)
         assert not handing.is_alive()  # a socket pair's 200 KB would have blocked it
@@ -162,12 +172,99 @@ def test_handing_a_large_message_over_does_not_wait_for_the_worker_to_read_it(
     assert isinstance(job.result, Inbound) and job.result.message_id == "big@x.example"
 
 
+def results_of(pool: ParserPool, raws: list[bytes], limit: float = 30) -> list[Parsed | None]:
+    """pool.parse_all() of `raws` in a thread: a pool that wedges fails the test, not the run."""
+    results: list[Parsed | None] = []
+    thread = threading.Thread(
+        target=lambda: results.extend(p for _, p in pool.parse_all(raws, lambda raw: raw)),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(timeout=limit)
+    assert not thread.is_alive(), "the pool wedged"
+    return results
+
+
+def ids_of(results: list[Parsed | None]) -> list[str]:
+    return [r.message_id if isinstance(r, Inbound) else "-" for r in results]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipes widen on Linux")
+def test_a_busy_worker_is_handed_the_next_messages_without_waiting_for_it() -> None:
+    """A worker holds up to AHEAD messages: it finds the next in its pipe when it is done
+    with one, and handing them over does not wait for it (stopped here)."""
+    raws = [make_message(f"m{i}@x.example") for i in range(parsers.AHEAD + 1)]
+    with ParserPool(1, timeout=10.0) as pool:
+        worker = pool._idle()
+        os.kill(worker.process.pid, signal.SIGSTOP)
+        try:
+            jobs = [parsers._Job(raw, raw) for raw in raws]
+            for job in jobs[: parsers.AHEAD]:
+                assert pool._with_room(len(raws[0])) is worker
+                handing = threading.Thread(target=pool._hand_over, args=(worker, job))
+                handing.start()
+                handing.join(timeout=10)
+                assert not handing.is_alive()
+            assert pool._with_room(len(raws[0])) is None  # AHEAD is the most
+        finally:
+            os.kill(worker.process.pid, signal.SIGCONT)
+        while not all(job.done for job in jobs[: parsers.AHEAD]):
+            pool._collect(block=True)
+        assert ids_of([job.result for job in jobs[: parsers.AHEAD]]) == [
+            f"m{i}@x.example" for i in range(parsers.AHEAD)
+        ]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipes widen on Linux")
+def test_large_messages_are_handed_to_a_busy_worker_only_as_its_pipe_holds_them() -> None:
+    """A busy worker may be blocked writing a large result the caller has not read; were
+    the caller then blocked writing a message into the worker's full pipe, each would wait
+    for the other for ever. What a worker has not answered always fits in its pipe."""
+    body = ("y" * 70 + "\n") * 12_000  # 850 KB: one fits in the pipe, two do not
+    raws = [make_message(f"big{i}@x.example", body=body) for i in range(6)]
+    with ParserPool(1, timeout=30.0) as pool:
+        worker = pool._idle()
+        pool._hand_over(worker, parsers._Job(raws[0], raws[0]))
+        assert pool._with_room(len(raws[1])) is None
+        assert pool._with_room(1000) is worker  # a small one still fits beside it
+        while worker.jobs:
+            pool._collect(block=True)
+        assert ids_of(results_of(pool, raws)) == [f"big{i}@x.example" for i in range(6)]
+
+
+def test_messages_waiting_behind_one_that_kills_its_worker_are_parsed_by_the_next(
+    trouble: None,
+) -> None:
+    raws = [make_message("one@x.example"), with_header(CRASH, "crash@x.example")]
+    raws += [make_message(f"after{i}@x.example") for i in range(parsers.AHEAD + 2)]
+    with ParserPool(1, timeout=10.0) as pool:
+        results = results_of(pool, raws)
+    assert isinstance(results[1], ParseFailure) and "SIGKILL" in results[1].detail
+    assert ids_of(results) == [
+        "one@x.example", "-", *(f"after{i}@x.example" for i in range(parsers.AHEAD + 2))
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_time_limit_counts_from_when_a_worker_begins_a_message(trouble: None) -> None:
+    """Messages wait in a worker's pipe behind others: only the time it spends on each one
+    counts against the limit, or a queue of slow but honest messages would be stopped."""
+    raws = [with_header(SLOW, f"slow{i}@x.example") for i in range(parsers.AHEAD)]
+    raws.append(with_header(STALL, "stall@x.example"))
+    with ParserPool(1, timeout=1.0) as pool:
+        results = results_of(pool, raws)
+    # Each takes 0.4 s, the last ones begun more than a second after they were handed over.
+    expected = [f"slow{i}@x.example" for i in range(parsers.AHEAD)]
+    assert ids_of(results) == [*expected, "-"]
+    assert isinstance(results[-1], ParseFailure) and "longer than 1 s" in results[-1].detail
+
+
 def test_a_caller_that_stops_early_leaves_the_pool_usable(pool: ParserPool) -> None:
     raws = [make_message(f"m{i}@x.example") for i in range(10)]
     results = pool.parse_all(raws, lambda raw: raw)
     next(results)
     results.close()  # two or so still in flight
-    assert all(worker.job is None for worker in pool._workers)
+    assert all(not worker.jobs for worker in pool._workers)
     again = [p for _, p in pool.parse_all(raws[:3], lambda raw: raw)]
     assert [p.message_id for p in again if isinstance(p, Inbound)] == [
         "m0@x.example",
@@ -254,7 +351,7 @@ def test_workers_die_with_their_parent_even_in_the_middle_of_a_message() -> None
         pool = parsers.ParserPool(2, timeout=3600)
         raw = with_header(STALL, "s@x.example")
         for _ in range(2):  # each worker gets a message it will stall on
-            pool._hand_over(pool._idle(), parsers._Job(raw), raw)  # (starts one)
+            pool._hand_over(pool._idle(), parsers._Job(raw, raw))  # (starts one)
         print(*[w.process.pid for w in pool._workers], flush=True)
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGKILL)
