@@ -87,6 +87,10 @@ def poll_env(server: Any, folder: str, url: str, work: Path, cache_dir: Path) ->
         "MAILSUPPORT_SMTP_HOST": "127.0.0.1",
         "MAILSUPPORT_SMTP_PORT": str(SMTP_REFUSED),
         "MAILSUPPORT_SMTP_SECURITY": "none",
+        # The target is for acknowledged mail. The mail comes from 186 domains: with the
+        # default limit of 20 acknowledgements a domain a day, at most 3,720 would be made
+        # whatever the number of messages, and a large run would measure unacknowledged mail.
+        "MAILSUPPORT_ACK_DOMAIN_LIMIT": "0",
         "NO_COLOR": "1",
     }
     return env
