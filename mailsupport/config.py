@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     imap_folder: str = "INBOX"
     imap_processed_folder: str = ""
     imap_quarantine_folder: str = ""
-    imap_batch: int = Field(default=50, ge=1, le=10000)
+    imap_batch: int = Field(default=200, ge=1, le=10000)
     imap_poll_seconds: int = Field(default=60, ge=1)
     imap_start: str = "new"
     imap_timeout: int = Field(default=60, ge=1)
