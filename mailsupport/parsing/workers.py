@@ -238,6 +238,9 @@ class ParserPool:
         self.timeout = timeout
         self.files = files
         self._workers: list[_Worker] = []
+        # Messages read (or taken back from a worker that died) and not handed over yet,
+        # waiting for a worker with room for them.
+        self._unsent: deque[_Job] = deque()
         # Stop the workers when the pool is dropped without close() (tests, scripts).
         self._finalizer = weakref.finalize(self, _stop_all, self._workers)
 
@@ -262,27 +265,25 @@ class ParserPool:
             return
         iterator = iter(items)
         queue: deque[_Job] = deque()  # in input order
-        waiting: _Job | None = None  # read, and no worker has room for it yet
+        unsent = self._unsent
+        unsent.clear()
         exhausted = False
         try:
             while True:
-                while not exhausted:
-                    if waiting is None:
-                        item = next(iterator, _END)
-                        if item is _END:
-                            exhausted = True
-                            break
-                        waiting = _Job(item, raw_of(item))
-                        queue.append(waiting)
-                        if waiting.raw is None:
-                            waiting.done, waiting = True, None
-                            continue
-                    assert waiting.raw is not None
-                    worker = self._with_room(len(waiting.raw))
-                    if worker is None:
+                while True:
+                    self._hand_out()
+                    if unsent or exhausted:  # read on only when every message is handed over
                         break
-                    self._hand_over(worker, waiting)
-                    waiting = None
+                    item = next(iterator, _END)
+                    if item is _END:
+                        exhausted = True
+                        break
+                    job = _Job(item, raw_of(item))
+                    queue.append(job)
+                    if job.raw is None:
+                        job.done = True
+                    else:
+                        unsent.append(job)
                 if not queue:
                     return
                 if queue[0].done:
@@ -291,6 +292,7 @@ class ParserPool:
                 else:
                     self._collect(block=True)
         finally:
+            unsent.clear()
             if any(worker.jobs for worker in self._workers):
                 self._abandon()  # the caller stopped early: drop what is in flight
 
@@ -298,6 +300,17 @@ class ParserPool:
 
     def _new_worker(self, others: list[_Worker]) -> _Worker:
         return _Worker(_context(), others, self.files)
+
+    def _hand_out(self) -> None:
+        """Hand over the messages not sent yet, in order, while a worker has room."""
+        unsent = self._unsent
+        while unsent:
+            job = unsent[0]
+            assert job.raw is not None
+            worker = self._with_room(len(job.raw))
+            if worker is None:
+                return
+            self._hand_over(worker, unsent.popleft())
 
     def _with_room(self, size: int) -> _Worker | None:
         """The worker to hand a message of `size` bytes: an idle one, else a new one while
@@ -366,15 +379,14 @@ class ParserPool:
         self, worker: _Worker, result: Parsed, kill: bool = False, hand_on: bool = True
     ) -> None:
         """The first message of a worker that died or stalled gets `result`; the worker is
-        replaced, and the messages it had not begun go to its replacement (`hand_on`)."""
+        replaced, and the messages it had not begun are handed over again (`hand_on`), as
+        the workers have room: the replacement's pipe may hold less than the old one's."""
         self._finish(worker, result)
-        rest = list(worker.jobs) if hand_on else []
+        if hand_on:
+            self._unsent.extendleft(reversed(worker.jobs))  # before those read after them
         worker.stop(kill=kill)
         others = [w for w in self._workers if w is not worker]
-        replacement = self._new_worker(others)
-        self._workers[self._workers.index(worker)] = replacement
-        for job in rest:
-            self._hand_over(replacement, job)
+        self._workers[self._workers.index(worker)] = self._new_worker(others)
 
     @staticmethod
     def _death(worker: _Worker) -> ParseFailure:

@@ -245,6 +245,23 @@ def test_messages_waiting_behind_one_that_kills_its_worker_are_parsed_by_the_nex
     ]  # fmt: skip
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipes widen on Linux")
+def test_messages_handed_on_to_a_replacement_wait_for_room_in_its_pipe(
+    trouble: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The messages behind one that killed its worker fitted that worker's pipe. The
+    replacement's may hold less (the kernel stops widening pipes once the user's quota is
+    used up): they are handed over as it has room, or each process would wait on the other."""
+    body = ("z" * 70 + "\n") * 3_000  # 213 KB: more than a pipe left as it is holds
+    raws = [with_header(CRASH, "crash@x.example")]
+    raws += [make_message(f"big{i}@x.example", body=body) for i in range(3)]
+    with ParserPool(1, timeout=30.0) as pool:
+        pool._idle()  # the first worker, its pipe widened
+        monkeypatch.setattr(parsers, "_widen", lambda pipe: 65536)  # the next: not widened
+        results = results_of(pool, raws)
+    assert ids_of(results) == ["-", "big0@x.example", "big1@x.example", "big2@x.example"]
+
+
 @pytest.mark.slow
 def test_the_time_limit_counts_from_when_a_worker_begins_a_message(trouble: None) -> None:
     """Messages wait in a worker's pipe behind others: only the time it spends on each one
