@@ -265,8 +265,7 @@ class ParserPool:
             return
         iterator = iter(items)
         queue: deque[_Job] = deque()  # in input order
-        unsent = self._unsent
-        unsent.clear()
+        unsent = self._unsent  # empty: every call leaves it so
         exhausted = False
         try:
             while True:
@@ -292,9 +291,9 @@ class ParserPool:
                 else:
                     self._collect(block=True)
         finally:
-            unsent.clear()
             if any(worker.jobs for worker in self._workers):
                 self._abandon()  # the caller stopped early: drop what is in flight
+            unsent.clear()  # (after _abandon: a worker dying meanwhile puts its messages here)
 
     # -- the workers ----------------------------------------------------------------------------
 
@@ -315,10 +314,7 @@ class ParserPool:
     def _with_room(self, size: int) -> _Worker | None:
         """The worker to hand a message of `size` bytes: an idle one, else a new one while
         the pool is not full, else the least busy with room for it (None: wait)."""
-        idle = next((w for w in self._workers if not w.jobs), None)
-        if idle is not None:
-            return idle
-        if len(self._workers) < self.size:
+        if len(self._workers) < self.size or any(not w.jobs for w in self._workers):
             return self._idle()
         roomy = [w for w in self._workers if w.has_room(size)]
         return min(roomy, key=lambda w: len(w.jobs), default=None)
