@@ -40,8 +40,9 @@ from mailsupport.compose import ComposeError, ThreadParent
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError
 from mailsupport.mail import Address, Inbound
-from mailsupport.store import MAILED_ROLES, direct
-from mailsupport.store.models import Message, Participant, Ticket
+from mailsupport.store import MAILED_ROLES, direct, window
+from mailsupport.store.models import Participant, Ticket
+from mailsupport.store.window import AckKeys
 from mailsupport.templating import TemplateError, check_templates, choose_language
 from mailsupport.ticketmail import Outgoing, Prepared
 
@@ -158,17 +159,15 @@ class Acknowledger:
         """The rules' view of our state. Only a new ticket is ever acknowledged, so only then
         are the counts looked up: one statement, plus one lookup for a Reply-To elsewhere."""
         s = self.settings
-        sender = message.from_.key if message.from_ is not None else ""
         domain = sender_domain(message)
         domain_limit = 0 if domain in s.shared_domains else s.ack_domain_limit
         to_recipient = from_sender = from_domain = 0
         known = False
-        if new_ticket and recipient is not None:
-            to_recipient, from_sender, from_domain = self._recent_acks(
-                session, recipient.key, sender, domain if domain_limit else "", now
-            )
-            if sender and other_domain_reply_to(message, s.our_addresses) is not None:
-                known = self._known(session, sender)
+        keys = self.counted(message)
+        if new_ticket and recipient is not None and keys is not None:
+            to_recipient, from_sender, from_domain = self._recent_acks(session, keys, now)
+            if keys.sender and other_domain_reply_to(message, s.our_addresses) is not None:
+                known = self._known(session, keys.sender)
         return AckContext(
             our_addresses=s.our_addresses,
             is_reply_to_existing_ticket=not new_ticket,
@@ -180,16 +179,32 @@ class Acknowledger:
             sender_known=known,
         )
 
-    def _recent_acks(
-        self, session: Session, to: str, sender: str, domain: str, now: datetime
-    ) -> tuple[int, int, int]:
+    def counted(self, message: Inbound) -> AckKeys | None:
+        """Whose acknowledgements limit one of a new ticket of `message`, or None when it
+        has no one to go to."""
+        recipient = ack_recipient(message, self.settings.our_addresses)
+        if recipient is None:
+            return None
+        s = self.settings
+        sender = message.from_.key if message.from_ is not None else ""
+        domain = sender_domain(message)
+        counted = domain not in s.shared_domains and s.ack_domain_limit
+        return AckKeys(recipient.key, sender, domain if counted else "")
+
+    def since(self, now: datetime) -> datetime:
+        """Where the counting window of ACK_WINDOW ends before `now`."""
+        return now - timedelta(seconds=self.settings.ack_window)
+
+    def _recent_acks(self, session: Session, keys: AckKeys, now: datetime) -> tuple[int, int, int]:
         """Acknowledgements within the window: to `to`, of mail from `sender`, of mail from
-        `domain` ("" = not counted)."""
+        `domain` ("" = not counted); as the batch's window read them, when it did."""
+        counted = window.recent_acks(session, keys)
+        if counted is not None:
+            return counted
         # A statement on the connection, without the ORM's autoflush: acknowledgements are
         # recorded with the messages' own rows, written by statements too (pipeline.py).
-        since = now - timedelta(seconds=self.settings.ack_window)
-        values = {"to": to, "sender": sender, "domain": domain, "since": since}
-        [row] = direct.rows(session, _acks_since(), values)
+        values = {**keys._asdict(), "since": self.since(now)}
+        [row] = direct.rows(session, window.acks_since(), values)
         return int(row[0]), int(row[1]), int(row[2])
 
     @staticmethod
@@ -253,27 +268,6 @@ def ack_subject(subject: str) -> str:
     if cut.rfind(" ") >= limit * 3 // 4:
         cut = cut[: cut.rfind(" ")]
     return cut.rstrip(" ,.;:-") + "…"
-
-
-@functools.cache
-def _acks_since() -> sa.Select[tuple[int, int, int]]:
-    # One round trip, three index range scans (each count stays below its limit).
-    table = Message.__table__  # type: ignore[attr-defined]
-    since = sa.bindparam("since")
-
-    def count(column: sa.Column[str], key: str) -> sa.ScalarSelect[int]:
-        return (
-            sa.select(sa.func.count())
-            .select_from(table)
-            .where(column == sa.bindparam(key), table.c.created_at >= since)
-            .scalar_subquery()
-        )
-
-    return sa.select(
-        count(table.c.ack_to, "to"),
-        count(table.c.ack_from, "sender"),
-        count(table.c.ack_domain, "domain"),
-    )
 
 
 @functools.cache

@@ -4,6 +4,7 @@ when another transaction was in the way (PostgreSQL, several pollers: store/clai
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 # error; from the CONTENDED_ALONE-th time on with no other writer beside it.
 CONTENDED_TRIES = 5
 CONTENDED_ALONE = 2
+# Messages of a batch whose reads are asked for together before they are filed
+# (store/window.py): one wait on PostgreSQL for this many messages instead of two or three
+# a message. The parse workers go on with the messages behind them meanwhile.
+READ_AHEAD = 32
 # A batch's messages and their parses are held until it commits (it may be filed again): a
 # batch ends at this many bytes of them too, whatever its count (Pipeline.run; an IMAP
 # poll fetches its batches by the same bound, sources/imap.py).
@@ -77,12 +82,14 @@ def file_batch(
     finish: Callable[[Session, list[Result]], None],
     *,
     careful: bool,
+    read_ahead: Callable[[Session, list[Pair]], None] | None = None,
 ) -> list[Result]:
     """`file_one(session, pair, careful)` for each of `pairs` in one intake transaction, then
     `finish`; the results in order. Not careful: no savepoints, and the batch is filed again
     carefully when a message raises NeedsSavepoint. When another transaction was in the
     way, the batch is filed again from its start, after a pause that grows; after the
-    second time, alone."""
+    second time, alone. `read_ahead(session, pairs)`, when given, is called before each
+    READ_AHEAD pairs are filed, in their transaction."""
     seen: list[Pair] = []
 
     def replayed() -> Iterator[Pair]:
@@ -101,7 +108,11 @@ def file_batch(
                 batched(session, not careful),
                 indexed_at_end(session),  # SQLite's search index, by one statement
             ):
-                results = [file_one(session, pair, careful) for pair in replayed()]
+                results: list[Result] = []
+                for window in _windows(replayed(), READ_AHEAD if read_ahead else 1):
+                    if read_ahead is not None:
+                        read_ahead(session, window)
+                    results += [file_one(session, pair, careful) for pair in window]
                 verify(session)  # raises Contended when another poller was in the way
                 finish(session, results)
             return results
@@ -114,3 +125,9 @@ def file_batch(
                 raise
             log.warning("batch taken again, another writer was in the way: %s", error)
             time.sleep(min(0.05 * tries, 1.0))
+
+
+def _windows(pairs: Iterator[Pair], size: int) -> Iterator[list[Pair]]:
+    """`pairs` in lists of `size` (the last one shorter)."""
+    while window := list(itertools.islice(pairs, size)):
+        yield window

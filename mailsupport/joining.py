@@ -5,7 +5,7 @@ it joins. Pipeline._file decides which; these do it."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
@@ -121,3 +121,15 @@ def join(
             db.record_event(session, ticket.id, "reopened", "the customer wrote again", now)
         ticket.status = "open"
     session.add(ticket)
+
+
+def closed_long_ago(
+    ticket: Ticket | None, message: Inbound, days: int, now: datetime
+) -> Ticket | None:
+    """The ticket a message would reopen (`ticket`), when it was closed more than `days` ago
+    (0 = never too long) and a person wrote: such mail opens a new ticket that follows it."""
+    if not days or ticket is None or ticket.status != "closed" or ticket.closed_at is None:
+        return None
+    if now - ticket.closed_at <= timedelta(days=days) or is_automated(message):
+        return None
+    return ticket

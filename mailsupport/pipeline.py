@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import exc
@@ -34,7 +34,7 @@ from mailsupport.parsing.workers import Parsed, ParseFailure, ParserPool, parse_
 from mailsupport.placing import thread
 from mailsupport.practice import Dropped, Practice
 from mailsupport.signing import is_our_message_id
-from mailsupport.store import claims
+from mailsupport.store import claims, window
 from mailsupport.store import tickets as db
 from mailsupport.store.attachments import attachment_store, parse_files
 from mailsupport.store.bounces import find_bounced, record_bounce
@@ -230,6 +230,7 @@ class Pipeline:
             ),
             finish,
             careful=not self.batched,
+            read_ahead=lambda session, pairs: self.read_ahead(session, pairs, now()),
         )
 
     def ingest(self, item: Incoming, now: datetime) -> Outcome:
@@ -260,6 +261,24 @@ class Pipeline:
         return self.parsers.parse_all(
             items, lambda item: item.raw if len(item.raw) <= limit else None
         )
+
+    def read_ahead(
+        self, session: Session, pairs: list[tuple[Incoming, Parsed | None]], now: datetime
+    ) -> None:
+        """Ask the store at once for what process() will read of these messages
+        (store/window.py): their bytes, thread facts, and acknowledgement counts."""
+        acks = self.acks.off_reason() is None
+        wanted = [
+            window.Wanted(
+                tuple(dict.fromkeys([message.message_id, *reference_ids(message)])),
+                message.from_.address if message.from_ else "",
+                self.acks.counted(message) if acks and not item.no_ack_reason else None,
+            )
+            for item, message in pairs
+            if isinstance(message, Inbound)  # (not parsed: filed without these reads)
+        ]
+        digests = [db.digest_of(item.raw) for item, _ in pairs]
+        window.read_ahead(session, wanted, digests, self.acks.since(now))
 
     # -- the steps ----------------------------------------------------------------------------
 
@@ -299,7 +318,7 @@ class Pipeline:
                 db.release_quarantine(session, raw)
             log.info("duplicate <%s> skipped", message.message_id)
             return Outcome(DUPLICATE, message_id=message.message_id)
-        created = db.created_tickets(session)
+        created, mark = db.created_tickets(session), window.mark(session)
         try:  # 5. thread and store; a failure here must not block the messages behind it
             if careful:
                 with session.begin_nested():
@@ -311,6 +330,7 @@ class Pipeline:
             if not careful and set_aside_when_careful(error):
                 raise NeedsSavepoint(f"<{message.message_id}>: {error!r}") from None
             db.forget_created(session, created)  # the savepoint took them back
+            window.rolled_back(session, mark)
             db.expire_written(session)
             return self._failed(session, message, raw, item, error, now)
         db.forget_written(session)
@@ -405,8 +425,9 @@ class Pipeline:
 
         title = normalize_subject(message.subject, settings.tag_pattern) or "(no subject)"
         customer = None if doubt else joining.customer_of(message, outgoing, settings.our_addresses)
-        joined = claims.ticket(session, decision.ticket_id)  # locked: another poller's waits
-        old = self._closed_long_ago(joined, decision, message, outgoing, now)
+        joined = window.ticket(session, decision.ticket_id)  # locked: another poller's waits
+        days = 0 if decision.merge_ids or outgoing else settings.reopen_days
+        old = joining.closed_long_ago(joined, message, days, now)
         if old is not None:  # a new conversation about an old, long closed one
             ticket = db.create_ticket(
                 session, title, customer, at, _terms(title, message, at, outgoing)
@@ -484,7 +505,7 @@ class Pipeline:
         ids = [message.message_id, *references]
         message_pk = db.store_message(
             session, values, message.attachments, self.files, ids, counts=not bounce,
-            ticket=ticket, unseen=[i for i in ids if i not in facts.known] if facts else (),
+            ticket=ticket, unseen=[i for i in ids if i not in facts.known] if facts else None,
         )  # fmt: skip
         if not bounce:  # MAILER-DAEMON is nobody to write to
             people = joining.people_of(
@@ -552,26 +573,6 @@ class Pipeline:
         if item.sent or self._signed_by_us(message.message_id):
             return True, ""
         return False, f"From {sender.address}, {UNPROVEN_OURS}"
-
-    def _closed_long_ago(
-        self,
-        ticket: Ticket | None,
-        decision: ThreadDecision,
-        message: Inbound,
-        outgoing: bool,
-        now: datetime,
-    ) -> Ticket | None:
-        """The ticket this message would reopen (`ticket`, its decision's), when it was
-        closed longer than REOPEN_DAYS ago and a person wrote: such mail opens a new ticket
-        that follows it."""
-        days = self.settings.reopen_days
-        if not days or decision.merge_ids or outgoing:
-            return None
-        if ticket is None or ticket.status != "closed" or ticket.closed_at is None:
-            return None
-        if now - ticket.closed_at <= timedelta(days=days) or is_automated(message):
-            return None
-        return ticket
 
     def _signed_by_us(self, message_id: str) -> bool:
         """Whether `message_id` is one of ours, by the HMAC token only we can make, at the

@@ -170,8 +170,8 @@ class FolderPoller:
         def messages() -> Iterator[tuple[Incoming, Parsed | None]]:
             nonlocal taken
             for uid, incoming in items:
-                if should_stop():
-                    return  # finish the message in hand, not the whole batch
+                if should_stop():  # finish the messages in hand (batching.READ_AHEAD)
+                    return  # not the whole batch
                 taken = uid
                 if incoming is not None:
                     filed.append(uid)

@@ -125,10 +125,20 @@ def verify(session: Session) -> None:
 def everything(session: Session) -> None:
     """The writers' lock, for the rest of the transaction: no other writer runs meanwhile.
     What this transaction read before may have changed until then: read again when used."""
+    session.info[_EVERYTHING] = times_everything(session) + 1
     if _claims(session):
         session.execute(WRITE_LOCK)
         session.flush()
         session.expire_all()
+
+
+def times_everything(session: Session) -> int:
+    """How often this session took everything(): what it read before may have moved (a
+    merge, an agent's mail), on SQLite too (store/window.py)."""
+    return int(session.info.get(_EVERYTHING, 0))
+
+
+_EVERYTHING = "mailsupport.claims.everything"
 
 
 def contended(error: BaseException | None) -> bool:

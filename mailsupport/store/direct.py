@@ -21,6 +21,7 @@ exception, and the caller's handling of it is the same as when it came out at on
 from __future__ import annotations
 
 import functools
+import select
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,6 +153,14 @@ class Later:
         if _PIPELINE not in session.info:
             self.get()
 
+    @classmethod
+    def known(cls, value: Any) -> Later:
+        """One whose value is known already (an id drawn ahead: store.window)."""
+        later = cls.__new__(cls)
+        later._session = later._statement = later._cursor = None  # type: ignore[assignment]
+        later._value = value
+        return later
+
     def get(self) -> Any:
         if self._cursor is not None:
             cursor, self._cursor = self._cursor, None
@@ -233,6 +242,7 @@ def pipelined(session: Session) -> Iterator[None]:
     with connection.connection.dbapi_connection.pipeline() as pipeline:  # type: ignore[union-attr]
 
         def answered(*_: Any) -> None:
+            _send_all(pipeline)
             pipeline.sync()  # inside SQLAlchemy's execution: an error comes out as its own
             session.info.pop(_UNANSWERED, None)
 
@@ -254,9 +264,23 @@ def sync(session: Session) -> None:
     if pipeline is None or not session.info.pop(_UNANSWERED, False):
         return
     try:
+        _send_all(pipeline)
         pipeline.sync()
     except Exception as error:
         raise _driver_error(session, sa.text("(pipelined writes)"), error) from error
+
+
+def _send_all(pipeline: Any) -> None:
+    """Send what the connection still holds of the statements sent so far. psycopg's
+    Pipeline.sync() stops sending when its queue is empty, not when the socket has taken
+    everything, and then waits for answers: a statement of megabytes (a large message's
+    bytes) was left half sent, with the server waiting for its rest (psycopg issue 685).
+    Answers that arrive meanwhile are read into the connection, for sync() to take."""
+    pgconn = pipeline.pgconn
+    while pgconn.flush():  # 1: more to send
+        readable, _, _ = select.select([pgconn.socket], [pgconn.socket], [])
+        if readable:
+            pgconn.consume_input()
 
 
 def _wrapped(sql: str, params: Any, error: Exception, dialect: sa.Dialect) -> exc.DBAPIError:
@@ -296,6 +320,21 @@ def rows_in(
     for piece in _listed(values):
         found += rows(session, build(len(piece)), {**piece, **(fixed or {})})
     return found
+
+
+def sent_in(
+    session: Session,
+    build: Callable[[int], sa.Executable],
+    values: Sequence[Any],
+    fixed: Params | None = None,
+) -> list[Any]:
+    """rows_in(), sent: the cursors to read its rows from later (fetched_in)."""
+    return [sent(session, build(len(p)), {**p, **(fixed or {})}) for p in _listed(values)]
+
+
+def fetched_in(session: Session, cursors: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows of what sent_in() sent."""
+    return [row for cursor in cursors for row in fetched(session, cursor)]
 
 
 def write_in(

@@ -14,7 +14,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from mailsupport.mail import Address
 from mailsupport.mail import Attachment as MailPart
-from mailsupport.store import MAILED_ROLES, claims, direct
+from mailsupport.store import MAILED_ROLES, claims, direct, window
 from mailsupport.store.models import (
     Attachment,
     Message,
@@ -28,6 +28,10 @@ from mailsupport.store.models import (
 
 if TYPE_CHECKING:
     from mailsupport.store.attachments import Attachments
+
+# Threading's lookup lives with the window that reads it ahead; known here by these names.
+ThreadFacts = window.ThreadFacts
+thread_facts = window.thread_facts
 
 
 class StoredRaw(NamedTuple):
@@ -44,8 +48,18 @@ def save_raw(
     returned gives the row and whether it is new (bytes never seen before cannot be in the
     quarantine): call it when they are needed, so that on PostgreSQL the answer can come
     with the next read's (direct.Later)."""
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = digest_of(raw)
     values = {"sha256": digest, "size": len(raw), "data": raw, "origin": origin, "stored_at": now}
+    found, asked = window.stored_raw(session, digest)
+    if found is not None:  # the window found them stored
+        return lambda: (StoredRaw(found, len(raw)), False)
+    drawn = window.new_id(session, RawMessage) if asked else None
+    if drawn is not None:  # new bytes, and their id known without waiting (PostgreSQL)
+        # Bytes another process stores at this moment make the message's row fail for its
+        # raw_id: the batch is filed again, message by message, and finds them.
+        direct.write(session, _insert_raw_with_id(), {**values, "id": drawn})
+        window.raw_stored(session, digest, drawn)
+        return lambda: (StoredRaw(drawn, len(raw)), True)
     # Bytes seen for the first time (nearly always) take one statement; known bytes, or
     # bytes another process stores at the same moment, are looked up after it.
     dialect = session.get_bind().dialect.name
@@ -53,6 +67,7 @@ def save_raw(
 
     def stored() -> tuple[StoredRaw, bool]:
         if new.get() is not None:
+            window.raw_stored(session, digest, new.get())
             return StoredRaw(new.get(), len(raw)), True
         existing = direct.scalar(session, _raw_by_digest(), {"sha256": digest})
         return StoredRaw(existing, len(raw)), False
@@ -66,6 +81,16 @@ def _insert_raw(dialect: str) -> sa.Insert:
     return _insert_ignoring(dialect, RawMessage).returning(table.c.id)
 
 
+def digest_of(raw: bytes) -> str:
+    """What stored bytes are known by (raw_messages.sha256)."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+@functools.cache
+def _insert_raw_with_id() -> sa.Insert:
+    return _insert_ignoring("postgresql", RawMessage)
+
+
 @functools.cache
 def _raw_by_digest() -> sa.Select[tuple[int]]:
     table = RawMessage.__table__  # type: ignore[attr-defined]
@@ -76,6 +101,10 @@ def insert_row(session: Session, model: type[SQLModel], values: dict[str, Any]) 
     """Insert one row without the ORM and return its id. The hot path of intake stores
     rows this way: the unit of work and the model's validation cost more than the insert
     (cProfile of intake), and nothing on that path reads the rows back as objects."""
+    drawn = window.new_id(session, model)
+    if drawn is not None:  # no answer to wait for (PostgreSQL, in a window)
+        direct.write(session, _insert_plain(model), {**values, "id": drawn})
+        return drawn
     return int(direct.scalar(session, _insert_returning_id(model), values))
 
 
@@ -138,56 +167,6 @@ def _refs_of(count: int) -> sa.Select[tuple[str, int]]:
     table = MessageRef.__table__  # type: ignore[attr-defined]
     return sa.select(table.c.message_id, table.c.ticket_id).where(
         direct.in_values(table.c.message_id, count)
-    )
-
-
-class ThreadFacts(NamedTuple):
-    """What threading needs to know of a message's Message-IDs (see thread_facts)."""
-
-    known: dict[str, int]  # the ticket each indexed Message-ID points at
-    numbers: dict[int, int]  # the number agents see of each of those tickets
-    taking_part: set[int]  # those tickets the sender takes part in (a mailed role)
-
-
-def thread_facts(session: Session, message_ids: Iterable[str], address: str) -> ThreadFacts:
-    """known_refs(), with the numbers of the tickets found and participating() of `address`
-    in them, in one statement (on PostgreSQL each of the three was a round trip)."""
-    wanted = list(dict.fromkeys(message_ids))
-    known: dict[str, int] = {}
-    numbers: dict[int, int] = {}
-    taking_part: set[int] = set()
-    claims.lock_tickets_of(session, wanted)  # PostgreSQL: before who takes part is read
-    if wanted:
-        fixed = {"address": address.lower()}
-        for message_id, ticket_id, number, takes_part in direct.rows_in(
-            session, _facts_of, wanted, fixed
-        ):
-            known[message_id] = ticket_id
-            if number:
-                numbers[ticket_id] = number
-            if takes_part and address:
-                taking_part.add(ticket_id)
-    return ThreadFacts(known, numbers, taking_part)
-
-
-@functools.cache
-def _facts_of(count: int) -> sa.Select[tuple[str, int, int | None, bool]]:
-    refs = MessageRef.__table__  # type: ignore[attr-defined]
-    tickets = Ticket.__table__  # type: ignore[attr-defined]
-    people = Participant.__table__  # type: ignore[attr-defined]
-    takes_part = (
-        sa.exists()
-        .where(
-            people.c.ticket_id == refs.c.ticket_id,
-            people.c.address == sa.bindparam("address"),
-            sa.or_(*(people.c.role == role for role in MAILED_ROLES)),  # not one only in Cc
-        )
-        .label("takes_part")
-    )
-    return (
-        sa.select(refs.c.message_id, refs.c.ticket_id, tickets.c.number, takes_part)
-        .select_from(refs.outerjoin(tickets, tickets.c.id == refs.c.ticket_id))
-        .where(direct.in_values(refs.c.message_id, count))
     )
 
 
@@ -258,7 +237,7 @@ def create_ticket(
         "updated_at": at,
         "topic_terms": topic_terms,
     }
-    ticket_id = int(direct.scalar(session, _insert_returning_id(Ticket), values))
+    ticket_id = insert_row(session, Ticket, values)
     # The object is made as the ORM makes one it loads: the model's __init__ sets and checks
     # every field one at a time, a third of a new ticket's cost in intake's profile.
     ticket = sa.inspect(Ticket).class_manager.new_instance()
@@ -266,6 +245,7 @@ def create_ticket(
     make_transient_to_detached(ticket)
     session.add(ticket)
     ticket.number = ticket.id  # the number agents see; equal to the id, but its own column
+    window.opened(session, ticket_id, ticket_id)
     session.info.setdefault(_CREATED, []).append(ticket)
     return ticket
 
@@ -284,7 +264,7 @@ def write_changes(session: Session, ticket: Ticket) -> None:
     changed = {  # the attributes set since the ticket was loaded (a value set again too)
         key: values[key] for key in state.committed_state if key != "id" and key in values
     }
-    if changed:
+    if changed:  # (the object in the session has them: nothing for store/window.py)
         direct.set_by_id(session, Ticket, ticket.id, **changed)
         session.info.setdefault(_WRITTEN, []).append(ticket)
     # What the ORM does after its own UPDATE: the values are the stored ones now and the
@@ -344,13 +324,18 @@ _TICKET_COLUMNS = tuple(
 
 
 def index_refs(
-    session: Session, ticket_id: int, message_ids: Iterable[str], unseen: Iterable[str] = ()
+    session: Session,
+    ticket_id: int,
+    message_ids: Iterable[str],
+    unseen: Iterable[str] | None = None,
 ) -> None:
     """Point each ID at the ticket unless it is indexed already (possibly by another process).
-    `unseen`: those that threading found in no ticket. On PostgreSQL, where another poller
-    may have indexed one of them since, their rows must go in (claims.index_checked)."""
+    `unseen`: those that threading found in no ticket (None: not looked up), the only ones
+    this can point anywhere. On PostgreSQL, where another poller may have indexed one of
+    them since, their rows must go in (claims.index_checked)."""
     ids = list(dict.fromkeys(message_ids))
-    checked = claims.index_checked(session, ticket_id, set(unseen).intersection(ids))
+    window.indexed(session, ticket_id, ids if unseen is None else set(unseen).intersection(ids))
+    checked = claims.index_checked(session, ticket_id, set(unseen or ()).intersection(ids))
     rows = [{"message_id": mid, "ticket_id": ticket_id} for mid in ids if mid not in checked]
     _insert_new(session, MessageRef, rows)
 
@@ -364,7 +349,7 @@ def store_message(
     *,
     counts: bool = True,
     ticket: Ticket | None = None,
-    unseen: Iterable[str] = (),
+    unseen: Iterable[str] | None = None,
 ) -> direct.Later:
     """Insert a ticket message (`values`: Message's columns) with its attachments, their
     bytes kept in `files`, and index `refs` (its own Message-ID and those it refers to) to
@@ -373,12 +358,19 @@ def store_message(
     agent's, unless not `counts` (a bounce). `ticket`, when the caller has it loaded, takes
     the change with its own (no statement of its own). Returns the message's primary key,
     read when asked for (direct.Later). `unseen`: see index_refs."""
-    message_pk = direct.later(session, _insert_returning_id(Message), values)
+    drawn = window.new_id(session, Message)
+    if drawn is not None:  # no answer to wait for (PostgreSQL, in a window)
+        direct.write(session, _insert_plain(Message), {**values, "id": drawn})
+        message_pk = direct.Later.known(drawn)
+    else:
+        message_pk = direct.later(session, _insert_returning_id(Message), values)
+    window.wrote_message(session, values)
     writer = last_writer_of(values["direction"], values.get("author", "")) if counts else ""
     if writer and ticket is not None:
         ticket.last_writer = writer
     elif writer:
         direct.set_by_id(session, Ticket, values["ticket_id"], last_writer=writer)
+        window.touched(session, values["ticket_id"])
     rows = [
         {
             "message_pk": message_pk.get(),
@@ -437,6 +429,7 @@ def add_participants(
         for person, role in reversed(people)
         if person.address
     }
+    window.joined(session, ticket.id, [(row["address"], row["role"]) for row in rows.values()])
     _insert_new(session, Participant, list(reversed(rows.values())))
 
 
@@ -445,6 +438,7 @@ def set_role(
 ) -> str | None:
     """Make `person` a participant of `ticket` with `role`; the role they had, or None."""
     assert ticket.id is not None
+    window.joined(session, ticket.id, [(person.key, role)], replace=True)
     row = session.get(Participant, (ticket.id, person.key))
     if row is None:
         session.add(

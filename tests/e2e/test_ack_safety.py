@@ -26,12 +26,13 @@ from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from mailsupport.ackrules import AckContext, ack_decision, person_name
-from mailsupport.acks import ACK_SUBJECT_MAX_CHARS, _acks_since, _known_sender, ack_subject
+from mailsupport.acks import ACK_SUBJECT_MAX_CHARS, _known_sender, ack_subject
 from mailsupport.cli import app
 from mailsupport.config import Settings
 from mailsupport.pipeline import NEW, Pipeline
 from mailsupport.store.db import Store
 from mailsupport.store.models import Message, Ticket
+from mailsupport.store.window import acks_since
 from tests.support.acks import T0, acks_in, desk_settings, incoming, ingest_at, send
 from tests.support.cli import cli_env
 from tests.support.desk import parsed
@@ -583,7 +584,7 @@ def test_the_counts_and_the_known_lookup_use_indexes(store: Store) -> None:
         sqlite = conn.dialect.name == "sqlite"
         if not sqlite:  # an empty table is scanned whatever its indexes: ask for them
             conn.exec_driver_sql("SET enable_seqscan = off")
-        for statement, params in ((_acks_since(), values), (_known_sender(), values)):
+        for statement, params in ((acks_since(), values), (_known_sender(), values)):
             # The exact SQL and parameters the driver gets, explained.
             seen: list[tuple[str, Any]] = []
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from mailsupport import daemon as daemon_module
+from mailsupport.batching import READ_AHEAD
 from mailsupport.config import Settings
 from mailsupport.daemon import Backoff, Daemon
 from mailsupport.imapconn import connect
@@ -313,8 +314,10 @@ def test_a_password_changed_while_running_is_logged_and_retried(
 def test_stopping_mid_batch_records_only_what_was_taken(
     imap_server: ImapServer, settings: Settings, store: Store
 ) -> None:
+    # A stop lets the messages in hand be filed: those whose reads went together.
     configured = imap_settings(settings, imap_server, imap_start="all", imap_batch=50)
-    uids = [imap_server.append(mail(i)) for i in range(12)]
+    count, hand = READ_AHEAD + 7, READ_AHEAD
+    uids = [imap_server.append(mail(i)) for i in range(count)]
     pipeline = Pipeline(configured, store)
     original = pipeline.process
     taken: list[int] = []
@@ -331,18 +334,18 @@ def test_stopping_mid_batch_records_only_what_was_taken(
         )
     finally:
         client.logout()
-    assert sum(result.counts.values()) == 5 and result.waiting == 7
-    assert folder_ledger(store).last_uid == uids[4]
-    assert stored_ids(store) == sorted(mid(i) for i in range(5))
+    assert sum(result.counts.values()) == hand and result.waiting == count - hand
+    assert folder_ledger(store).last_uid == uids[hand - 1]
+    assert stored_ids(store) == sorted(mid(i) for i in range(hand))
     flags = flags_by_uid(imap_server)
-    assert [b"\\Seen" in flags[uid] for uid in uids] == [True] * 5 + [False] * 7
+    assert [b"\\Seen" in flags[uid] for uid in uids] == [True] * hand + [False] * (count - hand)
     client = connect(configured)
     try:
         again = FolderPoller(configured, Pipeline(configured, store), client).poll(now)
     finally:
         client.logout()
-    assert sum(again.counts.values()) == 7
-    assert stored_ids(store) == sorted(mid(i) for i in range(12))
+    assert sum(again.counts.values()) == count - hand
+    assert stored_ids(store) == sorted(mid(i) for i in range(count))
 
 
 def test_backoff_doubles_with_full_jitter_up_to_the_cap() -> None:

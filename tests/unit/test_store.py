@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -324,6 +326,31 @@ def test_a_new_ticket_in_the_session_is_the_row_it_wrote(store: Store) -> None:
         assert stored.model_dump() == seen
     assert seen["number"] == seen["id"] and seen["requester"] == "anna@x.org"
     assert (seen["status"], seen["priority"], seen["line"]) == ("new", "normal", 1)
+
+
+@pytest.mark.parametrize("wait", ["sync", "statement"])
+def test_a_write_of_many_megabytes_is_sent_whole_before_its_answer_is_awaited(
+    store: Store, wait: str
+) -> None:
+    # psycopg's pipeline waited for answers with part of a large statement still unsent,
+    # and the server waited for that part: a message of 30 MB hung the poll for ever.
+    table = RawMessage.__table__  # type: ignore[attr-defined]
+    big = {"sha256": "f" * 64, "size": 1, "data": os.urandom(32 << 20), "origin": "t",
+           "stored_at": datetime.now(UTC)}  # fmt: skip
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the pipeline hung"))
+    signal.alarm(60)
+    try:
+        with store.write() as session, direct.pipelined(session):
+            direct.write(session, sa.insert(table), big)
+            if wait == "sync":
+                direct.sync(session)  # what the end of a batch does
+            else:  # a statement SQLAlchemy runs waits for the answers so far
+                assert session.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+    finally:
+        signal.alarm(0)
+    with store.read() as session:
+        size = session.execute(sa.select(sa.func.length(table.c.data))).scalar()
+        assert size == 32 << 20
 
 
 def test_a_value_read_later_arrives_with_the_next_read_and_so_does_its_error(
