@@ -82,7 +82,8 @@ class Window:
     overlay: bool = True  # False after a savepoint rolled some of it back
     made: list[tuple[str | None, str | None, str | None]] = field(default_factory=list)
     moves: int = 0  # claims.times_everything() when read: once it changes, none is used
-    loaded: set[int] = field(default_factory=set)  # tickets read with the window, locked
+    # Tickets read with the window, locked (held here: the session keeps them only weakly).
+    loaded: dict[int, Ticket] = field(default_factory=dict)
 
 
 def current(session: Session) -> Window | None:
@@ -135,24 +136,29 @@ def read_ahead(
     _drawn(session, window, _draw(session, window, {Ticket: opening}))
 
 
-def _load_tickets(session: Session, message_ids: list[str]) -> set[int]:
+def _load_tickets(session: Session, message_ids: list[str]) -> dict[int, Ticket]:
     """Read afresh the tickets these Message-IDs point at, which the window locked, as a
     message joining one would (claims.ticket): PostgreSQL, where that read waits."""
     if not message_ids or session.get_bind().dialect.name != "postgresql":
-        return set()
+        return {}
     refs = sa.select(MessageRef.ticket_id).where(col(MessageRef.message_id).in_(message_ids))
     found = session.exec(
         select(Ticket).where(col(Ticket.id).in_(refs)).execution_options(populate_existing=True)
     )
-    return {ticket.id for ticket in found if ticket.id is not None}
+    return {ticket.id: ticket for ticket in found if ticket.id is not None}
 
 
 def ticket(session: Session, ticket_id: int | None) -> Ticket | None:
-    """claims.ticket(): the ticket's row, locked and read afresh; the window's, when it read
-    it and nothing since has changed it."""
+    """claims.ticket(): the ticket's row, locked and read afresh; the object in the session
+    when the window read it or a message of the window opened it (this transaction's own
+    row) and no statement changed it since (what changed through the object, it has)."""
     window = current(session)
-    if window is not None and ticket_id in window.loaded and ticket_id not in window.touched:
-        return session.get(Ticket, ticket_id)
+    if window is not None and ticket_id is not None and ticket_id not in window.touched:
+        found = window.loaded.get(ticket_id)
+        if found is None and ticket_id in window.opened:
+            found = session.get(Ticket, ticket_id)  # (create_ticket keeps it in the session)
+        if found is not None and found in session:
+            return found
     return claims.ticket(session, ticket_id)
 
 

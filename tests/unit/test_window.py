@@ -74,6 +74,7 @@ def test_the_windows_facts_are_what_a_read_would_find_after_the_windows_writes(
             assert ticket.id is not None
             if action < 0.2:
                 opened.append(tickets.create_ticket(session, "new", None, NOW))
+                tickets.write_changes(session, opened[-1])  # its number: as intake ends it
             elif action < 0.55:
                 ids = rng.sample(IDS, rng.randint(1, 3))
                 # As threading found them (intake), or not looked up (an agent's answer).
@@ -147,3 +148,26 @@ def test_who_takes_part_in_a_ticket_opened_in_the_window_is_known_as_stored(
         assert found.taking_part == {ticket.id}
         assert not facts_reads  # both from the window
         assert tuple(found) == read_now(session, ["reply@x", "first@x"], seen.address)
+
+
+def test_a_ticket_the_window_read_or_opened_is_joined_without_reading_it_again(
+    store: Store,
+) -> None:
+    import sqlalchemy as sa
+
+    with store.write() as session:
+        old = tickets.create_ticket(session, "old", None, NOW)
+        tickets.index_refs(session, old.id, ["a@x"])  # type: ignore[arg-type]
+    statements: list[str] = []
+    with store.write() as session:
+        window.read_ahead(session, [window.Wanted(("a@x",), "ann@example.org")], [], NOW)
+        new = tickets.create_ticket(session, "new", None, NOW)
+        new.status = "open"
+        tickets.write_changes(session, new)  # through its object: the object has it
+        connection = session.connection()
+        sa.event.listen(connection, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        assert window.ticket(session, new.id) is new and new.status == "open"
+        assert statements == []  # not read again (on PostgreSQL: locked and read)
+        assert window.ticket(session, old.id) is not None
+        postgresql = store.engine.dialect.name == "postgresql"
+        assert statements == [] or not postgresql  # read with the window (PostgreSQL only)
