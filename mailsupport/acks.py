@@ -159,12 +159,10 @@ class Acknowledger:
         """The rules' view of our state. Only a new ticket is ever acknowledged, so only then
         are the counts looked up: one statement, plus one lookup for a Reply-To elsewhere."""
         s = self.settings
-        domain = sender_domain(message)
-        domain_limit = 0 if domain in s.shared_domains else s.ack_domain_limit
         to_recipient = from_sender = from_domain = 0
         known = False
-        keys = self.counted(message)
-        if new_ticket and recipient is not None and keys is not None:
+        keys = self.counted(message, recipient) if new_ticket else None
+        if keys is not None:
             to_recipient, from_sender, from_domain = self._recent_acks(session, keys, now)
             if keys.sender and other_domain_reply_to(message, s.our_addresses) is not None:
                 known = self._known(session, keys.sender)
@@ -175,21 +173,25 @@ class Acknowledger:
             ack_limit=s.ack_limit,
             recent_acks_from_sender=from_sender,
             recent_acks_from_domain=from_domain,
-            domain_limit=domain_limit,
+            domain_limit=self._domain_limit(sender_domain(message)),
             sender_known=known,
         )
 
-    def counted(self, message: Inbound) -> AckKeys | None:
-        """Whose acknowledgements limit one of a new ticket of `message`, or None when it
-        has no one to go to."""
-        recipient = ack_recipient(message, self.settings.our_addresses)
+    def counted(self, message: Inbound, recipient: Address | None = None) -> AckKeys | None:
+        """Whose acknowledgements limit one of a new ticket of `message` (going to
+        `recipient`, ack_recipient() when not given), or None when it has no one to go to."""
+        if recipient is None:
+            recipient = ack_recipient(message, self.settings.our_addresses)
         if recipient is None:
             return None
-        s = self.settings
         sender = message.from_.key if message.from_ is not None else ""
         domain = sender_domain(message)
-        counted = domain not in s.shared_domains and s.ack_domain_limit
-        return AckKeys(recipient.key, sender, domain if counted else "")
+        return AckKeys(recipient.key, sender, domain if self._domain_limit(domain) else "")
+
+    def _domain_limit(self, domain: str) -> int:
+        """ACK_DOMAIN_LIMIT for mail from `domain`: 0 (none) for a shared mail provider's."""
+        s = self.settings
+        return 0 if domain in s.shared_domains else s.ack_domain_limit
 
     def since(self, now: datetime) -> datetime:
         """Where the counting window of ACK_WINDOW ends before `now`."""

@@ -9,9 +9,11 @@ raw messages already stored with the same bytes, the acknowledgements counted fo
 senders, and ids drawn from the sequences for the rows they will insert.
 
 What the window's own messages write afterwards can make an answer stale. Each write that
-could is recorded here (a Message-ID indexed, a ticket's participants or row changed, an
-acknowledgement made, a merge), and an answer that meets one is not used: that message reads
-again, as without a window. So every message decides on what it would have read itself.
+could is recorded here (a Message-ID indexed, a ticket opened, its participants or row
+changed, an acknowledgement made, a merge). An answer that meets one is brought up to date
+from those records where they say exactly what a read would find (_since_read, the counts
+of acknowledgements), and otherwise not used: that message reads again, as without a
+window. So every message decides on what it would have read itself.
 """
 
 from __future__ import annotations
@@ -109,7 +111,9 @@ def read_ahead(
     wanted = list(dict.fromkeys(wanted))
     union = sorted({i for w in wanted for i in w.message_ids})
     claims.lock_tickets_of(session, union)
-    facts = [(w, direct.sent_in(session, _facts_of, w.message_ids, _fixed(w))) for w in wanted]
+    facts = [
+        (w, direct.sent_in(session, _facts_of, w.message_ids, _sender(w.address))) for w in wanted
+    ]
     digests = sorted(set(digests))
     raws = direct.sent_in(session, _raws_by_digest, digests)
     keys = list(dict.fromkeys(w.ack for w in wanted if w.ack is not None))
@@ -162,8 +166,9 @@ def ticket(session: Session, ticket_id: int | None) -> Ticket | None:
     return claims.ticket(session, ticket_id)
 
 
-def _fixed(wanted: Wanted) -> dict[str, Any]:
-    return {"address": wanted.address.lower()}
+def _sender(address: str) -> dict[str, Any]:
+    """The parameter of _facts_of besides the Message-IDs."""
+    return {"address": address.lower()}
 
 
 def _draw(
@@ -223,8 +228,7 @@ def thread_facts(session: Session, message_ids: Iterable[str], address: str) -> 
     claims.lock_tickets_of(session, wanted)  # PostgreSQL: before who takes part is read
     if not wanted:
         return ThreadFacts({}, {}, set())
-    fixed = {"address": address.lower()}
-    return _facts_from(direct.rows_in(session, _facts_of, wanted, fixed), address)
+    return _facts_from(direct.rows_in(session, _facts_of, wanted, _sender(address)), address)
 
 
 def _since_read(
