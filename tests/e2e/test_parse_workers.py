@@ -215,6 +215,38 @@ def test_a_busy_worker_is_handed_the_next_messages_without_waiting_for_it() -> N
         ]
 
 
+def _unread_bytes(pipe: object) -> int:
+    import fcntl
+    import termios
+
+    count = bytearray(4)
+    fcntl.ioctl(pipe.fileno(), termios.FIONREAD, count)  # type: ignore[attr-defined]
+    return int.from_bytes(count, sys.byteorder)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipes widen on Linux")
+def test_a_worker_parses_all_it_holds_while_the_caller_reads_no_answers() -> None:
+    """Intake takes a window's parses, then files them without reading more: meanwhile each
+    worker parses every message it holds, its answers waiting in its pipe (many times what a
+    pipe left as it is holds), so the next window's parses are ready when they are asked for."""
+    body = ("Das Konto wurde zweimal belastet, bitte prüfen. " * 40 + "\n") * 4  # 8 KB
+    raws = [make_message(f"m{i}@x.example", body=body) for i in range(parsers.AHEAD)]
+    with ParserPool(1, timeout=10.0) as pool:
+        worker = pool._idle()
+        jobs = [parsers._Job(raw, raw) for raw in raws]
+        for job in jobs:
+            assert pool._with_room(len(job.raw or b"")) is worker
+            pool._hand_over(worker, job)
+        deadline = time.monotonic() + 20
+        while _unread_bytes(worker.requests) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _unread_bytes(worker.requests) == 0  # it took the last: all before answered
+        assert _unread_bytes(worker.results) > 65536
+        while not all(job.done for job in jobs):
+            pool._collect(block=True)
+    assert ids_of([job.result for job in jobs]) == [f"m{i}@x.example" for i in range(len(raws))]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipes widen on Linux")
 def test_large_messages_are_handed_to_a_busy_worker_only_as_its_pipe_holds_them() -> None:
     """A busy worker may be blocked writing a large result the caller has not read; were
@@ -266,12 +298,13 @@ def test_messages_handed_on_to_a_replacement_wait_for_room_in_its_pipe(
 def test_the_time_limit_counts_from_when_a_worker_begins_a_message(trouble: None) -> None:
     """Messages wait in a worker's pipe behind others: only the time it spends on each one
     counts against the limit, or a queue of slow but honest messages would be stopped."""
-    raws = [with_header(SLOW, f"slow{i}@x.example") for i in range(parsers.AHEAD)]
+    slow = min(parsers.AHEAD, 4)  # all handed over at once, each begun after the others
+    raws = [with_header(SLOW, f"slow{i}@x.example") for i in range(slow)]
     raws.append(with_header(STALL, "stall@x.example"))
     with ParserPool(1, timeout=1.0) as pool:
         results = results_of(pool, raws)
     # Each takes 0.4 s, the last ones begun more than a second after they were handed over.
-    expected = [f"slow{i}@x.example" for i in range(parsers.AHEAD)]
+    expected = [f"slow{i}@x.example" for i in range(slow)]
     assert ids_of(results) == [*expected, "-"]
     assert isinstance(results[-1], ParseFailure) and "longer than 1 s" in results[-1].detail
 
