@@ -75,6 +75,7 @@ def deliver_due(
     tickets: Sequence[int] | None = None,
     deadline: datetime | None = None,
     outcomes: dict[int, str] | None = None,
+    down: dict[str, str] | None = None,
 ) -> Counter[str]:
     """Send up to `limit` due messages (only those of the tickets numbered in `tickets`,
     when given); counts of "sent", "retry", "failed", "lost" and "held".
@@ -83,6 +84,8 @@ def deliver_due(
     earlier one on the ticket was not sent in this run (it waits for a retry) is "held":
     given back unattempted, behind it. So is what is left when `deadline` passes: no message
     is begun after it. `outcomes`, when given, receives each claimed item's outcome by id.
+    `down` (mailbox -> why) names the servers found unreachable: their items count a failed
+    attempt without a connection tried; given, it is shared with the caller's other runs.
 
     Raises ConfigError when the settings keep mail from going out (no SMTP host, login
     refused, untrusted certificate, a security mode the port does not speak): what was
@@ -125,7 +128,7 @@ def deliver_due(
                 senders.copies(item.mailbox).add(store, item.id, item.message_id, first_sent_at)
 
     # Mailboxes whose SMTP server is unreachable in this run -> why.
-    down: dict[str, str] = {}
+    down = {} if down is None else down
     # Attempts that failed with their server down, written together (an outage with
     # thousands of queued acknowledgements is one transaction a claim, not one an item)
     # before the next item is looked at, so the order of outcomes stays the same.
@@ -440,11 +443,14 @@ def flush(
 ) -> Counter[str]:
     """Send everything due now (what `mailsupport outbox flush` does), in rounds of `batch`
     short claims so that a running daemon can share the work. Never more items than were due
-    at the start, so mail that fails and comes due again cannot keep the loop going."""
+    at the start, so mail that fails and comes due again cannot keep the loop going. A server
+    found unreachable is tried once a flush, not once a round: thousands of acknowledgements
+    queued behind a server that never answers would otherwise wait SMTP_TIMEOUT a round."""
     due = count_due(store, now())
     counts: Counter[str] = Counter()
+    down: dict[str, str] = {}
     while sum(counts.values()) < due:
-        done = deliver_due(store, settings, now, batch)
+        done = deliver_due(store, settings, now, batch, down=down)
         counts += done
         if sum(done.values()) < batch:
             break

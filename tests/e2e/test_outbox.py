@@ -6,10 +6,12 @@ by sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
 import shutil
+import socket
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -27,7 +29,14 @@ from mailsupport.errors import ConfigError, NotFoundError, UsageError
 from mailsupport.mail import Address
 from mailsupport.outbox import queue as outbox
 from mailsupport.outbox.admin import item_dict, list_items, retry
-from mailsupport.outbox.delivery import BACKOFF_MAX, _candidates, _claim, backoff, deliver_due
+from mailsupport.outbox.delivery import (
+    BACKOFF_MAX,
+    _candidates,
+    _claim,
+    backoff,
+    deliver_due,
+    flush,
+)
 from mailsupport.parsing import parse
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem, TicketEvent
@@ -225,6 +234,41 @@ def test_an_outage_with_many_tickets_waiting_counts_one_attempt_on_each(
         assert events(store, item.ticket_id) == []
     smtp_server.start()
     assert deliver_due(store, short, at(now + timedelta(minutes=1))) == Counter(sent=9)
+
+
+def test_a_flush_waits_for_a_server_that_never_answers_once_not_once_a_round(
+    store: Store, smtp_settings: Settings
+) -> None:
+    """A server that takes the connection and never greets (hung, or behind a firewall that
+    holds it): a flush of thousands of acknowledgements in rounds of 100 waited SMTP_TIMEOUT
+    in every round, each round's items still counting their failed attempt."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def hold_connections() -> None:
+        with contextlib.suppress(OSError):  # closed: the test is over
+            while True:
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=hold_connections, daemon=True).start()
+    silent = smtp_settings.model_copy(
+        update={"smtp_port": listener.getsockname()[1], "smtp_timeout": 1}
+    )
+    ids = [queue(store, new_ticket(store), f"hung{n}@example.com") for n in range(5)]
+    try:
+        counts = flush(store, silent, at(T0), batch=2)
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+    assert counts == Counter(retry=5)
+    # Three rounds, one attempt: its connection and the probe asking whether the port
+    # speaks TLS (tlsprobe) when no greeting comes. Once a round, that was 6.
+    assert len(held) == 2
+    for item_id in ids:
+        item = get(store, item_id)
+        assert (item.status, item.attempts) == ("queued", 1)
+        assert "cannot connect" in item.last_error
 
 
 def test_past_max_age_a_temporary_failure_becomes_failed(
