@@ -107,7 +107,7 @@ PIPE_BYTES = 1 << 20
 # Intake asks for a window of 32 parses (batching.READ_AHEAD) before it files the first of
 # them, then files them without asking for more: the workers must hold the next window's
 # messages meanwhile, or they stand idle while the caller files and it waits while they parse
-# (a fifth of intake's time with 4 a worker). Their pipes bound it by bytes as well.
+# (a sixth of an import's time with 4 a worker). Their pipes bound it by bytes as well.
 AHEAD = 32
 # What multiprocessing's send_bytes writes before a message (a length, 4 or 12 bytes).
 _FRAME = 12
