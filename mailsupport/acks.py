@@ -161,7 +161,7 @@ class Acknowledger:
         s = self.settings
         to_recipient = from_sender = from_domain = 0
         known = False
-        keys = self.counted(message, recipient) if new_ticket else None
+        keys = self._keys(message, recipient) if new_ticket and recipient is not None else None
         if keys is not None:
             to_recipient, from_sender, from_domain = self._recent_acks(session, keys, now)
             if keys.sender and other_domain_reply_to(message, s.our_addresses) is not None:
@@ -177,13 +177,14 @@ class Acknowledger:
             sender_known=known,
         )
 
-    def counted(self, message: Inbound, recipient: Address | None = None) -> AckKeys | None:
-        """Whose acknowledgements limit one of a new ticket of `message` (going to
-        `recipient`, ack_recipient() when not given), or None when it has no one to go to."""
-        if recipient is None:
-            recipient = ack_recipient(message, self.settings.our_addresses)
-        if recipient is None:
-            return None
+    def counted(self, message: Inbound) -> AckKeys | None:
+        """Whose acknowledgements limit one of a new ticket of `message`, or None when it
+        has no one to go to."""
+        recipient = ack_recipient(message, self.settings.our_addresses)
+        return None if recipient is None else self._keys(message, recipient)
+
+    def _keys(self, message: Inbound, recipient: Address) -> AckKeys:
+        """counted(), the acknowledgement going to `recipient`."""
         sender = message.from_.key if message.from_ is not None else ""
         domain = sender_domain(message)
         return AckKeys(recipient.key, sender, domain if self._domain_limit(domain) else "")
