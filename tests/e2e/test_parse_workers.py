@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -215,12 +216,12 @@ def test_a_busy_worker_is_handed_the_next_messages_without_waiting_for_it() -> N
         ]
 
 
-def _unread_bytes(pipe: object) -> int:
+def _unread_bytes(pipe: Connection) -> int:
     import fcntl
     import termios
 
     count = bytearray(4)
-    fcntl.ioctl(pipe.fileno(), termios.FIONREAD, count)  # type: ignore[attr-defined]
+    fcntl.ioctl(pipe.fileno(), termios.FIONREAD, count)
     return int.from_bytes(count, sys.byteorder)
 
 
