@@ -33,6 +33,7 @@ from mailsupport.outbox.delivery import (
     BACKOFF_MAX,
     _candidates,
     _claim,
+    _claim_statement,
     backoff,
     deliver_due,
     flush,
@@ -446,6 +447,84 @@ def test_two_concurrent_senders_never_send_an_item_twice(
     assert Counter(smtp_server.count(m) for m in ids) == Counter({1: len(ids)})
     assert sum(t["sent"] for t in totals) <= len(ids)
     print("sent by each sender:", [t["sent"] for t in totals])
+
+
+def _queue_kind(store: Store, ticket_id: int, message_id: str, kind: str) -> int:
+    with store.write() as session:
+        return outbox.queue(
+            session, ticket_id=ticket_id, kind=kind, message=plain_message(message_id),
+            message_id=message_id, mail_from=SUPPORT, recipients=[ANNA], now=T0,
+        )  # fmt: skip
+
+
+def test_a_claim_takes_an_item_only_with_every_earlier_one_of_its_ticket(store: Store) -> None:
+    # The claim is one statement for all candidates; the order rule is inside it. A
+    # candidate list without a ticket's first item (another sender locked it, on
+    # PostgreSQL) or with it not due must not let the ticket's later items go.
+    first, second, third = (new_ticket(store) for _ in range(3))
+    a1, a2, a3 = (queue(store, first, f"a{n}@example.com") for n in (1, 2, 3))
+    note = _queue_kind(store, first, "note@example.com", "notification")  # keeps no order
+    b1, b2 = (queue(store, second, f"b{n}@example.com") for n in (1, 2))
+    c1, c2 = (queue(store, third, f"c{n}@example.com") for n in (1, 2))
+    with store.write() as session:  # the third ticket's first item waits for a retry
+        waiting = session.get(OutboxItem, c1)
+        assert waiting is not None
+        waiting.next_attempt_at = T0 + timedelta(hours=1)
+        session.add(waiting)
+    lease = timedelta(minutes=10)
+    with store.write() as session:
+        claim = _claim_statement(T0, lease, "ours")
+        ids = [a2, a3, note, b1, b2, c1, c2]  # a1 left out
+        taken = set(session.execute(claim, {"ids": ids}).scalars())
+    assert taken == {note, b1, b2}
+    claimed = {i: get(store, i).claim_token for i in (a1, a2, a3, note, b1, b2, c1, c2)}
+    assert claimed == {a1: None, a2: None, a3: None, note: "ours", b1: "ours", b2: "ours",
+                       c1: None, c2: None}  # fmt: skip
+    with store.write() as session:  # with its first item, the first ticket goes whole
+        again = _claim_statement(T0, lease, "again")
+        assert set(session.execute(again, {"ids": [a1, a2, a3]}).scalars()) == {a1, a2, a3}
+
+
+def test_a_claim_is_a_few_statements_whatever_its_size(store: Store) -> None:
+    # One UPDATE a candidate cost a statement's round trip and server work each: thousands
+    # in a poll that acknowledges thousands of new tickets.
+    tickets = [new_ticket(store) for _ in range(5)]
+    for n in range(60):
+        queue(store, tickets[n % 5], f"many{n}@example.com")
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    sa.event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        claimed = _claim(store, T0, 100, timedelta(minutes=10), "one-go")
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", count)
+    assert len(claimed) == 60
+    assert [c.id for c in claimed] == sorted(c.id for c in claimed)
+    updates = [sql for sql in statements if sql.lstrip().upper().startswith("UPDATE")]
+    assert len(updates) == 1, updates
+    assert len(statements) <= 4, statements
+
+
+def test_a_claim_leaves_a_tickets_later_mail_when_another_sender_holds_its_first(
+    store: Store, settings: Settings
+) -> None:
+    if store.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer at a time: no sender holds a row while another claims")
+    first, second = new_ticket(store), new_ticket(store)
+    a1, a2 = queue(store, first, "held1@example.com"), queue(store, first, "held2@example.com")
+    b1 = queue(store, second, "free1@example.com")
+    other = Store.open(settings.db_url)
+    try:
+        with other.engine.connect() as conn, conn.begin():  # another sender, mid-claim
+            conn.execute(sa.select(OutboxItem.id).where(OutboxItem.id == a1).with_for_update())
+            claimed = _claim(store, T0, 100, timedelta(minutes=10), "ours")
+            assert [c.id for c in claimed] == [b1]  # a1 skipped as locked: a2 waits for it
+    finally:
+        other.engine.dispose()
+    assert get(store, a2).claim_token is None
 
 
 def test_racing_claims_are_disjoint(store: Store, settings: Settings) -> None:
