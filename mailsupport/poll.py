@@ -18,8 +18,9 @@ by its own Date, with no due times and no acknowledgement.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -159,23 +160,44 @@ class FolderPoller:
     ) -> None:
         """Store the messages `uids`, in one transaction with the ledger's record of them.
         `history`: this batch ends a takeover of the older mail, which is recorded with it."""
-        items = (
-            [(uid, self._incoming(ledger, m)) for uid, m in self.source.fetch(uids)] if uids else []
-        )
-        # The worker processes parse ahead while this one stores.
-        parsed = self.pipeline.parse_all(item for _, item in items if item is not None)
+        fetched: deque[tuple[int, Incoming | None]] = deque()  # each until it is filed
+        unparsed: deque[Incoming] = deque()  # fetched, not handed to the parse workers yet
+        chunks = iter(self.source.fetch(uids) if uids else ())  # FETCH a chunk at a time
+
+        def fetch_one() -> bool:
+            pair = next(chunks, None)
+            if pair is None:
+                return False
+            fetched.append((pair[0], item := self._incoming(ledger, pair[1])))
+            if item is not None:
+                unparsed.append(item)
+            return True
+
+        def incoming() -> Iterator[Incoming]:
+            while unparsed or fetch_one():
+                if unparsed:
+                    yield unparsed.popleft()
+
+        # The worker processes parse ahead while this one stores. Their first messages are
+        # handed over as soon as a chunk of them comes, and the rest of the batch is fetched
+        # while they parse: all of it before the transaction (a slow server must not hold
+        # the database), where one FETCH of the whole batch left them idle until it ended.
+        parsed = self.pipeline.parse_all(incoming())
+        parses: Iterator[tuple[Incoming, Parsed | None]] = parsed  # (primed below)
         taken = 0  # the highest UID dealt with; a stop leaves the rest for the next pass
         filed: list[int] = []  # the UIDs of the messages handed to the pipeline, in order
 
         def messages() -> Iterator[tuple[Incoming, Parsed | None]]:
             nonlocal taken
-            for uid, incoming in items:
-                if should_stop():  # finish the messages in hand (batching.READ_AHEAD)
-                    return  # not the whole batch
-                taken = uid
-                if incoming is not None:
-                    filed.append(uid)
-                    yield next(parsed)
+            while not should_stop():  # finish the messages in hand (batching.READ_AHEAD)
+                pair = next(parses, None)
+                while fetched and fetched[0][1] is None:  # gone before it was fetched
+                    taken = fetched.popleft()[0]
+                if pair is None:
+                    return
+                taken = fetched.popleft()[0]  # the message `pair` is the parse of
+                filed.append(taken)
+                yield pair
 
         def finish(session: Session, outcomes: list[Outcome]) -> None:
             done = [(uid, o.kind == QUARANTINED) for uid, o in zip(filed, outcomes, strict=True)]
@@ -185,6 +207,10 @@ class FolderPoller:
                 ledgers.record_history(session, ledger, history)
 
         with contextlib.closing(parsed):
+            first = next(parsed, None)  # the first messages handed over, the first parsed
+            while fetch_one():  # the rest of the batch, while the workers parse
+                pass
+            parses = itertools.chain([first] if first is not None else [], parsed)
             outcomes = self.pipeline.take(messages(), now, finish)
         ledger.last_uid = max(ledger.last_uid, taken)  # committed
         if history:
