@@ -114,7 +114,9 @@ class ImapFolderSource:
                 yield uid, self._message(uid, fetched.pop(uid, None))
 
     def _message(self, uid: int, data: dict[bytes, Any] | None) -> Fetched | None:
-        if data is None or b"BODY[]" not in data:
+        # Left out, or NIL: Dovecot answers so for a message another session expunged
+        # since this one last heard (RFC 2180, 4.1.3).
+        if data is None or data.get(b"BODY[]") is None:
             data = self._fetch_again(uid)
         if data is None:
             return None
@@ -127,7 +129,7 @@ class ImapFolderSource:
             log.info("UID %s of %s was expunged before it could be fetched", uid, self.folder)
             return None
         data = self.client.fetch([uid], [b"BODY.PEEK[]", b"INTERNALDATE"]).get(uid)
-        if data is None or b"BODY[]" not in data:
+        if data is None or data.get(b"BODY[]") is None:
             log.warning(
                 "UID %s of %s exists but the server returns no body; skipped", uid, self.folder
             )

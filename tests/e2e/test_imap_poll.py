@@ -25,7 +25,7 @@ from mailsupport.pipeline import Pipeline
 from mailsupport.poll import FolderPoller
 from mailsupport.store.attachments import attachment_store
 from mailsupport.store.db import Store
-from mailsupport.store.models import ImapFolder, ImapPending, Message
+from mailsupport.store.models import ImapFolder, ImapPending, Message, RawMessage
 from tests.support.imapservers import DovecotServer
 from tests.support.mailboxes import flags_by_uid, imap_env, imap_settings, mail, poll, stored_ids
 from tests.support.mailfactory import make_message
@@ -278,6 +278,55 @@ def test_kill_9_at_any_point_loses_nothing_and_duplicates_nothing(
         assert session.exec(select(ImapPending)).all() == []
         tickets = {t for t in session.exec(select(Message.ticket_id)).all()}
     assert len(tickets) == 20 - len(range(0, 20, 3)) + 1  # replies joined their parents
+
+
+def test_messages_expunged_before_their_chunk_is_fetched_are_passed_over(
+    dovecot_server: DovecotServer,
+    settings: Settings,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A batch is fetched a chunk at a time while the parse workers begin; a message another
+    # client expunged meanwhile (here the first, some in the middle, a whole chunk's worth
+    # and the last) is nothing to take, and the rest are filed against the right UIDs.
+    monkeypatch.setattr("mailsupport.sources.imap.FETCH_CHUNK", 3)
+    configured = imap_settings(settings, dovecot_server, imap_start="all", imap_batch=20)
+    uids = [dovecot_server.append(mail(i)) for i in range(14)]
+    gone = {0, 4, 6, 7, 8, 13}  # positions in the batch
+    pipeline = Pipeline(configured, store)
+    client = connect(configured)
+    original_fetch = client.fetch
+    other = connect(configured)
+    other.select_folder("INBOX")
+
+    def expunge_first(uids_asked, data, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if b"BODY.PEEK[]" in data and gone:
+            other.delete_messages([uids[i] for i in gone])
+            other.expunge()
+            gone_now.update(gone)
+            gone.clear()
+        return original_fetch(uids_asked, data, *args, **kwargs)
+
+    gone_now: set[int] = set()
+    client.fetch = expunge_first  # type: ignore[method-assign]
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
+    result = FolderPoller(configured, pipeline, client).poll(now)
+    other.logout()
+    kept = [i for i in range(14) if i not in gone_now]
+    assert stored_ids(store) == sorted(f"m{i}@customer.example.org" for i in kept)
+    with store.read() as session:
+        rows = session.exec(
+            select(Message.message_id, RawMessage.origin).join(
+                RawMessage, RawMessage.id == Message.raw_id
+            )
+        ).all()
+        message_uids = {message_id: int(origin.rsplit("=", 1)[-1]) for message_id, origin in rows}
+        [ledger] = session.exec(select(ImapFolder)).all()
+    assert message_uids == {f"m{i}@customer.example.org": uids[i] for i in kept}
+    assert ledger.last_uid == uids[-1]  # the last one, gone, was dealt with too
+    assert result.counts["new"] == len(kept)
+    assert FolderPoller(configured, pipeline, client).poll(now).counts["new"] == 0
+    client.logout()
 
 
 def test_server_dropping_the_connection_mid_fetch(
