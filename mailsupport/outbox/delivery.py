@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import aliased, defer
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from mailsupport.config import Settings
@@ -26,6 +26,7 @@ from mailsupport.outbox.admin import count_due
 from mailsupport.outbox.queue import UNORDERED_KINDS, load_data, unclaimed
 from mailsupport.outbox.senders import Senders
 from mailsupport.outbox.smtp import ConnectionDown, Results
+from mailsupport.store import direct
 from mailsupport.store.db import Store
 from mailsupport.store.models import OutboxItem, Ticket
 from mailsupport.store.tickets import record_event
@@ -344,42 +345,57 @@ def _record(
 ) -> list[tuple[str, datetime | None]]:
     """Write the outcomes of attempts in one transaction: for each, "sent", "retry",
     "failed" or "lost", and the sent time when the attempt made the message sent for the
-    first time (else None)."""
+    first time (else None). By statements, one for all of them each way: an outage writes
+    up to a claim's worth, and the ORM's objects cost more than the writing."""
     with store.write() as session:
         ids = [claimed.id for claimed, _ in attempts]
-        ours = {  # one statement for all of them: an outage writes up to a claim's worth
-            item.id: item
-            for item in session.exec(
-                select(OutboxItem)
+        ours = {
+            row.id: row
+            for row in session.exec(
+                select(*(col(getattr(OutboxItem, name)) for name in _READ))
                 .where(col(OutboxItem.id).in_(ids), OutboxItem.claim_token == token)
-                .options(defer(OutboxItem.data))  # the mail itself: not needed to record
                 .with_for_update()
             )
         }
-        return [
-            _record_one(session, settings, claimed, ours.get(claimed.id), results, at, rand)
-            for claimed, results in attempts
-        ]
+        written: list[tuple[str, datetime | None]] = []
+        changes: list[tuple[int, dict[str, Any]]] = []
+        for claimed, results in attempts:
+            row = ours.get(claimed.id)
+            outcome, first_sent, values = _record_one(
+                session, settings, claimed, row, results, at, rand
+            )
+            written.append((outcome, first_sent))
+            if values:
+                changes.append((claimed.id, values))
+        direct.set_many_by_id(session, OutboxItem, changes)
+        return written
+
+
+# The columns recording an attempt reads of its item. It writes the same columns for every
+# item (those it does not change as they were), so that one statement writes them all.
+_READ = ("id", "ticket_id", "status", "attempts", "recipient_status", "queued_at", "sent_at",
+         "next_attempt_at")  # fmt: skip
 
 
 def _record_one(
     session: Session,
     settings: Settings,
     claimed: _Claimed,
-    item: OutboxItem | None,
+    item: Any,
     results: Results,
     at: datetime,
     rand: Callable[[], float],
-) -> tuple[str, datetime | None]:
-    """One attempt's outcome, written in the caller's transaction. `item`: its row, locked,
-    when it is still claimed by this run."""
+) -> tuple[str, datetime | None, dict[str, Any]]:
+    """One attempt's outcome: what to write to its row (nothing when lost), its "delivery-
+    failed" event written now. `item`: its row's _READ columns, locked, when it is still
+    claimed by this run."""
     if item is None or item.status != "queued":
         # Our lease ran out and another sender took the row over: it records.
         log.warning(
             "outbox item %s <%s>: claim lost before its result was recorded",
             claimed.id, claimed.message_id,
         )  # fmt: skip
-        return "lost", None
+        return "lost", None, {}
     status = dict(item.recipient_status)
     refused: dict[str, str] = {}
     waiting: dict[str, str] = {}
@@ -391,17 +407,24 @@ def _record_one(
             status[rcpt] = refused[rcpt] = reply
         else:
             waiting[rcpt] = reply
-    item.attempts += 1
-    item.claimed_until = item.claim_token = None
+    attempts = item.attempts + 1
     deadline = item.queued_at + timedelta(seconds=settings.smtp_max_age)
     if waiting and at >= deadline:
         age = _age(at - item.queued_at)
         for rcpt, reply in waiting.items():
             status[rcpt] = refused[rcpt] = f"gave up after {age}: {reply}"
         waiting = {}
-    item.recipient_status = status
-    problems = {**refused, **waiting}
-    item.last_error = _describe(problems)[:ERROR_MAX_CHARS]
+    last_error = _describe({**refused, **waiting})[:ERROR_MAX_CHARS]
+    values = {
+        "attempts": attempts,
+        "claimed_until": None,
+        "claim_token": None,
+        "recipient_status": status,
+        "last_error": last_error,
+        "next_attempt_at": item.next_attempt_at,
+        "status": item.status,
+        "sent_at": item.sent_at,
+    }
     where = f"ticket #{claimed.ticket_number} {claimed.kind} <{claimed.message_id}>"
     if refused:
         record_event(
@@ -409,21 +432,20 @@ def _record_one(
             f"{claimed.kind} <{claimed.message_id}> not delivered: {_describe(refused)}", at,
         )  # fmt: skip
     if waiting:
-        item.next_attempt_at = min(at + backoff(item.attempts, rand), deadline)
+        values["next_attempt_at"] = min(at + backoff(attempts, rand), deadline)
         outcome = "retry"
-        next_try = item.next_attempt_at.isoformat(timespec="seconds")
+        next_try = values["next_attempt_at"].isoformat(timespec="seconds")
         log.info("%s: temporary failure, next try %s: %s", where, next_try, _describe(waiting))
     elif any(v == "sent" for v in status.values()):
         # Already sent once (`outbox retry` then reached a recipient refused before):
         # the copy was made that first time.
         first_sent = at if item.sent_at is None else None
-        item.status, item.sent_at, outcome = "sent", at, "sent"
+        values["status"], values["sent_at"], outcome = "sent", at, "sent"
         log.info("%s sent to %s", where, ", ".join(r for r in results if r not in refused))
     else:
-        item.status, outcome = "failed", "failed"
-        log.warning("%s failed: %s", where, item.last_error)
-    session.add(item)
-    return outcome, first_sent
+        values["status"], outcome = "failed", "failed"
+        log.warning("%s failed: %s", where, last_error)
+    return outcome, first_sent, values
 
 
 def _describe(problems: dict[str, str]) -> str:

@@ -356,6 +356,18 @@ def set_by_id(session: Session, model: Any, row_id: int, **values: Any) -> None:
     write(session, statement, {"b_id": row_id, **{f"b_{k}": v for k, v in values.items()}})
 
 
+def set_many_by_id(
+    session: Session, model: Any, changes: Sequence[tuple[int, dict[str, Any]]]
+) -> None:
+    """set_by_id() for each (id, values) of `changes`, all with the same columns: one call
+    of the driver (execute_many)."""
+    if not changes:
+        return
+    statement = _update_by_id(model.__table__, tuple(sorted(changes[0][1])))
+    rows = [{"b_id": i, **{f"b_{k}": v for k, v in values.items()}} for i, values in changes]
+    execute_many(session, statement, rows)
+
+
 @functools.cache
 def _update_by_id(table: sa.Table, columns: tuple[str, ...]) -> sa.Update:
     return (

@@ -34,6 +34,7 @@ from mailsupport.outbox.delivery import (
     _candidates,
     _claim,
     _claim_statement,
+    _record,
     backoff,
     deliver_due,
     flush,
@@ -525,6 +526,34 @@ def test_a_claim_leaves_a_tickets_later_mail_when_another_sender_holds_its_first
     finally:
         other.engine.dispose()
     assert get(store, a2).claim_token is None
+
+
+def test_recording_leaves_alone_an_item_another_sender_took_over(
+    store: Store, smtp_settings: Settings
+) -> None:
+    # A sender whose lease ran out while it sent records nothing on the row the next one
+    # holds ("lost"); the rest of its attempts, recorded in the same statements, stand.
+    first, second = (queue(store, new_ticket(store), f"lease{n}@example.com") for n in (1, 2))
+    lease = timedelta(minutes=10)
+    mine = {c.id: c for c in _claim(store, T0, 100, lease, "slow")}
+    later = T0 + lease + timedelta(minutes=1)
+    with store.write() as session:  # the other sender's claim of the first, after the lease
+        taken = session.execute(_claim_statement(later, lease, "next"), {"ids": [first]})
+        assert list(taken.scalars()) == [first]
+    attempts = [
+        (mine[first], {ANNA: ("sent", "250 ok")}),
+        (mine[second], {ANNA: ("temporary", "451 try later")}),
+    ]
+    outcomes = _record(store, smtp_settings, attempts, later, "slow", half)
+    assert outcomes == [("lost", None), ("retry", None)]
+    held = get(store, first)
+    assert (held.claim_token, held.attempts, held.status, held.recipient_status) == (
+        "next", 0, "queued", {},
+    )  # fmt: skip
+    retried = get(store, second)
+    assert (retried.claim_token, retried.claimed_until, retried.attempts) == (None, None, 1)
+    assert retried.last_error == f"{ANNA}: 451 try later"
+    assert retried.next_attempt_at > later and retried.status == "queued"
 
 
 def test_racing_claims_are_disjoint(store: Store, settings: Settings) -> None:
