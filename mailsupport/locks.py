@@ -27,9 +27,13 @@ def folder_lock(settings: Settings) -> tuple[str, Path]:
     return name, settings.data_dir / "locks"
 
 
-def lock_key(name: str) -> int:
-    """A stable signed 64-bit key for pg_try_advisory_lock."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+def lock_key(name: str, schema: str = "public") -> int:
+    """A stable signed 64-bit key for pg_try_advisory_lock. Advisory locks are the
+    database's, not a schema's: desks sharing a database on schemas of their own (a
+    search_path in the URL) lock apart by the schema's name, while "public" keeps the keys
+    it always had (a daemon of the last release and one of this lock alike)."""
+    named = name if schema == "public" else f"{schema}/{name}"
+    return int.from_bytes(hashlib.sha256(named.encode()).digest()[:8], "big", signed=True)
 
 
 class Lock:
@@ -46,6 +50,7 @@ class Lock:
         self.lock_dir = lock_dir
         self._conn: sa.Connection | None = None
         self._backend_pid: int | None = None
+        self._key = 0  # the advisory lock's, once held
         self._fd: int | None = None
 
     @property
@@ -67,7 +72,8 @@ class Lock:
         with self.store.translated():
             conn = self.store.lock_engine.connect()
             try:
-                key = lock_key(self.name)
+                schema = conn.execute(sa.select(sa.func.current_schema())).scalar()
+                key = lock_key(self.name, schema or "public")
                 held = bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar())
                 pid = conn.execute(sa.select(sa.func.pg_backend_pid())).scalar()
                 conn.commit()  # never sit "idle in transaction" while holding the lock
@@ -77,7 +83,7 @@ class Lock:
         if not held:
             conn.close()
             return False
-        self._conn, self._backend_pid = conn, pid
+        self._conn, self._backend_pid, self._key = conn, pid, key
         return True
 
     def _acquire_file(self) -> bool:
@@ -121,7 +127,7 @@ class Lock:
         if conn is None:
             return
         try:
-            conn.execute(sa.select(sa.func.pg_advisory_unlock(lock_key(self.name))))
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(self._key)))
             conn.commit()
         except (exc.SQLAlchemyError, OSError):
             # Never hand a session that may still hold the lock back to the pool: closing

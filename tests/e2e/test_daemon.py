@@ -19,7 +19,7 @@ from mailsupport.batching import READ_AHEAD
 from mailsupport.config import Settings
 from mailsupport.daemon import Backoff, Daemon
 from mailsupport.imapconn import connect
-from mailsupport.locks import folder_lock, lock_key
+from mailsupport.locks import exclusive, folder_lock, lock_key
 from mailsupport.logs import RedactingFormatter
 from mailsupport.pipeline import Pipeline
 from mailsupport.poll import FolderPoller
@@ -169,6 +169,23 @@ def test_a_wrong_password_at_startup_exits_2(
     assert wrong not in process.log
 
 
+def test_desks_on_schemas_of_one_database_lock_apart(store: Store, tmp_path: Any) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's; SQLite's file locks are the data dir's")
+    from tests.conftest import postgresql_schema
+
+    with postgresql_schema() as url:
+        other = Store.open(url, check_schema=False)
+        try:
+            with exclusive(store, "move-attachments", tmp_path) as here:
+                with exclusive(other, "move-attachments", tmp_path / "o") as there:
+                    assert here and there  # another desk's lock, though the same name
+                with exclusive(store, "move-attachments", tmp_path / "t") as again:
+                    assert not again  # this desk's own: held
+        finally:
+            other.engine.dispose()
+
+
 def test_a_lost_advisory_lock_is_noticed_and_taken_again(
     dovecot_server: DovecotServer,
     env_for_cli: dict[str, str],
@@ -183,8 +200,9 @@ def test_a_lost_advisory_lock_is_noticed_and_taken_again(
     process.wait_for_log("waiting for new mail")
     # End the database session that holds the lock, as a PostgreSQL restart would.
     name, _ = folder_lock(imap_settings(settings, dovecot_server))
-    key = lock_key(name) & 0xFFFFFFFFFFFFFFFF
     with store.engine.begin() as conn:
+        schema = conn.execute(sa.select(sa.func.current_schema())).scalar_one()
+        key = lock_key(name, schema) & 0xFFFFFFFFFFFFFFFF
         pid = conn.execute(
             sa.text(
                 "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
