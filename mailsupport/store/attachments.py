@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import sqlalchemy as sa
+from sqlmodel import Session
 
 from mailsupport.config import Settings
 from mailsupport.errors import TemporaryError
@@ -49,7 +50,7 @@ class Place(Protocol):
 
     name: str
 
-    def put(self, connection: sa.Connection, data: bytes) -> str: ...
+    def put(self, session: Session, data: bytes) -> str: ...
     def size_of(self, connection: sa.Connection, sha256: str) -> int | None: ...
     def chunks(self, connection: sa.Connection, sha256: str) -> Iterator[bytes]: ...
     def copy_in(
@@ -78,9 +79,9 @@ class Attachments:
     def where(self) -> str:
         return self.home.name
 
-    def put(self, connection: sa.Connection, data: bytes) -> str:
+    def put(self, session: Session, data: bytes) -> str:
         """Store `data` (once: by its sha256) in the caller's transaction; its sha256."""
-        return self.home.put(connection, data)
+        return self.home.put(session, data)
 
     def chunks(self, connection: sa.Connection, sha256: str) -> Iterator[bytes]:
         """The content, a piece at a time, from wherever it is. AttachmentMissing when it

@@ -104,7 +104,7 @@ class AttachmentStore:
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / check_digest(sha256)
 
-    def put(self, connection: Any, data: bytes) -> str:
+    def put(self, session: Any, data: bytes) -> str:
         """Store `data` durably (once) and return its sha256."""
         digest = hashlib.sha256(data).hexdigest()
         if not self.path_for(digest).exists():

@@ -377,7 +377,7 @@ def store_message(
             "filename": part.filename,
             "content_type": part.content_type,
             "size": len(part.data),
-            "sha256": files.put(session.connection(), part.data),
+            "sha256": files.put(session, part.data),
             "content_id": part.content_id,
             "inline": part.inline,
         }

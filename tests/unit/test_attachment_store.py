@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from mailsupport.config import Settings
 from mailsupport.errors import TemporaryError
@@ -171,13 +171,13 @@ def test_a_file_a_worker_could_not_store_is_written_by_the_filing_process(
     files = settings.model_copy(update={"attachments": FILES})
     assert files_of(files) == set()
     with store.write() as session:  # stored elsewhere: not here, so written here
-        assert attachment_store(files).put(session.connection(), data) == sha(data)
+        assert attachment_store(files).put(session, data) == sha(data)
     assert files_of(files) == {sha(data)}
 
 
 def test_an_empty_attachment_is_stored_and_read(placed: Settings, store: Store) -> None:
     with store.write() as session:
-        digest = attachment_store(placed).put(session.connection(), b"")
+        digest = attachment_store(placed).put(session, b"")
     assert digest == sha(b"")
     assert read_back(placed, store, digest) == b""
 
@@ -190,7 +190,7 @@ def test_in_the_database_a_message_and_its_attachments_commit_together(
     for where in (DATABASE, FILES):
         chosen = settings.model_copy(update={"attachments": where})
         with pytest.raises(RuntimeError), store.write() as session:
-            attachment_store(chosen).put(session.connection(), data)
+            attachment_store(chosen).put(session, data)
             raise RuntimeError("the message failed after its attachments were written")
     assert blob_rows(store) == {}  # rolled back with the rest
     assert files_of(settings) == {sha(data)}  # the file stays, unused
@@ -209,7 +209,7 @@ def test_a_large_attachment_goes_in_and_out_a_piece_at_a_time(
         with store.write() as session:
             tracemalloc.reset_peak()
             before = tracemalloc.get_traced_memory()[0]
-            assert blobs.put(session.connection(), data) == digest
+            assert blobs.put(session, data) == digest
             stored_peak = tracemalloc.get_traced_memory()[1] - before
         check = hashlib.sha256()
         with store.read() as session, (tmp_path / "out").open("wb") as out:
@@ -237,11 +237,14 @@ def test_a_large_attachment_goes_in_and_out_a_piece_at_a_time(
 
 
 @pytest.mark.parametrize("first_commits", [True, False])
-def test_two_writers_racing_on_the_same_content(store: Store, first_commits: bool) -> None:
+@pytest.mark.parametrize("pieces", [3, 1])  # 1: small content, sent without asking
+def test_two_writers_racing_on_the_same_content(
+    store: Store, first_commits: bool, pieces: int
+) -> None:
     """Two daemons store the same new content at the same moment, each in its own
     transaction (no writers' lock here, unlike Store.write on PostgreSQL): the second waits
     for the first, then stores nothing (it committed) or everything (it rolled back)."""
-    data = blob(5, 2 * MiB + 5)
+    data = blob(5, 2 * MiB + 5 if pieces == 3 else 5000)
     digest = sha(data)
     blobs = BlobStore()
     writers = store.engine.execution_options(mailsupport_write=True)  # BEGIN IMMEDIATE on SQLite
@@ -249,14 +252,14 @@ def test_two_writers_racing_on_the_same_content(store: Store, first_commits: boo
 
     def second() -> None:
         try:
-            with writers.begin() as conn:
-                outcome["digest"] = blobs.put(conn, data)
+            with writers.begin() as conn, Session(conn) as session:
+                outcome["digest"] = blobs.put(session, data)
         except BaseException as error:  # reported below, in the test's thread
             outcome["error"] = error
 
     with writers.connect() as first:
         with first.begin() as transaction:
-            assert blobs.put(first, data) == digest
+            assert blobs.put(Session(first), data) == digest
             racer = threading.Thread(target=second)
             racer.start()
             time.sleep(0.5)
@@ -267,7 +270,7 @@ def test_two_writers_racing_on_the_same_content(store: Store, first_commits: boo
     assert not racer.is_alive()
     assert "error" not in outcome, outcome.get("error")
     assert outcome["digest"] == digest
-    assert blob_rows(store) == {digest: 3}
+    assert blob_rows(store) == {digest: pieces}
     with store.read() as session:
         assert b"".join(blobs.chunks(session.connection(), digest)) == data
 
