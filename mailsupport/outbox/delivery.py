@@ -77,6 +77,7 @@ def deliver_due(
     deadline: datetime | None = None,
     outcomes: dict[int, str] | None = None,
     down: dict[str, str] | None = None,
+    after: int = 0,
 ) -> Counter[str]:
     """Send up to `limit` due messages (only those of the tickets numbered in `tickets`,
     when given); counts of "sent", "retry", "failed", "lost" and "held".
@@ -87,6 +88,7 @@ def deliver_due(
     is begun after it. `outcomes`, when given, receives each claimed item's outcome by id.
     `down` (mailbox -> why) names the servers found unreachable: their items count a failed
     attempt without a connection tried; given, it is shared with the caller's other runs.
+    `after`: only items with a greater id (a flush's rounds go on where the last one ended).
 
     Raises ConfigError when the settings keep mail from going out (no SMTP host, login
     refused, untrusted certificate, a security mode the port does not speak): what was
@@ -105,7 +107,7 @@ def deliver_due(
             "MAILSUPPORT_SMTP_HOST is not set: outgoing mail waits in the outbox until it is"
         )
     claimed_at = now()
-    claimed = _claim(store, claimed_at, limit, lease, token, tickets)
+    claimed = _claim(store, claimed_at, limit, lease, token, tickets, after)
     lease_end = claimed_at + lease
     # Tickets whose earlier message was not sent in this run: their later ones wait.
     behind: set[int] = set()
@@ -236,9 +238,29 @@ def _claim_statement(at: datetime, lease: timedelta, token: str) -> Any:
     )
 
 
-def _candidates(at: datetime, limit: int, tickets: Sequence[int] | None = None) -> Any:
-    """The query of the items a claim may take (ids and tickets), oldest first."""
-    due = sa.and_(_due(at), _not_behind(at))
+def _candidates(
+    at: datetime,
+    limit: int,
+    tickets: Sequence[int] | None = None,
+    after: int = 0,
+    dialect: str = "",
+) -> Any:
+    """The query of the items a claim may take (ids and tickets), oldest first, from the
+    first id after `after`; `dialect`: the database's, for the way it is read."""
+    status = col(OutboxItem.status)
+    if tickets is None and dialect == "sqlite":
+        # Walk the ids from `after`: SQLite otherwise reads every due item by the index on
+        # status and due time and sorts them all for the first 100, each claim again (a
+        # flush of 46,718 items: 17 s). The status as an expression keeps that index out.
+        # (Not on PostgreSQL, which then misjudges how many rows match.)
+        status = status + ""
+    due = sa.and_(
+        status == "queued",
+        col(OutboxItem.next_attempt_at) <= at,
+        unclaimed(OutboxItem, at),
+        _not_behind(at),
+        col(OutboxItem.id) > after,
+    )
     if tickets is not None:
         numbered = select(Ticket.id).where(col(Ticket.number).in_(tickets))
         due = sa.and_(due, col(OutboxItem.ticket_id).in_(numbered))
@@ -261,12 +283,14 @@ def _claim(
     lease: timedelta,
     token: str,
     tickets: Sequence[int] | None = None,
+    after: int = 0,
 ) -> list[_Claimed]:
     """Claim up to `limit` due items, oldest first, keeping each ticket's order: an item is
     claimed only together with every earlier queued item of its ticket, so a later one never
     leaves while an earlier one waits. Failed and sent items do not hold anything back."""
     with store.write() as session:
-        candidates = session.exec(_candidates(at, limit, tickets)).all()
+        dialect = session.get_bind().dialect.name
+        candidates = session.exec(_candidates(at, limit, tickets, after, dialect)).all()
         if not candidates:
             return []
         # One statement for all of them: one a candidate cost a round trip and the
@@ -468,13 +492,19 @@ def flush(
     short claims so that a running daemon can share the work. Never more items than were due
     at the start, so mail that fails and comes due again cannot keep the loop going. A server
     found unreachable is tried once a flush, not once a round: thousands of acknowledgements
-    queued behind a server that never answers would otherwise wait SMTP_TIMEOUT a round."""
+    queued behind a server that never answers would otherwise wait SMTP_TIMEOUT a round.
+    Each round reads on after the last item the round before took: the items before it
+    were dealt with, or wait behind one that was.
+    """
     due = count_due(store, now())
     counts: Counter[str] = Counter()
     down: dict[str, str] = {}
+    after = 0
     while sum(counts.values()) < due:
-        done = deliver_due(store, settings, now, batch, down=down)
+        outcomes: dict[int, str] = {}
+        done = deliver_due(store, settings, now, batch, down=down, outcomes=outcomes, after=after)
         counts += done
-        if sum(done.values()) < batch:
+        if sum(done.values()) < batch or not outcomes:
             break
+        after = max(outcomes)
     return counts
