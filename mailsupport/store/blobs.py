@@ -52,12 +52,12 @@ class BlobStore:
         digest = hashlib.sha256(data).hexdigest()
         if len(data) <= UNASKED_BYTES:
             dialect = session.connection().dialect.name
-            direct.write(session, _insert_ignoring(dialect, BLOBS), {
+            direct.write(session, direct.insert_ignoring(dialect, AttachmentBlob), {
                 "sha256": digest, "size": len(data), "chunks": 1 if data else 0,
             })  # fmt: skip
             if data:
                 piece = {"sha256": digest, "seq": 0, "data": data}
-                direct.write(session, _insert_ignoring(dialect, CHUNKS), piece)
+                direct.write(session, direct.insert_ignoring(dialect, AttachmentChunk), piece)
             return digest
         connection = session.connection()
         view = memoryview(data)
@@ -166,18 +166,8 @@ def _sized(pieces: Iterable[bytes]) -> Iterator[bytes | memoryview]:
 
 
 @functools.cache
-def _insert_ignoring(dialect: str, table: sa.Table) -> sa.Insert:
-    """INSERT ... ON CONFLICT DO NOTHING into `table`."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    return insert(table).on_conflict_do_nothing()
-
-
-@functools.cache
 def _insert_blob(dialect: str) -> sa.Insert:
-    return _insert_ignoring(dialect, BLOBS).returning(BLOBS.c.sha256)
+    return direct.insert_ignoring(dialect, AttachmentBlob).returning(BLOBS.c.sha256)
 
 
 @functools.cache

@@ -356,6 +356,18 @@ def set_by_id(session: Session, model: Any, row_id: int, **values: Any) -> None:
     write(session, statement, {"b_id": row_id, **{f"b_{k}": v for k, v in values.items()}})
 
 
+@functools.cache
+def insert_ignoring(dialect: str, model: Any) -> sa.Insert:
+    """INSERT ... ON CONFLICT DO NOTHING into `model`'s table for one row, built once and
+    run with many: a statement built per call (its VALUES sized to the rows) was compiled
+    every time."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return insert(model.__table__).on_conflict_do_nothing()
+
+
 def set_many_by_id(
     session: Session, model: Any, changes: Sequence[tuple[int, dict[str, Any]]]
 ) -> None:

@@ -78,7 +78,7 @@ def save_raw(
 @functools.cache
 def _insert_raw(dialect: str) -> sa.Insert:
     table = RawMessage.__table__  # type: ignore[attr-defined]
-    return _insert_ignoring(dialect, RawMessage).returning(table.c.id)
+    return direct.insert_ignoring(dialect, RawMessage).returning(table.c.id)
 
 
 def digest_of(raw: bytes) -> str:
@@ -88,7 +88,7 @@ def digest_of(raw: bytes) -> str:
 
 @functools.cache
 def _insert_raw_with_id() -> sa.Insert:
-    return _insert_ignoring("postgresql", RawMessage)
+    return direct.insert_ignoring("postgresql", RawMessage)
 
 
 @functools.cache
@@ -475,19 +475,8 @@ def _insert_new(session: Session, model: type[SQLModel], rows: list[dict[str, An
         return
     if any(isinstance(pending, model) for pending in session.new):
         session.flush()  # rows of this model added as objects go first
-    statement = _insert_ignoring(session.get_bind().dialect.name, model)
+    statement = direct.insert_ignoring(session.get_bind().dialect.name, model)
     direct.execute_many(session, statement, rows)
-
-
-@functools.cache
-def _insert_ignoring(dialect: str, model: type[SQLModel]) -> sa.Insert:
-    """INSERT ... ON CONFLICT DO NOTHING for one row, built once and run with many: a
-    statement built per call (its VALUES sized to the rows) was compiled every time."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    return insert(model.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
 
 
 def record_event(
