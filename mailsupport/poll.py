@@ -183,11 +183,12 @@ class FolderPoller:
         # while they parse: all of it before the transaction (a slow server must not hold
         # the database), where one FETCH of the whole batch left them idle until it ended.
         parsed = self.pipeline.parse_all(incoming())
-        parses: Iterator[tuple[Incoming, Parsed | None]] = parsed  # (primed below)
         taken = 0  # the highest UID dealt with; a stop leaves the rest for the next pass
         filed: list[int] = []  # the UIDs of the messages handed to the pipeline, in order
 
-        def messages() -> Iterator[tuple[Incoming, Parsed | None]]:
+        def messages(
+            parses: Iterator[tuple[Incoming, Parsed | None]],
+        ) -> Iterator[tuple[Incoming, Parsed | None]]:
             nonlocal taken
             while not should_stop():  # finish the messages in hand (batching.READ_AHEAD)
                 pair = next(parses, None)
@@ -211,7 +212,7 @@ class FolderPoller:
             while fetch_one():  # the rest of the batch, while the workers parse
                 pass
             parses = itertools.chain([first] if first is not None else [], parsed)
-            outcomes = self.pipeline.take(messages(), now, finish)
+            outcomes = self.pipeline.take(messages(parses), now, finish)
         ledger.last_uid = max(ledger.last_uid, taken)  # committed
         if history:
             ledger.backlog_search = history
