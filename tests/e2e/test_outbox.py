@@ -450,21 +450,13 @@ def test_two_concurrent_senders_never_send_an_item_twice(
     print("sent by each sender:", [t["sent"] for t in totals])
 
 
-def _queue_kind(store: Store, ticket_id: int, message_id: str, kind: str) -> int:
-    with store.write() as session:
-        return outbox.queue(
-            session, ticket_id=ticket_id, kind=kind, message=plain_message(message_id),
-            message_id=message_id, mail_from=SUPPORT, recipients=[ANNA], now=T0,
-        )  # fmt: skip
-
-
 def test_a_claim_takes_an_item_only_with_every_earlier_one_of_its_ticket(store: Store) -> None:
     # The claim is one statement for all candidates; the order rule is inside it. A
     # candidate list without a ticket's first item (another sender locked it, on
     # PostgreSQL) or with it not due must not let the ticket's later items go.
     first, second, third = (new_ticket(store) for _ in range(3))
     a1, a2, a3 = (queue(store, first, f"a{n}@example.com") for n in (1, 2, 3))
-    note = _queue_kind(store, first, "note@example.com", "notification")  # keeps no order
+    note = queue(store, first, "note@example.com", kind="notification")  # keeps no order
     b1, b2 = (queue(store, second, f"b{n}@example.com") for n in (1, 2))
     c1, c2 = (queue(store, third, f"c{n}@example.com") for n in (1, 2))
     with store.write() as session:  # the third ticket's first item waits for a retry

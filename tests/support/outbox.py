@@ -45,13 +45,14 @@ def plain_message(
 
 def queue(
     store: Store, ticket_id: int, message_id: str, recipients: list[str] | None = None,
-    when: datetime = T0,
+    when: datetime = T0, kind: str = "reply",
 ) -> int:  # fmt: skip
-    """Queue a reply to ANNA (or `recipients`) on the ticket; the outbox item's id."""
+    """Queue a reply (or mail of `kind`) to ANNA (or `recipients`) on the ticket; the outbox
+    item's id."""
     recipients = recipients or [ANNA]
     with store.write() as session:
         return outbox.queue(
-            session, ticket_id=ticket_id, kind="reply", message=plain_message(message_id),
+            session, ticket_id=ticket_id, kind=kind, message=plain_message(message_id),
             message_id=message_id, mail_from=SUPPORT, recipients=recipients, now=when,
         )  # fmt: skip
 
