@@ -299,20 +299,21 @@ def test_messages_expunged_before_their_chunk_is_fetched_are_passed_over(
     other = connect(configured)
     other.select_folder("INBOX")
 
+    expunged: list[int] = []
+
     def expunge_first(uids_asked, data, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if b"BODY.PEEK[]" in data and gone:
-            other.delete_messages([uids[i] for i in gone])
+        if b"BODY.PEEK[]" in data and not expunged:
+            expunged.extend(uids[i] for i in gone)
+            other.delete_messages(expunged)
             other.expunge()
-            gone_now.update(gone)
-            gone.clear()
         return original_fetch(uids_asked, data, *args, **kwargs)
 
-    gone_now: set[int] = set()
     client.fetch = expunge_first  # type: ignore[method-assign]
     now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
     result = FolderPoller(configured, pipeline, client).poll(now)
     other.logout()
-    kept = [i for i in range(14) if i not in gone_now]
+    assert len(expunged) == len(gone)
+    kept = [i for i in range(14) if i not in gone]
     assert stored_ids(store) == sorted(f"m{i}@customer.example.org" for i in kept)
     with store.read() as session:
         rows = session.exec(
