@@ -298,12 +298,12 @@ def change_cc(
 ) -> Recipients:
     """`+addr` (or `addr`): mail addr with every reply from now on; `-addr`: stop (the
     address stays on the ticket as seen). The customer cannot be removed."""
-    from email.utils import parseaddr
+    from mailsupport.parsing.addresses import address_pair
 
     added, removed = [], []
     for change in changes:
         sign, rest = (change[0], change[1:]) if change[:1] in "+-" else ("+", change)
-        person = checked_address(*parseaddr(rest), "write +addr or -addr")
+        person = checked_address(*address_pair(rest), "write +addr or -addr")
         if sign == "-":
             if person.key == t.requester:
                 raise RefusedError(

@@ -79,13 +79,12 @@ def _checked_name(name: str) -> str:
 
 
 def _checked_email(email: str) -> str:
-    from email.utils import parseaddr
-
     from mailsupport.agent import checked_address
+    from mailsupport.parsing.addresses import address_pair
 
     try:
-        return checked_address(*parseaddr(email.strip()), "the agent's address").key
-    except UsageError:  # name what was typed whole, not the piece parseaddr kept
+        return checked_address(*address_pair(email.strip()), "the agent's address").key
+    except UsageError:  # name what was typed whole, not the piece address_pair kept
         raise UsageError(f"not an email address: {email!r} (the agent's address)") from None
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 
 from mailsupport.mail import Address
+from mailsupport.parsing.addresses import address_pair
 from mailsupport.quoting import new_text
 
 # A line of its own: "#note", "#close", "#pending", "#assign NAME", "#ack".
@@ -177,7 +178,7 @@ def _header_block(lines: list[str], start: int) -> tuple[dict[str, str], int] | 
 
 def _sender(value: str) -> Address | None:
     value = _MAILTO.sub(lambda m: f"<{m[1]}>", value)
-    name, address = parseaddr(value)
+    name, address = address_pair(value)
     local, at, domain = address.rpartition("@")
     if not (local and at and "." in domain):
         return None

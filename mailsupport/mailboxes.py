@@ -17,7 +17,6 @@ import tomllib
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from pydantic import ValidationError
 from mailsupport.config import Settings
 from mailsupport.errors import ConfigError, UsageError
 from mailsupport.mail import Inbound
+from mailsupport.parsing.addresses import address_pairs
 
 DEFAULT = "default"
 # A mailbox's own keys; every other key is a setting's name without MAILSUPPORT_.
@@ -128,7 +128,7 @@ class Mailboxes:
         """The mailbox a message was sent to: by Delivered-To, X-Original-To, To, then Cc
         (the first of our addresses found); None when it names none of them (Bcc, a list)."""
         for header in ROUTING_HEADERS:
-            for _name, address in getaddresses(message.header_all(header)):
+            for _name, address in address_pairs(message.header_all(header)):
                 found = self.for_address(address)
                 if found is not None:
                     return found

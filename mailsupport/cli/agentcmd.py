@@ -439,11 +439,10 @@ def _messages(n: int) -> str:
 
 
 def _addresses(values: list[str], option: str) -> list[Address]:
-    from email.utils import getaddresses
-
     from mailsupport.agent import checked_address
+    from mailsupport.parsing.addresses import address_pairs
 
-    return [checked_address(name, address, option) for name, address in getaddresses(values)]
+    return [checked_address(name, address, option) for name, address in address_pairs(values)]
 
 
 def _whom(people: Recipients) -> list[str]:

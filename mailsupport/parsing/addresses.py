@@ -7,8 +7,9 @@ Damaged address headers yield what can be read; a From that names no single clea
 
 from __future__ import annotations
 
+import inspect
 import re
-from email.utils import getaddresses
+from email.utils import getaddresses, parseaddr
 
 from mailsupport.mail import Address
 from mailsupport.parsing.headers import clean_header, decode_header_value
@@ -16,6 +17,24 @@ from mailsupport.parsing.headers import clean_header, decode_header_value
 # Addresses read from one header (To, Cc...): each becomes a participant of the ticket.
 MAX_ADDRESSES = 1000  # Postfix's smtpd_recipient_limit
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
+
+# Python's security releases from 2024 on (CVE-2023-27043; Debian's 3.11.2 among them) read an
+# address header strictly by default: one that is not well formed reads as no address at all,
+# where other releases read what they can. The desk judges unclear senders itself
+# (sender_doubt), and must read the same mail the same way on every Python it runs on.
+_LENIENT: dict[str, bool] = (
+    {"strict": False} if "strict" in inspect.signature(getaddresses).parameters else {}
+)
+
+
+def address_pairs(values: list[str]) -> list[tuple[str, str]]:
+    """(name, address) pairs of header values, as leniently as every Python reads them."""
+    return getaddresses(values, **_LENIENT)
+
+
+def address_pair(value: str) -> tuple[str, str]:
+    """The first (name, address) of one value (typed by an agent, or a quoted header)."""
+    return parseaddr(value, **_LENIENT)
 
 
 def _plausible_address(address: str) -> bool:
@@ -42,7 +61,7 @@ def read_addresses(values: list[str], notes: list[str]) -> tuple[Address, ...]:
     if not values:
         return ()
     try:
-        pairs = getaddresses(values)
+        pairs = address_pairs(values)
     except (RecursionError, ValueError, IndexError) as exc:  # deeply nested comments
         notes.append(f"address header unreadable ({type(exc).__name__})")
         return ()
@@ -73,10 +92,13 @@ def sender_doubt(values: list[str], notes: list[str]) -> str:
 
     A mail client shows the display name, or the first of several addresses, so
     `From: anna@cust.example <eve@evil.example>` reads as anna while replies go to eve.
-    Mail that is not plain about who sent it is treated as a stranger's."""
+    Mail that is not plain about who sent it (a From whose text names no readable address
+    included) is treated as a stranger's."""
     if len(values) > 1:
         return f"{len(values)} From headers"
     found = read_addresses(values, [])
+    if not found and any(value.strip() for value in values):
+        return "the From header names no address that can be read"
     if len(found) > 1:
         return f"{len(found)} addresses in From ({', '.join(a.address for a in found[:3])})"
     if len(found) == 1:
