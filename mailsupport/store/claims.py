@@ -98,16 +98,26 @@ def index_checked(session: Session, ticket_id: int, unseen: set[str]) -> set[str
     if not unseen or not _claims(session):
         return set()
     values = {"ids": sorted(unseen), "ticket_id": ticket_id}
-    session.info.setdefault(_EXPECTED, []).append((direct.sent(session, _INDEX, values), unseen))
+    cursor = direct.sent(session, _index(), values)
+    session.info.setdefault(_EXPECTED, []).append((cursor, unseen))
     return unseen
 
 
-# One that another transaction indexed since threading looked is not returned.
-_INDEX = sa.text(
-    "INSERT INTO message_refs (message_id, ticket_id)"
-    " SELECT unnest(CAST(:ids AS text[])), :ticket_id"
-    " ON CONFLICT DO NOTHING RETURNING message_id"
-)
+@functools.cache
+def _index() -> sa.Insert:
+    """One that another transaction indexed since threading looked is not returned. (An
+    insert construct, not text: it may wait behind a held ticket row, direct.hold.)"""
+    from sqlalchemy.dialects.postgresql import ARRAY, insert
+
+    refs = MessageRef.__table__  # type: ignore[attr-defined]
+    ids = sa.func.unnest(sa.cast(sa.bindparam("ids"), ARRAY(sa.Text)))
+    chosen = sa.select(ids, sa.bindparam("ticket_id", type_=sa.Integer))
+    return (
+        insert(refs)
+        .from_select(["message_id", "ticket_id"], chosen)
+        .on_conflict_do_nothing()
+        .returning(refs.c.message_id)
+    )
 
 
 def verify(session: Session) -> None:

@@ -16,6 +16,10 @@ attempt), writes whose answer nobody reads (`write`, `execute_many`) are sent wi
 waiting for it, in psycopg's pipeline mode; a read, a statement SQLAlchemy runs, or `sync()`
 waits for the answers so far. A write's error therefore comes out there, as SQLAlchemy's
 exception, and the caller's handling of it is the same as when it came out at once.
+
+Inside `pipelined()` a row may also be held back (`hold()`: a new ticket, written once with
+its final values when its message is filed, rather than inserted and then changed). Inserts
+into other tables wait behind it, in order; any other statement writes it first.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ Params = Mapping[str, Any]
 # it wait for their answers.
 _PIPELINE = "mailsupport.direct.pipeline"
 _UNANSWERED = "mailsupport.direct.unanswered"
+_HELD = "mailsupport.direct.held"  # the row held back (hold()) and what waits behind it
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +105,18 @@ def _row(compiled: _Compiled, params: Params) -> Any:
 
 
 def execute(session: Session, statement: sa.Executable, params: Params) -> Any:
-    """Run `statement` with `params` in the session's transaction; returns the cursor."""
+    """Run `statement` with `params` in the session's transaction; returns the cursor (behind
+    a held row: one that runs it when the row is written, see hold())."""
+    held: _Held | None = session.info.get(_HELD)
+    if held is not None:
+        if held.admits(statement):
+            kept = dict(params)  # (the caller's dict may change before it runs)
+            return held.behind(session, lambda: _execute(session, statement, kept))
+        release(session)
+    return _execute(session, statement, params)
+
+
+def _execute(session: Session, statement: sa.Executable, params: Params) -> Any:
     connection = session.connection()
     dialect = connection.dialect
     compiled = _compile(statement, dialect, tuple(sorted(params)))
@@ -118,6 +134,18 @@ def execute_many(session: Session, statement: sa.Executable, rows: Sequence[Para
     driver: psycopg sends them all before it waits for the first answer."""
     if not rows:
         return
+    held: _Held | None = session.info.get(_HELD)
+    if held is not None:
+        if held.admits(statement):
+            kept = [dict(row) for row in rows]
+            held.behind(session, lambda: _execute_many(session, statement, kept))
+            _unanswered(session)
+            return
+        release(session)
+    _execute_many(session, statement, rows)
+
+
+def _execute_many(session: Session, statement: sa.Executable, rows: Sequence[Params]) -> None:
     connection = session.connection()
     dialect = connection.dialect
     compiled = _compile(statement, dialect, tuple(sorted(rows[0])))
@@ -230,6 +258,91 @@ def _unanswered(session: Session) -> None:
         session.info[_UNANSWERED] = True
 
 
+class _Behind:
+    """The cursor of a statement that waits behind a held row: run when the row is written
+    (release()), or when its rows are asked for first."""
+
+    __slots__ = ("_closed", "_cursor", "_run", "_session")
+
+    def __init__(self, session: Session, run: Callable[[], Any]) -> None:
+        self._session, self._run = session, run
+        self._cursor: Any = None
+        self._closed = False
+
+    def run(self) -> None:
+        self._cursor = self._run()
+        if self._closed and self._cursor is not None:
+            self._cursor.close()
+
+    def _ran(self) -> Any:
+        if self._cursor is None:
+            release(self._session)
+        return self._cursor
+
+    def fetchone(self) -> Any:
+        return self._ran().fetchone()
+
+    def fetchmany(self, size: int) -> Any:
+        return self._ran().fetchmany(size)
+
+    def fetchall(self) -> Any:
+        return self._ran().fetchall()
+
+    def close(self) -> None:
+        if self._cursor is None:
+            self._closed = True
+        else:
+            self._cursor.close()
+
+
+class _Held:
+    """A row held back (hold()) and the statements waiting behind it, in order."""
+
+    __slots__ = ("behind_it", "key", "table", "write_row")
+
+    def __init__(self, key: object, table: str, write_row: Callable[[], None]) -> None:
+        self.key, self.table, self.write_row = key, table, write_row
+        self.behind_it: list[_Behind] = []
+
+    def admits(self, statement: sa.Executable) -> bool:
+        """Whether `statement` may run after the held row is written: an insert into another
+        table (a foreign key to the row is then satisfied when it is checked)."""
+        return isinstance(statement, sa.Insert) and statement.table.name != self.table  # type: ignore[attr-defined]
+
+    def behind(self, session: Session, run: Callable[[], Any]) -> _Behind:
+        waiting = _Behind(session, run)
+        self.behind_it.append(waiting)
+        return waiting
+
+
+def can_hold(session: Session) -> bool:
+    """Whether hold() may be used: inside pipelined() on PostgreSQL."""
+    return _PIPELINE in session.info
+
+
+def hold(session: Session, key: object, table: str, write_row: Callable[[], None]) -> None:
+    """Hold back the insert of a row of `table` that its writer completes later (`key`: what
+    release() knows it by). `write_row()` writes it, when release() is called or before any
+    statement that is not an insert into another table (a read, an update, whatever
+    SQLAlchemy runs, the end of the block), so no statement can miss the row; inserts into
+    other tables are sent after it, in the order they came. Only in pipelined()."""
+    if not can_hold(session):
+        raise RuntimeError("hold() outside pipelined()")
+    release(session)
+    session.info[_HELD] = _Held(key, table, write_row)
+
+
+def release(session: Session, key: object = None) -> bool:
+    """Write the held row, then what waits behind it; whether it was `key`'s."""
+    held: _Held | None = session.info.pop(_HELD, None)
+    if held is None:
+        return False
+    held.write_row()
+    for waiting in held.behind_it:
+        waiting.run()
+    return key is not None and held.key is key
+
+
 @contextmanager
 def pipelined(session: Session) -> Iterator[None]:
     """Within, on PostgreSQL: writes are sent without waiting for their answers (see the
@@ -246,13 +359,21 @@ def pipelined(session: Session) -> Iterator[None]:
             pipeline.sync()  # inside SQLAlchemy's execution: an error comes out as its own
             session.info.pop(_UNANSWERED, None)
 
+        def written(*_: Any) -> None:  # a held row before anything SQLAlchemy runs
+            release(session)
+
         session.info[_PIPELINE] = pipeline
         sa.event.listen(connection, "after_cursor_execute", answered)
+        sa.event.listen(connection, "before_cursor_execute", written)
+        sa.event.listen(session, "before_flush", written)
         try:
             yield
             sync(session)
         finally:
+            sa.event.remove(session, "before_flush", written)
+            sa.event.remove(connection, "before_cursor_execute", written)
             sa.event.remove(connection, "after_cursor_execute", answered)
+            session.info.pop(_HELD, None)
             session.info.pop(_PIPELINE, None)
             session.info.pop(_UNANSWERED, None)
 
@@ -260,6 +381,7 @@ def pipelined(session: Session) -> Iterator[None]:
 def sync(session: Session) -> None:
     """In pipelined(): wait for the answers to the writes sent so far; their first error
     comes out here, as SQLAlchemy's exception. A no-op when nothing waits."""
+    release(session)
     pipeline = session.info.get(_PIPELINE)
     if pipeline is None or not session.info.pop(_UNANSWERED, False):
         return
