@@ -230,7 +230,7 @@ def create_ticket(
     if loaded, so what the caller changes on it is written when the session flushes. On
     PostgreSQL in intake's batch the row is held back (direct.hold) and written once, with
     its final values, by write_changes(): inserted and then changed, it cost the server a
-    second row version and an entry in each of the table's twenty indexes again."""
+    second row version and an entry in each of the table's nineteen indexes again."""
     values = {
         **_new_ticket_defaults(),
         "subject": subject,
