@@ -107,12 +107,10 @@ def _row(compiled: _Compiled, params: Params) -> Any:
 def execute(session: Session, statement: sa.Executable, params: Params) -> Any:
     """Run `statement` with `params` in the session's transaction; returns the cursor (behind
     a held row: one that runs it when the row is written, see hold())."""
-    held: _Held | None = session.info.get(_HELD)
+    held = _held_back(session, statement)
     if held is not None:
-        if held.admits(statement):
-            kept = dict(params)  # (the caller's dict may change before it runs)
-            return held.behind(session, lambda: _execute(session, statement, kept))
-        release(session)
+        kept = dict(params)  # (the caller's dict may change before it runs)
+        return held.behind(session, lambda: _execute(session, statement, kept))
     return _execute(session, statement, params)
 
 
@@ -134,14 +132,12 @@ def execute_many(session: Session, statement: sa.Executable, rows: Sequence[Para
     driver: psycopg sends them all before it waits for the first answer."""
     if not rows:
         return
-    held: _Held | None = session.info.get(_HELD)
+    held = _held_back(session, statement)
     if held is not None:
-        if held.admits(statement):
-            kept = [dict(row) for row in rows]
-            held.behind(session, lambda: _execute_many(session, statement, kept))
-            _unanswered(session)
-            return
-        release(session)
+        kept = [dict(row) for row in rows]
+        held.behind(session, lambda: _execute_many(session, statement, kept))
+        _unanswered(session)
+        return
     _execute_many(session, statement, rows)
 
 
@@ -330,6 +326,16 @@ def hold(session: Session, key: object, table: str, write_row: Callable[[], None
         raise RuntimeError("hold() outside pipelined()")
     release(session)
     session.info[_HELD] = _Held(key, table, write_row)
+
+
+def _held_back(session: Session, statement: sa.Executable) -> _Held | None:
+    """The held row `statement` waits behind; None when it runs now (a held row it may not
+    wait behind is written first)."""
+    held: _Held | None = session.info.get(_HELD)
+    if held is not None and not held.admits(statement):
+        release(session)
+        return None
+    return held
 
 
 def release(session: Session, key: object = None) -> bool:

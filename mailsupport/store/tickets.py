@@ -250,7 +250,8 @@ def create_ticket(
     session.add(ticket)
     ticket.number = ticket.id  # the number agents see; equal to the id, but its own column
     if drawn is not None:
-        direct.hold(session, ticket, "tickets", lambda: _insert_held(session, ticket))
+        table: str = Ticket.__tablename__  # type: ignore[assignment]
+        direct.hold(session, ticket, table, lambda: _insert_held(session, ticket))
     window.opened(session, ticket_id, ticket_id)
     session.info.setdefault(_CREATED, []).append(ticket)
     return ticket
