@@ -117,7 +117,10 @@ class BodyContext:
     articles: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in _CONTEXT_NAMES}
+
+
+_CONTEXT_NAMES = tuple(field.name for field in dataclasses.fields(BodyContext))
 
 
 def sample_contexts(kind: str, language: str) -> list[BodyContext]:
@@ -172,6 +175,7 @@ class _Loader(jinja2.BaseLoader):
         self.defaults = defaults or _default_dir()
         self.names: dict[str, str] = {}  # filename given to jinja2 -> template name
         self.user_files: set[str] = set()
+        self._shipped: dict[str, bool] = {}  # template name -> whether the defaults have it
 
     def get_source(
         self, environment: jinja2.Environment, template: str
@@ -208,7 +212,10 @@ class _Loader(jinja2.BaseLoader):
             return False
         if self.user_dir is not None and (self.user_dir / template).is_file():
             return True
-        return self.defaults.joinpath(template).is_file()
+        shipped = self._shipped.get(template)
+        if shipped is None:  # the package's files do not change while it runs
+            shipped = self._shipped[template] = self.defaults.joinpath(template).is_file()
+        return shipped
 
     def describe(self, filename: str | None, name: str | None) -> str:
         """How to name a template in a message: the user's path, or "built-in NAME"."""

@@ -4,8 +4,9 @@ Building an `EmailMessage` and serializing it parses every header we set into a 
 object and folds it again on output: about 5 ms of the 8 ms an acknowledgement cost, most
 of intake's time. The mail we compose has one known shape (a few headers, a text body and
 perhaps its HTML alternative), so it is written here with the standard library's encoders
-(`email.header.Header` for RFC 2047 words, `binascii` for the bodies). `tests/unit/test_wire.py`
-parses generated mail back and checks that it says exactly what was written.
+(RFC 2047 words written here, `binascii` for the bodies; `email.header.Header` only folds long
+ASCII text). `tests/unit/test_wire.py` parses generated mail back and checks that it says
+exactly what was written.
 
 Lines end in CRLF, as they are stored and sent; every header and body is 7-bit.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from email.header import Header
 from email.utils import formataddr
 
@@ -32,10 +33,11 @@ def _needs_encoding(value: str) -> bool:
 def header(name: str, value: str) -> str:
     """One unstructured header (Subject and the like), folded, RFC 2047 where needed.
     `value` must be free of line breaks (compose's clean_header)."""
-    if not _needs_encoding(value) and len(name) + 2 + len(value) <= MAX_LINE:
+    if _needs_encoding(value):
+        return f"{name}: {encoded_words(value, MAX_LINE - len(name) - 2)}{CRLF}"
+    if len(name) + 2 + len(value) <= MAX_LINE:
         return f"{name}: {value}{CRLF}"
-    charset = "utf-8" if _needs_encoding(value) else "us-ascii"
-    folded = Header(value, charset, maxlinelen=MAX_LINE, header_name=name).encode(linesep=CRLF)
+    folded = Header(value, "us-ascii", maxlinelen=MAX_LINE, header_name=name).encode(linesep=CRLF)
     return f"{name}: {folded}{CRLF}"
 
 
@@ -45,8 +47,77 @@ def mailbox(display_name: str, addr_spec: str) -> str:
         return addr_spec
     if not _needs_encoding(display_name):
         return formataddr((display_name, addr_spec))
-    words = Header(display_name, "utf-8", maxlinelen=MAX_LINE).encode(linesep=CRLF)
-    return f"{words} <{addr_spec}>"
+    return f"{encoded_words(display_name, MAX_LINE)} <{addr_spec}>"
+
+
+# RFC 2047: an encoded word is at most 75 characters, `=?utf-8?b?` and `?=` included, and
+# holds whole characters; the "Q" encoding writes these bytes as they are, a space as "_",
+# and every other byte as "=XX".
+_WORD_MAX = 75
+_WORD_FRAME = len("=?utf-8?b??=")
+_Q_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!*+-/")
+
+
+_Q_AS_ONE = bytes(_Q_PLAIN) + b" "
+
+
+def _q_length(data: bytes) -> int:
+    return len(data) + 2 * len(data.translate(None, _Q_AS_ONE))
+
+
+def _q_encoded(data: bytes) -> str:
+    return "".join(
+        chr(byte) if byte in _Q_PLAIN else "_" if byte == 0x20 else f"={byte:02X}" for byte in data
+    )
+
+
+def encoded_words(text: str, first_room: int) -> str:
+    """`text` as UTF-8 encoded words, one per line (CRLF and a space between them), the
+    first in `first_room` characters: base64 ("b") or "q", whichever is shorter for the
+    whole text. Whitespace between encoded words is not part of the text, so a word may
+    end anywhere between two characters."""
+    data = text.encode("utf-8", "replace")  # (parsed mail holds no lone surrogates)
+    b_length, q_length = 4 * -(-len(data) // 3), _q_length(data)
+    use_b = b_length < q_length
+    room = min(first_room, _WORD_MAX) - _WORD_FRAME
+    if min(b_length, q_length) <= room:  # most names and subjects: one word
+        return _word(data, use_b)
+    if use_b:
+        return f"{CRLF} ".join(_word(piece, True) for piece in _b_pieces(data, room))
+    words: list[str] = []
+    chunk = bytearray()
+    size = 0  # the chunk's encoded length
+    for char in text:
+        piece = char.encode("utf-8", "replace")
+        grown = size + _q_length(piece)
+        if grown > room and chunk:
+            words.append(_word(bytes(chunk), False))
+            chunk.clear()
+            room = _WORD_MAX - _WORD_FRAME  # later lines: a space, then the word
+            grown = _q_length(piece)
+        chunk += piece
+        size = grown
+    if chunk:
+        words.append(_word(bytes(chunk), False))
+    return f"{CRLF} ".join(words)
+
+
+def _b_pieces(data: bytes, first_room: int) -> Iterator[bytes]:
+    """UTF-8 `data` cut between characters into pieces whose base64 fits in `first_room`
+    characters, then in a whole word's room."""
+    start, room = 0, first_room
+    while start < len(data):
+        end = min(start + max(room // 4 * 3, 4), len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a character
+            end -= 1
+        yield data[start:end]
+        start, room = end, _WORD_MAX - _WORD_FRAME
+
+
+def _word(data: bytes, use_b: bool) -> str:
+    if use_b:
+        return f"=?utf-8?b?{base64.b64encode(data).decode('ascii')}?="
+    return f"=?utf-8?q?{_q_encoded(data)}?="
 
 
 def address_header(name: str, mailboxes: Sequence[str]) -> str:

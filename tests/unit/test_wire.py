@@ -204,3 +204,26 @@ def test_body_encoding_is_the_shorter_one() -> None:
     assert cte == "quoted-printable" and b"=C3=A4" in body
     cte, _ = wire._body(RUSSIAN * 5)
     assert cte == "base64"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(PIECES | st.sampled_from(["😀", "\t", "_", "=", "é"]), min_size=1, max_size=120).map(
+        "".join
+    ),
+    st.sampled_from(["Subject", "X-A-Rather-Long-Header-Name-Here", "Thread-Topic"]),
+)
+def test_encoded_words_are_legal_and_decode_to_the_text(text: str, name: str) -> None:
+    """RFC 2047: words of at most 75 characters, each of whole characters (every word decodes
+    alone), lines within 78 characters; the words together give back the text."""
+    written = wire.header(name, text) if wire._needs_encoding(text) else None
+    if written is None:
+        return
+    lines = written.removesuffix("\r\n").split("\r\n")
+    assert all(len(line) <= wire.MAX_LINE for line in lines), lines
+    words = re.findall(r"=\?utf-8\?[bq]\?[^?]*\?=", written)
+    assert " ".join(line.strip() for line in lines).removeprefix(f"{name}: ") == " ".join(words)
+    for word in words:
+        assert len(word) <= 75
+        _decoded(word)  # raises if a word cuts a character in two
+    assert _decoded(" ".join(words)) == text
