@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -234,6 +235,46 @@ def test_upgrade_from_the_first_schema_keeps_data(db_url: str, tmp_path: Path) -
     with store.read() as session:
         assert [t.subject for t in session.exec(sa.select(Ticket)).scalars()] == ["kept"]
     store.engine.dispose()
+
+
+def test_large_values_go_in_with_lz4_on_postgresql_and_back_on_downgrade(db_url: str) -> None:
+    """Migration 0021: what PostgreSQL compresses (a raw message, a long text, a blob's
+    piece) it compresses with lz4, which costs the server a third of pglz's CPU."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite compresses nothing")
+    store = Store.open(db_url)  # an empty database: every migration, as a new desk runs them
+    methods = sa.text(
+        "SELECT c.relname || '.' || a.attname, a.attcompression FROM pg_attribute a"
+        " JOIN pg_class c ON c.oid = a.attrelid WHERE c.relkind = 'r' AND a.attnum > 0"
+        " AND NOT a.attisdropped AND a.attstorage IN ('x', 'm')"
+        " AND c.relnamespace = current_schema()::regnamespace"
+    )
+    try:
+        with store.engine.begin() as conn:
+            lz4 = conn.execute(
+                sa.text("SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
+                        " WHERE name = 'default_toast_compression'")
+            ).scalar()  # fmt: skip
+            assert lz4, "this test's server has lz4 (PostgreSQL 14 or newer, built with it)"
+            columns = dict(conn.execute(methods).all())
+            for name in ("raw_messages.data", "messages.text", "messages.html",
+                         "attachment_chunks.data", "outbox.data"):  # fmt: skip
+                assert columns[name] == "l", name
+            assert {n for n, m in columns.items() if m != "l"} == set()
+            raw = ("Received: from somewhere\r\n" * 4000).encode()  # 100 KB, compressible
+            with store.write() as session:
+                tickets.save_raw(session, raw, "test", datetime.now(UTC))()
+            method = conn.execute(
+                sa.text("SELECT pg_column_compression(data) FROM raw_messages")
+            ).scalar()
+            assert method == "lz4"
+        with store.engine.begin() as conn:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0020")
+            assert set(dict(conn.execute(methods).all()).values()) == {""}  # the default
+    finally:
+        store.engine.dispose()
 
 
 def test_lookups_of_lists_of_any_length_find_exactly_the_known_and_keep_few_statements(
