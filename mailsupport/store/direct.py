@@ -42,6 +42,7 @@ Params = Mapping[str, Any]
 _PIPELINE = "mailsupport.direct.pipeline"
 _UNANSWERED = "mailsupport.direct.unanswered"
 _HELD = "mailsupport.direct.held"  # the row held back (hold()) and what waits behind it
+_CURSOR = "mailsupport.direct.cursor"  # (DBAPI connection, its cursor for unread statements)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +115,14 @@ def execute(session: Session, statement: sa.Executable, params: Params) -> Any:
     return _execute(session, statement, params)
 
 
-def _execute(session: Session, statement: sa.Executable, params: Params) -> Any:
+def _execute(
+    session: Session, statement: sa.Executable, params: Params, *, unread: bool = False
+) -> Any:
     connection = session.connection()
     dialect = connection.dialect
     compiled = _compile(statement, dialect, tuple(sorted(params)))
     row = _row(compiled, params)
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _cursor(session, connection, unread)
     try:
         cursor.execute(compiled.sql, row)
     except dialect.loaded_dbapi.Error as error:
@@ -146,19 +149,36 @@ def _execute_many(session: Session, statement: sa.Executable, rows: Sequence[Par
     dialect = connection.dialect
     compiled = _compile(statement, dialect, tuple(sorted(rows[0])))
     values = [_row(compiled, row) for row in rows]
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _cursor(session, connection, unread=True)
     try:
         cursor.executemany(compiled.sql, values)
     except dialect.loaded_dbapi.Error as error:
         raise _wrapped(compiled.sql, values, error, dialect) from error
-    finally:
-        cursor.close()
     _unanswered(session)
+
+
+def _cursor(session: Session, connection: sa.Connection, unread: bool) -> Any:
+    """A new cursor of the session's connection, or for a statement whose result nobody
+    reads, the one kept for those: psycopg builds a cursor's adapters anew, and learns each
+    parameter type's dumper again, for every cursor (about 2% of the PostgreSQL poll's
+    time, one cursor a statement)."""
+    dbapi = connection.connection.dbapi_connection
+    if not unread:
+        return dbapi.cursor()  # type: ignore[union-attr]
+    kept = session.info.get(_CURSOR)
+    if kept is None or kept[0] is not dbapi:  # the session's first, or a new connection
+        kept = session.info[_CURSOR] = (dbapi, dbapi.cursor())  # type: ignore[union-attr]
+    return kept[1]
 
 
 def write(session: Session, statement: sa.Executable, params: Params) -> None:
     """Run a statement whose answer nobody reads; in pipelined(), without waiting for it."""
-    execute(session, statement, params).close()
+    held = _held_back(session, statement)
+    if held is not None:
+        kept = dict(params)  # (the caller's dict may change before it runs)
+        held.behind(session, lambda: _execute(session, statement, kept, unread=True))
+    else:
+        _execute(session, statement, params, unread=True)
     _unanswered(session)
 
 

@@ -43,9 +43,9 @@ def ticket_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[st
         if table is not None and table.name == "tickets":
             seen.append((type(statement).__name__, params))
 
-    def one(session: Session, statement: sa.Executable, params: Any) -> Any:
+    def one(session: Session, statement: sa.Executable, params: Any, **options: Any) -> Any:
         note(statement, params)
-        return run_one(session, statement, params)
+        return run_one(session, statement, params, **options)
 
     def many(session: Session, statement: sa.Executable, rows: Any) -> None:
         note(statement, rows)
