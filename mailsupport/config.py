@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfigDict
 
 from mailsupport.errors import ConfigError
+from mailsupport.threads import DEFAULT_TICKET_TAG, tag_pattern_of
 
 ENV_PREFIX = "MAILSUPPORT_"
 DEFAULT_ENV_FILE = "settings.env"
@@ -62,7 +63,7 @@ class Settings(BaseSettings):
     # the main process, without a time limit), and the time limit on one message (seconds).
     parse_workers: int | None = Field(default=None, ge=0, le=64)
     parse_timeout: float = Field(default=60.0, gt=0)
-    ticket_tag: str = "[#{number}]"
+    ticket_tag: str = DEFAULT_TICKET_TAG
     log_level: str = "WARNING"
     # A directory of mail templates that replace the built-in ones file by file ("" = none).
     templates_dir: str = ""
@@ -365,10 +366,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def tag_pattern(self) -> re.Pattern[str]:
-        """Matches the ticket tag in a subject; group 1 is the number (at most 9 digits:
-        a longer number is an order number or a date, never one of our tickets)."""
-        before, after = self.ticket_tag.split("{number}")
-        return re.compile(re.escape(before.strip()) + r"\s*(\d{1,9})\s*" + re.escape(after.strip()))
+        """Matches the ticket tag in a subject (threads.tag_pattern_of)."""
+        return tag_pattern_of(self.ticket_tag)
 
     def format_tag(self, number: int) -> str:
         return self.ticket_tag.replace("{number}", str(number))

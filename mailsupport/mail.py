@@ -70,6 +70,10 @@ class Inbound:
     # The report's terms of the text (topicterms.text_terms), likewise; None: found when a
     # ticket is opened with it.
     text_terms: dict[tuple[str, ...], list[str]] | None = None
+    # A new ticket's terms but their first line (topicterms.ticket_terms_body), for the
+    # title the worker expects it to have (its subject as the default ticket tag leaves it):
+    # (title, terms). Used when the ticket's title is that title.
+    title_terms: tuple[str, str] | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""

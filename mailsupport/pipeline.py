@@ -40,8 +40,8 @@ from mailsupport.store.attachments import attachment_store, parse_files
 from mailsupport.store.bounces import find_bounced, record_bounce
 from mailsupport.store.db import Store, translate_db_error
 from mailsupport.store.models import Ticket
-from mailsupport.threads import ThreadDecision, normalize_subject, reference_ids
-from mailsupport.topicterms import ticket_terms
+from mailsupport.threads import NO_SUBJECT, ThreadDecision, normalize_subject, reference_ids
+from mailsupport.topicterms import dated, ticket_terms
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +423,7 @@ class Pipeline:
         if doubt:  # said wherever the decision shows: the ticket's history, `show`
             decision = replace(decision, reason=f"{decision.reason}; a stranger: {doubt}")
 
-        title = normalize_subject(message.subject, settings.tag_pattern) or "(no subject)"
+        title = normalize_subject(message.subject, settings.tag_pattern) or NO_SUBJECT
         customer = None if doubt else joining.customer_of(message, outgoing, settings.our_addresses)
         joined = window.ticket(session, decision.ticket_id)  # locked: another poller's waits
         days = 0 if decision.merge_ids or outgoing else settings.reopen_days
@@ -586,4 +586,8 @@ class Pipeline:
 
 def _terms(title: str, message: Inbound, at: datetime, outgoing: bool) -> str | None:
     """What the report counts of a new ticket: the words of its first incoming message."""
-    return None if outgoing else ticket_terms(title, message.text, at, message.text_terms)
+    if outgoing:
+        return None
+    if message.title_terms is not None and message.title_terms[0] == title:  # worked out
+        return dated(message.title_terms[1], at)
+    return ticket_terms(title, message.text, at, message.text_terms)

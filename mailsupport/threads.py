@@ -18,6 +18,17 @@ _PREFIX = re.compile(
 )
 _SPACE = re.compile(r"\s+")
 
+DEFAULT_TICKET_TAG = "[#{number}]"  # MAILSUPPORT_TICKET_TAG's default
+NO_SUBJECT = "(no subject)"  # a ticket's title when its subject leaves nothing
+
+
+def tag_pattern_of(ticket_tag: str) -> re.Pattern[str]:
+    """Matches the tag `ticket_tag` ("[#{number}]") writes in a subject; group 1 is the
+    number (at most 9 digits: a longer number is an order number or a date, never one of
+    our tickets)."""
+    before, after = ticket_tag.split("{number}")
+    return re.compile(re.escape(before.strip()) + r"\s*(\d{1,9})\s*" + re.escape(after.strip()))
+
 
 def normalize_subject(subject: str, tag_pattern: re.Pattern[str]) -> str:
     """The subject without reply prefixes and ticket tags, for display as a ticket title."""

@@ -28,12 +28,14 @@ __all__ = [
     "VERSION",
     "Terms",
     "clean_text",
+    "dated",
     "encode",
     "encode_body",
     "found_at",
     "terms_of",
     "text_terms",
     "ticket_terms",
+    "ticket_terms_body",
 ]
 
 VERSION = "t1"
@@ -136,7 +138,7 @@ def encode_body(found: Terms) -> str:
 
 def encode(found: Terms, at: datetime) -> str:
     """Terms as stored; `at` is when the message they come from was written."""
-    return f"{VERSION} {at.astimezone(UTC).isoformat()}\n{encode_body(found)}"
+    return dated(encode_body(found), at)
 
 
 def text_terms(text: str) -> Terms:
@@ -147,7 +149,12 @@ def text_terms(text: str) -> Terms:
 
 def ticket_terms(subject: str, text: str, at: datetime, in_text: Terms | None = None) -> str:
     """The stored terms of a ticket with this subject whose first incoming message, written
-    at `at`, has this text (whose terms are `in_text` when known already).
+    at `at`, has this text (whose terms are `in_text` when known already)."""
+    return dated(ticket_terms_body(subject, text, in_text), at)
+
+
+def ticket_terms_body(subject: str, text: str, in_text: Terms | None = None) -> str:
+    """ticket_terms() but its first line (what a parse worker can work out ahead).
 
     They are those of the subject and the text joined by a line break: as no phrase runs
     across a line, the subject's terms, then the text's (a key in both: the subject's forms
@@ -155,7 +162,12 @@ def ticket_terms(subject: str, text: str, at: datetime, in_text: Terms | None = 
     found = terms_of(subject)
     for key, forms in (text_terms(text) if in_text is None else in_text).items():
         found[key].extend(forms)  # a new list for a new key: `in_text` is left as it was
-    return encode(found, at)
+    return encode_body(found)
+
+
+def dated(body: str, at: datetime) -> str:
+    """Stored terms of `body` (encode_body) from a message written at `at`."""
+    return f"{VERSION} {at.astimezone(UTC).isoformat()}\n{body}"
 
 
 def found_at(stored: str | None) -> datetime | None:

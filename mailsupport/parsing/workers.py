@@ -27,7 +27,8 @@ from typing import Any, Protocol, TypeVar
 from mailsupport.errors import PermanentError
 from mailsupport.mail import Inbound
 from mailsupport.parsing.message import parse
-from mailsupport.topicterms import text_terms
+from mailsupport.threads import DEFAULT_TICKET_TAG, NO_SUBJECT, normalize_subject, tag_pattern_of
+from mailsupport.topicterms import text_terms, ticket_terms_body
 from mailsupport.words import message_stems
 
 T = TypeVar("T")
@@ -68,7 +69,13 @@ def with_stems(parsed: Parsed) -> Parsed:
     if isinstance(parsed, ParseFailure):
         return parsed
     stems = message_stems(parsed.subject, parsed.text)
-    return replace(parsed, stems=stems, text_terms=text_terms(parsed.text))
+    in_text = text_terms(parsed.text)
+    title = normalize_subject(parsed.subject, _DEFAULT_TAG) or NO_SUBJECT
+    body = ticket_terms_body(title, parsed.text, in_text)
+    return replace(parsed, stems=stems, text_terms=in_text, title_terms=(title, body))
+
+
+_DEFAULT_TAG = tag_pattern_of(DEFAULT_TICKET_TAG)
 
 
 def store_attachments(parsed: Parsed, files: FilePlace | None) -> None:

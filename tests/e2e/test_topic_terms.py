@@ -207,3 +207,28 @@ def test_an_upgrade_works_out_the_terms_of_the_tickets_already_stored(
     assert "modem" in keys(terms[1102])  # past the first batches
     assert assert_terms_match_the_stored_mail(store) == 1102
     store.engine.dispose()
+
+
+def test_a_desk_with_its_own_ticket_tag_stores_the_terms_of_its_own_titles(
+    settings: Settings, store: Store
+) -> None:
+    """The parse workers work out a new ticket's terms ahead, for the title the default tag
+    ("[#12]") would leave of its subject; a desk with a tag of its own gets those of its own
+    titles all the same."""
+    own = Settings(**{**settings.model_dump(), "ticket_tag": "(Case {number})"})
+    customer = "Client <client@shop.example.org>"
+    mail = [
+        make_message("a1@shop.example.org", subject="Printer jam (Case 999)", sender=customer,
+                     body="The printer jams on every page."),
+        make_message("a2@shop.example.org", subject="[#998] Scanner offline", sender=customer,
+                     body="The scanner is offline again."),
+        make_message("a3@shop.example.org", subject="Re: Toner [#997]", sender=customer,
+                     body="The toner is empty."),
+    ]  # fmt: skip
+    file_all(own, store, mail)
+    with store.read() as session:
+        tickets = {t.subject: t for t in session.exec(select(Ticket))}
+    assert set(tickets) == {"Printer jam", "[#998] Scanner offline", "Toner [#997]"}
+    assert assert_terms_match_the_stored_mail(store) == 3
+    # The worker's guess kept "(Case 999)" in the title: its terms were not used.
+    assert "case" not in keys(tickets["Printer jam"].topic_terms)

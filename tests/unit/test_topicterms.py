@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from mailsupport.config import load_settings
 from mailsupport.parsing import parse
 from mailsupport.parsing.workers import with_stems
+from mailsupport.threads import NO_SUBJECT, normalize_subject
 from mailsupport.topicterms import (
     TEXT_CHARS,
     VERSION,
     clean_text,
+    dated,
     encode,
     found_at,
     terms_of,
@@ -57,3 +60,14 @@ def test_found_at_reads_the_time_back() -> None:
     assert found_at(ticket_terms("Принтер", "", AT.astimezone(moscow))) == AT
     assert found_at(None) is None and found_at("") is None
     assert found_at("t1 not-a-time\n\n") is None
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
+def test_the_workers_terms_of_a_new_ticket_are_those_the_poll_would_work_out(path) -> None:  # type: ignore[no-untyped-def]
+    """The parse worker's terms for the title a default desk gives the message's ticket are
+    the ticket's stored terms but their first line, which says when."""
+    message = with_stems(parse(path.read_bytes()))
+    assert message.title_terms is not None
+    title, body = message.title_terms
+    assert title == (normalize_subject(message.subject, load_settings().tag_pattern) or NO_SUBJECT)
+    assert dated(body, AT) == ticket_terms(title, message.text, AT)
