@@ -56,9 +56,7 @@ def mailbox(display_name: str, addr_spec: str) -> str:
 _WORD_MAX = 75
 _WORD_FRAME = len("=?utf-8?b??=")
 _Q_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!*+-/")
-
-
-_Q_AS_ONE = bytes(_Q_PLAIN) + b" "
+_Q_AS_ONE = bytes(_Q_PLAIN) + b" "  # the bytes "q" writes as one character
 
 
 def _q_length(data: bytes) -> int:
