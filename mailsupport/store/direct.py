@@ -105,14 +105,17 @@ def _row(compiled: _Compiled, params: Params) -> Any:
     return values
 
 
-def execute(session: Session, statement: sa.Executable, params: Params) -> Any:
+def execute(
+    session: Session, statement: sa.Executable, params: Params, *, unread: bool = False
+) -> Any:
     """Run `statement` with `params` in the session's transaction; returns the cursor (behind
-    a held row: one that runs it when the row is written, see hold())."""
+    a held row: one that runs it when the row is written, see hold()). `unread`: nobody reads
+    its result, so it may run on the cursor kept for those (_cursor)."""
     held = _held_back(session, statement)
     if held is not None:
         kept = dict(params)  # (the caller's dict may change before it runs)
-        return held.behind(session, lambda: _execute(session, statement, kept))
-    return _execute(session, statement, params)
+        return held.behind(session, lambda: _execute(session, statement, kept, unread=unread))
+    return _execute(session, statement, params, unread=unread)
 
 
 def _execute(
@@ -173,12 +176,7 @@ def _cursor(session: Session, connection: sa.Connection, unread: bool) -> Any:
 
 def write(session: Session, statement: sa.Executable, params: Params) -> None:
     """Run a statement whose answer nobody reads; in pipelined(), without waiting for it."""
-    held = _held_back(session, statement)
-    if held is not None:
-        kept = dict(params)  # (the caller's dict may change before it runs)
-        held.behind(session, lambda: _execute(session, statement, kept, unread=True))
-    else:
-        _execute(session, statement, params, unread=True)
+    execute(session, statement, params, unread=True)  # (the kept cursor: never closed)
     _unanswered(session)
 
 
