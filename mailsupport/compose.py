@@ -29,7 +29,7 @@ from mailsupport.parsing import safe_filename
 from mailsupport.quoting import new_text
 from mailsupport.signing import ascii_domain, make_message_id
 from mailsupport.templating import BodyContext, Templates
-from mailsupport.threads import normalize_subject
+from mailsupport.threads import normalize_subject, tag_pattern_of
 
 __all__ = [
     "POLICY",
@@ -44,7 +44,6 @@ __all__ = [
     "format_date",
     "quote_text",
     "reply_subject",
-    "tag_pattern_for",
     "thread_headers",
 ]
 
@@ -236,13 +235,6 @@ def _mailboxes(addresses: Iterable[Address], exclude: set[str]) -> list[headerre
 # ------------------------------------------------------------------------------------------
 
 
-def tag_pattern_for(tag_format: str) -> re.Pattern[str]:
-    """The pattern matching `tag_format` ("[#{number}]") in a subject; group 1 is the
-    number. The same rule as Settings.tag_pattern."""
-    before, _, after = tag_format.partition("{number}")
-    return re.compile(re.escape(before.strip()) + r"\s*(\d{1,12})\s*" + re.escape(after.strip()))
-
-
 def reply_subject(
     subject: str,
     number: int,
@@ -389,7 +381,7 @@ def compose(
         raise ValueError("now must be a timezone-aware datetime")
     if kind == "reply" and not text.strip():
         raise ComposeError("a reply needs some text")
-    pattern = tag_pattern or tag_pattern_for(tag_format)
+    pattern = tag_pattern or tag_pattern_of(tag_format)
 
     from_ = _mailbox(sender.name, sender.address)
     taken = {from_.addr_spec.lower()}

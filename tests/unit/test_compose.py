@@ -24,7 +24,6 @@ from mailsupport.compose import (
     compose,
     quote_text,
     reply_subject,
-    tag_pattern_for,
     thread_headers,
 )
 from mailsupport.errors import ConfigError
@@ -32,12 +31,13 @@ from mailsupport.mail import Address, Inbound
 from mailsupport.parsing import parse
 from mailsupport.signing import is_our_message_id, load_or_create_secret, make_message_id
 from mailsupport.templating import TemplateError, Templates
+from mailsupport.threads import tag_pattern_of
 from tests.support.mailfactory import make_message
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 NOW = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
 SENDER = Sender("Example Support", "support@example.com")
-TAG = tag_pattern_for("[#{number}]")
+TAG = tag_pattern_of("[#{number}]")
 ANNA = Address("Anna Petrova", "anna@customer.example.org")
 HOSTILE = "Hi\r\nBcc: victim@example.net"
 
@@ -246,7 +246,7 @@ def test_subject_variants() -> None:
     assert reply_subject("Fwd: AW: Printer [#3]", 5, "[#{number}]", TAG) == "Re: Printer [#5]"
     assert reply_subject("", 5, "[#{number}]", TAG) == "Re: [#5]"
     assert reply_subject("Printer", 5, "[#{number}]", TAG, reply=False) == "Printer [#5]"
-    other = tag_pattern_for("(Ticket {number})")
+    other = tag_pattern_of("(Ticket {number})")
     assert reply_subject("Re: (Ticket 7) Printer", 7, "(Ticket {number})", other) == (
         "Re: Printer (Ticket 7)"
     )
