@@ -91,8 +91,11 @@ def _content_type(message: Inbound) -> tuple[str, str]:
     neither as a field, so read them from the header."""
     value = message.header("content-type") or ""
     ctype = value.split(";", 1)[0].strip().lower()
-    match = re.search(r";\s*report-type\s*=\s*\"?([^\";\s]+)", value, re.IGNORECASE)
+    match = _REPORT_TYPE.search(value)
     return ctype, match.group(1).lower() if match else ""
+
+
+_REPORT_TYPE = re.compile(r";\s*report-type\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
 
 
 def has_null_sender(message: Inbound) -> bool:

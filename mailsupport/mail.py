@@ -74,15 +74,24 @@ class Inbound:
     # title the worker expects it to have (its subject as the default ticket tag leaves it):
     # (title, terms). Used when the ticket's title is that title.
     title_terms: tuple[str, str] | None = None
+    # `headers` by name, made at the first lookup: intake asks for about three dozen headers
+    # a message (the rules about automatic mail), each a walk through all of them before.
+    _by_name: dict[str, list[str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key == wanted:
-                return value
-        return None
+        found = self._named().get(name.lower())
+        return found[0] if found else None
 
     def header_all(self, name: str) -> list[str]:
-        wanted = name.lower()
-        return [value for key, value in self.headers if key == wanted]
+        return list(self._named().get(name.lower(), ()))
+
+    def _named(self) -> dict[str, list[str]]:
+        if self._by_name is None:
+            by_name: dict[str, list[str]] = {}
+            for key, value in self.headers:
+                by_name.setdefault(key, []).append(value)
+            object.__setattr__(self, "_by_name", by_name)  # (frozen: a cache, not a field)
+        return self._by_name  # type: ignore[return-value]

@@ -25,6 +25,7 @@ into other tables wait behind it, in order; any other statement writes it first.
 from __future__ import annotations
 
 import functools
+import operator
 import select
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -48,10 +49,12 @@ _CURSOR = "mailsupport.direct.cursor"  # (DBAPI connection, its cursor for unrea
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
-    positional: tuple[str, ...] | None  # the bind names in order (SQLite's "?"), or None
     binds: dict[str, Any]  # each bind's own value, for those the caller does not give
-    processors: dict[str, Callable[[Any], Any]]
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]  # (bind name, its processor)
     defaults: tuple[sa.Column[Any], ...]  # columns whose Python default the caller left out
+    # The row as the driver takes it from the values by name: a tuple in the order of the
+    # statement's "?" (SQLite), or the dict itself (psycopg's named parameters).
+    ordered: Callable[[dict[str, Any]], Any]
 
 
 class _DefaultContext:
@@ -81,28 +84,37 @@ def _compile(statement: sa.Executable, dialect: sa.Dialect, keys: tuple[str, ...
     prefetch = tuple(compiled.insert_prefetch) + tuple(compiled.update_prefetch)
     result = _Compiled(
         sql=compiled.string,
-        positional=tuple(compiled.positiontup) if compiled.positional else None,
-        binds={name: bind.value for bind, name in compiled.bind_names.items()},
-        processors=dict(compiled._bind_processors),
+        binds={n: b.value for b, n in compiled.bind_names.items() if n not in keys},
+        processors=tuple(compiled._bind_processors.items()),
         defaults=tuple(c for c in prefetch if c.key not in keys and c.default is not None),
+        ordered=_in_order(tuple(compiled.positiontup)) if compiled.positional else _as_named,
     )
     _compiled[cache_key] = (statement, result)  # the statement kept: its id stays its own
     return result
 
 
+def _in_order(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The values of `names`, in that order, as a tuple (itemgetter: one C call a row)."""
+    if len(names) > 1:
+        return operator.itemgetter(*names)
+    return lambda values: tuple(values[name] for name in names)
+
+
+def _as_named(values: dict[str, Any]) -> dict[str, Any]:
+    return values
+
+
 def _row(compiled: _Compiled, params: Params) -> Any:
-    values = {**compiled.binds, **params}
+    values = {**compiled.binds, **params} if compiled.binds else dict(params)
     for column in compiled.defaults:
         default: Any = column.default
         value = default.arg(_DefaultContext(values)) if default.is_callable else default.arg
         values[column.key] = value
-    processors = compiled.processors
-    for name, process in processors.items():
-        if name in values and values[name] is not None:
-            values[name] = process(values[name])
-    if compiled.positional is not None:
-        return tuple(values[name] for name in compiled.positional)
-    return values
+    for name, process in compiled.processors:
+        value = values.get(name)
+        if value is not None:
+            values[name] = process(value)
+    return compiled.ordered(values)
 
 
 def execute(

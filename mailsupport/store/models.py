@@ -42,6 +42,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return super().bind_processor(dialect)
 
         def process(value: datetime | None) -> str | None:
+            if value is not None and value.tzinfo is UTC:  # nearly always: "+00:00" cut off
+                return value.isoformat(" ", "microseconds")[:-6]
             naive = self.process_bind_param(value, dialect)
             return None if naive is None else naive.isoformat(" ", "microseconds")
 
