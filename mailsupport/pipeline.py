@@ -230,7 +230,13 @@ class Pipeline:
             ),
             finish,
             careful=not self.batched,
-            read_ahead=lambda session, pairs: self.read_ahead(session, pairs, now()),
+            # The window's reads save waits on PostgreSQL; on SQLite a read waits for
+            # nothing, and they cost filing a tenth of its instructions (callgrind).
+            read_ahead=(
+                (lambda session, pairs: self.read_ahead(session, pairs, now()))
+                if self.store.engine.dialect.name == "postgresql"
+                else None
+            ),
         )
 
     def ingest(self, item: Incoming, now: datetime) -> Outcome:

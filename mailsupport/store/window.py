@@ -6,7 +6,8 @@ server idle while the poll worked, so the two took turns. Before a window of mes
 filed (batching.file_batch), one round trip asks for everything their filing would read:
 the thread facts of each message (their tickets locked first, as thread_facts() does), the
 raw messages already stored with the same bytes, the acknowledgements counted for their
-senders, and ids drawn from the sequences for the rows they will insert.
+senders, and ids drawn from the sequences for the rows they will insert. (SQLite: intake
+files without a window, Pipeline.take; a read there waits for nothing.)
 
 What the window's own messages write afterwards can make an answer stale. Each write that
 could is recorded here (a Message-ID indexed, a ticket opened, its participants or row
