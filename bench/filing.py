@@ -3,7 +3,7 @@
     python -m bench.filing [--backend sqlite|postgresql] [--messages 300] [--time]
 
 Intake's rate on a shared VM moves by half from one minute to the next (the same code's
-poll took 13 to 24 s of CPU for the same 10,000 messages), which hides a change of a few
+poll took 16 to 24 s of CPU for the same 10,000 messages), which hides a change of a few
 per cent however the runs alternate. This part of intake, counted by valgrind's callgrind,
 does not move: the first MESSAGES of the benchmark's mail, parsed beforehand (not counted),
 are filed in process by Pipeline.take in batches of 200, into a new store, without IMAP
