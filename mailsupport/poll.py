@@ -190,7 +190,7 @@ class FolderPoller:
             parses: Iterator[tuple[Incoming, Parsed | None]],
         ) -> Iterator[tuple[Incoming, Parsed | None]]:
             nonlocal taken
-            while not should_stop():  # finish the messages in hand (batching.READ_AHEAD)
+            while not should_stop():  # finish those in hand (PostgreSQL: a READ_AHEAD window)
                 pair = next(parses, None)
                 while fetched and fetched[0][1] is None:  # gone before it was fetched
                     taken = fetched.popleft()[0]

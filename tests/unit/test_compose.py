@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import hashlib
+import hmac
 import re
 import stat
 import threading
@@ -90,6 +93,20 @@ def test_our_message_id_is_in_our_domain_and_verifies() -> None:
     assert composed.message_id.startswith("20260303100000.")
     assert is_our_message_id(composed.message_id, SECRET, "example.com")
     assert is_our_message_id(f"<{composed.message_id}>", SECRET, "EXAMPLE.com")
+
+
+def test_message_ids_made_before_are_still_ours() -> None:
+    """The token is the first 10 base32 characters of the HMAC-SHA256 of the rest, written
+    out independently here: Message-IDs in mail already sent must keep proving a reply."""
+    body = "20251103101500.k3xq5bzt2mlfwp7c"
+    digest = hmac.new(SECRET, body.encode(), hashlib.sha256).digest()
+    token = base64.b32encode(digest).decode("ascii")[:10].lower()
+    assert is_our_message_id(f"{body}.{token}@example.com", SECRET, "example.com")
+    made = make_message_id(SECRET, "example.com")
+    local = made.split("@")[0]
+    made_body, made_token = local.rsplit(".", 1)
+    whole = base64.b32encode(hmac.new(SECRET, made_body.encode(), hashlib.sha256).digest())
+    assert made_token == whole.decode("ascii")[:10].lower()
 
 
 def test_forged_and_tampered_message_ids_fail() -> None:

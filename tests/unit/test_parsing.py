@@ -6,7 +6,9 @@ import base64
 import hashlib
 import logging
 import os
+import pickle
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -102,6 +104,23 @@ def test_headers_are_all_there_in_order_unfolded_and_decoded() -> None:
     assert all("\n" not in value and "\r" not in value for _, value in m.headers)
     assert m.header("Subject") == "Не могу войти в личный кабинет"
     assert m.header("x-mailer") == "Example Mail 5.2"
+
+
+def test_header_lookups_follow_the_headers_a_copy_holds() -> None:
+    """Lookups go through an index of the headers made at the first one: a copy with other
+    headers (dataclasses.replace), a pickled one (the parse workers' answer) and a caller
+    changing the list it got must each see the headers as they are."""
+    m = load("plain_utf8.eml")
+    assert m.header("X-Mailer") == "Example Mail 5.2"  # the index made
+    received = m.header_all("received")
+    received.append("mine")
+    assert m.header_all("Received") == [v for k, v in m.headers if k == "received"]
+    other = replace(m, headers=(("x-mailer", "Other 1.0"), ("x-mailer", "Other 2.0")))
+    assert other.header("x-mailer") == "Other 1.0"
+    assert other.header_all("x-mailer") == ["Other 1.0", "Other 2.0"]
+    assert other.header("received") is None and other.header_all("received") == []
+    again = pickle.loads(pickle.dumps(m))
+    assert again == m and again.header("x-mailer") == "Example Mail 5.2"
 
 
 def test_koi8r_body_and_encoded_subject() -> None:
