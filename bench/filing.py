@@ -27,10 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.generate import default_cache_dir
+from bench.intake import PG_SERVER, pg_admin
 from bench.maildir import cached_mail
+from bench.measure import mailsupport_env
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 BATCH = 200
 
 
@@ -38,6 +39,12 @@ def file_in_process(backend: str, count: int, skip_filing: bool) -> float:
     """File the first `count` messages into a new store; the CPU seconds filing took."""
     work = Path(tempfile.mkdtemp(prefix="bench-filing-"))
     database = f"bench_filing_{os.getpid()}"
+    # Nothing of the caller's own desk: no MAILSUPPORT_* setting from the shell, and no
+    # ./settings.env (the run is in `work`).
+    home = Path.cwd()
+    os.chdir(work)
+    os.environ.clear()
+    os.environ.update(mailsupport_env(default_cache_dir(), passed_through=False))
     os.environ.update(
         MAILSUPPORT_DATA_DIR=str(work / "data"),
         MAILSUPPORT_SUPPORT_ADDRESS="support@example.com",
@@ -48,14 +55,15 @@ def file_in_process(backend: str, count: int, skip_filing: bool) -> float:
         MAILSUPPORT_ACK_DOMAIN_LIMIT="0",
     )
     if backend == "postgresql":
-        _pg_admin(f"CREATE DATABASE {database}")
+        pg_admin([f"CREATE DATABASE {database}"])
         os.environ["MAILSUPPORT_DATABASE_URL"] = f"{PG_SERVER}/{database}"
     try:
         return _file(count, skip_filing)
     finally:
+        os.chdir(home)
         shutil.rmtree(work, ignore_errors=True)
         if backend == "postgresql":
-            _pg_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            pg_admin([f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"])
 
 
 def _file(count: int, skip_filing: bool) -> float:
@@ -76,14 +84,6 @@ def _file(count: int, skip_filing: bool) -> float:
         batch = iter(pairs[start : start + BATCH])
         pipeline.take(batch, lambda: datetime.now(UTC), lambda session, outcomes: None)
     return time.process_time() - started
-
-
-def _pg_admin(statement: str) -> None:
-    import psycopg
-
-    dsn = PG_SERVER.replace("+psycopg", "") + "/postgres"
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute(statement)  # type: ignore[arg-type]
 
 
 def instructions(backend: str, count: int, skip_filing: bool) -> int:
